@@ -1,0 +1,51 @@
+"""Name -> constructor registries for the pluggable parts (timm's `_registry.py` idea).
+
+    STUDENTS = Registry("student")
+
+    @STUDENTS.register("vilt")
+    def create_vilt(**kwargs): ...
+
+    model = STUDENTS.create("vilt", **kwargs)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class Registry:
+    """A named table of callables; `get` on an unknown name lists the known ones."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._table: Dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: Optional[str] = None) -> Callable[[T], T]:
+        def deco(fn: T) -> T:
+            key = name or fn.__name__
+            if key in self._table:
+                raise KeyError(f"{self.kind} {key!r} is registered twice")
+            self._table[key] = fn
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._table:
+            known = ", ".join(sorted(self._table)) or "(none registered)"
+            raise KeyError(f"unknown {self.kind} {name!r}; expected one of: {known}")
+        return self._table[name]
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> List[str]:
+        return sorted(self._table)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
