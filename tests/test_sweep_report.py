@@ -1,0 +1,81 @@
+"""Sweep grid expansion and the report (results.csv, summary.md, plots) on hand-made runs."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from clip_td.cli import main as cli_main
+from clip_td.io import InputError
+from clip_td.sweep import GridConfig, aggregate, expand_grid, is_complete, mean_std, report
+
+
+def _write_run(root: Path, task, method, frac, seed, scores, extra=""):
+    d = root / "runs" / task / method / f"f{frac:g}" / f"s{seed}"
+    if extra:
+        d = d / extra
+    d.mkdir(parents=True)
+    m = {"task": task, "method": method, "train_fraction": frac, "seed": seed, "eval": scores,
+         "train": {"steps": 1, "samples_per_s": 1.0, "step_time_s": 1.0}}
+    (d / "metrics.json").write_text(json.dumps(m))
+    return d
+
+
+def test_expand_grid_order_and_extra():
+    grid = OmegaConf.structured(GridConfig(tasks=["vqa"], methods=["none", "clip_td"], fractions=[0.05], seeds=[0, 1],
+                                           extra={"method.rho": [0.25, 0.5]}))
+    cells = expand_grid(grid)
+    assert len(cells) == 8
+    assert cells[0].name == "vqa/none/f0.05/s0/method.rho=0.25"
+    assert cells[0].overrides() == ["task.name=vqa", "method.name=none", "train.fraction=0.05", "seed=0", "method.rho=0.25"]
+    with pytest.raises(InputError, match=r"grid.fractions holds 1.5"):
+        expand_grid(OmegaConf.structured(GridConfig(fractions=[1.5])))
+    with pytest.raises(InputError, match=r"grid.seeds is empty"):
+        expand_grid(OmegaConf.structured(GridConfig(seeds=[])))
+
+
+def test_mean_std_hand_computed():
+    assert mean_std([50.0, 52.0, 54.0]) == (52.0, 2.0)
+    assert mean_std([7.0]) == (7.0, 0.0)
+
+
+def test_is_complete(tmp_path):
+    d = _write_run(tmp_path, "vcr", "none", 0.05, 0, {"val": {"q2a": 1.0, "qa2r": 2.0, "q2ar": 0.5}})
+    assert is_complete(d / "metrics.json")
+    d2 = _write_run(tmp_path, "vcr", "none", 0.05, 1, {"val": {"q2a": 1.0}})
+    assert not is_complete(d2 / "metrics.json")
+    (d2 / "metrics.json").write_text("{truncated")
+    assert not is_complete(d2 / "metrics.json")
+
+
+def test_report_tables_and_plots(tmp_path):
+    for seed, (a, b) in enumerate([(40.0, 50.0), (42.0, 54.0), (44.0, 52.0)]):
+        for method, v in (("none", a), ("clip_td", b)):
+            _write_run(tmp_path, "vqa", method, 0.05, seed, {"val": {"vqa_acc": v}, "val_shift": {"vqa_acc": v - 10}})
+    # an incomplete run is ignored
+    _write_run(tmp_path, "vqa", "naive_kd", 0.05, 0, {"val": {}})
+    out = report(tmp_path)
+    rows = list(csv.DictReader(open(out["results"])))
+    assert list(rows[0]) == ["task", "method", "train_fraction", "seed", "split", "metric", "value"]
+    assert len(rows) == 12
+    assert rows[0] == {"task": "vqa", "method": "none", "train_fraction": "0.05", "seed": "0", "split": "val",
+                       "metric": "vqa_acc", "value": "40.0000"}
+    summary = out["summary"].read_text()
+    # none: mean 42, std 2; clip_td: mean 52, std 2; gain +10 (+23.8%)
+    assert "| none | 5% | val | vqa_acc | 42.00 +- 2.00 | 3 |  |  |" in summary
+    assert "| clip_td | 5% | val | vqa_acc | 52.00 +- 2.00 | 3 | +10.00 | +23.8% |" in summary
+    assert "| clip_td | 5% | val_shift | vqa_acc | 42.00 +- 2.00 | 3 | +10.00 | +31.2% |" in summary
+    for name in ("metric_vs_fraction", "gain_shift_vs_indomain"):
+        assert out[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    agg = aggregate([{"task": "vqa", "method": "none", "train_fraction": 0.05, "seed": 0, "split": "val", "metric": "vqa_acc", "value": 1.0}])
+    assert agg[("vqa", "none", 0.05, "val", "vqa_acc")]["n"] == 1
+
+
+def test_report_cli_errors(tmp_path, capsys):
+    assert cli_main(["report", str(tmp_path)]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+    (tmp_path / "runs").mkdir()
+    assert cli_main(["report", str(tmp_path)]) == 2
+    assert "no complete metrics.json" in capsys.readouterr().err
