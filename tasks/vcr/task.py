@@ -1,0 +1,198 @@
+"""VCR in its official files: <split>.jsonl + vcr1images/<movie>/<name>.jpg and .json metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from clip_td.io import InputError, write_text_atomic
+
+from ..base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
+from ..base import splits_from_template
+from .metrics import evaluate_files
+from .text import bad_references, render_tokens
+
+FIELDS = ("annot_id", "movie", "objects", "img_fn", "metadata_fn", "question", "answer_choices", "rationale_choices")
+LABEL_FIELDS = ("answer_label", "rationale_label")
+N_CHOICES = 4
+
+
+@dataclasses.dataclass
+class VcrPaths:
+    # jsonl file name under root; {split} is the file split name (after `split_names`)
+    file: str = "{split}.jsonl"
+    # folder under image_root that img_fn and metadata_fn are relative to
+    image_dir: str = "vcr1images"
+    # folder holding image_dir; None = the data root
+    image_root: Optional[str] = None
+    # splits whose file has no labels (official VCR test); their labels load as -1
+    unlabeled_splits: List[str] = dataclasses.field(default_factory=lambda: ["test"])
+    # split name -> file split name
+    split_names: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _features() -> Any:
+    import datasets
+
+    s, i = datasets.Value("string"), datasets.Value("int64")
+    return datasets.Features(
+        {
+            "uid": s, "image": s, "text": s, "annot_id": s, "movie": s,
+            "answers": datasets.Sequence(s), "rationales": datasets.Sequence(s),
+            "answer_label": i, "rationale_label": i,
+            "objects": datasets.Sequence(s),
+            "boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float64"))),
+        }
+    )
+
+
+@TASKS.register("vcr")
+class VcrTask(Task):
+    name = "vcr"
+    label_key = "answer_label"
+    metric_names = ("q2a", "qa2r", "q2ar")
+
+    def __init__(self, paths: Any = None) -> None:
+        self.paths: VcrPaths = make_paths(VcrPaths, paths)
+
+    def file(self, root: PathLike, split: str) -> Path:
+        return Path(root).resolve() / self.paths.file.format(split=self.paths.split_names.get(split, split))
+
+    def splits_found(self, root: PathLike) -> List[str]:
+        return splits_from_template(root, self.paths.file)
+
+    def _image_root(self, root: Path) -> Path:
+        base = Path(self.paths.image_root).resolve() if self.paths.image_root else root
+        return base / self.paths.image_dir
+
+    def scan(self, root: PathLike, split: str, problems: Problems, decode_images: bool = False) -> List[Dict[str, Any]]:
+        path = self.file(root, split)
+        if not path.is_file():
+            problems.add(f"{path}: file not found")
+            return []
+        labeled = split not in self.paths.unlabeled_splits
+        ctx = {"images": self._image_root(Path(root).resolve()), "check_image": ImageChecker(decode_images),
+               "meta": {}, "seen": set(), "labeled": labeled}
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():
+                    row = self._row(f"{path}:{lineno}", line, ctx, problems)
+                    if row is not None:
+                        rows.append(row)
+        if not ctx["seen"]:
+            problems.add(f"{path}: empty split (no instances)")
+        self.images_checked = ctx["check_image"].count
+        return rows
+
+    def _row(self, where: str, line: str, ctx: Dict[str, Any], problems: Problems) -> Optional[Dict[str, Any]]:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.add(f"{where}: invalid JSON line ({e.msg})")
+            return None
+        fields = FIELDS + (LABEL_FIELDS if ctx["labeled"] else ())
+        miss = [k for k in fields if not isinstance(obj, dict) or k not in obj]
+        if miss:
+            problems.add(f"{where}: missing field(s) {', '.join(miss)}")
+            return None
+        aid = str(obj["annot_id"])
+        if aid in ctx["seen"]:
+            problems.add(f"{where}: duplicate annot_id {aid}")
+            return None
+        ctx["seen"].add(aid)
+        n_bad = len(problems)
+        self._check_text(where, obj, problems)
+        labels = self._labels(where, obj, ctx["labeled"], problems)
+        image = ctx["images"] / str(obj["img_fn"])
+        bad = ctx["check_image"](image)
+        if bad:
+            problems.add(f"{where}: {image}: {bad}")
+        boxes = self._boxes(where, ctx["images"] / str(obj["metadata_fn"]), len(obj["objects"]), ctx["meta"], problems)
+        if len(problems) > n_bad or boxes is None or labels is None:
+            return None
+        objects = obj["objects"]
+        return {
+            "uid": aid, "image": str(image), "text": render_tokens(obj["question"], objects), "annot_id": aid,
+            "movie": str(obj["movie"]),
+            "answers": [render_tokens(c, objects) for c in obj["answer_choices"]],
+            "rationales": [render_tokens(c, objects) for c in obj["rationale_choices"]],
+            "answer_label": labels[0], "rationale_label": labels[1], "objects": list(objects), "boxes": boxes,
+        }
+
+    @staticmethod
+    def _check_text(where: str, obj: Dict[str, Any], problems: Problems) -> None:
+        objects = obj["objects"]
+        if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+            problems.add(f"{where}: objects: expected a list of class names")
+            return
+        for key in ("answer_choices", "rationale_choices"):
+            if not isinstance(obj[key], list) or len(obj[key]) != N_CHOICES:
+                n = len(obj[key]) if isinstance(obj[key], list) else "not a list"
+                problems.add(f"{where}: {key}: expected {N_CHOICES} choices, found {n}")
+                return
+        texts = [("question", obj["question"])]
+        texts += [(f"{k}[{j}]", c) for k in ("answer_choices", "rationale_choices") for j, c in enumerate(obj[k])]
+        for key, tokens in texts:
+            for msg in bad_references(tokens, len(objects)):
+                problems.add(f"{where}: {key}: {msg}")
+
+    @staticmethod
+    def _labels(where: str, obj: Dict[str, Any], labeled: bool, problems: Problems) -> Optional[Tuple[int, int]]:
+        if not labeled:
+            return (-1, -1)
+        vals = (obj["answer_label"], obj["rationale_label"])
+        for key, v in zip(LABEL_FIELDS, vals):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < N_CHOICES:
+                problems.add(f"{where}: {key}: expected an integer 0-{N_CHOICES - 1}, got {v!r}")
+                return None
+        return vals
+
+    @staticmethod
+    def _boxes(where: str, meta_path: Path, n_objects: int, cache: Dict[Path, Any], problems: Problems) -> Optional[list]:
+        if meta_path not in cache:
+            try:
+                with open(meta_path, encoding="utf-8") as f:
+                    cache[meta_path] = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                cache[meta_path] = f"metadata not readable ({type(e).__name__})"
+        meta = cache[meta_path]
+        if isinstance(meta, str):
+            problems.add(f"{where}: {meta_path}: {meta}")
+            return None
+        boxes = meta.get("boxes") if isinstance(meta, dict) else None
+        if not isinstance(boxes, list) or not all(isinstance(b, list) and len(b) == 5 for b in boxes):
+            problems.add(f"{where}: {meta_path}: boxes: expected a list of [x1, y1, x2, y2, score]")
+            return None
+        if len(boxes) != n_objects:
+            problems.add(f"{where}: {meta_path}: {len(boxes)} boxes for {n_objects} objects")
+            return None
+        return [[float(x) for x in b] for b in boxes]
+
+    def load(self, root: PathLike, split: str) -> Any:
+        rows = self.scan(root, split, Problems(strict=True))
+        source = {"task": self.name, "split": split, "n": len(rows), "annotations": str(self.file(root, split))}
+        return rows_to_dataset(rows, _features(), source)
+
+    def write_predictions(self, ds: Any, preds: Sequence[Tuple[int, int]], out_dir: PathLike, split: str) -> Dict[str, str]:
+        """Predictions jsonl {annot_id, answer, rationale} in ds order; a subset gets its own annotations."""
+        if len(preds) != len(ds):
+            raise InputError(f"expected {len(ds)} predictions for vcr split {split!r}, got {len(preds)}")
+        source = read_source(ds)
+        out = Path(out_dir)
+        aids = list(ds["annot_id"])
+        lines = [json.dumps({"annot_id": a, "answer": int(p[0]), "rationale": int(p[1])}) for a, p in zip(aids, preds)]
+        files = {"predictions": out / f"vcr_{split}_predictions.jsonl", "annotations": Path(source["annotations"])}
+        write_text_atomic(files["predictions"], "\n".join(lines) + "\n")
+        if len(ds) != source["n"]:
+            keep = set(aids)
+            with open(source["annotations"], encoding="utf-8") as f:
+                subset = [ln for ln in f if ln.strip() and str(json.loads(ln)["annot_id"]) in keep]
+            files["annotations"] = out / f"vcr_{split}_subset.jsonl"
+            write_text_atomic(files["annotations"], "".join(ln if ln.endswith("\n") else ln + "\n" for ln in subset))
+        return {k: str(v) for k, v in files.items()}
+
+    def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:
+        return evaluate_files(files["annotations"], files["predictions"])

@@ -1,0 +1,122 @@
+"""VQA accuracy exactly as the official tool (vqaEval.py) computes it, as plain functions,
+plus `evaluate_files` (what `clip-td evaluate vqa` calls)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from clip_td.io import InputError, read_json
+
+from .normalize import clean_whitespace, normalize_answer
+
+PathLike = Union[str, Path]
+
+
+def question_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+    """Accuracy of one answer in [0, 1]: mean over the ground truths i of
+    min(1, #{j != i : gt_j == pred} / 3). Normalisation applies only when the ground truths
+    are not all identical (after whitespace cleaning), as in vqaEval.py."""
+    gts = [clean_whitespace(a) for a in gt_answers]
+    pred = clean_whitespace(prediction)
+    if len(set(gts)) > 1:
+        gts = [normalize_answer(a) for a in gts]
+        pred = normalize_answer(pred)
+    accs = []
+    for i in range(len(gts)):
+        matches = sum(1 for j, a in enumerate(gts) if j != i and a == pred)
+        accs.append(min(1.0, float(matches) / 3))
+    return float(sum(accs)) / len(accs)
+
+
+def _pct(values: List[float]) -> float:
+    return round(100 * float(sum(values)) / len(values), 2)
+
+
+def aggregate(accs: Sequence[float], question_types: Sequence[str], answer_types: Sequence[str]) -> Dict[str, Any]:
+    """{"overall", "perQuestionType", "perAnswerType"}: 100 x mean, rounded to 2 decimals,
+    summed in the given (annotation file) order as the official tool does."""
+    by_q: Dict[str, List[float]] = defaultdict(list)
+    by_a: Dict[str, List[float]] = defaultdict(list)
+    for acc, qt, at in zip(accs, question_types, answer_types):
+        by_q[qt].append(acc)
+        by_a[at].append(acc)
+    return {
+        "overall": _pct(list(accs)),
+        "perQuestionType": {k: _pct(v) for k, v in by_q.items()},
+        "perAnswerType": {k: _pct(v) for k, v in by_a.items()},
+    }
+
+
+def vqa_accuracy(
+    predictions: Sequence[str],
+    gt_answers: Sequence[Sequence[str]],
+    question_types: Optional[Sequence[str]] = None,
+    answer_types: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
+    """Official VQA scores for aligned lists of predictions and ground-truth answer lists."""
+    if len(predictions) != len(gt_answers) or not predictions:
+        raise InputError(f"expected as many predictions as ground truths (>0), got {len(predictions)} and {len(gt_answers)}")
+    n = len(predictions)
+    accs = [question_accuracy(p, g) for p, g in zip(predictions, gt_answers)]
+    return aggregate(accs, question_types or [""] * n, answer_types or [""] * n)
+
+
+def _ids_of(items: Any, path: PathLike, key: str) -> List[Any]:
+    if not isinstance(items, list):
+        raise InputError(f"{path}: expected a JSON list under {key!r}")
+    ids = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "question_id" not in item:
+            raise InputError(f"{path}: {key}[{i}]: expected an object with 'question_id'")
+        ids.append(item["question_id"])
+    return ids
+
+
+def evaluate_files(questions: PathLike, annotations: PathLike, results: PathLike) -> Dict[str, Any]:
+    """Score a results file [{question_id, answer}] against official questions/annotations.
+
+    Like the official `loadRes`, the results must answer exactly the annotated questions:
+    a missing question, an unknown id or a duplicate is an InputError naming file and id.
+    """
+    q = read_json(questions)
+    a = read_json(annotations)
+    r = read_json(results)
+    if not isinstance(q, dict) or "questions" not in q:
+        raise InputError(f"{questions}: expected a JSON object with a 'questions' list")
+    if not isinstance(a, dict) or "annotations" not in a:
+        raise InputError(f"{annotations}: expected a JSON object with an 'annotations' list")
+    q_ids = set(_ids_of(q["questions"], questions, "questions"))
+    anns = a["annotations"]
+    ann_ids = _ids_of(anns, annotations, "annotations")
+    for qid in ann_ids:
+        if qid not in q_ids:
+            raise InputError(f"{annotations}: question_id {qid} has no question in {questions}")
+    res_ids = _ids_of(r, results, "results")
+    answers: Dict[Any, str] = {}
+    for i, (qid, item) in enumerate(zip(res_ids, r)):
+        if qid in answers:
+            raise InputError(f"{results}: [{i}]: duplicate question_id {qid}")
+        if not isinstance(item.get("answer"), str):
+            raise InputError(f"{results}: [{i}]: expected a string 'answer' for question_id {qid}")
+        answers[qid] = item["answer"]
+    known = set(ann_ids)
+    for qid in answers:
+        if qid not in known:
+            raise InputError(f"{results}: question_id {qid} is not in {annotations}")
+    for qid in ann_ids:
+        if qid not in answers:
+            raise InputError(f"{results}: no answer for question_id {qid} of {annotations}")
+    preds, gts, qts, ats = [], [], [], []
+    for i, ann in enumerate(anns):
+        try:
+            gts.append([x["answer"] for x in ann["answers"]])
+            qts.append(ann["question_type"])
+            ats.append(ann["answer_type"])
+        except (KeyError, TypeError):
+            raise InputError(
+                f"{annotations}: annotations[{i}]: expected 'answers' [{{answer}}], 'question_type', 'answer_type'"
+            ) from None
+        preds.append(answers[ann["question_id"]])
+    return vqa_accuracy(preds, gts, qts, ats)
