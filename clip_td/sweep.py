@@ -257,6 +257,13 @@ def summary_markdown(agg) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _colour(method: str) -> str:
+    """One colour per method across every panel and plot."""
+    fixed = {"none": "tab:blue", "naive_kd": "tab:orange", "clip_td": "tab:green"}
+    others = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    return fixed.get(method) or others[sum(map(ord, method)) % len(others)]
+
+
 def _method_order(method: str) -> Tuple[int, str]:
     order = {"none": 0, "naive_kd": 1, "clip_td": 2}
     return order.get(method, 3), method
@@ -297,8 +304,8 @@ def plot(agg, out_dir: Path) -> List[Path]:
                 mean = [agg[(task, method, f, split, metric)]["mean"] for f in fr]
                 std = [agg[(task, method, f, split, metric)]["std"] for f in fr]
                 x = [100 * f for f in fr]
-                ax.plot(x, mean, marker="o", label=method)
-                ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+                ax.plot(x, mean, marker="o", label=method, color=_colour(method))
+                ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, color=_colour(method))
             ax.set_xscale("log")
             ax.set_xlabel("training fraction (%)")
             ax.set_ylabel(f"{metric} (%)")
@@ -323,7 +330,7 @@ def plot(agg, out_dir: Path) -> List[Path]:
                     if g_in and g_sh:
                         pts.append((g_in[0], g_sh[0], f))
                 if pts:
-                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=method)
+                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=method, color=_colour(method))
                     for p in pts:
                         ax.annotate(f"{100 * p[2]:g}%", (p[0], p[1]), fontsize=7)
             lims = ax.get_xlim() + ax.get_ylim()
