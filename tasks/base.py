@@ -87,11 +87,11 @@ def make_paths(cls: type, paths: Union[None, Mapping[str, Any], Any]) -> Any:
     return cls(**{k: (dict(v) if k == "split_names" else v) for k, v in paths.items()})
 
 
-def attach_source(info_obj: Dict[str, Any]) -> Any:
+def attach_source(info_obj: Dict[str, Any], features: Any = None) -> Any:
     """A datasets.DatasetInfo carrying where the rows came from (survives `select`/`filter`)."""
     import datasets
 
-    return datasets.DatasetInfo(description=json.dumps(info_obj))
+    return datasets.DatasetInfo(description=json.dumps(info_obj), features=features)
 
 
 def read_source(ds: Any) -> Dict[str, Any]:
@@ -133,7 +133,7 @@ def rows_to_dataset(rows: List[Dict[str, Any]], features: Any, source: Dict[str,
     """Rows -> in-memory Arrow datasets.Dataset with fixed features and a source record."""
     import datasets
 
-    return datasets.Dataset.from_list(rows, features=features, info=attach_source(source))
+    return datasets.Dataset.from_list(rows, features=features, info=attach_source(source, features))
 
 
 def check_count(ds_len: int, path: PathLike, problems: Problems) -> None:
