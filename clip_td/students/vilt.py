@@ -1,0 +1,61 @@
+"""ViLT student: transformers' single-stream ViltModel (from a ViltConfig or a checkpoint)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+from transformers import ViltConfig, ViltModel
+
+from ..io import InputError
+from . import STUDENTS
+
+
+class ViltStudent(nn.Module):
+    """Wraps ViltModel; splits its last hidden state into text tokens, image CLS, patch tokens."""
+
+    def __init__(self, model: ViltModel, image_size: int) -> None:
+        super().__init__()
+        # keep every patch in grid order: ViLT otherwise samples max_image_length patches at random
+        model.config.max_image_length = -1
+        self.model = model
+        self.hidden_size = int(model.config.hidden_size)
+        side = image_size // int(model.config.patch_size)
+        self.image_grid = (side, side)
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """pixel_values (B, 3, H, W), input_ids/attention_mask (B, T) -> pooled (B, h),
+        image_tokens (B, Nv, h), text_tokens (B, T, h)."""
+        pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long,
+                                device=pixel_values.device)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                         pixel_mask=pixel_mask)
+        hidden = out.last_hidden_state  # (B, T + 1 + Nv, h): text, image CLS, patches
+        t = input_ids.shape[1]
+        return {"pooled": out.pooler_output, "image_tokens": hidden[:, t + 1:], "text_tokens": hidden[:, :t]}
+
+
+def vilt_config(cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
+    return ViltConfig(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size, image_size=image_size,
+        patch_size=cfg.patch_size, max_position_embeddings=cfg.max_text_len, hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout, max_image_length=-1,
+    )
+
+
+@STUDENTS.register("vilt")
+def create_vilt(cfg: Any, vocab_size: int, image_size: int) -> ViltStudent:
+    pretrained = getattr(cfg, "pretrained", None)
+    if not pretrained:
+        return ViltStudent(ViltModel(vilt_config(cfg, vocab_size, image_size)), image_size)
+    try:
+        model = ViltModel.from_pretrained(pretrained)
+    except (OSError, ValueError) as e:
+        raise InputError(f"student.pretrained={pretrained!r}: not a loadable ViLT checkpoint ({e})") from None
+    if model.config.vocab_size != vocab_size:
+        raise InputError(f"student.pretrained={pretrained!r}: vocab size {model.config.vocab_size} != tokenizer's "
+                         f"{vocab_size}; use the checkpoint's own tokenizer")
+    return ViltStudent(model, image_size)

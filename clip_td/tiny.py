@@ -1,0 +1,48 @@
+"""Tiny open_clip teachers saved in the real `local-dir:` format, for tests and benchmarks.
+
+Nothing here downloads: the model is built from a small `model_cfg` dict and written as
+`open_clip_config.json` + `open_clip_model.safetensors`, exactly what `pretrain.export` and
+`open_clip.create_model_and_transforms("local-dir:<dir>")` use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from .io import PathLike, atomic_path
+
+
+def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32, embed_dim: int = 32,
+                     context_length: int = 24) -> Dict[str, Any]:
+    """An open_clip `model_cfg` for a 1-layer ViT + 1-layer text transformer."""
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": 1,
+                       "head_width": width // 2},
+        "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width, "heads": 2,
+                     "layers": 1},
+    }
+
+
+def save_tiny_teacher(out_dir: PathLike, seed: int = 0, **cfg_kwargs: Any) -> Path:
+    """Build a random tiny open_clip CLIP and save it as a `local-dir:` teacher; returns the dir."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    model_cfg = tiny_clip_config(**cfg_kwargs)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg)
+    size = model_cfg["vision_cfg"]["image_size"]
+    config = {"model_cfg": model_cfg,
+              "preprocess_cfg": {"size": size, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+    out = Path(out_dir)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "open_clip_model.safetensors"))
+    return out

@@ -1,0 +1,69 @@
+"""Dynamic per-instance weights and schedules on the total distillation weight.
+
+`WEIGHTINGS` functions map teacher (and optionally student) answer distributions to w (B,),
+normalised to mean 1 over the batch so they redistribute, not rescale, the distillation loss.
+`SCHEDULES` map (step, total_steps) to a factor on alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .registry import Registry
+
+WEIGHTINGS = Registry("weighting")
+SCHEDULES = Registry("weight schedule")
+
+
+def _mean_one(w: torch.Tensor) -> torch.Tensor:
+    return w / w.mean().clamp_min(1e-12)
+
+
+@WEIGHTINGS.register("confidence")
+def confidence(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1.0, **_: object) -> torch.Tensor:
+    """w_i = c_i^gamma / mean_b(c_b^gamma) with c_i = q_i[gold_i] (the teacher's trust in the right answer).
+
+    teacher_probs (B, C), gold (B,) long -> (B,). gamma = 0 gives uniform weights.
+    """
+    c = teacher_probs.float().gather(1, gold.long().view(-1, 1)).squeeze(1)
+    return _mean_one(c.clamp_min(1e-12) ** gamma)
+
+
+@WEIGHTINGS.register("uniform")
+def uniform(teacher_probs: torch.Tensor, **_: object) -> torch.Tensor:
+    """w_i = 1. teacher_probs (B, C) -> (B,)."""
+    return torch.ones(teacher_probs.shape[0], device=teacher_probs.device)
+
+
+@WEIGHTINGS.register("agreement")
+def agreement(teacher_probs: torch.Tensor, student_probs: Optional[torch.Tensor] = None, gamma: float = 1.0,
+              **_: object) -> torch.Tensor:
+    """w_i = (1 - TV(q_i, p_i))^gamma, mean-1 normalised; TV = half the L1 distance.
+
+    Trusts the teacher where student and teacher already roughly agree. teacher_probs,
+    student_probs (B, C) -> (B,). The student distribution is treated as a constant.
+    """
+    assert student_probs is not None, "agreement weighting needs the student's probabilities"
+    tv = 0.5 * (teacher_probs.float() - student_probs.detach().float()).abs().sum(-1)
+    return _mean_one((1.0 - tv).clamp_min(1e-12) ** gamma)
+
+
+@SCHEDULES.register("constant")
+def constant(step: int, total_steps: int) -> float:
+    return 1.0
+
+
+@SCHEDULES.register("linear")
+def linear(step: int, total_steps: int) -> float:
+    """1 at step 0, falling linearly to 0 at total_steps."""
+    return max(0.0, 1.0 - step / max(total_steps, 1))
+
+
+@SCHEDULES.register("cosine")
+def cosine(step: int, total_steps: int) -> float:
+    """Half-cosine from 1 at step 0 to 0 at total_steps."""
+    t = min(step / max(total_steps, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
