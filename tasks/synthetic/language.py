@@ -72,6 +72,12 @@ def _keys(rng: random.Random) -> tuple:
     return rng.choice((("colour",), ("colour",), ("size", "colour"), ("size", "colour"), ()))
 
 
+def _coord_keys(objs: Sequence[Dict], rng: random.Random) -> List[tuple]:
+    """Attribute keys per listed object; a repeated shape always gets its colour."""
+    shapes = [o["shape"] for o in objs]
+    return [k if k or shapes.count(o["shape"]) == 1 else ("colour",) for o, k in zip(objs, (_keys(rng) for _ in objs))]
+
+
 def _salient(scene: Dict, rng: random.Random, k_max: int = 3) -> List[Dict]:
     """Up to k_max objects, largest first (what a web caption would mention)."""
     order = sorted(scene["objects"], key=lambda o: -o["r"])
@@ -95,7 +101,7 @@ def caption(scene: Dict, rng: random.Random) -> Parse:
         root = p.add(rng.choice(PHOTO_NOUNS), "NOUN", "ROOT")
         prep = p.add("of", "ADP", "prep", root)
         objs = _salient(scene, rng)
-        add_coordination(p, objs, "pobj", prep, [_keys(rng) for _ in objs])
+        add_coordination(p, objs, "pobj", prep, _coord_keys(objs, rng))
     elif form == "count":
         n = len(scene["objects"])
         num = p.add(NUMBER_WORDS[n] if n > 1 else "one", "NUM", "nummod")
@@ -112,10 +118,10 @@ def caption(scene: Dict, rng: random.Random) -> Parse:
         objs = _salient(scene, rng)
         root = p.add("is" if len(objs) == 1 else "are", "AUX", "ROOT")
         p.attach(expl, root)
-        add_coordination(p, objs, "attr", root, [_keys(rng) for _ in objs])
+        add_coordination(p, objs, "attr", root, _coord_keys(objs, rng))
     else:
         objs = _salient(scene, rng)
-        add_coordination(p, objs, "ROOT", -1, [_keys(rng) for _ in objs])
+        add_coordination(p, objs, "ROOT", -1, _coord_keys(objs, rng))
     return p
 
 

@@ -33,6 +33,9 @@ UNKNOWABLE = (
     "The {x} is warm to the touch.",
 )
 
+PICTURE_UNKNOWABLE = ("The picture was drawn by a child.", "The shapes are made of wood.",
+                      "The shapes are about to move.")
+
 
 def hypothesis(scene: Dict, label: str, rng: random.Random) -> str:
     for _ in range(30):
@@ -54,6 +57,10 @@ def _make(scene: Dict, label: str, rng: random.Random) -> Optional[str]:
 def _clause(scene: Dict, rng: random.Random, present: bool) -> Optional[str]:
     obj = rng.choice(scene["objects"])
     attrs = {"colour": obj["colour"], "shape": obj["shape"]}
+    if present and count(scene, attrs) > 1:
+        attrs = unique_ref(scene, scene["objects"].index(obj), (("colour", "shape"), ("size", "colour", "shape")))
+        if attrs is None:  # identical twins: speak about the picture as a whole
+            return rng.choice(PICTURE_UNKNOWABLE)
     if not present:
         key = rng.choice(("colour", "shape"))
         attrs[key] = rng.choice([v for v in (COLOUR_NAMES if key == "colour" else SHAPES) if v != obj[key]])

@@ -14,9 +14,10 @@ canonical answer is always the strict mode, so `multiple_choice_answer` is the t
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from .scene import clear_pairs, count, holds, ref_phrase, relation, unique_ref
+from .scene import clear_pairs, count, sample_scene, holds, ref_phrase, relation, unique_ref
 from .vocab import (COLOUR_NAMES, NEAR_COLOUR, NEAR_SHAPE, NEAR_SIZE, NUMBER_WORDS, OPPOSITE, SHAPES, SIZE_NAMES,
                     article)
 from .language import plural
@@ -24,7 +25,7 @@ from .language import plural
 # (text, question_type, answer_type, answer, kind); kind drives annotator near misses.
 Question = Tuple[str, str, str, str, str]
 
-FAMILY_WEIGHTS = {"colour": 0.15, "shape": 0.12, "size": 0.08, "count": 0.25, "exist": 0.20, "spatial": 0.20}
+FAMILY_WEIGHTS = {"colour": 0.15, "shape": 0.12, "size": 0.08, "count": 0.35, "exist": 0.20, "spatial": 0.20}
 ANSWER_SETS = {"colour": COLOUR_NAMES, "shape": SHAPES, "size": SIZE_NAMES, "number": tuple(str(k) for k in range(7)),
                "yesno": ("yes", "no")}
 MAX_COUNT = 6
@@ -60,7 +61,7 @@ def _attr_question(scene: Dict, rng: random.Random, target: str) -> Optional[Que
 
 def _count(scene: Dict, rng: random.Random, force_total: bool = False) -> Optional[Question]:
     objs = scene["objects"]
-    target = len(objs) if force_total else rng.randint(0, MAX_COUNT)
+    target = len(objs) if force_total else rng.choices(range(MAX_COUNT + 1), _target_weights())[0]
     queries: List[Dict[str, str]] = [{}]
     queries += [{"colour": c} for c in COLOUR_NAMES] + [{"shape": s} for s in SHAPES]
     queries += [{"colour": o["colour"], "shape": o["shape"]} for o in objs]
@@ -78,6 +79,22 @@ def _count(scene: Dict, rng: random.Random, force_total: bool = False) -> Option
         adj = q.get("colour", "")
         text = f"How many {adj + ' ' if adj else ''}{noun} are there?"
     return text, "how many", "number", str(target), "number"
+
+
+@lru_cache(maxsize=1)
+def _target_weights() -> Tuple[float, ...]:
+    """Inverse of how often each count can be asked about in a random scene, so the counts
+    that reach the data are flat over 0-6 (large counts are rarer in scenes than small ones)."""
+    rng = random.Random(0)
+    hits = [0] * (MAX_COUNT + 1)
+    for _ in range(2000):
+        scene = sample_scene(rng)
+        objs = scene["objects"]
+        queries = [{}] + [{"colour": o["colour"]} for o in objs] + [{"shape": o["shape"]} for o in objs]
+        queries += [{"colour": o["colour"], "shape": o["shape"]} for o in objs]
+        for t in {count(scene, q) for q in queries} | {0}:
+            hits[t] += 1
+    return tuple(1.0 / max(h, 1) for h in hits)
 
 
 def _kind(q: Dict[str, str]) -> str:
