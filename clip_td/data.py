@@ -119,6 +119,20 @@ class TaskDataset(Dataset):
         return {"answer_label": int(row["answer_label"]), "rationale_label": int(row["rationale_label"])}
 
 
+def joined_offsets(enc: Any, firsts: Sequence[str]) -> torch.Tensor:
+    """Offsets of a pair encoding re-expressed in the joined string `first + " " + second`.
+
+    The teacher reads the pair as one string (e.g. question + gold answer), so the sub-word
+    alignment needs the second segment's spans shifted past the first. -> (N, T, 2).
+    """
+    offsets = enc["offset_mapping"].clone()
+    for i, first in enumerate(firsts):
+        seq = torch.tensor([s if s is not None else -1 for s in enc.sequence_ids(i)])
+        second = (seq == 1) & (offsets[i, :, 1] > offsets[i, :, 0])
+        offsets[i][second] += len(first) + 1
+    return offsets
+
+
 class Collator:
     """Stack images and targets, tokenise every (text, pair) with padding and character offsets."""
 
@@ -136,6 +150,7 @@ class Collator:
         else:
             # Truncate the context first: VCR candidates must stay readable.
             enc = self.tokenizer(firsts, [b or "" for b in seconds], **{**kwargs, "truncation": "only_first"})
+            enc["offset_mapping"] = joined_offsets(enc, firsts)
         return {
             "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"],

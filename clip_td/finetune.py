@@ -72,15 +72,12 @@ def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optim
 
 
 def kd_scale(schedule: str, step: int, total: int) -> float:
-    """Multiplier of the distillation terms at optimizer step `step` of `total`."""
-    t = min(step / max(total, 1), 1.0)
-    if schedule == "constant":
-        return 1.0
-    if schedule == "linear_decay":
-        return 1.0 - t
-    if schedule == "cosine_decay":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    raise InputError(f"method.schedule={schedule!r}; expected one of: constant, linear_decay, cosine_decay")
+    """Factor on the distillation terms at optimizer step `step` of `total` (weighting.SCHEDULES)."""
+    from .weighting import SCHEDULES
+
+    if schedule not in SCHEDULES:
+        raise InputError(f"method.schedule={schedule!r}; expected one of: {', '.join(SCHEDULES.names())}")
+    return float(SCHEDULES.get(schedule)(step, total))
 
 
 def loss_terms(result: Dict[str, Any]) -> Dict[str, float]:
@@ -146,7 +143,8 @@ def train(cfg: DictConfig, accelerator: Accelerator, built: Built) -> Dict[str, 
     train_dl = built.loader(built.train_set, cfg.train.batch_size, shuffle=True)
     eval_dls = {s: built.loader(ds, cfg.eval.batch_size, shuffle=False) for s, ds in built.eval_sets.items()}
     optimizer = make_optimizer(built.model, cfg)
-    steps_per_epoch = math.ceil(len(train_dl) / accelerator.num_processes / cfg.train.grad_accum)
+    # each process gets ceil(batches / processes) batches (accelerate pads the last round)
+    steps_per_epoch = math.ceil(math.ceil(len(train_dl) / accelerator.num_processes) / cfg.train.grad_accum)
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
     from transformers import get_scheduler
 
@@ -168,6 +166,7 @@ def train(cfg: DictConfig, accelerator: Accelerator, built: Built) -> Dict[str, 
         pos.update(check_compatible(ckpt, signature, model))
         accelerator.load_state(str(ckpt), strict=not cfg.student.lora.enabled)
         accelerator.print(f"resumed from {ckpt} at step {pos['step']}")
+    start_step = pos["step"]
     if built.teacher is not None:
         built.teacher.to(accelerator.device)
 
@@ -235,15 +234,9 @@ def train(cfg: DictConfig, accelerator: Accelerator, built: Built) -> Dict[str, 
             pos.update(epoch=epoch + 1, batch=0)
     bar.close()
     checkpoint(f"step_{pos['step']}")
-    steps_run = max(pos["step"] - (0 if ckpt is None else int(check_step(ckpt))), 1)
+    steps_run = max(pos["step"] - start_step, 1)
     return {"model": model, "eval_dls": eval_dls, "steps": pos["step"],
             "samples_per_s": samples / max(train_time, 1e-9), "step_time_s": train_time / steps_run}
-
-
-def check_step(ckpt: Path) -> int:
-    from .io import read_json
-
-    return int(read_json(ckpt / "run_state.json")["step"])
 
 
 def broadcast_float(accelerator: Accelerator, value: Optional[float]) -> Optional[float]:

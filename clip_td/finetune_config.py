@@ -42,7 +42,8 @@ class StudentConfig:
     name: str = "vilt"  # STUDENTS registry name: vilt | dual_stream
     pretrained: Optional[str] = None  # checkpoint folder or hub id (e.g. dandelin/vilt-b32-mlm); null = from config
     hidden_size: int = 128  # transformer width (from-config students)
-    num_layers: int = 2  # transformer depth (from-config students)
+    num_layers: int = 2  # transformer depth (vilt; dual_stream: text layers) (from-config students)
+    vision_layers: int = 2  # dual_stream: ViT image-encoder layers (from-config students)
     num_heads: int = 4  # attention heads (from-config students)
     intermediate_size: int = 256  # MLP width (from-config students)
     patch_size: int = 8  # image patch side in pixels (from-config students)
@@ -70,9 +71,9 @@ class MethodConfig:
     tau: float = 2.0  # temperature of the answer-level term
     rho: float = 0.25  # fraction of teacher image tokens kept per instance
     gamma: float = 1.0  # confidence exponent of the dynamic weight
-    selection: str = "relevance"  # SELECTORS registry name (clip_td); the ablations override it
+    selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
     weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
-    schedule: str = "constant"  # schedule of alpha over training: constant | linear_decay | cosine_decay
+    schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""Rows -> tensors: transforms, tokenisation with offsets, VCR expansion, VQA soft targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clip_td.data import Collator, TaskDataset, corpus_texts, student_texts, student_transform
+from clip_td.tokenizer import build_wordpiece
+from test_finetune_helpers import small_world  # noqa: F401  (session fixture)
+
+
+def _load(world, task_name, split="train"):
+    from tasks import get_task
+
+    task = get_task(task_name)
+    return task, task.load(world / task_name, split)
+
+
+def test_vqa_item_and_batch(small_world):
+    from tasks.vqa.answers import AnswerVocab
+
+    _, ds = _load(small_world, "vqa")
+    ds = ds.select(range(6))
+    vocab = AnswerVocab.build(ds)
+    tok = build_wordpiece(corpus_texts("vqa", ds), vocab_size=200)
+    data = TaskDataset("vqa", ds, student_transform(32, (0.5,) * 3, (0.5,) * 3), source_index=[10, 11, 12, 13, 14, 15],
+                       answer_vocab=vocab)
+    item = data[0]
+    assert item["pixel_values"].shape == (3, 32, 32)
+    assert item["index"] == 10 and item["texts"] == [(ds[0]["text"], None)]
+    # soft target = min(1, count / 3) over the 10 canonical answers
+    expected = torch.zeros(len(vocab))
+    for idx, score in vocab.soft_scores(ds[0]["answers"]).items():
+        expected[idx] = score
+    assert torch.equal(item["targets"], expected) and item["targets"].max() == 1.0
+
+    batch = Collator(tok, max_len=16)([data[i] for i in range(4)])
+    assert batch["pixel_values"].shape == (4, 3, 32, 32)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["offsets"].shape[:2]
+    assert batch["input_ids"].shape[0] == 4 and batch["targets"].shape == (4, len(vocab))
+    assert batch["index"].tolist() == [10, 11, 12, 13]
+    # offsets point into the question text
+    ids, offs = batch["input_ids"][0], batch["offsets"][0]
+    text = ds[0]["text"].lower()
+    first_word = tok.convert_ids_to_tokens([int(ids[1])])[0]
+    assert text[int(offs[1, 0]):int(offs[1, 1])] == first_word
+
+
+def test_image_normalisation_matches_hand_computation(small_world):
+    _, ds = _load(small_world, "snli_ve")
+    from PIL import Image
+
+    img = Image.open(ds[0]["image"]).convert("RGB")
+    x = student_transform(64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(img)
+    raw = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
+    assert torch.allclose(x, (raw - 0.5) / 0.25, atol=1e-5)
+
+
+def test_vcr_expands_into_four_answers_and_four_rationales(small_world):
+    _, ds = _load(small_world, "vcr")
+    row = ds[0]
+    pairs = student_texts("vcr", row)
+    assert len(pairs) == 8
+    assert [b for _, b in pairs[:4]] == row["answers"]
+    assert all(a == row["text"] for a, _ in pairs[:4])
+    gold = row["answers"][row["answer_label"]]
+    assert all(a == f"{row['text']} {gold}" for a, _ in pairs[4:])
+    assert [b for _, b in pairs[4:]] == row["rationales"]
+
+    tok = build_wordpiece(corpus_texts("vcr", ds.select(range(20))), vocab_size=300)
+    data = TaskDataset("vcr", ds.select(range(3)), student_transform(32, (0.5,) * 3, (0.5,) * 3))
+    batch = Collator(tok, max_len=64)([data[i] for i in range(3)])
+    assert batch["input_ids"].shape[0] == 3 * 8 and batch["pixel_values"].shape[0] == 3
+    assert batch["answer_label"].tolist() == [ds[i]["answer_label"] for i in range(3)]
+    # second-segment offsets live in the joined string "question answer"
+    joined = f"{row['text']} {row['answers'][0]}".lower()
+    ids, offs = batch["input_ids"][0], batch["offsets"][0]
+    for t, (a, b) in zip(tok.convert_ids_to_tokens(ids.tolist()), offs.tolist()):
+        if b > a:
+            assert joined[a:b] == t.removeprefix("##")
+
+
+def test_corpus_covers_every_student_text(small_world):
+    _, ds = _load(small_world, "vcr")
+    ds = ds.select(range(2))
+    corpus = corpus_texts("vcr", ds)
+    for row in ds:
+        for a, b in student_texts("vcr", row):
+            assert b in corpus
+        assert row["text"] in corpus
