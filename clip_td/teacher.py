@@ -124,6 +124,14 @@ class FrozenTeacher(nn.Module):
         std = torch.tensor(self.preprocess["std"], device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
 
+    def image_transform(self) -> Any:
+        """PIL image -> (3, S, S) teacher-normalised tensor (open_clip's eval transform)."""
+        from open_clip import image_transform
+
+        p = self.preprocess
+        return image_transform(p["image_size"], is_train=False, mean=p["mean"], std=p["std"],
+                               interpolation=p["interpolation"], resize_mode=p["resize_mode"])
+
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor, cls_attention: bool = False) -> Dict[str, torch.Tensor]:
         """Teacher-normalised pixels (B, 3, S, S) -> patch tokens and global embedding.

@@ -26,9 +26,11 @@ def _mean_one(w: torch.Tensor) -> torch.Tensor:
 def confidence(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1.0, **_: object) -> torch.Tensor:
     """w_i = c_i^gamma / mean_b(c_b^gamma) with c_i = q_i[gold_i] (the teacher's trust in the right answer).
 
-    teacher_probs (B, C), gold (B,) long -> (B,). gamma = 0 gives uniform weights.
+    teacher_probs (B, C), gold (B,) long (-1: the gold answer is not a candidate, c_i = 0)
+    -> (B,). gamma = 0 gives uniform weights.
     """
-    c = teacher_probs.float().gather(1, gold.long().view(-1, 1)).squeeze(1)
+    gold = gold.long()
+    c = teacher_probs.float().gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
     return _mean_one(c.clamp_min(1e-12) ** gamma)
 
 

@@ -1,0 +1,267 @@
+"""Teacher-output cache: computed once per (task, rows, teacher, answer vocabulary), reused by
+every epoch, run, fraction and seed of a sweep.
+
+    cache = TeacherCache.build(teacher, "vqa", full_train_rows, cache_root, answer_vocab=vocab,
+                               process_index=acc.process_index, num_processes=acc.num_processes,
+                               barrier=acc.wait_for_everyone)
+    teacher_out = cache.lookup(batch["index"])      # same keys as `teacher_outputs(...)`
+
+Layout: `<root>/<key>/manifest.json` + `shard-<r>-of-<W>/<array>.npy`. Arrays are memory-mapped
+(token features in fp16) so a VQA-size cache need not fit in RAM. Each of W processes builds the
+rows r, r+W, ...; every shard is written under a temporary name and renamed into place; the
+main process then renames the whole folder to its key, so a crash leaves nothing that looks
+built. The key hashes the teacher fingerprint, the task, the rows (their JSON) and the candidate
+texts (answer vocabulary), so changing any of them builds a new cache. Images shared by several
+rows (VQA: ~5 questions per image) are encoded and stored once per shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .io import InputError, PathLike, atomic_path, read_json, write_json_atomic
+from .task_texts import teacher_texts
+
+CACHE_VERSION = 1
+IMAGE_ARRAYS = ("patch_tokens", "image_embed", "cls_attention")  # stored per unique image
+ROW_ARRAYS = ("text_embed", "token_feats", "token_mask", "token_offsets", "cand_logits", "gold")
+FP16 = {"patch_tokens", "token_feats", "cls_attention"}
+
+
+# ---- computing teacher outputs (shared by the cache and the live teacher) ---------------------
+
+
+class CandidateEncoder:
+    """Candidate text embeddings, memoised when the same list recurs (VQA's answer vocabulary)."""
+
+    def __init__(self, teacher: Any) -> None:
+        self.teacher = teacher
+        self._memo: Dict[int, tuple] = {}
+
+    def __call__(self, candidates: List[str]) -> torch.Tensor:
+        """C strings -> (C, d) L2-normalised embeddings."""
+        key = id(candidates)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is candidates:
+            return hit[1]
+        emb = self.teacher.encode_texts(candidates, with_tokens=False)["text_embed"]
+        if len(candidates) > 16:  # long lists are the shared vocabulary; per-row lists are short
+            self._memo[key] = (candidates, emb)
+        return emb
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: Any, pixels: torch.Tensor, task_texts: Sequence[str],
+                    candidates: Sequence[List[str]], gold: Sequence[int], cls_attention: bool = False,
+                    candidate_encoder: Optional[CandidateEncoder] = None) -> Dict[str, Any]:
+    """Everything the distiller reads, for a batch, straight from the teacher.
+
+    pixels (B, 3, S, S) teacher-normalised; B task texts; B candidate lists of equal length C;
+    B gold indices. -> patch_tokens (B, Nv, d), image_embed (B, d), text_embed (B, d),
+    token_feats (B, Nt, d), token_mask (B, Nt), token_offsets (B, Nt, 2), cand_logits (B, C)
+    (= logit_scale * cos), gold (B,) [, cls_attention (B, Nv)].
+    """
+    enc = candidate_encoder or CandidateEncoder(teacher)
+    img = teacher.encode_images(pixels, cls_attention=cls_attention)
+    txt = teacher.encode_texts(list(task_texts))
+    nt = txt["token_mask"].shape[1]
+    offsets = torch.full((len(task_texts), nt, 2), -1, dtype=torch.long)
+    for i, spans in enumerate(txt["offsets"]):
+        # content tokens sit right after the start token, in order
+        if spans:
+            offsets[i, 1:1 + len(spans)] = torch.tensor(spans, dtype=torch.long)
+    cand = torch.stack([img["image_embed"][i] @ enc(c).T for i, c in enumerate(candidates)])
+    out = {**img, "text_embed": txt["text_embed"], "token_feats": txt["token_feats"],
+           "token_mask": txt["token_mask"], "token_offsets": offsets.to(txt["token_feats"].device),
+           "cand_logits": teacher.logit_scale * cand, "gold": torch.tensor(list(gold), dtype=torch.long)}
+    return out
+
+
+# ---- the cache ---------------------------------------------------------------------------------
+
+
+def rows_hash(rows: Any) -> str:
+    """sha256 of the rows' JSON (any change of text, labels, image paths or order changes it)."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def cache_key(teacher_fp: str, task: str, data_hash: str, candidates_hash: str, cls_attention: bool) -> str:
+    text = json.dumps([CACHE_VERSION, teacher_fp, task, data_hash, candidates_hash, cls_attention])
+    return f"{task}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def _load_image(path: str, transform: Callable) -> torch.Tensor:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return transform(im.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read image ({e})") from None
+
+
+class TeacherCache:
+    """A built cache folder, opened read-only with memory maps."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.manifest = read_json(self.path / "manifest.json")
+        self.shards = [self._open_shard(self.path / name) for name in self.manifest["shards"]]
+        self.token_len = max(sh["token_feats"].shape[1] for sh in self.shards)
+        n = max(int(sh["index"].max()) for sh in self.shards if len(sh["index"])) + 1
+        self._shard_of = np.full(n, -1, dtype=np.int64)
+        self._row_of = np.full(n, -1, dtype=np.int64)
+        for s, sh in enumerate(self.shards):
+            self._shard_of[sh["index"]] = s
+            self._row_of[sh["index"]] = np.arange(len(sh["index"]))
+
+    @staticmethod
+    def _open_shard(folder: Path) -> Dict[str, np.ndarray]:
+        return {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")}
+
+    def __len__(self) -> int:
+        return int((self._shard_of >= 0).sum())
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*.npy"))
+
+    # ---- building --------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, teacher: Any, task: str, rows: Sequence[Dict[str, Any]], root: PathLike,
+              answer_vocab: Any = None, indices: Optional[Sequence[int]] = None, batch_size: int = 64,
+              process_index: int = 0, num_processes: int = 1, barrier: Callable[[], None] = lambda: None,
+              cls_attention: bool = False) -> "TeacherCache":
+        """Open the cache of these rows, building it first if needed (every process calls this).
+
+        `rows` is the split (a datasets.Dataset or a list of row dicts); `indices` the row
+        indices to cache (default: all); lookups take those same split indices.
+        """
+        indices = list(range(len(rows))) if indices is None else [int(i) for i in indices]
+        chosen = [rows[i] for i in indices]
+        cand_hash = hashlib.sha256(json.dumps(
+            [answer_vocab.decode(i) for i in range(len(answer_vocab))] if answer_vocab is not None else []
+        ).encode()).hexdigest()
+        key = cache_key(teacher.fingerprint(), task,
+                        rows_hash([{"_i": i, **r} for i, r in zip(indices, chosen)]), cand_hash, cls_attention)
+        final = Path(root) / key
+        if not (final / "manifest.json").is_file():
+            partial = Path(root) / f"{key}.partial-w{num_processes}"
+            mine = list(range(process_index, len(indices), num_processes))
+            shard = partial / f"shard-{process_index}-of-{num_processes}"
+            if not shard.is_dir():
+                _build_shard(teacher, task, [chosen[p] for p in mine], [indices[p] for p in mine], shard,
+                             answer_vocab, batch_size, cls_attention)
+            barrier()
+            if process_index == 0 and not (final / "manifest.json").is_file():
+                names = [f"shard-{r}-of-{num_processes}" for r in range(num_processes)]
+                write_json_atomic(partial / "manifest.json", {
+                    "version": CACHE_VERSION, "task": task, "teacher": teacher.name,
+                    "teacher_fingerprint": teacher.fingerprint(), "rows": len(indices), "shards": names,
+                    "cls_attention": cls_attention})
+                try:
+                    os.rename(partial, final)
+                except OSError:  # another job finished the same cache first
+                    shutil.rmtree(partial, ignore_errors=True)
+            barrier()
+        return cls(final)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def lookup(self, indices: Any) -> Dict[str, torch.Tensor]:
+        """Split row indices (B,) -> teacher outputs with the keys of `teacher_outputs` (fp32)."""
+        idx = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.int64)
+        if (idx >= len(self._shard_of)).any() or (self._shard_of[idx] < 0).any():
+            missing = [int(i) for i in idx if i >= len(self._shard_of) or self._shard_of[i] < 0]
+            raise KeyError(f"teacher cache {self.path.name}: no entry for row indices {missing[:5]}")
+        parts: List[Dict[str, np.ndarray]] = []
+        for i in idx:
+            sh = self.shards[self._shard_of[i]]
+            r = self._row_of[i]
+            img = int(sh["image_row"][r])
+            entry = {k: sh[k][r] for k in ROW_ARRAYS}
+            entry.update({k: sh[k][img] for k in IMAGE_ARRAYS if k in sh})
+            parts.append(entry)
+        out: Dict[str, torch.Tensor] = {}
+        for key in parts[0]:
+            arrays = [p[key] for p in parts]
+            if key in ("token_feats", "token_mask", "token_offsets"):
+                arrays = [_pad_rows(a, self.token_len, -1 if key == "token_offsets" else 0) for a in arrays]
+            t = torch.from_numpy(np.stack(arrays))
+            out[key] = t.float() if t.dtype == torch.float16 else t
+        out["token_mask"] = out["token_mask"].bool()
+        out["token_offsets"] = out["token_offsets"].long()
+        out["gold"] = out["gold"].long()
+        return out
+
+
+def _pad_rows(a: np.ndarray, n: int, value: int) -> np.ndarray:
+    if a.shape[0] == n:
+        return np.asarray(a)
+    pad = [(0, n - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+    return np.pad(np.asarray(a), pad, constant_values=value)
+
+
+def _build_shard(teacher: Any, task: str, rows: List[Dict[str, Any]], indices: List[int], out: Path,
+                 answer_vocab: Any, batch_size: int, cls_attention: bool) -> None:
+    """Encode `rows` (each unique image once) into memory-mapped arrays under `out`, atomically."""
+    texts = [teacher_texts(task, r, answer_vocab) for r in rows]
+    images = sorted({r["image"] for r in rows})
+    image_row = {p: i for i, p in enumerate(images)}
+    ids = teacher.tokenize([t[0] for t in texts]) if rows else torch.zeros(0, 2, dtype=torch.long)
+    token_len = int((ids != 0).sum(1).max()) if rows else 1  # start + content + end; trailing padding dropped
+    d, nv, n_cand = teacher.embed_dim, teacher.grid_size[0] * teacher.grid_size[1], len(texts[0][1]) if rows else 0
+    shapes = {"index": ((len(rows),), np.int64), "image_row": ((len(rows),), np.int64),
+              "patch_tokens": ((len(images), nv, d), np.float16), "image_embed": ((len(images), d), np.float32),
+              "text_embed": ((len(rows), d), np.float32), "token_feats": ((len(rows), token_len, d), np.float16),
+              "token_mask": ((len(rows), token_len), np.bool_), "token_offsets": ((len(rows), token_len, 2), np.int32),
+              "cand_logits": ((len(rows), n_cand), np.float32), "gold": ((len(rows),), np.int64)}
+    if cls_attention:
+        shapes["cls_attention"] = ((len(images), nv), np.float16)
+    transform = teacher.image_transform()
+    encoder = CandidateEncoder(teacher)
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        arr = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dt, shape=shape)
+               for k, (shape, dt) in shapes.items()}
+        arr["index"][:] = indices
+        arr["image_row"][:] = [image_row[r["image"]] for r in rows]
+        for start in range(0, len(images), batch_size):
+            paths = images[start:start + batch_size]
+            pixels = torch.stack([_load_image(p, transform) for p in paths])
+            img = teacher.encode_images(pixels, cls_attention=cls_attention)
+            for k in ("patch_tokens", "image_embed", "cls_attention"):
+                if k in arr:
+                    arr[k][start:start + len(paths)] = img[k].cpu().numpy()
+        image_embed = torch.from_numpy(np.asarray(arr["image_embed"]))
+        for start in range(0, len(rows), batch_size):
+            chunk = texts[start:start + batch_size]
+            sl = slice(start, start + len(chunk))
+            txt = teacher.encode_texts([c[0] for c in chunk])
+            arr["text_embed"][sl] = txt["text_embed"].cpu().numpy()
+            arr["token_feats"][sl] = txt["token_feats"][:, :token_len].cpu().numpy()
+            arr["token_mask"][sl] = txt["token_mask"][:, :token_len].cpu().numpy()
+            offsets = np.full((len(chunk), token_len, 2), -1, dtype=np.int32)
+            for i, spans in enumerate(txt["offsets"]):
+                if spans:
+                    offsets[i, 1:1 + len(spans)] = np.asarray(spans)[: token_len - 1]
+            arr["token_offsets"][sl] = offsets
+            emb = image_embed[arr["image_row"][sl]].to(teacher.device)
+            cand = torch.stack([emb[i] @ encoder(c[1]).T for i, c in enumerate(chunk)])
+            arr["cand_logits"][sl] = (teacher.logit_scale * cand).cpu().numpy()
+            arr["gold"][sl] = [c[2] for c in chunk]
+        for a in arr.values():
+            a.flush()
+        del arr

@@ -1,0 +1,210 @@
+"""CLIP-TD distillation losses and methods (METHODS.md section 1).
+
+    distiller = create_distiller("clip_td", cfg.method, student_dim=192, teacher_dim=512)
+    terms = distiller(student_out, teacher_out, batch, logits)   # {"tok_loss", "glob_loss", "ans_loss", "weights", ...}
+
+L_distill = alpha * mean_i w_i * (L_tok(i) + beta * L_glob(i) + eta * L_ans(i)); the three
+returned `*_loss` entries are those weighted terms (their sum is L_distill), so the training
+loss is the sum of every `*_loss` key. The projections P_v, P_t, P_g live only here: the saved
+student never holds them. All loss math runs in fp32.
+
+teacher_out (from `TeacherCache.lookup` or `teacher_outputs`), per instance:
+    patch_tokens (B, Nv, d), image_embed (B, d), text_embed (B, d) of the task text,
+    token_feats (B, Nt, d), token_mask (B, Nt) bool, token_offsets (B, Nt, 2) of the task text,
+    cand_logits (B, C) the teacher's zero-shot logits over the candidates, gold (B,) (-1 = none),
+    optional cls_attention (B, Nv).
+student_out: pooled (B, h), image_tokens (B, Ns, h), text_tokens (B, T, h) -- one sequence per
+instance. batch: `offsets` (B, T, 2) of the student's tokens ((0, 0) = special) for the text term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import Registry
+from .selection import SELECTORS
+from .teacher import grid_from_tokens
+from .text_align import align_teacher_tokens
+from .weighting import WEIGHTINGS
+
+METHODS = Registry("distillation method")
+
+
+# ---- loss terms (pure functions) ----------------------------------------------------------------
+
+
+def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1 - cos over the last dim, in fp32. (..., d), (..., d) -> (...)."""
+    return 1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-6)
+
+
+def token_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_tok(i) = mean over selected j of (1 - cos(S[i, j], Z[i, j])); 0 where nothing is selected.
+
+    student_tokens (B, N, d) already projected, teacher_tokens (B, N, d), mask (B, N) bool -> (B,).
+    """
+    dist = cosine_distance(student_tokens, teacher_tokens) * mask.float()
+    return dist.sum(-1) / mask.float().sum(-1).clamp_min(1.0)
+
+
+def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """L_ans(i) = KL(q_i || softmax(student / tau)) * tau^2, q_i = softmax(teacher / tau).
+
+    teacher_logits, student_logits (B, C) -> (B,).
+    """
+    log_q = F.log_softmax(teacher_logits.float() / tau, dim=-1)
+    log_p = F.log_softmax(student_logits.float() / tau, dim=-1)
+    return (log_q.exp() * (log_q - log_p)).sum(-1) * tau**2
+
+
+def resample_grid(tokens: torch.Tensor, src: Tuple[int, int], dst: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resampling of a row-major token grid. (B, src_h*src_w, d) -> (B, dst_h*dst_w, d)."""
+    if tuple(src) == tuple(dst):
+        return tokens
+    b, _, d = tokens.shape
+    grid = tokens.float().transpose(1, 2).reshape(b, d, *src)
+    out = F.interpolate(grid, size=dst, mode="bilinear", align_corners=False)
+    return out.reshape(b, d, -1).transpose(1, 2)
+
+
+def first_segment_offsets(offsets: torch.Tensor) -> torch.Tensor:
+    """Keep the spans of the first text segment only; zero the rest.
+
+    HF offsets of a pair restart at 0 in the second segment (VCR's answer), so only the first
+    segment (the question / hypothesis, a prefix of the teacher's task text) can be aligned.
+    offsets (B, T, 2) -> (B, T, 2).
+    """
+    special = offsets[..., 0] >= offsets[..., 1]  # (B, T): (0, 0) spans
+    seen_content = (~special).long().cumsum(-1) > 0
+    after_first = (special & seen_content).long().cumsum(-1) > 0  # from the first special after content
+    keep = ~special & ~after_first
+    return offsets * keep.unsqueeze(-1).to(offsets.dtype)
+
+
+# ---- methods -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    alpha: float = 1.0  # total distillation weight (0 = off)
+    beta: float = 0.5  # global term weight
+    eta: float = 1.0  # answer-level term weight
+    tau: float = 2.0  # answer-level temperature
+    rho: float = 0.25  # fraction of image tokens kept
+    gamma: float = 1.0  # confidence exponent
+    selection: str = "relevance_topk"  # SELECTORS name
+    weighting: str = "confidence"  # WEIGHTINGS name
+    text_tokens: bool = True  # distil text tokens (content tokens of the first segment)
+    seed: int = 0  # generator seed for random_k
+
+
+def _settings(cfg: Any) -> DistillSettings:
+    """Method config (DictConfig / dataclass / dict) -> DistillSettings, ignoring unrelated keys."""
+    get = cfg.get if isinstance(cfg, dict) or hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
+    fields = DistillSettings.__dataclass_fields__
+    return DistillSettings(**{k: get(k) for k in fields if get(k, None) is not None})
+
+
+@METHODS.register("none")
+def method_none(s: DistillSettings) -> DistillSettings:
+    return replace(s, alpha=0.0)
+
+
+@METHODS.register("naive_kd")
+def method_naive_kd(s: DistillSettings) -> DistillSettings:
+    return replace(s, selection="all", weighting="uniform", eta=0.0)
+
+
+@METHODS.register("clip_td")
+def method_clip_td(s: DistillSettings) -> DistillSettings:
+    return s
+
+
+@METHODS.register("clip_td_nosel")
+def method_clip_td_nosel(s: DistillSettings) -> DistillSettings:
+    return replace(s, selection="all")
+
+
+@METHODS.register("clip_td_noweight")
+def method_clip_td_noweight(s: DistillSettings) -> DistillSettings:
+    return replace(s, weighting="uniform")
+
+
+def create_distiller(name: str, cfg: Any, student_dim: int, teacher_dim: int) -> nn.Module:
+    """The training-only distillation module of method `name` (its preset applied over `cfg`)."""
+    settings = METHODS.create(name, _settings(cfg))
+    SELECTORS.get(settings.selection)  # unknown names fail here, naming the known ones
+    WEIGHTINGS.get(settings.weighting)
+    if settings.alpha == 0.0:
+        return NoDistillation()
+    return Distiller(settings, student_dim, teacher_dim)
+
+
+class NoDistillation(nn.Module):
+    """`none`: no projections, no terms."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:
+        return {}
+
+
+class Distiller(nn.Module):
+    """Projections P_v, P_t, P_g and the weighted CLIP-TD terms."""
+
+    def __init__(self, settings: DistillSettings, student_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.proj_v = nn.Linear(student_dim, teacher_dim)
+        self.proj_t = nn.Linear(student_dim, teacher_dim)
+        self.proj_g = nn.Linear(student_dim, teacher_dim)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+
+    def forward(self, student_out: Dict[str, torch.Tensor], teacher_out: Dict[str, Any], batch: Dict[str, Any],
+                logits: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """-> {"tok_loss", "glob_loss", "ans_loss" (scalars, already weighted; a term whose weight
+        is 0 is left out), "weights" (B,) w_i, "teacher_conf" (B,) c_i, "selected_frac"}."""
+        s = self.settings
+        t = {k: v.to(logits.device) if torch.is_tensor(v) else v for k, v in teacher_out.items()}
+        q = F.softmax(t["cand_logits"].float() / s.tau, dim=-1)  # (B, C)
+        gold = t["gold"].long()
+        conf = q.gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
+        student_probs = F.softmax(logits.detach().float() / s.tau, dim=-1)
+        w = WEIGHTINGS.create(s.weighting, teacher_probs=q, gold=gold, student_probs=student_probs, gamma=s.gamma)
+        w = w.detach()
+
+        tok, frac = self._token_term(student_out, t, batch)
+        out: Dict[str, torch.Tensor] = {"tok_loss": s.alpha * (w * tok).mean()}
+        if s.beta:
+            g = self.proj_g(student_out["pooled"]).float()  # (B, d)
+            glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
+            out["glob_loss"] = s.alpha * s.beta * (w * glob).mean()
+        if s.eta:
+            out["ans_loss"] = s.alpha * s.eta * (w * answer_kl(t["cand_logits"], logits, s.tau)).mean()
+        out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
+        return out
+
+    def _token_term(self, student_out: Dict[str, torch.Tensor], t: Dict[str, Any],
+                    batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """L_tok(i) over the selected image tokens and the aligned text tokens. -> (B,), scalar."""
+        s = self.settings
+        hv = student_out["image_tokens"]  # (B, Ns, h)
+        zv, n_teacher = t["patch_tokens"].float(), t["patch_tokens"].shape[1]
+        dst = grid_from_tokens(hv.shape[1])
+        zv = resample_grid(zv, grid_from_tokens(n_teacher), dst)  # (B, Ns, d)
+        cls_att = t.get("cls_attention")
+        if cls_att is not None and cls_att.shape[1] != hv.shape[1]:
+            cls_att = resample_grid(cls_att.float().unsqueeze(-1), grid_from_tokens(n_teacher), dst).squeeze(-1)
+        mask_v = SELECTORS.create(s.selection, zv, task_embed=t["text_embed"], cls_attention=cls_att, rho=s.rho,
+                                  generator=self.generator)
+        dist_sum = (cosine_distance(self.proj_v(hv), zv) * mask_v.float()).sum(-1)
+        count = mask_v.float().sum(-1)
+        if s.text_tokens and "offsets" in batch and "token_feats" in t:
+            offsets = first_segment_offsets(batch["offsets"].to(hv.device))
+            aligned, valid = align_teacher_tokens(t["token_feats"], t["token_offsets"], t["token_mask"], offsets)
+            dist_sum = dist_sum + (cosine_distance(self.proj_t(student_out["text_tokens"]), aligned) * valid).sum(-1)
+            count = count + valid.float().sum(-1)
+        return dist_sum / count.clamp_min(1.0), mask_v.float().mean().detach()
