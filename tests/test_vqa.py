@@ -42,21 +42,36 @@ def test_normalize_answer_combines_both():
 
 
 def test_identical_ground_truths_skip_normalisation():
-    assert question_accuracy("yes", ["yes"] * 10) == 1.0
-    assert question_accuracy("Yes.", ["yes"] * 10) == 0.0  # no normalisation: "Yes." != "yes"
-    assert question_accuracy("yes\n", ["yes"] * 10) == 1.0  # whitespace is always cleaned
-    # one differing ground truth switches normalisation on: "Yes." -> "yes" matches all 10
+    # official vqaEval.py: the prediction is always normalised, identical GTs are used as stored
+    assert question_accuracy("Yes.", ["yes"] * 10) == 1.0
+    assert question_accuracy("yes", ["Yes"] * 10) == 0.0  # "Yes" GTs are never lower-cased
+    assert question_accuracy("yes\n", ["yes"] * 10) == 1.0  # the prediction's whitespace is cleaned
+    # the METHODS.md variant normalises nothing when the GTs agree, both sides when they differ
+    assert question_accuracy("Yes.", ["yes"] * 10, rule="symmetric") == 0.0
+    assert question_accuracy("Yes.", ["yes"] * 9 + ["yes."], rule="symmetric") == 1.0
+    # official: differing GTs get only the punctuation step, so "yes." -> "yes" too
     assert question_accuracy("Yes.", ["yes"] * 9 + ["yes."]) == 1.0
 
 
-def test_leave_one_out_hand_computed():
+def test_number_words_differ_between_rules():
+    # official: GT "two" keeps its word form (no digit step on GTs), the prediction becomes "2"
+    assert question_accuracy("two", ["two"] * 4 + ["three"] * 6) == 0.0
+    # symmetric: GTs become "2" x4, "3" x6; each leave-one-out subset holds >= 3 matches
+    assert question_accuracy("two", ["two"] * 4 + ["three"] * 6, rule="symmetric") == 1.0
+    with pytest.raises(InputError, match="unknown VQA accuracy rule 'loose'"):
+        question_accuracy("a", ["a"] * 10, rule="loose")
+
+
+@pytest.mark.parametrize("rule", ["official", "symmetric"])
+def test_leave_one_out_hand_computed(rule):
     # "two" -> "2": GT i="2" (3 of them) sees 2 matches -> 2/3; GT i="3" sees 3 -> 1
-    assert question_accuracy("two", ["2"] * 3 + ["3"] * 7) == pytest.approx((3 * 2 / 3 + 7) / 10)
-    # articles dropped: "the dog" == "a dog" -> (2 * 1/3 + 8 * 2/3) / 10
-    assert question_accuracy("the dog", ["a dog"] * 2 + ["cat"] * 8) == pytest.approx(0.6)
-    assert question_accuracy("dont", ["don't"] * 4 + ["no"] * 6) == 1.0
-    assert question_accuracy("1,000", ["1000"] * 3 + ["1,000"] + ["lots"] * 6) == 1.0
-    assert question_accuracy("blue", ["blue"] + ["red"] * 9) == pytest.approx(9 * (1 / 3) / 10)
+    assert question_accuracy("two", ["2"] * 3 + ["3"] * 7, rule) == pytest.approx((3 * 2 / 3 + 7) / 10)
+    # articles dropped from the prediction: "the dog" == "dog" -> (2 * 1/3 + 8 * 2/3) / 10
+    assert question_accuracy("the dog", ["dog"] * 2 + ["cat"] * 8, rule) == pytest.approx(0.6)
+    assert question_accuracy("dont", ["don't"] * 4 + ["no"] * 6, rule) == 1.0
+    # "1,000" -> "1000" on both sides (comma between digits)
+    assert question_accuracy("1,000", ["1000"] * 3 + ["1,000"] + ["lots"] * 6, rule) == 1.0
+    assert question_accuracy("blue", ["blue"] + ["red"] * 9, rule) == pytest.approx(9 * (1 / 3) / 10)
 
 
 def test_vqa_accuracy_aggregates_rounded():

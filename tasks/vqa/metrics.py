@@ -9,20 +9,39 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from clip_td.io import InputError, read_json
 
-from .normalize import clean_whitespace, normalize_answer
+from .normalize import clean_whitespace, normalize_answer, process_punctuation
 
 PathLike = Union[str, Path]
 
 
-def question_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+RULES = ("official", "symmetric")
+
+
+def question_accuracy(prediction: str, gt_answers: Sequence[str], rule: str = "official") -> float:
     """Accuracy of one answer in [0, 1]: mean over the ground truths i of
-    min(1, #{j != i : gt_j == pred} / 3). Normalisation applies only when the ground truths
-    are not all identical (after whitespace cleaning), as in vqaEval.py."""
-    gts = [clean_whitespace(a) for a in gt_answers]
-    pred = clean_whitespace(prediction)
-    if len(set(gts)) > 1:
-        gts = [normalize_answer(a) for a in gts]
-        pred = normalize_answer(pred)
+    min(1, #{j != i : gt_j == pred} / 3).
+
+    rule "official" is GT-Vision-Lab/VQA vqaEval.py (master): the prediction is always
+    whitespace-cleaned and fully normalised (punctuation, then digits/articles/contractions);
+    the ground truths are used as stored, and only when they are not all identical do they
+    get the punctuation step (not the digit/article step).
+    rule "symmetric" is the variant that METHODS.md describes (found in several copies of the
+    tool): everything whitespace-cleaned, and only when the ground truths are not all
+    identical are both they and the prediction fully normalised.
+    """
+    if rule == "official":
+        gts = list(gt_answers)
+        pred = normalize_answer(clean_whitespace(prediction))
+        if len(set(gts)) > 1:
+            gts = [process_punctuation(a) for a in gts]
+    elif rule == "symmetric":
+        gts = [clean_whitespace(a) for a in gt_answers]
+        pred = clean_whitespace(prediction)
+        if len(set(gts)) > 1:
+            gts = [normalize_answer(a) for a in gts]
+            pred = normalize_answer(pred)
+    else:
+        raise InputError(f"unknown VQA accuracy rule {rule!r}; expected one of {', '.join(RULES)}")
     accs = []
     for i in range(len(gts)):
         matches = sum(1 for j, a in enumerate(gts) if j != i and a == pred)
@@ -54,12 +73,13 @@ def vqa_accuracy(
     gt_answers: Sequence[Sequence[str]],
     question_types: Optional[Sequence[str]] = None,
     answer_types: Optional[Sequence[str]] = None,
+    rule: str = "official",
 ) -> Dict[str, Any]:
     """Official VQA scores for aligned lists of predictions and ground-truth answer lists."""
     if len(predictions) != len(gt_answers) or not predictions:
         raise InputError(f"expected as many predictions as ground truths (>0), got {len(predictions)} and {len(gt_answers)}")
     n = len(predictions)
-    accs = [question_accuracy(p, g) for p, g in zip(predictions, gt_answers)]
+    accs = [question_accuracy(p, g, rule) for p, g in zip(predictions, gt_answers)]
     return aggregate(accs, question_types or [""] * n, answer_types or [""] * n)
 
 
@@ -74,7 +94,7 @@ def _ids_of(items: Any, path: PathLike, key: str) -> List[Any]:
     return ids
 
 
-def evaluate_files(questions: PathLike, annotations: PathLike, results: PathLike) -> Dict[str, Any]:
+def evaluate_files(questions: PathLike, annotations: PathLike, results: PathLike, rule: str = "official") -> Dict[str, Any]:
     """Score a results file [{question_id, answer}] against official questions/annotations.
 
     Like the official `loadRes`, the results must answer exactly the annotated questions:
@@ -119,4 +139,4 @@ def evaluate_files(questions: PathLike, annotations: PathLike, results: PathLike
                 f"{annotations}: annotations[{i}]: expected 'answers' [{{answer}}], 'question_type', 'answer_type'"
             ) from None
         preds.append(answers[ann["question_id"]])
-    return vqa_accuracy(preds, gts, qts, ats)
+    return vqa_accuracy(preds, gts, qts, ats, rule)
