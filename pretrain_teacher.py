@@ -1,0 +1,19 @@
+"""Pretrain a CLIP teacher (CLIP / DiHT / ALIP recipes).
+
+    accelerate launch pretrain_teacher.py [--config configs/pretrain/diht.yaml] [dotted.key=value ...]
+
+With no --config it trains the default teacher on the built-in synthetic world. The loop lives
+in `pretrain.train.main`; this file is the thin entry point of DESIGN.md contract 1.
+"""
+
+import sys
+
+from clip_td.io import InputError
+from pretrain.train import main
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,89 @@
+"""A short pretrain_teacher run on a tiny corpus, its export, metrics and a resume."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clip_td.io import InputError
+from pretrain.train import main
+from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _args(root, out, *extra):
+    return [f"data.root={root}", f"output_dir={out}", "train.batch_size=8", "train.max_steps=3",
+            "eval.probe_shots=[1,2]", "eval.probe_steps=5", *TINY_OVERRIDES, *extra]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    metrics = main(["--config", str(REPO / "configs/pretrain/clip.yaml"), *_args(corpus, out, "train.checkpoint_every=2")])
+    return out, metrics
+
+
+def test_run_writes_metrics_and_config(run):
+    out, metrics = run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    ret = saved["eval"]["retrieval"]
+    for k in ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5"):
+        assert 0.0 <= ret[k] <= 100.0
+    assert set(saved["eval"]["zeroshot"]) == {"shape"}
+    assert set(saved["eval"]["fewshot"]["shape"]) == {"plain", "diht"}
+    assert saved["train"]["steps"] == 3
+    assert (out / "config.yaml").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2", "step_3"]
+
+
+def test_export_loads_with_plain_open_clip(run):
+    out, _ = run
+    teacher = out / "teacher"
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{teacher}")
+    tok = open_clip.get_tokenizer(f"local-dir:{teacher}")
+    ids = tok(["a red circle"])
+    assert ids.shape == (1, 16)  # the declared context length travels with the export
+    with torch.no_grad():
+        emb = model.encode_text(ids, normalize=True)
+    assert emb.shape == (1, 32)
+    state = load_file(str(teacher / "open_clip_model.safetensors"))
+    assert not any(k.startswith("concept_head") for k in state)
+    assert torch.equal(state["logit_scale"], model.logit_scale.detach())
+
+
+def test_resume_continues_from_saved_state(run, corpus):
+    out, _ = run
+    # resume from step 2 of the same run, to step 3: the result equals the uninterrupted run
+    ckpt = out / "checkpoints" / "step_2"
+    out2 = out.parent / (out.name + "_resumed")
+    main(["--config", str(REPO / "configs/pretrain/clip.yaml"), *_args(corpus, out2, f"train.resume_from={ckpt}")])
+    a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
+    b = load_file(str(out2 / "teacher" / "open_clip_model.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert json.loads((out2 / "metrics.json").read_text())["train"]["steps"] == 3
+
+
+def test_resume_from_other_architecture_is_an_error(run, corpus, tmp_path):
+    out, _ = run
+    ckpt = out / "checkpoints" / "step_2"
+    with pytest.raises(InputError, match="model_cfg.json"):
+        main(_args(corpus, tmp_path, f"train.resume_from={ckpt}", "model.model_cfg.vision_cfg.layers=2"))
+
+
+def test_script_entry_point_reports_bad_key(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "pretrain_teacher.py"), f"output_dir={tmp_path}", "train.nope=1"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "train.nope" in r.stderr
