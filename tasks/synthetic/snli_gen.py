@@ -14,7 +14,7 @@ A hypothesis-only reader can reach about 2/3 (clause vs no clause); the rest nee
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from .scene import clear_pairs, count, ref_phrase, unique_ref
 from .vocab import COLOUR_NAMES, NUMBER_WORDS, OPPOSITE, SHAPES, article
