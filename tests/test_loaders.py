@@ -6,7 +6,7 @@ import pytest
 
 from clip_td.io import InputError
 from tasks import get_task
-from test_loaders_data import tiny_image, write_snli_ve, write_vcr, write_vqa
+from test_loaders_data import write_snli_ve, write_vcr, write_vqa
 
 
 def test_vqa_loader_rows(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 from clip_td.io import InputError, iter_jsonl
 
