@@ -60,8 +60,15 @@ def check_names(cfg: DictConfig) -> None:
         raise InputError(f"task.name={cfg.task.name!r}; expected one of: {', '.join(TASK_NAMES)}")
     from .distill import METHODS
 
-    if cfg.method.name not in METHODS:
-        raise InputError(f"method.name={cfg.method.name!r}; expected one of: {', '.join(METHODS.names())}")
+    from .selection import SELECTORS
+    from .weighting import SCHEDULES, WEIGHTINGS
+
+    for key, value, registry in (("method.name", cfg.method.name, METHODS),
+                                 ("method.selection", cfg.method.selection, SELECTORS),
+                                 ("method.weighting", cfg.method.weighting, WEIGHTINGS),
+                                 ("method.schedule", cfg.method.schedule, SCHEDULES)):
+        if value not in registry:
+            raise InputError(f"{key}={value!r}; expected one of: {', '.join(registry.names())}")
     if not 0.0 < cfg.train.fraction <= 1.0:
         raise InputError(f"train.fraction={cfg.train.fraction}; expected a number in (0, 1]")
 
@@ -85,7 +92,10 @@ def lowshot_subset(task: Any, ds: Any, fraction: float, seed: int) -> List[int]:
         return list(range(len(ds)))
     from tasks.splits import lowshot_indices
 
-    idx = list(lowshot_indices(list(ds[task.label_key]), fraction, seed))
+    try:
+        idx = list(lowshot_indices(list(ds[task.label_key]), fraction, seed))
+    except InputError:
+        idx = []  # the split layer refuses an empty selection; say which key caused it
     if not idx:
         raise InputError(
             f"train.fraction={fraction}: the low-shot split of {task.name} {len(ds)} training rows is empty "

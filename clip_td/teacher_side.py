@@ -1,0 +1,83 @@
+"""The teacher's side of a fine-tuning run: the frozen teacher, the distiller (training-only
+projections) and where each batch's teacher outputs come from (the cache, or the teacher live).
+
+Nothing here is trained: the teacher stays outside `accelerator.prepare` and the optimizer.
+`none` (or alpha = 0) builds no teacher at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig
+from torchvision import transforms as T
+
+from .io import InputError
+
+
+@dataclass
+class TeacherSide:
+    teacher: Any = None  # FrozenTeacher
+    distiller: Optional[torch.nn.Module] = None
+    image_transform: Optional[Callable] = None  # PIL -> (3, S, S) in [0, 1], live teacher only
+    texts_fn: Optional[Callable[[Dict[str, Any]], Any]] = None  # row -> (task_text, candidates, gold)
+    outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
+
+
+def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
+    """open_clip model name of the teacher; null = the default teacher (trained on first use)."""
+    if cfg.teacher.model:
+        return str(cfg.teacher.model)
+    from pretrain.default_teacher import ensure_default_teacher
+
+    with accelerator.main_process_first():  # one process trains it, the others then load it
+        return f"local-dir:{ensure_default_teacher()}"
+
+
+def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
+    """Token distillation matches student image tokens to teacher patches on a grid."""
+    grid = getattr(student, "image_grid", None)
+    if not grid or min(grid) < 1:
+        raise InputError(f"student has no image-token grid; it cannot be aligned with teacher {name!r}")
+    if teacher.embed_dim < 1 or min(teacher.grid_size) < 1:
+        raise InputError(f"teacher {name!r} gives no patch tokens; it cannot be aligned with the student")
+
+
+def build_teacher_side(cfg: DictConfig, accelerator: Any, root: Path, task: Any, full_train: Any,
+                       train_idx: List[int], student: torch.nn.Module, vocab: Any) -> TeacherSide:
+    """Teacher, distiller and teacher-output source for `cfg.method` (empty for `none`)."""
+    from .distill import create_distiller
+    from .task_texts import teacher_texts
+
+    if cfg.method.name == "none" or cfg.method.alpha == 0:
+        return TeacherSide()
+    from .teacher import FrozenTeacher
+
+    name = teacher_name(cfg, accelerator)
+    teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
+    check_alignment(student, teacher, name)
+    distiller = create_distiller(cfg.method.name, cfg.method, student.hidden_size, teacher.embed_dim)
+    texts_fn = partial(teacher_texts, task.name, answer_vocab=vocab)
+    if cfg.teacher.cache:
+        from .cache import build_train_cache
+
+        lookup = build_train_cache(cfg, accelerator, teacher, task, full_train, train_idx, texts_fn, root)
+        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lookup)
+    side = teacher.preprocess["image_size"]
+    transform = T.Compose([T.Resize(side[0], interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(side),
+                           T.ToTensor()])
+    return TeacherSide(teacher=teacher, distiller=distiller, image_transform=transform,
+                       texts_fn=texts_fn, outputs=partial(live_outputs, teacher))
+
+
+@torch.no_grad()
+def live_outputs(teacher: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs of one batch computed on the fly (teacher.cache=false)."""
+    from .cache import teacher_outputs
+
+    pixels = teacher.normalize_pixels(batch["teacher_pixels"].to(teacher.device))
+    return teacher_outputs(teacher, pixels, batch["teacher_text"], batch["teacher_candidates"], batch["teacher_gold"])

@@ -1,0 +1,93 @@
+"""finetune.py end to end on the small synthetic world: metrics.json (contract 2), prediction
+files that `clip-td evaluate` scores to the same numbers, every task, and the one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from clip_td.finetune import main
+from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+TASK_METRICS = {"vqa": ["vqa_acc"], "snli_ve": ["accuracy"], "vcr": ["q2a", "qa2r", "q2ar"]}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each run builds its own Accelerator; accelerate keeps process-wide singletons."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def run(world, teacher, out, **overrides) -> int:
+    return main(["--config", TINY, *tiny_overrides(world, teacher, out, **overrides)])
+
+
+def evaluate_cli(task: str, files: dict) -> dict:
+    from clip_td.cli import main as cli
+
+    args = ["evaluate", task, "--annotations", files["annotations"]]
+    if task == "vqa":
+        args += ["--questions", files["questions"], "--results", files["predictions"]]
+    else:
+        args += ["--predictions", files["predictions"]]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli(args) == 0
+    return json.loads(buf.getvalue())
+
+
+def test_metrics_schema_and_files_score_the_same(small_world, tiny_teacher, tmp_path):
+    out = tmp_path / "run"
+    assert run(small_world, tiny_teacher, out, **{"method.name": "none", "seed": 3}) == 0
+    m = read_metrics(out)
+    assert list(m) == ["task", "method", "train_fraction", "seed", "eval", "train", "files"]
+    assert (m["task"], m["method"], m["train_fraction"], m["seed"]) == ("vqa", "none", 0.25, 3)
+    assert sorted(m["eval"]) == ["val", "val_shift"]
+    assert all(list(scores) == ["vqa_acc"] for scores in m["eval"].values())
+    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s"] and m["train"]["steps"] == 4
+    assert m["train"]["samples_per_s"] > 0 and m["train"]["step_time_s"] > 0
+    for split, files in m["files"].items():
+        assert sorted(files) == ["annotations", "predictions", "questions"]
+        assert evaluate_cli("vqa", files)["overall"] == m["eval"][split]["vqa_acc"]
+        results = json.loads(Path(files["predictions"]).read_text())
+        assert len(results) == len(json.loads(Path(files["questions"]).read_text())["questions"])
+    assert (out / "config.yaml").is_file() and (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("task", ["snli_ve", "vcr"])
+def test_other_tasks_end_to_end(small_world, tiny_teacher, tmp_path, task):
+    out = tmp_path / task
+    assert run(small_world, tiny_teacher, out, **{"task.name": task, "method.name": "none",
+                                                   "train.max_steps": 2}) == 0
+    m = read_metrics(out)
+    assert m["task"] == task and m["train"]["steps"] == 2
+    for split in ("val", "val_shift"):
+        assert list(m["eval"][split]) == TASK_METRICS[task]
+        assert sorted(m["files"][split]) == ["annotations", "predictions"]
+        scored = evaluate_cli(task, m["files"][split])
+        assert {k: scored[k] for k in TASK_METRICS[task]} == m["eval"][split]
+        assert all(0.0 <= v <= 100.0 for v in m["eval"][split].values())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.bogus": 1}, "unknown config key 'train.bogus'"),
+        ({"task.name": "gqa"}, "task.name='gqa'; expected one of: vqa, snli_ve, vcr"),
+        ({"method.name": "magic"}, "method.name='magic'; expected one of: clip_td, clip_td_nosel"),
+        ({"train.fraction": 0.0001, "method.name": "none"}, "train.fraction=0.0001: the low-shot split"),
+    ],
+)
+def test_user_errors_are_one_line(small_world, tiny_teacher, tmp_path, capsys, overrides, message):
+    assert run(small_world, tiny_teacher, tmp_path / "bad", **overrides) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
