@@ -1,0 +1,114 @@
+"""Distillation terms on hand-computed values, method presets, and the distiller's gradients."""
+
+import math
+
+import pytest
+import torch
+
+from clip_td.distill import (METHODS, NoDistillation, answer_kl, create_distiller, first_segment_offsets,
+                             resample_grid, token_loss)
+
+
+def test_token_loss_hand_case():
+    s = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [2.0, 0.0], [0.0, 3.0]]])
+    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    expected = torch.tensor([(0.0 + 1.0) / 2, 1.0 - 1.0 / math.sqrt(2.0)])
+    torch.testing.assert_close(token_loss(s, z, mask), expected)
+    assert token_loss(s, z, torch.zeros_like(mask)).tolist() == [0.0, 0.0]
+
+
+def test_answer_kl_hand_case():
+    teacher = torch.tensor([[0.0, math.log(3.0)]])  # q = (0.25, 0.75) at tau = 1
+    student = torch.zeros(1, 2)  # p = (0.5, 0.5)
+    kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert answer_kl(teacher, student, 1.0).item() == pytest.approx(kl, rel=1e-5)
+    # at tau = 2 the same q needs doubled logits, and the term is scaled by tau^2
+    assert answer_kl(2 * teacher, student, 2.0).item() == pytest.approx(4 * kl, rel=1e-5)
+    assert answer_kl(teacher, teacher, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_resample_grid():
+    tokens = torch.arange(8.0).view(1, 4, 2)  # 2x2 grid, d = 2
+    assert torch.equal(resample_grid(tokens, (2, 2), (2, 2)), tokens)
+    up = resample_grid(tokens, (2, 2), (4, 4))
+    assert up.shape == (1, 16, 2)
+    torch.testing.assert_close(up[0, [0, 3, 12, 15]], tokens[0])  # corners keep the corner tokens
+    const = resample_grid(torch.ones(1, 1, 3), (1, 1), (3, 3))
+    torch.testing.assert_close(const, torch.ones(1, 9, 3))
+
+
+def test_first_segment_offsets():
+    off = torch.tensor([[[0, 0], [0, 3], [4, 7], [0, 0], [0, 2], [3, 5], [0, 0]]])
+    kept = first_segment_offsets(off)
+    assert kept[0].tolist() == [[0, 0], [0, 3], [4, 7], [0, 0], [0, 0], [0, 0], [0, 0]]
+
+
+def _inputs(b=4, ns=16, nt=4, d=8, h=6, c=3):
+    g = torch.Generator().manual_seed(0)
+    student = {"pooled": torch.randn(b, h, generator=g), "image_tokens": torch.randn(b, ns, h, generator=g),
+               "text_tokens": torch.randn(b, 5, h, generator=g)}
+    for v in student.values():
+        v.requires_grad_(True)
+    teacher = {"patch_tokens": torch.randn(b, nt, d, generator=g), "image_embed": torch.randn(b, d, generator=g),
+               "text_embed": torch.randn(b, d, generator=g), "token_feats": torch.randn(b, 4, d, generator=g),
+               "token_mask": torch.tensor([[False, True, True, False]] * b),
+               "token_offsets": torch.tensor([[[-1, -1], [0, 3], [4, 8], [-1, -1]]] * b),
+               "cand_logits": torch.randn(b, c, generator=g), "gold": torch.tensor([0, 1, 2, 0][:b])}
+    batch = {"offsets": torch.tensor([[[0, 0], [0, 3], [4, 8], [0, 0], [0, 0]]] * b)}
+    return student, teacher, batch, torch.randn(b, c, generator=g)
+
+
+def test_method_presets():
+    assert METHODS.names() == ["clip_td", "clip_td_nosel", "clip_td_noweight", "naive_kd", "none"]
+    none = create_distiller("none", {}, 6, 8)
+    assert isinstance(none, NoDistillation) and not list(none.parameters()) and none() == {}
+    naive = create_distiller("naive_kd", {"rho": 0.25}, 6, 8)
+    s = naive.settings
+    assert (s.selection, s.weighting, s.eta) == ("all", "uniform", 0.0)
+    out = naive(*_inputs())
+    assert sorted(k for k in out if k.endswith("_loss")) == ["glob_loss", "tok_loss"]
+    assert out["weights"].tolist() == [1.0] * 4 and out["selected_frac"].item() == 1.0
+    assert create_distiller("clip_td_nosel", {}, 6, 8).settings.selection == "all"
+    assert create_distiller("clip_td_noweight", {}, 6, 8).settings.weighting == "uniform"
+    with pytest.raises(KeyError, match="unknown token selector"):
+        create_distiller("clip_td", {"selection": "nope"}, 6, 8)
+
+
+def test_clip_td_terms_match_formula():
+    torch.manual_seed(0)
+    dist = create_distiller("clip_td", {"alpha": 2.0, "beta": 0.5, "eta": 1.0, "tau": 2.0, "rho": 0.25}, 6, 8)
+    student, teacher, batch, logits = _inputs()
+    out = dist(student, teacher, batch, logits)
+    w = out["weights"]
+    assert w.mean().item() == pytest.approx(1.0) and out["selected_frac"].item() == pytest.approx(4 / 16)
+    ans = answer_kl(teacher["cand_logits"], logits, 2.0)
+    assert out["ans_loss"].item() == pytest.approx((2.0 * w * ans).mean().item(), rel=1e-5)
+    # w_i follows the teacher's confidence in the gold candidate
+    q = torch.softmax(teacher["cand_logits"] / 2.0, -1)
+    c = q[torch.arange(4), teacher["gold"]]
+    torch.testing.assert_close(w, c / c.mean())
+    total = out["tok_loss"] + out["glob_loss"] + out["ans_loss"]
+    total.backward()
+    assert dist.proj_v.weight.grad.abs().sum() > 0 and dist.proj_t.weight.grad.abs().sum() > 0
+    assert student["image_tokens"].grad.abs().sum() > 0 and student["pooled"].grad.abs().sum() > 0
+
+
+def test_token_term_uses_resampled_teacher_grid_and_text():
+    # identity projections: student tokens equal to the upsampled teacher tokens give zero token loss
+    dist = create_distiller("clip_td", {"selection": "all", "beta": 0.0, "eta": 0.0, "weighting": "uniform"}, 8, 8)
+    for p in (dist.proj_v, dist.proj_t):
+        torch.nn.init.eye_(p.weight)
+        torch.nn.init.zeros_(p.bias)
+    _, teacher, batch, logits = _inputs(h=8)
+    up = resample_grid(teacher["patch_tokens"], (2, 2), (4, 4))
+    text = torch.zeros(4, 5, 8)
+    text[:, 1], text[:, 2] = teacher["token_feats"][:, 1], teacher["token_feats"][:, 2]
+    student = {"pooled": torch.randn(4, 8), "image_tokens": up, "text_tokens": text}
+    out = dist(student, teacher, batch, logits)
+    assert sorted(k for k in out if k.endswith("_loss")) == ["tok_loss"]
+    assert out["tok_loss"].item() == pytest.approx(0.0, abs=1e-5)
+    # a wrong text token adds (1 - cos) / (16 image + 2 text tokens) per instance
+    text[:, 1] = -teacher["token_feats"][:, 1]
+    out = dist({**student, "text_tokens": text}, teacher, batch, logits)
+    assert out["tok_loss"].item() == pytest.approx(2.0 / 18, rel=1e-4)
