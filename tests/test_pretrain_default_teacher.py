@@ -1,0 +1,42 @@
+"""ensure_default_teacher: trains once in a subprocess, caches, and makes concurrent callers wait."""
+
+import json
+import subprocess
+import threading
+
+import open_clip
+
+from pretrain import default_teacher
+from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
+
+
+def test_trains_once_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RANK", "1")  # as inside an accelerate job: the child must not see it
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    root = write_tiny_corpus(tmp_path / "world", n_train=16, n_val=4)
+    calls, real_run = [], subprocess.run
+
+    def counting_run(cmd, **kw):
+        calls.append(cmd)
+        assert "RANK" not in kw["env"] and "WORLD_SIZE" not in kw["env"]
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(default_teacher.subprocess, "run", counting_run)
+    extra = [*TINY_OVERRIDES, "train.max_steps=1", "train.batch_size=8", "eval.enabled=false"]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(default_teacher.ensure_default_teacher(root, extra))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results[0] == results[1]
+    teacher = results[0]
+    assert teacher.parent.parent == tmp_path / "cache" / "teachers"
+    assert json.loads((teacher.parent / "metrics.json").read_text())["train"]["steps"] == 1
+    assert not (teacher.parent / "checkpoints").exists()
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{teacher}")
+    assert model.visual.image_size == (32, 32)
+    assert default_teacher.ensure_default_teacher(root, extra) == teacher and len(calls) == 1
+    # a different recipe is a different cache entry
+    assert default_teacher.recipe_hash(extra) != default_teacher.recipe_hash(extra + ["train.lr=0.5"])
