@@ -1,0 +1,72 @@
+"""Students: output shapes for both students and all three heads, checkpoints, LoRA via peft."""
+
+import pytest
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from transformers import ViltModel
+
+from clip_td.finetune_config import StudentConfig
+from clip_td.heads import ClassifierHead, MultipleChoiceHead, VQAHead
+from clip_td.io import InputError
+from clip_td.students import LORA_TARGET_MODULES, STUDENTS, create_student
+from clip_td.students.vilt import vilt_config
+
+CFG = StudentConfig(hidden_size=32, num_layers=2, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8)
+
+
+def _inputs(b=3, t=7):
+    ids = torch.randint(5, 50, (b, t))
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, 5:] = 0
+    return torch.randn(b, 3, 32, 32), ids, mask
+
+
+@pytest.mark.parametrize("name", ["vilt", "dual_stream"])
+def test_shapes_and_heads(name):
+    torch.manual_seed(0)
+    student = create_student(name, CFG, vocab_size=50, image_size=32)
+    assert name in STUDENTS and student.hidden_size == 32 and student.image_grid == (4, 4)
+    out = student(*_inputs())
+    assert out["pooled"].shape == (3, 32)
+    assert out["image_tokens"].shape == (3, 16, 32) and out["text_tokens"].shape == (3, 7, 32)
+    assert VQAHead(32, 11)(out["pooled"]).shape == (3, 11)
+    assert ClassifierHead(32, 3)(out["pooled"]).shape == (3, 3)
+    assert MultipleChoiceHead(32)(out["pooled"]).shape == (3,)
+
+
+def test_dual_stream_text_is_bidirectional_and_sees_the_image():
+    torch.manual_seed(0)
+    student = create_student("dual_stream", CFG, vocab_size=50, image_size=32).eval()
+    px, ids, mask = _inputs()
+    base = student(px, ids, mask)["text_tokens"][0, 0]
+    later = ids.clone()
+    later[0, 4] = 3  # a later token changes the first token's output: no causal mask
+    assert not torch.allclose(student(px, later, mask)["text_tokens"][0, 0], base)
+    assert not torch.allclose(student(px + 1.0, ids, mask)["text_tokens"][0, 0], base)
+
+
+def test_vilt_from_local_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    ViltModel(vilt_config(CFG, 50, 32)).save_pretrained(tmp_path / "vilt")
+    cfg = StudentConfig(**{**CFG.__dict__, "pretrained": str(tmp_path / "vilt")})
+    student = create_student("vilt", cfg, vocab_size=50, image_size=64)  # other input size: pos-embeds interpolate
+    out = student(torch.randn(2, 3, 64, 64), torch.randint(5, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long))
+    assert out["image_tokens"].shape == (2, 64, 32) and student.image_grid == (8, 8)
+    with pytest.raises(InputError, match="vocab size 50"):
+        create_student("vilt", cfg, vocab_size=99, image_size=32)
+    with pytest.raises(InputError, match="not a loadable ViLT checkpoint"):
+        create_student("vilt", StudentConfig(pretrained=str(tmp_path / "nothing")), vocab_size=50, image_size=32)
+
+
+@pytest.mark.parametrize("name", ["vilt", "dual_stream"])
+def test_lora_only_adapters_trainable(name):
+    torch.manual_seed(0)
+    student = create_student(name, CFG, vocab_size=50, image_size=32)
+    student = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGET_MODULES)),
+                                      student)
+    trainable = [n for n, p in student.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any(".query." in n for n in trainable) and any(".value." in n for n in trainable)
+    out = student(*_inputs())
+    (out["pooled"].sum() + out["image_tokens"].sum()).backward()
+    assert all(p.grad is not None for n, p in student.named_parameters() if "lora_B" in n)
