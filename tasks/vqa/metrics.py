@@ -17,9 +17,8 @@ PathLike = Union[str, Path]
 RULES = ("official", "symmetric")
 
 
-def question_accuracy(prediction: str, gt_answers: Sequence[str], rule: str = "official") -> float:
-    """Accuracy of one answer in [0, 1]: mean over the ground truths i of
-    min(1, #{j != i : gt_j == pred} / 3).
+def leave_one_out_accuracies(prediction: str, gt_answers: Sequence[str], rule: str = "official") -> List[float]:
+    """min(1, #{j != i : gt_j == pred} / 3) for each ground truth i, in annotation order.
 
     rule "official" is GT-Vision-Lab/VQA vqaEval.py (master): the prediction is always
     whitespace-cleaned and fully normalised (punctuation, then digits/articles/contractions);
@@ -46,6 +45,12 @@ def question_accuracy(prediction: str, gt_answers: Sequence[str], rule: str = "o
     for i in range(len(gts)):
         matches = sum(1 for j, a in enumerate(gts) if j != i and a == pred)
         accs.append(min(1.0, float(matches) / 3))
+    return accs
+
+
+def question_accuracy(prediction: str, gt_answers: Sequence[str], rule: str = "official") -> float:
+    """Accuracy of one answer in [0, 1]: the mean of `leave_one_out_accuracies`."""
+    accs = leave_one_out_accuracies(prediction, gt_answers, rule)
     return float(sum(accs)) / len(accs)
 
 
@@ -53,12 +58,23 @@ def _pct(values: List[float]) -> float:
     return round(100 * float(sum(values)) / len(values), 2)
 
 
-def aggregate(accs: Sequence[float], question_types: Sequence[str], answer_types: Sequence[str]) -> Dict[str, Any]:
+def aggregate(
+    accs: Sequence[float],
+    question_types: Sequence[str],
+    answer_types: Sequence[str],
+    type_accs: Optional[Sequence[float]] = None,
+) -> Dict[str, Any]:
     """{"overall", "perQuestionType", "perAnswerType"}: 100 x mean, rounded to 2 decimals,
-    summed in the given (annotation file) order as the official tool does."""
+    summed in the given (annotation file) order as the official tool does.
+
+    `type_accs` are the values the per-type means average. The official tool appends the
+    loop variable `acc` left over from the leave-one-out loop (the accuracy against the last
+    nine annotators), not the question's mean; `vqa_accuracy` passes exactly that so the
+    per-type numbers match the tool. Defaults to `accs`.
+    """
     by_q: Dict[str, List[float]] = defaultdict(list)
     by_a: Dict[str, List[float]] = defaultdict(list)
-    for acc, qt, at in zip(accs, question_types, answer_types):
+    for acc, qt, at in zip(accs if type_accs is None else type_accs, question_types, answer_types):
         by_q[qt].append(acc)
         by_a[at].append(acc)
     return {
@@ -79,8 +95,9 @@ def vqa_accuracy(
     if len(predictions) != len(gt_answers) or not predictions:
         raise InputError(f"expected as many predictions as ground truths (>0), got {len(predictions)} and {len(gt_answers)}")
     n = len(predictions)
-    accs = [question_accuracy(p, g, rule) for p, g in zip(predictions, gt_answers)]
-    return aggregate(accs, question_types or [""] * n, answer_types or [""] * n)
+    loo = [leave_one_out_accuracies(p, g, rule) for p, g in zip(predictions, gt_answers)]
+    accs = [float(sum(x)) / len(x) for x in loo]
+    return aggregate(accs, question_types or [""] * n, answer_types or [""] * n, type_accs=[x[-1] for x in loo])
 
 
 def _ids_of(items: Any, path: PathLike, key: str) -> List[Any]:
