@@ -7,6 +7,7 @@ Nothing here is trained: the teacher stays outside `accelerator.prepare` and the
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from omegaconf import DictConfig
-from torchvision import transforms as T
 
 from .io import InputError
 
@@ -23,7 +23,7 @@ from .io import InputError
 class TeacherSide:
     teacher: Any = None  # FrozenTeacher
     distiller: Optional[torch.nn.Module] = None
-    image_transform: Optional[Callable] = None  # PIL -> (3, S, S) in [0, 1], live teacher only
+    image_transform: Optional[Callable] = None  # PIL -> (3, S, S) teacher-normalised, live teacher only
     texts_fn: Optional[Callable[[Dict[str, Any]], Any]] = None  # row -> (task_text, candidates, gold)
     outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
 
@@ -62,22 +62,29 @@ def build_teacher_side(cfg: DictConfig, accelerator: Any, root: Path, task: Any,
     check_alignment(student, teacher, name)
     distiller = create_distiller(cfg.method.name, cfg.method, student.hidden_size, teacher.embed_dim)
     texts_fn = partial(teacher_texts, task.name, answer_vocab=vocab)
+    cls_attention = cfg.method.selection == "cls_attention_topk"
     if cfg.teacher.cache:
-        from .cache import build_train_cache
+        from .cache import TeacherCache
 
-        lookup = build_train_cache(cfg, accelerator, teacher, task, full_train, train_idx, texts_fn, root)
-        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lookup)
-    side = teacher.preprocess["image_size"]
-    transform = T.Compose([T.Resize(side[0], interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(side),
-                           T.ToTensor()])
-    return TeacherSide(teacher=teacher, distiller=distiller, image_transform=transform,
-                       texts_fn=texts_fn, outputs=partial(live_outputs, teacher))
+        root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else cache_root() / "teacher_cache"
+        # the low-shot rows only: a sweep's methods share it, and a small fraction stays cheap
+        cache = TeacherCache.build(teacher, task.name, full_train, root, answer_vocab=vocab, indices=train_idx,
+                                   process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                                   barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
+        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]))
+    return TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
+                       texts_fn=texts_fn, outputs=partial(live_outputs, teacher, cls_attention=cls_attention))
+
+
+def cache_root() -> Path:
+    """`$CLIP_TD_CACHE`, else `~/.cache/clip_td` (docs/internals.md)."""
+    return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
 
 
 @torch.no_grad()
-def live_outputs(teacher: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+def live_outputs(teacher: Any, batch: Dict[str, Any], cls_attention: bool = False) -> Dict[str, Any]:
     """Teacher outputs of one batch computed on the fly (teacher.cache=false)."""
     from .cache import teacher_outputs
 
-    pixels = teacher.normalize_pixels(batch["teacher_pixels"].to(teacher.device))
-    return teacher_outputs(teacher, pixels, batch["teacher_text"], batch["teacher_candidates"], batch["teacher_gold"])
+    return teacher_outputs(teacher, batch["teacher_pixels"].to(teacher.device), batch["teacher_text"],
+                           batch["teacher_candidates"], batch["teacher_gold"], cls_attention=cls_attention)
