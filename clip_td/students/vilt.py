@@ -19,6 +19,10 @@ class ViltStudent(nn.Module):
         super().__init__()
         # keep every patch in grid order: ViLT otherwise samples max_image_length patches at random
         model.config.max_image_length = -1
+        # ...but even then ViltEmbeddings.visual_embed returns the patches in a random order
+        # (torch.multinomial over all of them); restore row-major order so image tokens match
+        # the teacher's patch grid by position and the forward is deterministic.
+        model.embeddings.visual_embed = _grid_ordered(model.embeddings.visual_embed)
         self.model = model
         self.hidden_size = int(model.config.hidden_size)
         side = image_size // int(model.config.patch_size)
@@ -35,6 +39,21 @@ class ViltStudent(nn.Module):
         hidden = out.last_hidden_state  # (B, T + 1 + Nv, h): text, image CLS, patches
         t = input_ids.shape[1]
         return {"pooled": out.pooler_output, "image_tokens": hidden[:, t + 1:], "text_tokens": hidden[:, :t]}
+
+
+def _grid_ordered(visual_embed):
+    """Wrap ViltEmbeddings.visual_embed so its patch tokens come back in row-major grid order."""
+
+    def ordered(pixel_values, pixel_mask, max_image_length=200):
+        x, x_mask, (patch_index, (height, width)) = visual_embed(pixel_values, pixel_mask, max_image_length)
+        order = (patch_index[..., 0] * width + patch_index[..., 1]).argsort(dim=1)  # (B, Nv)
+        body = x[:, 1:].gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # x[:, 0] is the image CLS
+        x = torch.cat([x[:, :1], body], dim=1)
+        x_mask = torch.cat([x_mask[:, :1], x_mask[:, 1:].gather(1, order)], dim=1)
+        patch_index = patch_index.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
+        return x, x_mask, (patch_index, (height, width))
+
+    return ordered
 
 
 def vilt_config(cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
