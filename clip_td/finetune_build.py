@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from .data import Collator, TaskDataset, corpus_texts, student_transform
 from .finetune_config import TASK_NAMES
-from .io import InputError
+from .io import InputError, PathLike
 from .model import FinetuneModel, add_lora
 
 NUM_SNLI_CLASSES = 3
@@ -202,3 +202,37 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
         num_processes=accelerator.num_processes, num_workers=cfg.data.num_workers, answer_vocab=vocab,
         teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs,
     )
+
+
+def load_for_inference(run_dir: PathLike) -> Dict[str, Any]:
+    """The fine-tuned student of a finished run, without the teacher or the distiller.
+
+    Reads `<run_dir>/config.yaml`, the tokenizer and answer vocabulary saved beside the run and
+    `<run_dir>/model/model.safetensors` (adapters + head with LoRA, over the pretrained base).
+    Returns {"model": FinetuneModel (eval mode), "collator", "transform", "answer_vocab", "cfg"}.
+    """
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from .tokenizer import student_tokenizer
+
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    vocab = None
+    if cfg.task.name == "vqa":
+        from tasks.vqa.answers import AnswerVocab
+
+        vocab = AnswerVocab.load(run_dir / "answers.json")
+    tokenizer = student_tokenizer(cfg.student.pretrained, run_dir, [])
+    side, mean, std = image_settings(cfg)
+    torch.manual_seed(cfg.seed)  # a from-scratch base under LoRA adapters is re-created, not saved
+    student = build_student(cfg, len(tokenizer), side)
+    head = build_head(cfg.task.name, student.hidden_size, len(vocab) if vocab is not None else 0)
+    model = FinetuneModel(cfg.task.name, student, head)
+    state = load_file(str(run_dir / "model" / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or (not cfg.student.lora.enabled and missing):
+        raise InputError(f"{run_dir / 'model'}: weights do not fit the run's config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return {"model": model.eval(), "collator": Collator(tokenizer, cfg.student.max_text_len),
+            "transform": student_transform(side, mean, std), "answer_vocab": vocab, "cfg": cfg}

@@ -57,3 +57,24 @@ def test_checkpoint_tokenizer_loaded_from_its_folder(tmp_path):
 def test_missing_checkpoint_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="student.pretrained"):
         student_tokenizer(str(tmp_path / "nope"), tmp_path / "run", [])
+
+
+def test_vocabulary_is_the_same_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from clip_td.tokenizer import build_wordpiece; import json; "
+            f"print(json.dumps(build_wordpiece({CORPUS!r}, vocab_size=40).get_vocab(), sort_keys=True))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(outs) == 1
+
+
+def test_vocabulary_order_and_cut():
+    from collections import Counter
+
+    from clip_td.tokenizer import wordpiece_vocab
+
+    vocab = wordpiece_vocab(Counter({"ab": 3, "ba": 3, "abc": 5, "a": 9}), vocab_size=12)
+    # 5 specials, chars a b c, ##a ##b ##c, then words by (-count, text) until 12 entries
+    assert list(vocab) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "##a", "##b", "##c", "abc"]
