@@ -79,7 +79,9 @@ def teacher_outputs(teacher: Any, pixels: torch.Tensor, task_texts: Sequence[str
         if spans:
             offsets[i, 1:1 + len(spans)] = torch.tensor(spans, dtype=torch.long)
     cand = torch.stack([img["image_embed"][i] @ enc(c).T for i, c in enumerate(candidates)])
-    out = {**img, "text_embed": txt["text_embed"], "token_feats": txt["token_feats"],
+    # only content tokens are distilled; zeroing the rest makes outputs independent of padding length
+    feats = txt["token_feats"] * txt["token_mask"].unsqueeze(-1)
+    out = {**img, "text_embed": txt["text_embed"], "token_feats": feats,
            "token_mask": txt["token_mask"], "token_offsets": offsets.to(txt["token_feats"].device),
            "cand_logits": teacher.logit_scale * cand, "gold": torch.tensor(list(gold), dtype=torch.long)}
     return out
@@ -251,7 +253,8 @@ def _build_shard(teacher: Any, task: str, rows: List[Dict[str, Any]], indices: L
             sl = slice(start, start + len(chunk))
             txt = teacher.encode_texts([c[0] for c in chunk])
             arr["text_embed"][sl] = txt["text_embed"].cpu().numpy()
-            arr["token_feats"][sl] = txt["token_feats"][:, :token_len].cpu().numpy()
+            feats = txt["token_feats"] * txt["token_mask"].unsqueeze(-1)  # as in teacher_outputs
+            arr["token_feats"][sl] = feats[:, :token_len].cpu().numpy()
             arr["token_mask"][sl] = txt["token_mask"][:, :token_len].cpu().numpy()
             offsets = np.full((len(chunk), token_len, 2), -1, dtype=np.int32)
             for i, spans in enumerate(txt["offsets"]):
