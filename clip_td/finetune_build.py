@@ -146,6 +146,10 @@ def build_head(task: str, hidden: int, num_answers: int) -> torch.nn.Module:
     return heads.MultipleChoiceHead(hidden)
 
 
+def _size_field(size: Any, key: str) -> Any:
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
 def image_settings(cfg: DictConfig) -> tuple:
     """(side, mean, std) of the student's input: the checkpoint's processor, else the data's size."""
     mean, std = DEFAULT_MEAN_STD
@@ -157,8 +161,8 @@ def image_settings(cfg: DictConfig) -> tuple:
             proc = AutoImageProcessor.from_pretrained(cfg.student.pretrained)
             mean, std = tuple(proc.image_mean), tuple(proc.image_std)
             if not cfg.student.image_size:
-                s = proc.size
-                size = int(s.get("shortest_edge") or s.get("height")) if isinstance(s, dict) else int(s)
+                s = proc.size  # an int, a dict or (transformers 5) a SizeDict
+                size = int(s) if isinstance(s, int) else int(_size_field(s, "shortest_edge") or _size_field(s, "height"))
         except (OSError, ValueError):
             pass  # no image processor saved: ViLT defaults
     return int(size), mean, std

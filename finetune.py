@@ -1,0 +1,17 @@
+"""Fine-tune a VL student on VQA / SNLI-VE / VCR with CLIP Targeted Distillation.
+
+    accelerate launch finetune.py                                   # synthetic VQA, low-shot, clip_td
+    accelerate launch finetune.py --config configs/finetune/vcr.yaml train.fraction=0.05 seed=1
+    accelerate launch --num_processes 2 --cpu finetune.py method.name=naive_kd
+
+Config = schema defaults (clip_td/finetune_config.py) <- YAML <- dotted overrides. The loop,
+shaped like accelerate's examples, is `clip_td.finetune.main`; it writes <output_dir>/config.yaml,
+metrics.json and the official-format predictions of every eval split.
+"""
+
+import sys
+
+from clip_td.finetune import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
