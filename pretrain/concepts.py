@@ -90,7 +90,8 @@ def train_synthetic_teacher(dataset, targets: torch.Tensor, steps: int = 300, ba
     torch.manual_seed(seed)
     net = SmallConceptNet(targets.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+    # never larger than the corpus, so an epoch always holds at least one batch
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed), collate_fn=_collate_images)
     step = 0
     while step < steps:

@@ -1,6 +1,7 @@
 """A short pretrain_teacher run on a tiny corpus, its export, metrics and a resume."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,42 @@ def test_script_entry_point_reports_bad_key(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "pretrain_teacher.py"), f"output_dir={tmp_path}", "train.nope=1"],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and "train.nope" in r.stderr
+
+
+def test_diht_recipe_filters_distils_and_reports(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    main(["--config", str(REPO / "configs/pretrain/diht.yaml"),
+          *_args(corpus, tmp_path / "run", "concept.teacher_steps=2", "eval.enabled=false")])
+    report = json.loads((tmp_path / "run" / "cat_report.json").read_text())
+    # the tiny corpus marks every 6th training pair as a generic "a picture" caption
+    assert report["total"] == 48 and report["kept"] == 40
+    assert report["reasons"] == {"kept": 40, "low_complexity": 8}
+    assert report["vs_truth"]["precision"] == 1.0 and report["vs_truth"]["recall"] == 1.0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["train"]["last_losses"]) == {"contrastive_loss", "concept_loss"}
+    assert len(list((tmp_path / "cache" / "concept_teachers").glob("*.safetensors"))) == 1
+    state = load_file(str(tmp_path / "run" / "teacher" / "open_clip_model.safetensors"))
+    assert not any("concept" in k for k in state)
+
+
+def test_alip_gates_are_restored_by_load_state(tmp_path):
+    from accelerate import Accelerator
+
+    from pretrain.alip_gates import ALIPGates
+
+    acc = Accelerator(cpu=True)
+    gates = ALIPGates()
+    acc.register_for_checkpointing(gates)
+    gates.m_T.fill_(0.25)
+    gates.m_c.fill_(0.5)
+    acc.save_state(str(tmp_path / "ckpt"))
+    gates.m_T.fill_(1.0)
+    gates.m_c.fill_(1.0)
+    acc.load_state(str(tmp_path / "ckpt"))
+    assert gates.m_T.item() == 0.25 and gates.m_c.item() == 0.5
+
+
+def test_alip_recipe_runs_bipath(corpus, tmp_path):
+    metrics = main(["--config", str(REPO / "configs/pretrain/alip.yaml"), *_args(corpus, tmp_path, "eval.enabled=false")])
+    assert metrics["recipe"]["loss"] == "alip" and metrics["train"]["steps"] == 3
+    assert math.isfinite(metrics["train"]["last_losses"]["contrastive_loss"])
