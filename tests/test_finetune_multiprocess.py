@@ -1,0 +1,35 @@
+"""A 2-process CPU run through `accelerate launch` completes and writes the same metrics schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_finetune import TASK_METRICS, TINY, evaluate_cli
+from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_process_cpu_run(small_world, tiny_teacher, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "finetune.py"), "--config", TINY,
+           *tiny_overrides(small_world, tiny_teacher, out, **{"method.name": "clip_td", "train.checkpoint_every": 2})]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = read_metrics(out)
+    assert list(m) == ["task", "method", "train_fraction", "seed", "eval", "train", "files"]
+    assert m["train"]["steps"] == 4 and m["method"] == "clip_td"
+    for split, scores in m["eval"].items():
+        assert list(scores) == TASK_METRICS["vqa"]
+        # every eval row predicted exactly once across the two processes
+        assert evaluate_cli("vqa", m["files"][split])["overall"] == scores["vqa_acc"]
+    assert proc.stdout.count("metrics: ") == 1  # printed by the main process only
+    state = json.loads((out / "checkpoints" / "step_4" / "run_state.json").read_text())
+    assert state["step"] == 4 and state["signature"]["num_processes"] == 2
