@@ -69,7 +69,11 @@ def teacher_outputs(teacher: Any, pixels: torch.Tensor, task_texts: Sequence[str
     token_feats (B, Nt, d), token_mask (B, Nt), token_offsets (B, Nt, 2), cand_logits (B, C)
     (= logit_scale * cos), gold (B,) [, cls_attention (B, Nv)].
     """
-    enc = candidate_encoder or CandidateEncoder(teacher)
+    if candidate_encoder is None:  # one per teacher, so a shared vocabulary is encoded once per run
+        if getattr(teacher, "_candidate_encoder", None) is None:
+            teacher._candidate_encoder = CandidateEncoder(teacher)
+        candidate_encoder = teacher._candidate_encoder
+    enc = candidate_encoder
     img = teacher.encode_images(pixels, cls_attention=cls_attention)
     txt = teacher.encode_texts(list(task_texts))
     nt = txt["token_mask"].shape[1]
@@ -188,31 +192,41 @@ class TeacherCache:
         if (idx >= len(self._shard_of)).any() or (self._shard_of[idx] < 0).any():
             missing = [int(i) for i in idx if i >= len(self._shard_of) or self._shard_of[i] < 0]
             raise KeyError(f"teacher cache {self.path.name}: no entry for row indices {missing[:5]}")
-        parts: List[Dict[str, np.ndarray]] = []
-        for i in idx:
-            sh = self.shards[self._shard_of[i]]
-            r = self._row_of[i]
-            img = int(sh["image_row"][r])
-            entry = {k: sh[k][r] for k in ROW_ARRAYS}
-            entry.update({k: sh[k][img] for k in IMAGE_ARRAYS if k in sh})
-            parts.append(entry)
+        shard_of, row_of = self._shard_of[idx], self._row_of[idx]
         out: Dict[str, torch.Tensor] = {}
-        for key in parts[0]:
-            arrays = [p[key] for p in parts]
-            if key in ("token_feats", "token_mask", "token_offsets"):
-                arrays = [_pad_rows(a, self.token_len, -1 if key == "token_offsets" else 0) for a in arrays]
-            t = torch.from_numpy(np.stack(arrays))
-            out[key] = t.float() if t.dtype == torch.float16 else t
+        for s, sh in enumerate(self.shards):
+            pos = np.nonzero(shard_of == s)[0]
+            if not len(pos):
+                continue
+            rows = row_of[pos]
+            images = np.asarray(sh["image_row"][rows])
+            for key in ROW_ARRAYS + IMAGE_ARRAYS:
+                if key not in sh:
+                    continue
+                a = np.asarray(sh[key][images if key in IMAGE_ARRAYS else rows])  # fancy index reads only these
+                if key in ("token_feats", "token_mask", "token_offsets"):
+                    a = _pad_rows(a, self.token_len, -1 if key == "token_offsets" else 0)
+                if key not in out:
+                    out[key] = torch.zeros((len(idx),) + a.shape[1:], dtype=_torch_dtype(a.dtype))
+                out[key][torch.from_numpy(pos)] = torch.from_numpy(a).to(out[key].dtype)
         out["token_mask"] = out["token_mask"].bool()
         out["token_offsets"] = out["token_offsets"].long()
         out["gold"] = out["gold"].long()
         return out
 
 
+def _torch_dtype(dt: np.dtype) -> torch.dtype:
+    """fp16 storage comes back as fp32; integers as int64; masks as bool."""
+    if dt == np.bool_:
+        return torch.bool
+    return torch.float32 if np.issubdtype(dt, np.floating) else torch.long
+
+
 def _pad_rows(a: np.ndarray, n: int, value: int) -> np.ndarray:
-    if a.shape[0] == n:
-        return np.asarray(a)
-    pad = [(0, n - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+    """Pad the token axis (axis 1) of (B, L, ...) to n."""
+    if a.shape[1] == n:
+        return a
+    pad = [(0, 0), (0, n - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
     return np.pad(np.asarray(a), pad, constant_values=value)
 
 

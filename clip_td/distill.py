@@ -86,6 +86,17 @@ def first_segment_offsets(offsets: torch.Tensor) -> torch.Tensor:
     return offsets * keep.unsqueeze(-1).to(offsets.dtype)
 
 
+def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """Per-instance sum of (1 - cos(P S[j], Z[j])) over masked j, projecting only those tokens.
+
+    student (B, N, h), teacher (B, N, d), mask (B, N) bool -> (B,).
+    """
+    rows, cols = mask.nonzero(as_tuple=True)
+    dist = cosine_distance(proj(student[rows, cols]), teacher[rows, cols])  # (n_selected,)
+    return torch.zeros(mask.shape[0], device=dist.device).index_add(0, rows, dist)
+
+
 # ---- methods -----------------------------------------------------------------------------------
 
 
@@ -200,11 +211,11 @@ class Distiller(nn.Module):
             cls_att = resample_grid(cls_att.float().unsqueeze(-1), grid_from_tokens(n_teacher), dst).squeeze(-1)
         mask_v = SELECTORS.create(s.selection, zv, task_embed=t["text_embed"], cls_attention=cls_att, rho=s.rho,
                                   generator=self.generator)
-        dist_sum = (cosine_distance(self.proj_v(hv), zv) * mask_v.float()).sum(-1)
+        dist_sum = _masked_distance_sum(self.proj_v, hv, zv, mask_v)
         count = mask_v.float().sum(-1)
         if s.text_tokens and "offsets" in batch and "token_feats" in t:
             offsets = first_segment_offsets(batch["offsets"].to(hv.device))
             aligned, valid = align_teacher_tokens(t["token_feats"], t["token_offsets"], t["token_mask"], offsets)
-            dist_sum = dist_sum + (cosine_distance(self.proj_t(student_out["text_tokens"]), aligned) * valid).sum(-1)
+            dist_sum = dist_sum + _masked_distance_sum(self.proj_t, student_out["text_tokens"], aligned, valid)
             count = count + valid.float().sum(-1)
         return dist_sum / count.clamp_min(1.0), mask_v.float().mean().detach()

@@ -48,6 +48,7 @@ class FrozenTeacher(nn.Module):
         self.model.requires_grad_(False)
         super().train(False)
         self._fingerprint: Optional[str] = None
+        self._candidate_encoder: Any = None  # memoised candidate embeddings (clip_td.cache)
 
     # ---- construction -------------------------------------------------------------------------
 

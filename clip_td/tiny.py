@@ -17,14 +17,14 @@ from .io import PathLike, atomic_path
 
 
 def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32, embed_dim: int = 32,
-                     context_length: int = 24) -> Dict[str, Any]:
-    """An open_clip `model_cfg` for a 1-layer ViT + 1-layer text transformer."""
+                     context_length: int = 24, layers: int = 1) -> Dict[str, Any]:
+    """An open_clip `model_cfg` for a small ViT + text transformer (`layers` deep)."""
     return {
         "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": 1,
-                       "head_width": width // 2},
-        "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width, "heads": 2,
-                     "layers": 1},
+        "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers,
+                       "head_width": 32 if width >= 64 else width // 2},
+        "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width,
+                     "heads": max(2, width // 32), "layers": layers},
     }
 
 

@@ -1,0 +1,153 @@
+"""Cost of CLIP-TD per training step, and of building the teacher cache.
+
+    python bench/bench_finetune_step.py [--steps 10] [--batch 32] [--rows 256] [--out bench/results/finetune_step.json]
+
+One process (CPU here, or the GPU if there is one). Student + VQA head (+ distiller) with the
+default fine-tuning shapes (ViLT 128 wide, 2 layers, 64 px, patch 8) and a teacher of the
+default teacher's shape (open_clip ViT 128 wide, 4 layers, 64 px, patch 8), random weights.
+Times one optimizer step (forward + backward + AdamW) for:
+  none            task loss only
+  clip_td+cache   teacher outputs from TeacherCache.lookup (memory-mapped), then the distiller
+  clip_td live    the teacher runs on the batch every step (teacher.cache=false)
+Targets: clip_td+cache / none <= 1.10, clip_td live / none <= 1.6. Also reports the cache
+build throughput (images/s) and its size per row. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clip_td.cache import TeacherCache, teacher_outputs
+from clip_td.distill import create_distiller
+from clip_td.finetune_config import MethodConfig, StudentConfig
+from clip_td.heads import VQAHead
+from clip_td.students import create_student
+from clip_td.task_texts import teacher_texts
+from clip_td.teacher import FrozenTeacher
+from clip_td.tiny import save_tiny_teacher
+from clip_td.tokenizer import build_wordpiece
+from tasks.vqa.answers import AnswerVocab
+
+WORDS = "red blue green cube sphere cone small big left right of the is there what color how many".split()
+
+
+def make_rows(root: Path, n: int, rng: np.random.Generator) -> list:
+    rows = []
+    for i in range(n):
+        path = root / f"img{i // 2}.png"  # two questions per image, as in VQA
+        if not path.exists():
+            Image.fromarray((rng.random((64, 64, 3)) * 255).astype("uint8")).save(path)
+        q = " ".join(rng.choice(WORDS, size=int(rng.integers(5, 12)))) + "?"
+        rows.append({"image": str(path), "text": q, "multiple_choice_answer": f"ans{i % 100}"})
+    return rows
+
+
+def time_interleaved(variants: dict, steps: int, warmup: int = 3) -> dict:
+    """Median step time per variant; variants alternate step by step so load drift hits all alike."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in variants}
+    for _ in range(steps):
+        for name, fn in variants.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--out", default="bench/results/finetune_step.json")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_ft_"))
+    rows = make_rows(tmp, args.rows, rng)
+    vocab = AnswerVocab([f"ans{i}" for i in range(100)])
+    tdir = save_tiny_teacher(tmp / "teacher", image_size=64, patch_size=8, width=128, embed_dim=128,
+                             context_length=32, layers=4)
+    teacher = FrozenTeacher.from_name(f"local-dir:{tdir}").to(device)
+
+    t0 = time.perf_counter()
+    cache = TeacherCache.build(teacher, "vqa", rows, tmp / "cache", answer_vocab=vocab, batch_size=64)
+    build_s = time.perf_counter() - t0
+    n_images = len({r["image"] for r in rows})
+
+    tok = build_wordpiece([r["text"] for r in rows], vocab_size=200)
+    scfg = StudentConfig()
+    student = create_student("vilt", scfg, vocab_size=len(tok), image_size=64).to(device)
+    head = VQAHead(student.hidden_size, len(vocab)).to(device)
+    distiller = create_distiller("clip_td", MethodConfig(), student.hidden_size, teacher.embed_dim).to(device)
+    params = list(student.parameters()) + list(head.parameters()) + list(distiller.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    idx = torch.arange(args.batch)
+    chosen = [rows[i] for i in idx.tolist()]
+    enc = tok([r["text"] for r in chosen], padding=True, truncation=True, max_length=40,
+              return_offsets_mapping=True, return_tensors="pt")
+    batch = {"offsets": enc["offset_mapping"].to(device)}
+    pixels = torch.randn(args.batch, 3, 64, 64, device=device)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    targets = torch.rand(args.batch, len(vocab), device=device)
+    transform = teacher.image_transform()
+    teacher_pixels = torch.stack([transform(Image.open(r["image"]).convert("RGB")) for r in chosen]).to(device)
+    texts = [teacher_texts("vqa", r, vocab) for r in chosen]
+
+    def step(source):
+        out = student(pixels, ids, mask)
+        logits = head(out["pooled"])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / args.batch
+        if source is not None:
+            terms = distiller(out, source(), batch, logits)
+            loss = loss + sum(v for k, v in terms.items() if k.endswith("_loss"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    live = lambda: teacher_outputs(teacher, teacher_pixels, *zip(*texts))  # noqa: E731
+    timings = time_interleaved({
+        "none": lambda: step(None),
+        "clip_td_cache": lambda: step(lambda: cache.lookup(idx)),
+        "clip_td_live": lambda: step(live),
+    }, args.steps)
+    result = {
+        "device": device, "batch": args.batch, "torch_threads": torch.get_num_threads(),
+        "step_time_s": timings,
+        "ratio_cache_over_none": timings["clip_td_cache"] / timings["none"],
+        "ratio_live_over_none": timings["clip_td_live"] / timings["none"],
+        "cache_build": {"rows": len(rows), "images": n_images, "seconds": build_s,
+                        "images_per_s": n_images / build_s, "rows_per_s": len(rows) / build_s,
+                        "bytes": cache.bytes, "bytes_per_row": cache.bytes / len(rows)},
+    }
+    print(f"{'variant':<16}{'step s':>10}{'x none':>9}")
+    for name, t in timings.items():
+        print(f"{name:<16}{t:>10.4f}{t / timings['none']:>9.3f}")
+    cb = result["cache_build"]
+    print(f"cache build: {cb['images']} images / {cb['rows']} rows in {cb['seconds']:.2f} s = "
+          f"{cb['images_per_s']:.1f} images/s; {cb['bytes_per_row'] / 1024:.1f} KiB per row")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
