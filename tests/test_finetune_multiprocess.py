@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_two_process_cpu_run(small_world, tiny_teacher, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    # `--cpu` picks accelerate's single-process launcher; torchrun (--multi_gpu) with
+    # ACCELERATE_USE_CPU gives 2 gloo processes on a CPU-only machine
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(ROOT / "finetune.py"), "--config", TINY,
            *tiny_overrides(small_world, tiny_teacher, out, **{"method.name": "clip_td", "train.checkpoint_every": 2})]
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1",
+               CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = read_metrics(out)
