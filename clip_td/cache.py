@@ -268,8 +268,9 @@ def _build_shard(teacher: Any, task: str, rows: List[Dict[str, Any]], indices: L
             txt = teacher.encode_texts([c[0] for c in chunk])
             arr["text_embed"][sl] = txt["text_embed"].cpu().numpy()
             feats = txt["token_feats"] * txt["token_mask"].unsqueeze(-1)  # as in teacher_outputs
-            arr["token_feats"][sl] = feats[:, :token_len].cpu().numpy()
-            arr["token_mask"][sl] = txt["token_mask"][:, :token_len].cpu().numpy()
+            n = min(feats.shape[1], token_len)  # a new memmap is zero-filled past n
+            arr["token_feats"][sl, :n] = feats[:, :n].cpu().numpy()
+            arr["token_mask"][sl, :n] = txt["token_mask"][:, :n].cpu().numpy()
             offsets = np.full((len(chunk), token_len, 2), -1, dtype=np.int32)
             for i, spans in enumerate(txt["offsets"]):
                 if spans:

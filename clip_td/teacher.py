@@ -169,13 +169,14 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], with_tokens: bool = True) -> Dict[str, Any]:
-        """B strings -> {"text_embed": (B, d) L2-normalised, "token_feats": (B, Nt, d),
-        "token_mask": (B, Nt) bool (content tokens only: no start/end/padding),
+        """B strings -> {"text_embed": (B, d) L2-normalised, "token_feats": (B, Nt, d) (Nt may
+        stop at the batch's longest text), "token_mask": (B, Nt) bool (content tokens only: no start/end/padding),
         "offsets": B lists of (start, end) character spans in the input string, one per token
         ((-1, -1) where a token cannot be placed)}. `with_tokens=False` returns only text_embed.
         """
         ids = self.tokenize(texts)  # (B, Nt)
         tokens, pooled = self._text_tower(ids)
+        ids = ids[:, : tokens.shape[1]]  # the tower may drop an all-padding tail
         out: Dict[str, Any] = {"text_embed": F.normalize(pooled.float(), dim=-1)}
         if not with_tokens:
             return out
@@ -198,9 +199,13 @@ class FrozenTeacher(nn.Module):
             finally:
                 text.output_tokens = old
             return _project(tokens, text.text_projection), pooled
+        # CLIP's text tower is causal: dropping the all-padding tail changes no kept position
+        n = max(int((ids != 0).sum(1).max()), 1)
+        ids = ids[:, :n]
         cast = model.transformer.get_cast_dtype()
-        x = model.token_embedding(ids).to(cast) + model.positional_embedding.to(cast)
-        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))  # (B, Nt, width)
+        x = model.token_embedding(ids).to(cast) + model.positional_embedding[:n].to(cast)
+        mask = model.attn_mask[:n, :n] if model.attn_mask is not None else None
+        x = model.ln_final(model.transformer(x, attn_mask=mask))  # (B, n, width)
         from open_clip.transformer import text_global_pool
 
         pooled = text_global_pool(x, ids, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
