@@ -29,8 +29,12 @@ def evaluate_teacher(clip, built, paths: Dict, eval_cfg, seed: int, device) -> D
     if paths.get("zeroshot") is not None:
         out["zeroshot"], out["fewshot"] = {}, {}
         scale = clip.logit_scale.exp().item()
+        cache: Dict[tuple, torch.Tensor] = {}  # label sets usually share their images: encode them once
         for name, spec in read_zeroshot(paths["zeroshot"]).items():
-            img = encode_images(clip, spec["images"], built.preprocess_val, device)
+            key = tuple(spec["images"])
+            if key not in cache:
+                cache[key] = encode_images(clip, spec["images"], built.preprocess_val, device)
+            img = cache[key]
             w = zeroshot_weights(clip, built.tokenizer, spec["classnames"], spec["templates"], device)
             out["zeroshot"][name] = zeroshot_accuracy(img, w, spec["labels"])
             out["fewshot"][name] = fewshot_probe(img, spec["labels"], w, scale, eval_cfg.probe_shots, seed,
