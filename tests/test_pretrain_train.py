@@ -127,3 +127,18 @@ def test_alip_recipe_runs_bipath(corpus, tmp_path):
     metrics = main(["--config", str(REPO / "configs/pretrain/alip.yaml"), *_args(corpus, tmp_path, "eval.enabled=false")])
     assert metrics["recipe"]["loss"] == "alip" and metrics["train"]["steps"] == 3
     assert math.isfinite(metrics["train"]["last_losses"]["contrastive_loss"])
+
+
+def test_start_from_exported_checkpoint_and_eval_any_captions_file(run, corpus, tmp_path, capsys):
+    from pretrain.eval_report import main as eval_main
+
+    out, _ = run
+    teacher = out / "teacher"
+    metrics = main(_args(corpus, tmp_path / "ft", f"model.name=local-dir:{teacher}", "train.max_steps=1", "train.lr=0",
+                         "train.warmup_steps=0", "eval.enabled=false"))
+    assert metrics["train"]["steps"] == 1
+    a = load_file(str(teacher / "open_clip_model.safetensors"))
+    b = load_file(str(tmp_path / "ft" / "teacher" / "open_clip_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the pretrained weights come back unchanged
+    res = eval_main(["--teacher", str(teacher), "--captions", str(corpus / "pretrain" / "val.tsv")])
+    assert res["retrieval"] == json.loads((out / "metrics.json").read_text())["eval"]["retrieval"]
