@@ -137,106 +137,128 @@ def run_signature(cfg: DictConfig, built: Built) -> Dict[str, Any]:
     }
 
 
-def train(cfg: DictConfig, accelerator: Accelerator, built: Built) -> Dict[str, Any]:
-    """The training loop; returns the train figures of metrics.json."""
-    out = Path(cfg.output_dir)
-    train_dl = built.loader(built.train_set, cfg.train.batch_size, shuffle=True)
-    eval_dls = {s: built.loader(ds, cfg.eval.batch_size, shuffle=False) for s, ds in built.eval_sets.items()}
-    optimizer = make_optimizer(built.model, cfg)
-    # each process gets ceil(batches / processes) batches (accelerate pads the last round)
-    steps_per_epoch = math.ceil(math.ceil(len(train_dl) / accelerator.num_processes) / cfg.train.grad_accum)
-    total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
-    from transformers import get_scheduler
+class Trainer:
+    """One run's training state: the prepared objects, the position (step, epoch, batch in
+    epoch, best score) and the timing figures. `fit()` runs the loop; the methods stay short."""
 
-    # the prepared scheduler advances once per process per step (accelerate's convention)
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=int(cfg.train.warmup * total_steps) * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes,
-    )
-    model, optimizer, train_dl, scheduler, *eval_list = accelerator.prepare(
-        built.model, optimizer, train_dl, scheduler, *eval_dls.values()
-    )
-    eval_dls = dict(zip(eval_dls, eval_list))
-    if cfg.student.lora.enabled:
-        accelerator.register_save_state_pre_hook(adapter_only_hook)
-    signature = run_signature(cfg, built)
-    pos = {"step": 0, "epoch": 0, "batch": 0, "best": None}
-    ckpt = resolve_resume(cfg.train.resume, out)
-    if ckpt is not None:
-        pos.update(check_compatible(ckpt, signature, model))
-        accelerator.load_state(str(ckpt), strict=not cfg.student.lora.enabled)
-        accelerator.print(f"resumed from {ckpt} at step {pos['step']}")
-    start_step = pos["step"]
-    if built.teacher is not None:
-        built.teacher.to(accelerator.device)
+    def __init__(self, cfg: DictConfig, accelerator: Accelerator, built: Built) -> None:
+        self.cfg, self.acc, self.built, self.out = cfg, accelerator, built, Path(cfg.output_dir)
+        train_dl = built.loader(built.train_set, cfg.train.batch_size, shuffle=True)
+        eval_dls = {s: built.loader(ds, cfg.eval.batch_size, shuffle=False) for s, ds in built.eval_sets.items()}
+        optimizer = make_optimizer(built.model, cfg)
+        # each process gets ceil(batches / processes) batches (accelerate pads the last round)
+        self.steps_per_epoch = math.ceil(math.ceil(len(train_dl) / accelerator.num_processes) / cfg.train.grad_accum)
+        self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
+        from transformers import get_scheduler
 
-    def checkpoint(name: str) -> None:
-        state = {k: pos[k] for k in ("step", "epoch", "batch", "best")}
-        save_checkpoint(accelerator, out, name, {**state, "signature": signature}, cfg.train.keep_checkpoints)
+        # the prepared scheduler advances once per process per step (accelerate's convention)
+        scheduler = get_scheduler(
+            "linear", optimizer, num_warmup_steps=int(cfg.train.warmup * self.total_steps) * accelerator.num_processes,
+            num_training_steps=self.total_steps * accelerator.num_processes,
+        )
+        self.model, self.optimizer, self.train_dl, self.scheduler, *eval_list = accelerator.prepare(
+            built.model, optimizer, train_dl, scheduler, *eval_dls.values()
+        )
+        self.eval_dls = dict(zip(eval_dls, eval_list))
+        if cfg.student.lora.enabled:
+            accelerator.register_save_state_pre_hook(adapter_only_hook)
+        self.signature = run_signature(cfg, built)
+        self.pos: Dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None}
+        self.samples, self.train_time = 0, 0.0
+        if built.teacher is not None:
+            built.teacher.to(accelerator.device)
 
-    def maybe_best() -> None:
-        scores, _ = evaluate(accelerator, model, built, {cfg.eval.best_split: eval_dls[cfg.eval.best_split]},
-                             out / "predictions")
-        if accelerator.is_main_process:
-            score = next(iter(scores[cfg.eval.best_split].values()))
-            accelerator.log({f"eval/{cfg.eval.best_split}": score}, step=pos["step"])
-            if pos["best"] is None or score > pos["best"]:
-                pos["best"] = score
-                save_best(accelerator, model, built, cfg, out / "best", pos)
-        pos["best"] = broadcast_float(accelerator, pos["best"])
+    def resume(self) -> None:
+        ckpt = resolve_resume(self.cfg.train.resume, self.out)
+        if ckpt is not None:
+            self.pos.update(check_compatible(ckpt, self.signature, self.model))
+            self.acc.load_state(str(ckpt), strict=not self.cfg.student.lora.enabled)
+            self.acc.print(f"resumed from {ckpt} at step {self.pos['step']}")
+        self.start_step = self.pos["step"]
 
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    bar = tqdm(total=total_steps, initial=pos["step"], desc="train", disable=not accelerator.is_local_main_process)
-    model.train()
-    samples, train_time = 0, 0.0
-    done = pos["step"] >= total_steps
-    for epoch in range(pos["epoch"], n_epochs):
-        if done:
-            break
-        train_dl.set_epoch(epoch)
-        skip = pos["batch"] if epoch == pos["epoch"] else 0
-        loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+    def fit(self) -> Dict[str, Any]:
+        """Train to `total_steps`; returns the train figures of metrics.json."""
+        self.resume()
+        n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        bar = tqdm(total=self.total_steps, initial=self.pos["step"], desc="train",
+                   disable=not self.acc.is_local_main_process)
+        self.model.train()
+        try:
+            for epoch in range(self.pos["epoch"], n_epochs):
+                if self.pos["step"] >= self.total_steps or self.run_epoch(epoch, bar):
+                    break
+                self.pos.update(epoch=epoch + 1, batch=0)
+        finally:
+            bar.close()  # before any error message, so it stays on its own line
+        self.checkpoint()
+        steps_run = max(self.pos["step"] - self.start_step, 1)
+        return {"steps": self.pos["step"], "samples_per_s": self.samples / max(self.train_time, 1e-9),
+                "step_time_s": self.train_time / steps_run}
+
+    def run_epoch(self, epoch: int, bar: Any) -> bool:
+        """One pass (the rest of it when resuming mid-epoch); True once total_steps is reached."""
+        self.train_dl.set_epoch(epoch)  # the data order depends only on (seed, epoch)
+        skip = self.pos["batch"] if epoch == self.pos["epoch"] else 0
+        loader = self.acc.skip_first_batches(self.train_dl, skip) if skip else self.train_dl
         tick = time.perf_counter()
         for batch_i, batch in enumerate(loader, start=skip):
-            with accelerator.accumulate(model):
-                teacher_out = built.teacher_outputs(batch)
-                result = model(batch, teacher_out, kd_scale(cfg.method.schedule, pos["step"], total_steps))
-                loss = total_loss(result)
-                check_finite(accelerator, loss, result, pos["step"])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            samples += batch["pixel_values"].shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
+            result = self.train_step(batch)
+            if not self.acc.sync_gradients:
                 continue
-            pos.update(step=pos["step"] + 1, epoch=epoch, batch=batch_i + 1)
-            bar.update(1)
-            if pos["step"] % cfg.train.log_every == 0 or pos["step"] == total_steps:
-                terms = loss_terms(result)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
-                accelerator.log({**{f"train/{k}": v for k, v in terms.items()}, "lr": scheduler.get_last_lr()[0]},
-                                step=pos["step"])
-            pause = time.perf_counter()
-            train_time += pause - tick
-            if cfg.train.eval_every and pos["step"] % cfg.train.eval_every == 0 and cfg.eval.best_split in eval_dls:
-                maybe_best()
-            if cfg.train.checkpoint_every and pos["step"] % cfg.train.checkpoint_every == 0:
-                checkpoint(f"step_{pos['step']}")
+            self.pos.update(step=self.pos["step"] + 1, epoch=epoch, batch=batch_i + 1)
+            self.train_time += time.perf_counter() - tick
+            self.after_step(result, bar)  # evaluation and checkpoints are not training time
             tick = time.perf_counter()
-            if pos["step"] >= total_steps:
-                done = True
-                break
-        train_time += time.perf_counter() - tick
-        if not done:
-            pos.update(epoch=epoch + 1, batch=0)
-    bar.close()
-    checkpoint(f"step_{pos['step']}")
-    steps_run = max(pos["step"] - start_step, 1)
-    return {"model": model, "eval_dls": eval_dls, "steps": pos["step"],
-            "samples_per_s": samples / max(train_time, 1e-9), "step_time_s": train_time / steps_run}
+            if self.pos["step"] >= self.total_steps:
+                return True
+        self.train_time += time.perf_counter() - tick
+        return False
+
+    def train_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        cfg, acc = self.cfg, self.acc
+        with acc.accumulate(self.model):
+            teacher_out = self.built.teacher_outputs(batch)  # frozen teacher or its cache, outside the model
+            result = self.model(batch, teacher_out, kd_scale(cfg.method.schedule, self.pos["step"], self.total_steps))
+            loss = total_loss(result)
+            check_finite(acc, loss, result, self.pos["step"])
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.train.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        self.samples += batch["pixel_values"].shape[0] * acc.num_processes
+        return result
+
+    def after_step(self, result: Dict[str, Any], bar: Any) -> None:
+        cfg, step = self.cfg.train, self.pos["step"]
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == self.total_steps:
+            terms = loss_terms(result)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
+            self.acc.log({**{f"train/{k}": v for k, v in terms.items()}, "lr": self.scheduler.get_last_lr()[0]},
+                         step=step)
+        if cfg.eval_every and step % cfg.eval_every == 0 and self.cfg.eval.best_split in self.eval_dls:
+            self.keep_best()
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best")}
+        save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**state, "signature": self.signature},
+                        self.cfg.train.keep_checkpoints)
+
+    def keep_best(self) -> None:
+        """Evaluate `eval.best_split`; save the student + head as `<output_dir>/best` when it improves."""
+        split = self.cfg.eval.best_split
+        scores, _ = evaluate(self.acc, self.model, self.built, {split: self.eval_dls[split]}, self.out / "predictions")
+        if self.acc.is_main_process:
+            score = next(iter(scores[split].values()))
+            self.acc.log({f"eval/{split}": score}, step=self.pos["step"])
+            if self.pos["best"] is None or score > self.pos["best"]:
+                self.pos["best"] = score
+                save_best(self.acc, self.model, self.cfg, self.out / "best", self.pos)
+        self.pos["best"] = broadcast_float(self.acc, self.pos["best"])
 
 
 def broadcast_float(accelerator: Accelerator, value: Optional[float]) -> Optional[float]:
@@ -250,7 +272,7 @@ def broadcast_float(accelerator: Accelerator, value: Optional[float]) -> Optiona
     return None if math.isnan(t.item()) else t.item()
 
 
-def save_best(accelerator: Accelerator, model: Any, built: Built, cfg: DictConfig, out_dir: Path, pos: Dict) -> None:
+def save_best(accelerator: Accelerator, model: Any, cfg: DictConfig, out_dir: Path, pos: Dict) -> None:
     """Student + head weights (adapters + head with LoRA); no distiller, no teacher."""
     state = inference_state_dict(accelerator.unwrap_model(model), lora=bool(cfg.student.lora.enabled))
     meta = {"step": pos["step"], "best": pos.get("best"), "task": cfg.task.name, "student": cfg.student.name,
@@ -286,12 +308,13 @@ def run(cfg: DictConfig) -> Path:
     built = build(cfg, accelerator)
     if accelerator.trackers:
         accelerator.init_trackers("clip-td", config=to_dict(cfg))
-    figures = train(cfg, accelerator, built)
-    model = figures["model"]
-    scores, files = evaluate(accelerator, model, built, figures["eval_dls"], out / "predictions")
+    trainer = Trainer(cfg, accelerator, built)
+    figures = trainer.fit()
+    model = trainer.model
+    scores, files = evaluate(accelerator, model, built, trainer.eval_dls, out / "predictions")
     path = out / "metrics.json"
     if accelerator.is_main_process:
-        save_best(accelerator, model, built, cfg, out / "model", {"step": figures["steps"]})
+        save_best(accelerator, model, cfg, out / "model", {"step": figures["steps"]})
         path = write_metrics(cfg, figures, scores, files)
         summary = ", ".join(f"{s}: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()) for s, m in scores.items())
         print(f"{cfg.task.name} / {cfg.method.name}: {summary}")

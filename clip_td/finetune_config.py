@@ -20,7 +20,7 @@ class TaskConfig:
 @dataclass
 class DataConfig:
     root: Optional[str] = None  # folder holding vqa/ snli_ve/ vcr/ in the official formats; null = synthetic world
-    size: str = "small"  # synthetic world size (small | medium | large) when root is null
+    size: str = "medium"  # synthetic world size (small | medium | large) when root is null (the default teacher's world)
     image_size: int = 64  # synthetic world image side in pixels when root is null
     world_seed: int = 0  # synthetic world generator seed when root is null
     train_split: str = "train"  # split the model trains on (subset by train.fraction)

@@ -91,3 +91,27 @@ def test_user_errors_are_one_line(small_world, tiny_teacher, tmp_path, capsys, o
     assert run(small_world, tiny_teacher, tmp_path / "bad", **overrides) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_non_finite_loss_stops_with_step_and_terms(small_world, tiny_teacher, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import clip_td.model as model_mod
+
+    real = model_mod.FinetuneModel.forward
+    calls = {"n": 0}
+
+    def poisoned(self, batch, teacher_out=None, kd_scale=1.0):
+        out = real(self, batch, teacher_out, kd_scale)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:  # the third optimizer step's loss becomes NaN
+                out["task_loss"] = out["task_loss"] * torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(model_mod.FinetuneModel, "forward", poisoned)
+    assert run(small_world, tiny_teacher, tmp_path / "nan", **{"method.name": "clip_td"}) == 3
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")][-1]
+    assert err.startswith("error: non-finite loss at step 3: task_loss=nan, tok_loss=")
+    assert "glob_loss=" in err and "ans_loss=" in err
+    assert not (tmp_path / "nan" / "metrics.json").exists()

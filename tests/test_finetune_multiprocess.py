@@ -21,18 +21,19 @@ def test_two_process_cpu_run(small_world, tiny_teacher, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(ROOT / "finetune.py"), "--config", TINY,
-           *tiny_overrides(small_world, tiny_teacher, out, **{"method.name": "clip_td", "train.checkpoint_every": 2})]
+           *tiny_overrides(small_world, tiny_teacher, out, **{"method.name": "clip_td", "train.max_steps": 2,
+                                                                "eval.splits": "[val]"})]
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ACCELERATE_USE_CPU="1",
                CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = read_metrics(out)
     assert list(m) == ["task", "method", "train_fraction", "seed", "eval", "train", "files"]
-    assert m["train"]["steps"] == 4 and m["method"] == "clip_td"
+    assert m["train"]["steps"] == 2 and m["method"] == "clip_td" and list(m["eval"]) == ["val"]
     for split, scores in m["eval"].items():
         assert list(scores) == TASK_METRICS["vqa"]
         # every eval row predicted exactly once across the two processes
         assert evaluate_cli("vqa", m["files"][split])["overall"] == scores["vqa_acc"]
     assert proc.stdout.count("metrics: ") == 1  # printed by the main process only
-    state = json.loads((out / "checkpoints" / "step_4" / "run_state.json").read_text())
-    assert state["step"] == 4 and state["signature"]["num_processes"] == 2
+    state = json.loads((out / "checkpoints" / "step_2" / "run_state.json").read_text())
+    assert state["step"] == 2 and state["signature"]["num_processes"] == 2
