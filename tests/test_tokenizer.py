@@ -63,7 +63,7 @@ def test_vocabulary_ignores_corpus_iteration_order():
     """The same words in any order give the same ids (tokenizers' trainer breaks ties by hash order)."""
     forward = build_wordpiece(CORPUS, vocab_size=40).get_vocab()
     backward = build_wordpiece(list(reversed(CORPUS)), vocab_size=40).get_vocab()
-    assert forward == backward and len(forward) == 40
+    assert forward == backward  # (characters are always kept, so it may exceed vocab_size)
 
 
 def test_vocabulary_order_and_cut():
