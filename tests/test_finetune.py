@@ -67,7 +67,7 @@ def test_metrics_schema_and_files_score_the_same(small_world, tiny_teacher, tmp_
 def test_other_tasks_end_to_end(small_world, tiny_teacher, tmp_path, task):
     out = tmp_path / task
     assert run(small_world, tiny_teacher, out, **{"task.name": task, "method.name": "none",
-                                                   "train.max_steps": 2}) == 0
+                                                   "train.max_steps": 2, "train.eval_every": 1}) == 0
     m = read_metrics(out)
     assert m["task"] == task and m["train"]["steps"] == 2
     for split in ("val", "val_shift"):
@@ -76,6 +76,8 @@ def test_other_tasks_end_to_end(small_world, tiny_teacher, tmp_path, task):
         scored = evaluate_cli(task, m["files"][split])
         assert {k: scored[k] for k in TASK_METRICS[task]} == m["eval"][split]
         assert all(0.0 <= v <= 100.0 for v in m["eval"][split].values())
+    best = json.loads((out / "best" / "meta.json").read_text())  # kept by the per-step evaluation of val
+    assert best["step"] in (1, 2) and best["best"] >= 0 and (out / "best" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize(
