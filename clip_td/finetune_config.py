@@ -79,7 +79,7 @@ class MethodConfig:
 @dataclass
 class TrainConfig:
     fraction: float = 0.1  # low-shot fraction of the training split (1.0 = all), stratified by label
-    epochs: int = 4  # passes over the (low-shot) training split when max_steps is unset
+    epochs: int = 8  # passes over the (low-shot) training split when max_steps is unset
     max_steps: Optional[int] = None  # stop after this many optimizer steps; null = epochs
     batch_size: int = 32  # per-process batch size
     lr: float = 1e-3  # peak AdamW learning rate
