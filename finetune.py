@@ -2,7 +2,7 @@
 
     accelerate launch finetune.py                                   # synthetic VQA, low-shot, clip_td
     accelerate launch finetune.py --config configs/finetune/vcr.yaml train.fraction=0.05 seed=1
-    accelerate launch --num_processes 2 --cpu finetune.py method.name=naive_kd
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 finetune.py   # 2 CPU processes (gloo)
 
 Config = schema defaults (clip_td/finetune_config.py) <- YAML <- dotted overrides. The loop,
 shaped like accelerate's examples, is `clip_td.finetune.main`; it writes <output_dir>/config.yaml,
