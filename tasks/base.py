@@ -154,3 +154,15 @@ def splits_from_template(root: PathLike, template: str) -> List[str]:
         if m and p.is_file():
             found.append(m.group(1))
     return found
+
+
+def write_jsonl_subset(src: PathLike, key: str, keep: Sequence[Any], dest: Path) -> Path:
+    """Copy the lines of annotation file `src` whose `key` is in `keep` to `dest` (atomically),
+    so predictions on a subset of a split are scored against exactly that subset."""
+    from clip_td.io import write_text_atomic
+
+    wanted = {str(k) for k in keep}
+    with open(src, encoding="utf-8") as f:
+        subset = [ln for ln in f if ln.strip() and str(json.loads(ln)[key]) in wanted]
+    write_text_atomic(dest, "".join(ln if ln.endswith("\n") else ln + "\n" for ln in subset))
+    return dest

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from clip_td.io import InputError, write_text_atomic
 
 from ..base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
-from ..base import splits_from_template
+from ..base import splits_from_template, write_jsonl_subset
 from .metrics import LABELS, evaluate_files
 
 FIELDS = ("Flikr30kID", "sentence2", "gold_label", "pairID")
@@ -126,11 +126,7 @@ class SnliVeTask(Task):
         files = {"predictions": out / f"snli_ve_{split}_predictions.jsonl", "annotations": Path(source["annotations"])}
         write_text_atomic(files["predictions"], "\n".join(lines) + "\n")
         if len(ds) != source["n"]:
-            keep = set(pids)
-            with open(source["annotations"], encoding="utf-8") as f:
-                subset = [ln for ln in f if ln.strip() and str(json.loads(ln)["pairID"]) in keep]
-            files["annotations"] = out / f"snli_ve_{split}_subset.jsonl"
-            write_text_atomic(files["annotations"], "".join(ln if ln.endswith("\n") else ln + "\n" for ln in subset))
+            files["annotations"] = write_jsonl_subset(source["annotations"], "pairID", pids, out / f"snli_ve_{split}_subset.jsonl")
         return {k: str(v) for k, v in files.items()}
 
     def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:

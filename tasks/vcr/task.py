@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from clip_td.io import InputError, write_text_atomic
 
 from ..base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
-from ..base import splits_from_template
+from ..base import splits_from_template, write_jsonl_subset
 from .metrics import evaluate_files
 from .text import bad_references, render_tokens
 
@@ -187,11 +187,7 @@ class VcrTask(Task):
         files = {"predictions": out / f"vcr_{split}_predictions.jsonl", "annotations": Path(source["annotations"])}
         write_text_atomic(files["predictions"], "\n".join(lines) + "\n")
         if len(ds) != source["n"]:
-            keep = set(aids)
-            with open(source["annotations"], encoding="utf-8") as f:
-                subset = [ln for ln in f if ln.strip() and str(json.loads(ln)["annot_id"]) in keep]
-            files["annotations"] = out / f"vcr_{split}_subset.jsonl"
-            write_text_atomic(files["annotations"], "".join(ln if ln.endswith("\n") else ln + "\n" for ln in subset))
+            files["annotations"] = write_jsonl_subset(source["annotations"], "annot_id", aids, out / f"vcr_{split}_subset.jsonl")
         return {k: str(v) for k, v in files.items()}
 
     def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:
