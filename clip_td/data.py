@@ -8,7 +8,8 @@ A batch (dict) holds, for every task:
     attention_mask(B*K, T)
     offsets       (B*K, T, 2)  character span of each student token in its text (0, 0 = special)
 and the targets: vqa `targets` (B, A) soft scores; snli_ve `labels` (B,); vcr
-`answer_label`, `rationale_label` (B,). With the teacher running live (no cache) it also
+`answer_label`, `rationale_label` (B,); when distilling VQA, `cand_mask` (B, A) bool, the
+answers the teacher's distribution is restricted to. With the teacher running live (no cache) it also
 holds `teacher_pixels` (B, 3, H', W') and the teacher's texts as lists of strings.
 """
 
@@ -20,6 +21,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+
+from .task_texts import answer_set_mask
 
 TextPair = Tuple[str, Optional[str]]
 NUM_CHOICES = 4  # VCR answer / rationale candidates
@@ -83,11 +86,13 @@ class TaskDataset(Dataset):
         answer_vocab: Any = None,
         teacher_transform: Optional[Callable] = None,
         teacher_texts: Optional[Callable[[Dict[str, Any]], Tuple[str, List[str], int]]] = None,
+        answer_sets: Optional[Dict[str, Tuple[int, ...]]] = None,
     ) -> None:
         self.task, self.ds, self.transform = task, ds, transform
         self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
         self.answer_vocab = answer_vocab
         self.teacher_transform, self.teacher_texts = teacher_transform, teacher_texts
+        self.answer_sets = answer_sets  # VQA: question_type -> answer ids the teacher may choose from
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -101,6 +106,8 @@ class TaskDataset(Dataset):
             "texts": student_texts(self.task, row),
         }
         item.update(self._targets(row))
+        if self.answer_sets is not None:
+            item["cand_mask"] = answer_set_mask(self.answer_sets, row["question_type"], len(self.answer_vocab))
         if self.teacher_transform is not None:
             item["teacher_pixels"] = self.teacher_transform(image)
         if self.teacher_texts is not None:
@@ -166,8 +173,9 @@ class Collator:
         for key in ("labels", "answer_label", "rationale_label"):
             if key in items[0]:
                 batch[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
-        if "targets" in items[0]:
-            batch["targets"] = torch.stack([it["targets"] for it in items])
+        for key in ("targets", "cand_mask"):
+            if key in items[0]:
+                batch[key] = torch.stack([it[key] for it in items])
         if "teacher_pixels" in items[0]:
             batch["teacher_pixels"] = torch.stack([it["teacher_pixels"] for it in items])
         for key in ("teacher_text", "teacher_candidates", "teacher_gold"):

@@ -13,6 +13,8 @@ teacher_out (from `TeacherCache.lookup` or `teacher_outputs`), per instance:
     token_feats (B, Nt, d), token_mask (B, Nt) bool, token_offsets (B, Nt, 2) of the task text,
     cand_logits (B, C) the teacher's zero-shot logits over the candidates, gold (B,) (-1 = none),
     optional cls_attention (B, Nv).
+batch may hold `cand_mask` (B, C) bool (VQA: the answers of the question's type); the teacher's
+distribution q_i is then renormalised over those candidates (the others get probability 0).
 student_out: pooled (B, h), image_tokens (B, Ns, h), text_tokens (B, T, h) -- one sequence per
 instance. batch: `offsets` (B, T, 2) of the student's tokens ((0, 0) = special) for the text term.
 """
@@ -60,6 +62,20 @@ def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: f
     log_q = F.log_softmax(teacher_logits.float() / tau, dim=-1)
     log_p = F.log_softmax(student_logits.float() / tau, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1) * tau**2
+
+
+MASKED_LOGIT = -1e4  # exp(-1e4 / tau) is exactly 0 in fp32, and 0 * log 0 stays finite in the KL
+
+
+def masked_candidates(cand_logits: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """fp32 teacher candidate logits with the candidates outside `mask` set to MASKED_LOGIT.
+
+    cand_logits (B, C), mask (B, C) bool or None (no restriction) -> (B, C).
+    """
+    logits = cand_logits.float()
+    if mask is None:
+        return logits
+    return logits.masked_fill(~mask.to(logits.device), MASKED_LOGIT)
 
 
 def resample_grid(tokens: torch.Tensor, src: Tuple[int, int], dst: Tuple[int, int]) -> torch.Tensor:
@@ -180,7 +196,8 @@ class Distiller(nn.Module):
         is 0 is left out), "weights" (B,) w_i, "teacher_conf" (B,) c_i, "selected_frac"}."""
         s = self.settings
         t = {k: v.to(logits.device) if torch.is_tensor(v) else v for k, v in teacher_out.items()}
-        q = F.softmax(t["cand_logits"].float() / s.tau, dim=-1)  # (B, C)
+        cand_logits = masked_candidates(t["cand_logits"], batch.get("cand_mask"))
+        q = F.softmax(cand_logits / s.tau, dim=-1)  # (B, C)
         gold = t["gold"].long()
         conf = q.gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
         student_probs = F.softmax(logits.detach().float() / s.tau, dim=-1)
@@ -194,7 +211,7 @@ class Distiller(nn.Module):
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
             out["glob_loss"] = s.alpha * s.beta * (w * glob).mean()
         if s.eta:
-            out["ans_loss"] = s.alpha * s.eta * (w * answer_kl(t["cand_logits"], logits, s.tau)).mean()
+            out["ans_loss"] = s.alpha * s.eta * (w * answer_kl(cand_logits, logits, s.tau)).mean()
         out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
         return out
 

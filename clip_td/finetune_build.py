@@ -197,8 +197,14 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     model = FinetuneModel(task.name, student, head, teacher_side.distiller)
 
     transform = student_transform(side, mean, std)
+    answer_sets = None
+    if vocab is not None and teacher_side.distiller is not None and cfg.method.answer_sets:
+        from .task_texts import vqa_answer_sets
+
+        answer_sets = vqa_answer_sets(train_rows, vocab)
     train_set = TaskDataset(task.name, train_rows, transform, source_index=train_idx, answer_vocab=vocab,
-                            teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.texts_fn)
+                            teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.texts_fn,
+                            answer_sets=answer_sets)
     eval_sets = {s: TaskDataset(task.name, ds, transform, answer_vocab=vocab) for s, ds in eval_rows.items()}
     return Built(
         task=task, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clip_td.distill import (METHODS, NoDistillation, answer_kl, create_distiller, first_segment_offsets,
-                             resample_grid, token_loss)
+                             masked_candidates, resample_grid, token_loss)
 
 
 def test_token_loss_hand_case():
@@ -112,3 +112,37 @@ def test_token_term_uses_resampled_teacher_grid_and_text():
     text[:, 1] = -teacher["token_feats"][:, 1]
     out = dist({**student, "text_tokens": text}, teacher, batch, logits)
     assert out["tok_loss"].item() == pytest.approx(2.0 / 18, rel=1e-4)
+
+
+def test_answer_set_mask_restricts_the_teacher_distribution():
+    # hand case: 3 answers, the question type allows {0, 2}; teacher logits (tau = 1) 0, 5, ln 3
+    teacher = torch.tensor([[0.0, 5.0, math.log(3.0)]])
+    mask = torch.tensor([[True, False, True]])
+    q = torch.softmax(masked_candidates(teacher, mask), -1)
+    torch.testing.assert_close(q, torch.tensor([[0.25, 0.0, 0.75]]))
+    student = torch.zeros(1, 3)  # p = 1/3 each; KL = 0.25 ln(0.75) + 0.75 ln(2.25), finite
+    kl = answer_kl(masked_candidates(teacher, mask), student, 1.0)
+    assert kl.item() == pytest.approx(0.25 * math.log(0.75) + 0.75 * math.log(2.25), rel=1e-5)
+    assert torch.equal(masked_candidates(teacher, None), teacher)
+    # the distiller reads batch["cand_mask"]: confidence weights come from the restricted q
+    dist = create_distiller("clip_td", {"tau": 1.0}, 6, 8)
+    student_out, t, batch, logits = _inputs()
+    t = {**t, "cand_logits": torch.tensor([[0.0, 5.0, math.log(3.0)]] * 4),
+         "gold": torch.tensor([0, 2, 0, 2])}
+    logits = torch.zeros(4, 3, requires_grad=True)
+    out = dist(student_out, t, {**batch, "cand_mask": mask.expand(4, 3)}, logits)
+    torch.testing.assert_close(out["teacher_conf"], torch.tensor([0.25, 0.75, 0.25, 0.75]))
+    torch.testing.assert_close(out["weights"], torch.tensor([0.5, 1.5, 0.5, 1.5]))
+
+
+def test_vqa_answer_sets_from_training_rows():
+    from clip_td.task_texts import answer_set_mask, vqa_answer_sets
+    from tasks.vqa.answers import AnswerVocab
+
+    rows = [{"question_type": "what color is the", "multiple_choice_answer": a} for a in ("red", "blue", "red")]
+    rows += [{"question_type": "is there a", "multiple_choice_answer": a} for a in ("yes", "no", "maybe")]
+    vocab = AnswerVocab(["red", "yes", "no", "blue", "two"])  # "maybe" is not in the vocabulary
+    sets = vqa_answer_sets(rows, vocab)
+    assert sets == {"what color is the": (0, 3), "is there a": (1, 2)}
+    assert answer_set_mask(sets, "is there a", 5).tolist() == [False, True, True, False, False]
+    assert answer_set_mask(sets, "how many", 5).tolist() == [True] * 5  # unseen type: no restriction
