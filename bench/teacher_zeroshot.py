@@ -1,0 +1,137 @@
+"""How good is the teacher on the tasks themselves? Its zero-shot answer-level accuracy.
+
+    python bench/teacher_zeroshot.py [--teacher local-dir:DIR] [--tasks vqa snli_ve vcr]
+                                     [--max-rows 1500] [--out bench/results/teacher_zeroshot.json]
+
+CLIP-TD's answer term and its confidence weights read the teacher's distribution q_i over each
+instance's candidates (clip_td.task_texts); this scores argmax q_i against the gold answer on
+`val` and `val_shift` of the synthetic world (or `--data-root`), exactly as the distiller
+builds q_i:
+  vqa      VQA score min(1, #annotators / 3) of the argmax over the answer vocabulary of the
+           full training split, with and without the question-type answer sets
+           (`method.answer_sets`); plus the question-type prior (most frequent training answer
+           of the type), which needs no image
+  snli_ve  3-way accuracy over the label templates
+  vcr      Q->A accuracy over the 4 answers
+Chance: SNLI-VE 33.3, VCR 25.0. Compare with the students' low-shot scores to see how much a
+teacher of this quality can transfer. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clip_td.cache import _load_image  # noqa: E402
+from clip_td.distill import masked_candidates  # noqa: E402
+from clip_td.io import write_json_atomic  # noqa: E402
+from clip_td.task_texts import answer_set_mask, teacher_texts, vqa_answer_sets  # noqa: E402
+from clip_td.teacher import FrozenTeacher  # noqa: E402
+
+
+def image_embeds(teacher: FrozenTeacher, rows: List[Dict[str, Any]], batch: int = 128) -> torch.Tensor:
+    """(N, d) image embedding of each row, each distinct image encoded once."""
+    transform = teacher.image_transform()
+    paths = sorted({r["image"] for r in rows})
+    where = {p: i for i, p in enumerate(paths)}
+    chunks = [teacher.encode_images(torch.stack([_load_image(p, transform) for p in paths[s:s + batch]]))["image_embed"]
+              for s in range(0, len(paths), batch)]
+    embeds = torch.cat(chunks)
+    return embeds[torch.tensor([where[r["image"]] for r in rows])]
+
+
+def text_embeds(teacher: FrozenTeacher, texts: List[str], batch: int = 512) -> torch.Tensor:
+    return torch.cat([teacher.encode_texts(texts[s:s + batch], with_tokens=False)["text_embed"]
+                      for s in range(0, len(texts), batch)])
+
+
+def score_vqa(teacher: FrozenTeacher, train: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    from tasks.vqa.answers import AnswerVocab
+
+    vocab = AnswerVocab.build(train)
+    sets = vqa_answer_sets(train, vocab)
+    _, candidates, _ = teacher_texts("vqa", rows[0], vocab)
+    logits = image_embeds(teacher, rows) @ text_embeds(teacher, candidates).T  # (N, A)
+    mask = torch.stack([answer_set_mask(sets, r["question_type"], len(vocab)) for r in rows])
+    scores = [vocab.soft_scores(r["answers"]) for r in rows]
+
+    def acc(pred: torch.Tensor) -> float:
+        return 100.0 * sum(s.get(int(p), 0.0) for s, p in zip(scores, pred)) / len(rows)
+
+    by_type: Dict[str, Counter] = defaultdict(Counter)
+    for qtype, answer in zip(train["question_type"], train["multiple_choice_answer"]):
+        idx = vocab.encode(answer)
+        if idx is not None:
+            by_type[qtype][idx] += 1
+    prior = torch.tensor([by_type[r["question_type"]].most_common(1)[0][0] if by_type[r["question_type"]] else 0
+                          for r in rows])
+    return {"teacher, all answers": acc(logits.argmax(1)),
+            "teacher, answer sets": acc(masked_candidates(logits, mask).argmax(1)),
+            "question-type prior (no image)": acc(prior)}
+
+
+def score_choice(teacher: FrozenTeacher, task: str, rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    texts = [teacher_texts(task, r) for r in rows]
+    n_cand = len(texts[0][1])
+    cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
+    logits = torch.einsum("nd,ncd->nc", image_embeds(teacher, rows), cand)
+    gold = torch.tensor([t[2] for t in texts])
+    return {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand}
+
+
+def main(argv: List[str] | None = None) -> Dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--teacher", default=None, help="open_clip name / local-dir:DIR (default: the default teacher)")
+    p.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file")
+    p.add_argument("--data-root", default=None, help="folder holding vqa/ snli_ve/ vcr/ (default: the synthetic world)")
+    p.add_argument("--tasks", nargs="+", default=["vqa", "snli_ve", "vcr"])
+    p.add_argument("--max-rows", type=int, default=1500, help="rows scored per split (the first N)")
+    p.add_argument("--out", default="bench/results/teacher_zeroshot.json")
+    args = p.parse_args(argv)
+
+    from tasks import get_task
+
+    if args.data_root:
+        root = Path(args.data_root)
+    else:
+        from tasks.synthetic import ensure_world
+
+        root = Path(ensure_world("medium"))
+    name = args.teacher
+    if name is None:
+        from pretrain.default_teacher import ensure_default_teacher
+
+        name = f"local-dir:{ensure_default_teacher()}"
+    teacher = FrozenTeacher.from_name(name, args.pretrained)
+    results: Dict[str, Any] = {"teacher": name, "data_root": str(root), "max_rows": args.max_rows, "tasks": {}}
+    for task_name in args.tasks:
+        task = get_task(task_name)
+        train = task.load(root / task_name, "train")
+        for split in ("val", "val_shift"):
+            ds = task.load(root / task_name, split)
+            rows = [ds[i] for i in range(min(args.max_rows, len(ds)))]
+            res = score_vqa(teacher, train, rows) if task_name == "vqa" else score_choice(teacher, task_name, rows)
+            results["tasks"].setdefault(task_name, {})[split] = res
+
+    print(f"{'task':<9}{'split':<11}{'scorer':<32}{'score':>7}")
+    for task_name, splits in results["tasks"].items():
+        for split, res in splits.items():
+            for scorer, value in res.items():
+                print(f"{task_name:<9}{split:<11}{scorer:<32}{value:>7.1f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, results)
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
