@@ -13,7 +13,9 @@ builds q_i:
            of the type), which needs no image
   snli_ve  3-way accuracy over the label templates
   vcr      Q->A accuracy over the 4 answers
-Chance: SNLI-VE 33.3, VCR 25.0. Compare with the students' low-shot scores to see how much a
+Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
+probability and the mean probability of the gold candidate (c_i before the batch
+normalisation of the confidence weight). Chance: SNLI-VE 33.3, VCR 25.0. Compare with the students' low-shot scores to see how much a
 teacher of this quality can transfer. Prints a table and writes JSON.
 """
 
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clip_td.cache import _load_image  # noqa: E402
 from clip_td.distill import masked_candidates  # noqa: E402
+from clip_td.finetune_config import MethodConfig  # noqa: E402
 from clip_td.io import write_json_atomic  # noqa: E402
 from clip_td.task_texts import answer_set_mask, teacher_texts, vqa_answer_sets  # noqa: E402
 from clip_td.teacher import FrozenTeacher  # noqa: E402
@@ -51,6 +54,14 @@ def image_embeds(teacher: FrozenTeacher, rows: List[Dict[str, Any]], batch: int 
 def text_embeds(teacher: FrozenTeacher, texts: List[str], batch: int = 512) -> torch.Tensor:
     return torch.cat([teacher.encode_texts(texts[s:s + batch], with_tokens=False)["text_embed"]
                       for s in range(0, len(texts), batch)])
+
+
+def sharpness(teacher: FrozenTeacher, cos: torch.Tensor, gold: torch.Tensor) -> Dict[str, float]:
+    """Mean max q_i and mean q_i[gold] (percent) of q = softmax(logit_scale * cos / tau)."""
+    q = torch.softmax(teacher.logit_scale * cos.float() / MethodConfig.tau, dim=-1)
+    conf = q.gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
+    return {f"mean max q (tau={MethodConfig.tau:g})": 100.0 * q.max(1).values.mean().item(),
+            f"mean q[gold] (tau={MethodConfig.tau:g})": 100.0 * conf.mean().item()}
 
 
 def score_vqa(teacher: FrozenTeacher, train: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -73,9 +84,12 @@ def score_vqa(teacher: FrozenTeacher, train: Any, rows: List[Dict[str, Any]]) ->
             by_type[qtype][idx] += 1
     prior = torch.tensor([by_type[r["question_type"]].most_common(1)[0][0] if by_type[r["question_type"]] else 0
                           for r in rows])
+    gold = torch.tensor([-1 if vocab.encode(r["multiple_choice_answer"]) is None
+                         else vocab.encode(r["multiple_choice_answer"]) for r in rows])
+    masked = torch.where(mask, logits, torch.full_like(logits, -1e4))  # cos-scale stand-in for MASKED_LOGIT
     return {"teacher, all answers": acc(logits.argmax(1)),
             "teacher, answer sets": acc(masked_candidates(logits, mask).argmax(1)),
-            "question-type prior (no image)": acc(prior)}
+            "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}
 
 
 def score_choice(teacher: FrozenTeacher, task: str, rows: List[Dict[str, Any]]) -> Dict[str, float]:
@@ -84,7 +98,8 @@ def score_choice(teacher: FrozenTeacher, task: str, rows: List[Dict[str, Any]]) 
     cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
     logits = torch.einsum("nd,ncd->nc", image_embeds(teacher, rows), cand)
     gold = torch.tensor([t[2] for t in texts])
-    return {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand}
+    return {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand,
+            **sharpness(teacher, logits, gold)}
 
 
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
