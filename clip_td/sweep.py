@@ -364,7 +364,10 @@ def report(root: Any) -> Dict[str, Path]:
         raise InputError(f"{root / 'runs'}: no complete metrics.json found")
     write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
-    write_text_atomic(root / "summary.md", summary_markdown(agg))
+    from .targets import targets_markdown
+
+    targets = targets_markdown(agg)
+    write_text_atomic(root / "summary.md", summary_markdown(agg) + ("\n" + targets if targets else ""))
     out = {"results": root / "results.csv", "summary": root / "summary.md"}
     for p in plot(agg, root):
         out[p.stem] = p
