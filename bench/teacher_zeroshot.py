@@ -15,14 +15,13 @@ builds q_i:
   vcr      Q->A accuracy over the 4 answers
 Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
 probability and the mean probability of the gold candidate (c_i before the batch
-normalisation of the confidence weight). Chance: SNLI-VE 33.3, VCR 25.0. Compare with the students' low-shot scores to see how much a
-teacher of this quality can transfer. Prints a table and writes JSON.
+normalisation of the confidence weight). Chance: SNLI-VE 33.3, VCR 25.0. Compare with the
+students' low-shot scores to see how much a teacher of this quality can transfer. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -84,11 +83,10 @@ def score_vqa(teacher: FrozenTeacher, train: Any, rows: List[Dict[str, Any]]) ->
             by_type[qtype][idx] += 1
     prior = torch.tensor([by_type[r["question_type"]].most_common(1)[0][0] if by_type[r["question_type"]] else 0
                           for r in rows])
-    gold = torch.tensor([-1 if vocab.encode(r["multiple_choice_answer"]) is None
-                         else vocab.encode(r["multiple_choice_answer"]) for r in rows])
-    masked = torch.where(mask, logits, torch.full_like(logits, -1e4))  # cos-scale stand-in for MASKED_LOGIT
+    gold = torch.tensor([-1 if (i := vocab.encode(r["multiple_choice_answer"])) is None else i for r in rows])
+    masked = masked_candidates(logits, mask)
     return {"teacher, all answers": acc(logits.argmax(1)),
-            "teacher, answer sets": acc(masked_candidates(logits, mask).argmax(1)),
+            "teacher, answer sets": acc(masked.argmax(1)),
             "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}
 
 

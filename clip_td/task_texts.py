@@ -6,9 +6,10 @@
   answer, the same list for every question, so their text embeddings are computed once and
   shared); gold = the vocabulary index of `multiple_choice_answer` (-1 if it is not in the
   vocabulary: the confidence weight then trusts the teacher with nothing). The image-answer
-  similarity alone does not depend on the question, so the teacher's answer distribution is
-  restricted per question to the answers its question type takes in the training rows
-  (`vqa_answer_sets` -> `answer_set_mask`, applied by the distiller), as zero-shot CLIP VQA does.
+  similarity alone does not depend on the question; with `method.answer_sets=true` (default off)
+  the teacher's distribution is restricted per question to the answers its question type takes
+  in the training rows (`vqa_answer_sets` -> `answer_set_mask`, applied by the distiller), as
+  zero-shot CLIP VQA does.
 - snli_ve: task text = hypothesis; candidates = the hypothesis under three templates, one per
   label (entailment: the hypothesis as stated; neutral: hedged; contradiction: negated), so the
   teacher's image-text similarity of each reading gives q_i over the 3 labels; gold = label.
