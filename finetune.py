@@ -5,13 +5,13 @@
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 finetune.py   # 2 CPU processes (gloo)
 
 Config = schema defaults (clip_td/finetune_config.py) <- YAML <- dotted overrides. The loop,
-shaped like accelerate's examples, is `clip_td.finetune.main`; it writes <output_dir>/config.yaml,
+shaped like accelerate's examples, is `clip_td.app.trainer.main`; it writes <output_dir>/config.yaml,
 metrics.json and the official-format predictions of every eval split.
 """
 
 import sys
 
-from clip_td.finetune import main
+from clip_td.app.trainer import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ in `pretrain.train.main`; this file is the thin entry point of DESIGN.md contrac
 
 import sys
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from pretrain.train import main
 
 if __name__ == "__main__":

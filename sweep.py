@@ -5,7 +5,7 @@
 Writes <output_dir>/results.csv, summary.md and PNG plots; a rerun skips finished cells.
 """
 
-from clip_td.sweep import main
+from clip_td.app.sweep import main
 
 if __name__ == "__main__":
     main()

@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clip_td.cache import TeacherCache, teacher_outputs
-from clip_td.distill import create_distiller
-from clip_td.finetune_config import MethodConfig, StudentConfig
-from clip_td.heads import VQAHead
-from clip_td.students import create_student
-from clip_td.task_texts import teacher_texts
-from clip_td.teacher import FrozenTeacher
-from clip_td.tiny import save_tiny_teacher
-from clip_td.tokenizer import build_wordpiece
+from clip_td.lib.teacher_cache import TeacherCache, teacher_outputs
+from clip_td.lib.distill import create_distiller
+from clip_td.app.schema import MethodConfig, StudentConfig
+from tasks.heads import VQAHead
+from clip_td.lib.students import create_student
+from clip_td.app.task_texts import teacher_texts
+from clip_td.lib.teacher import FrozenTeacher
+from clip_td.testing.tiny_checkpoints import save_tiny_teacher
+from clip_td.lib.tokenizer import build_wordpiece
 from tasks.vqa.answers import AnswerVocab
 
 WORDS = "red blue green cube sphere cone small big left right of the is there what color how many".split()

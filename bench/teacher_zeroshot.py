@@ -4,7 +4,7 @@
                                      [--max-rows 1500] [--out bench/results/teacher_zeroshot.json]
 
 CLIP-TD's answer term and its confidence weights read the teacher's distribution q_i over each
-instance's candidates (clip_td.task_texts); this scores argmax q_i against the gold answer on
+instance's candidates (clip_td.app.task_texts); this scores argmax q_i against the gold answer on
 `val` and `val_shift` of the synthetic world (or `--data-root`), exactly as the distiller
 builds q_i:
   vqa      VQA score min(1, #annotators / 3) of the argmax over the answer vocabulary of the
@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clip_td.cache import _load_image  # noqa: E402
-from clip_td.distill import masked_candidates  # noqa: E402
-from clip_td.finetune_config import MethodConfig  # noqa: E402
-from clip_td.io import write_json_atomic  # noqa: E402
-from clip_td.task_texts import answer_set_mask, teacher_texts, vqa_answer_sets  # noqa: E402
-from clip_td.teacher import FrozenTeacher  # noqa: E402
+from clip_td.lib.teacher_cache import _load_image  # noqa: E402
+from clip_td.lib.distill import masked_candidates  # noqa: E402
+from clip_td.app.schema import MethodConfig  # noqa: E402
+from clip_td.base.io import write_json_atomic  # noqa: E402
+from clip_td.app.task_texts import answer_set_mask, teacher_texts, vqa_answer_sets  # noqa: E402
+from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
 
 
 def image_embeds(teacher: FrozenTeacher, rows: List[Dict[str, Any]], batch: int = 128) -> torch.Tensor:

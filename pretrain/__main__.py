@@ -1,8 +1,8 @@
 """`python -m pretrain [--config PATH] [dotted.key=value ...]`: same as pretrain_teacher.py."""
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 
-from .train import main
+from pretrain.train import main
 
 if __name__ == "__main__":
     import sys

@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from clip_td.io import InputError
-from clip_td.registry import Registry
+from clip_td.base.io import InputError
+from clip_td.base.registry import Registry
 
 PARSERS = Registry("parse backend")  # name -> factory(model_name) -> fn(row) -> parse
 OCRS = Registry("ocr backend")  # name -> factory() -> fn(row) -> str

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from clip_td.io import InputError, atomic_path
-from clip_td.registry import Registry
+from clip_td.base.io import InputError, atomic_path
+from clip_td.base.registry import Registry
 
 CONCEPT_TEACHERS = Registry("concept teacher")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .models import TINY_MODEL_CFG, TINY_PREPROCESS_CFG
+from pretrain.models import TINY_MODEL_CFG, TINY_PREPROCESS_CFG
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs" / "pretrain"
 DEFAULT_RECIPE = RECIPES_DIR / "default.yaml"

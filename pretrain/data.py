@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from clip_td.io import InputError, PathLike
+from clip_td.base.io import InputError, PathLike
 
 REQUIRED = ("filepath", "title")
 
@@ -61,7 +61,7 @@ def read_captions(path: PathLike, required: Sequence[str] = REQUIRED, check_imag
 
 def read_concepts(path: PathLike) -> List[str]:
     """The concept vocabulary of `concepts.json` ({"concepts": [names...]})."""
-    from clip_td.io import read_json
+    from clip_td.base.io import read_json
 
     obj = read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("concepts"), list):
@@ -117,7 +117,7 @@ def make_collate(tokenizer: Callable) -> Callable:
 
 def read_zeroshot(root: PathLike) -> Dict[str, Dict]:
     """Label sets of `<root>/zeroshot.json`: name -> {"classnames", "templates", "images", "labels"}."""
-    from clip_td.io import read_json
+    from clip_td.base.io import read_json
 
     root = Path(root)
     spec = read_json(root / "zeroshot.json")

@@ -18,10 +18,10 @@ from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from clip_td.config import load_config
-from clip_td.io import PathLike
+from clip_td.base.config import load_config
+from clip_td.base.io import PathLike
 
-from .config import DEFAULT_RECIPE, PretrainConfig
+from pretrain.config import DEFAULT_RECIPE, PretrainConfig
 
 # set by torchrun / accelerate launch; a child that inherits them would try to join the parent's group
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",

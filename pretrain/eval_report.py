@@ -13,8 +13,8 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from .data import read_captions, read_zeroshot
-from .evaluate import encode_images, fewshot_probe, retrieval, zeroshot_accuracy, zeroshot_weights
+from pretrain.data import read_captions, read_zeroshot
+from pretrain.evaluate import encode_images, fewshot_probe, retrieval, zeroshot_accuracy, zeroshot_weights
 
 
 def evaluate_teacher(clip, built, paths: Dict, eval_cfg, seed: int, device) -> Dict:
@@ -45,8 +45,8 @@ def evaluate_teacher(clip, built, paths: Dict, eval_cfg, seed: int, device) -> D
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     import open_clip
 
-    from .config import EvalConfig
-    from .models import BuiltModel
+    from pretrain.config import EvalConfig
+    from pretrain.models import BuiltModel
 
     ap = argparse.ArgumentParser(description="Evaluate an open_clip teacher folder on a captions file")
     ap.add_argument("--teacher", required=True, help="open_clip local-dir folder (or any open_clip model name)")

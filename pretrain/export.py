@@ -9,7 +9,7 @@ from typing import Any, Dict
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from clip_td.io import PathLike, atomic_path
+from clip_td.base.io import PathLike, atomic_path
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"

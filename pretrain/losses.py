@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss, gather_features
 
-from clip_td.registry import Registry
+from clip_td.base.registry import Registry
 
-from .alip_gates import ALIPGates
+from pretrain.alip_gates import ALIPGates
 
 LOSSES = Registry("contrastive loss")
 

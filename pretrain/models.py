@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional
 import open_clip
 import torch.nn as nn
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 
 # The default teacher of the synthetic world: a tiny ViT that trains on 2 CPU cores in minutes.
 TINY_MODEL_CFG: Dict[str, Any] = {

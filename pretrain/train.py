@@ -20,19 +20,19 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from clip_td.config import load_config, parse_script_args, save_config, to_dict
-from clip_td.io import InputError, read_json, write_json_atomic
+from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
+from clip_td.base.io import InputError, read_json, write_json_atomic
 
-from .alip_gates import ALIPGates
-from .cat_filter import CATRules, cat_filter, make_backends
-from .concepts import FrozenConceptTeacher, concept_kl, create_concept_teacher
-from .config import DEFAULT_RECIPE, PretrainConfig
-from .data import CaptionDataset, concept_targets, make_collate, read_captions, read_concepts
-from .eval_report import evaluate_teacher
-from .export import export_teacher
-from .losses import create_loss
-from .models import BuiltModel, build_model
-from .training_model import PretrainModel
+from pretrain.alip_gates import ALIPGates
+from pretrain.cat_filter import CATRules, cat_filter, make_backends
+from pretrain.concepts import FrozenConceptTeacher, concept_kl, create_concept_teacher
+from pretrain.config import DEFAULT_RECIPE, PretrainConfig
+from pretrain.data import CaptionDataset, concept_targets, make_collate, read_captions, read_concepts
+from pretrain.eval_report import evaluate_teacher
+from pretrain.export import export_teacher
+from pretrain.losses import create_loss
+from pretrain.models import BuiltModel, build_model
+from pretrain.training_model import PretrainModel
 
 logger = logging.getLogger("pretrain")
 

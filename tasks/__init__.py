@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import TASKS, Task
+from tasks.base import TASKS, Task
 
 TASK_NAMES = ("vqa", "snli_ve", "vcr")
 
 
 def _register_all() -> None:
     # Importing a task module runs its @TASKS.register decorator.
-    from .snli_ve import task as _snli_ve  # noqa: F401
-    from .vcr import task as _vcr  # noqa: F401
-    from .vqa import task as _vqa  # noqa: F401
+    from tasks.snli_ve import task as _snli_ve  # noqa: F401
+    from tasks.vcr import task as _vcr  # noqa: F401
+    from tasks.vqa import task as _vqa  # noqa: F401
 
 
 def get_task(name: str, **kwargs: Any) -> Task:

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from clip_td.io import InputError
-from clip_td.registry import Registry
+from clip_td.base.io import InputError
+from clip_td.base.registry import Registry
 
 TASKS = Registry("task")
 
@@ -159,7 +159,7 @@ def splits_from_template(root: PathLike, template: str) -> List[str]:
 def write_jsonl_subset(src: PathLike, key: str, keep: Sequence[Any], dest: Path) -> Path:
     """Copy the lines of annotation file `src` whose `key` is in `keep` to `dest` (atomically),
     so predictions on a subset of a split are scored against exactly that subset."""
-    from clip_td.io import write_text_atomic
+    from clip_td.base.io import write_text_atomic
 
     wanted = {str(k) for k in keep}
     with open(src, encoding="utf-8") as f:

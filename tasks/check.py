@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .base import ImageChecker, Problems
+from tasks.base import ImageChecker, Problems
 
 PathLike = Union[str, Path]
 
@@ -26,7 +26,7 @@ def check_task(task: str, root: PathLike) -> Tuple[Dict[str, Any], List[str]]:
     """(counts, problems) for vqa | snli_ve | vcr | captions data at `root`."""
     if task == "captions":
         return check_captions(root)
-    from . import get_task
+    from tasks import get_task
 
     t = get_task(task)
     root = Path(root)

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
-from clip_td.io import InputError, write_json_atomic
+from clip_td.base.io import InputError, write_json_atomic
 
 
 def hash_key(seed: int, uid: Any) -> int:
@@ -130,7 +130,7 @@ def group_shift_split(groups: Sequence[Hashable], holdout_fraction: float, seed:
 
 
 def _task(args: Any) -> Any:
-    from . import get_task
+    from tasks import get_task
 
     paths = {}
     for item in args.path:
@@ -192,7 +192,7 @@ def _run_group_shift(args: Any, out: Path) -> List[Path]:
 
 def _read_vqa_pool(args: Any) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], Dict[str, Any]]:
     """Pooled (questions, annotations, header) of the VQA splits; questions get `coco_split`."""
-    from clip_td.io import read_json
+    from clip_td.base.io import read_json
 
     task = _task(args)
     questions, annotations, header = [], [], {}

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_td.cache import TeacherCache, teacher_outputs
-from clip_td.task_texts import SNLI_TEMPLATES, teacher_texts
-from clip_td.teacher import FrozenTeacher
-from clip_td.tiny import save_tiny_teacher
+from clip_td.lib.teacher_cache import TeacherCache, teacher_outputs
+from clip_td.app.task_texts import SNLI_TEMPLATES, teacher_texts
+from clip_td.lib.teacher import FrozenTeacher
+from clip_td.testing.tiny_checkpoints import save_tiny_teacher
 
 
 class CountingTeacher(FrozenTeacher):

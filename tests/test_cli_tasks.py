@@ -2,7 +2,7 @@
 
 import json
 
-from clip_td.cli import main
+from clip_td.app.cli import main
 from test_loaders_data import write_snli_ve, write_vcr, write_vqa
 
 

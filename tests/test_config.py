@@ -2,9 +2,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clip_td.config import load_config, save_config
-from clip_td.io import InputError
-from clip_td.registry import Registry
+from clip_td.base.config import load_config, save_config
+from clip_td.base.io import InputError
+from clip_td.base.registry import Registry
 
 
 @dataclass

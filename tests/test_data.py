@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clip_td.data import Collator, TaskDataset, corpus_texts, student_texts, student_transform
-from clip_td.tokenizer import build_wordpiece
+from clip_td.app.batches import Collator, TaskDataset, corpus_texts, student_texts, student_transform
+from clip_td.lib.tokenizer import build_wordpiece
 from test_finetune_helpers import small_world  # noqa: F401  (session fixture)
 
 

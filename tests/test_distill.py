@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from clip_td.distill import (METHODS, NoDistillation, answer_kl, create_distiller, first_segment_offsets,
+from clip_td.lib.distill import (METHODS, NoDistillation, answer_kl, create_distiller, first_segment_offsets,
                              masked_candidates, resample_grid, token_loss)
 
 
@@ -136,7 +136,7 @@ def test_answer_set_mask_restricts_the_teacher_distribution():
 
 
 def test_vqa_answer_sets_from_training_rows():
-    from clip_td.task_texts import answer_set_mask, vqa_answer_sets
+    from clip_td.app.task_texts import answer_set_mask, vqa_answer_sets
     from tasks.vqa.answers import AnswerVocab
 
     rows = [{"question_type": "what color is the", "multiple_choice_answer": a} for a in ("red", "blue", "red")]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_td.finetune import main
+from clip_td.app.trainer import main
 from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
@@ -32,7 +32,7 @@ def run(world, teacher, out, **overrides) -> int:
 
 
 def evaluate_cli(task: str, files: dict) -> dict:
-    from clip_td.cli import main as cli
+    from clip_td.app.cli import main as cli
 
     args = ["evaluate", task, "--annotations", files["annotations"]]
     if task == "vqa":
@@ -98,7 +98,7 @@ def test_user_errors_are_one_line(small_world, tiny_teacher, tmp_path, capsys, o
 def test_non_finite_loss_stops_with_step_and_terms(small_world, tiny_teacher, tmp_path, capsys, monkeypatch):
     import torch
 
-    import clip_td.model as model_mod
+    import clip_td.app.finetune_model as model_mod
 
     real = model_mod.FinetuneModel.forward
     calls = {"n": 0}

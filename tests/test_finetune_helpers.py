@@ -25,7 +25,7 @@ def small_world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     """A random 1-layer open_clip ViT teacher (32 px, patch 8) saved as a local-dir."""
-    from clip_td.tiny import save_tiny_teacher
+    from clip_td.testing.tiny_checkpoints import save_tiny_teacher
 
     return save_tiny_teacher(tmp_path_factory.mktemp("teacher") / "tiny", seed=0)
 

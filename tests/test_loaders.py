@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from tasks import get_task
 from test_loaders_data import write_snli_ve, write_vcr, write_vqa
 

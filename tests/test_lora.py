@@ -16,7 +16,7 @@ def tiny_vilt(tmp_path_factory):
     """A tiny ViLT checkpoint in the Hugging Face format (model + tokenizer + image processor)."""
     from transformers import ViltConfig, ViltImageProcessor, ViltModel
 
-    from clip_td.tokenizer import build_wordpiece
+    from clip_td.lib.tokenizer import build_wordpiece
 
     out = tmp_path_factory.mktemp("vilt") / "ckpt"
     tok = build_wordpiece(["what color size shape is the how many are there"] * 3, vocab_size=100)
@@ -32,7 +32,7 @@ def tiny_vilt(tmp_path_factory):
 def test_lora_trains_adapters_and_head_only(small_world, tiny_teacher, tiny_vilt, tmp_path):
     ckpt, base = tiny_vilt
     out = tmp_path / "lora"
-    from clip_td.finetune import main
+    from clip_td.app.trainer import main
 
     code = main(["--config", TINY, *tiny_overrides(small_world, tiny_teacher, out, **{
         "student.pretrained": str(ckpt), "student.lora.enabled": "true", "student.lora.r": 2,
@@ -52,7 +52,7 @@ def test_lora_trains_adapters_and_head_only(small_world, tiny_teacher, tiny_vilt
     assert 0 < n_adapter < sum(v.numel() for v in base.values()) / 10
 
     # the frozen base is untouched: the fresh inference model (checkpoint base + saved adapters)
-    from clip_td.finetune_build import load_for_inference
+    from clip_td.app.build import load_for_inference
 
     model = load_for_inference(out)["model"]
     for name, tensor in model.student.model.state_dict().items():
@@ -64,7 +64,7 @@ def test_lora_trains_adapters_and_head_only(small_world, tiny_teacher, tiny_vilt
 
 
 def test_bad_target_modules_name_the_key(small_world, tiny_teacher, tiny_vilt, tmp_path, capsys):
-    from clip_td.finetune import main
+    from clip_td.app.trainer import main
 
     code = main(["--config", TINY, *tiny_overrides(small_world, tiny_teacher, tmp_path / "x", **{
         "student.pretrained": str(tiny_vilt[0]), "student.lora.enabled": "true",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from tasks.snli_ve.metrics import accuracy, evaluate_files as snli_files
 from tasks.vcr.metrics import evaluate_files as vcr_files, vcr_scores
 from tasks.vqa.metrics import vqa_accuracy

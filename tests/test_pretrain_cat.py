@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from pretrain.cat_filter import CATRules, actions, cat_decision, cat_filter, complexity, make_backends, ocr_jaccard, truth_scores
 
 # "a dog chases a red ball": chases is root; dog (nsubj) and ball (dobj) hang off it

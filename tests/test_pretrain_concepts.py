@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from pretrain.concepts import FrozenConceptTeacher, concept_kl, create_concept_teacher
 from pretrain.evaluate import fit_probe, kshot_split, recall_at_k
 

@@ -67,7 +67,7 @@ def write_tiny_corpus(root: Path, n_train: int = 48, n_val: int = 12, seed: int 
 
 import pytest  # noqa: E402
 
-from clip_td.io import InputError  # noqa: E402
+from clip_td.base.io import InputError  # noqa: E402
 from pretrain.data import read_captions, read_zeroshot  # noqa: E402
 
 

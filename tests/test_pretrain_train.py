@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from pretrain.train import main
 from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-import clip_td.finetune as ft
+import clip_td.app.trainer as ft
 from test_finetune import TINY, fresh_accelerate_state  # noqa: F401  (autouse fixture)
 from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
@@ -76,8 +76,8 @@ def test_saved_student_predicts_without_the_teacher(small_world, tiny_teacher, t
     script = f"""
 import json, sys, torch
 from tasks import get_task
-from clip_td.data import TaskDataset
-from clip_td.finetune_build import load_for_inference
+from clip_td.app.batches import TaskDataset
+from clip_td.app.build import load_for_inference
 run = load_for_inference({str(out)!r})
 ds = get_task("vqa").load({str(small_world / "vqa")!r}, "val")
 data = TaskDataset("vqa", ds, run["transform"], answer_vocab=run["answer_vocab"])
@@ -86,7 +86,7 @@ with torch.no_grad():
     pred = run["model"].predict(run["model"](batch))
 answers = [run["answer_vocab"].decode(int(p)) for p in pred]
 saved = [r["answer"] for r in json.load(open({preds_file!r}))]
-assert "clip_td.teacher" not in sys.modules and "open_clip" not in sys.modules, "teacher imported"
+assert "clip_td.lib.teacher" not in sys.modules and "open_clip" not in sys.modules, "teacher imported"
 print(sum(a == b for a, b in zip(answers, saved)), len(saved))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from clip_td.io import InputError
-from clip_td.selection import SELECTORS, num_selected
+from clip_td.base.io import InputError
+from clip_td.lib.selection import SELECTORS, num_selected
 
 
 def test_num_selected():

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from tasks.splits import group_shift_split, hash_key, kshot_indices, lowshot_indices, prior_shift_split
 
 LABELS = [["yes", "no", "2", "red"][i % 4] if i % 7 else "yes" for i in range(40)]

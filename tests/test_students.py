@@ -5,11 +5,11 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from transformers import ViltModel
 
-from clip_td.finetune_config import StudentConfig
-from clip_td.heads import ClassifierHead, MultipleChoiceHead, VQAHead
-from clip_td.io import InputError
-from clip_td.students import LORA_TARGET_MODULES, STUDENTS, create_student
-from clip_td.students.vilt import vilt_config
+from clip_td.app.schema import StudentConfig
+from tasks.heads import ClassifierHead, MultipleChoiceHead, VQAHead
+from clip_td.base.io import InputError
+from clip_td.lib.students import LORA_TARGET_MODULES, STUDENTS, create_student
+from clip_td.lib.students.vilt import vilt_config
 
 CFG = StudentConfig(hidden_size=32, num_layers=2, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8)
 

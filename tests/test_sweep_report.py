@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from clip_td.cli import main as cli_main
-from clip_td.io import InputError
-from clip_td.sweep import GridConfig, aggregate, expand_grid, is_complete, mean_std, report
+from clip_td.app.cli import main as cli_main
+from clip_td.base.io import InputError
+from clip_td.app.sweep import GridConfig, aggregate, expand_grid, is_complete, mean_std, report
 
 
 def _write_run(root: Path, task, method, frac, seed, scores, extra=""):

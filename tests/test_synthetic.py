@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from tasks.synthetic import NoiseConfig, build_world, ensure_world
 from tasks.synthetic import world as world_mod
 from tasks.synthetic.pretrain_corpus import pair

@@ -1,6 +1,6 @@
 """The benchmark's target checks on a hand-built aggregate."""
 
-from clip_td.targets import check_targets, targets_markdown
+from clip_td.app.benchmark_targets import check_targets, targets_markdown
 
 
 def _agg(cells):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from clip_td.io import InputError
-from clip_td.teacher import FrozenTeacher, token_offsets
-from clip_td.tiny import save_tiny_teacher
+from clip_td.base.io import InputError
+from clip_td.lib.teacher import FrozenTeacher, token_offsets
+from clip_td.testing.tiny_checkpoints import save_tiny_teacher
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import torch
 
-from clip_td.text_align import align_teacher_tokens, alignment_matrix
+from clip_td.lib.text_align import align_teacher_tokens, alignment_matrix
 
 
 def test_alignment_matrix_hand_case():

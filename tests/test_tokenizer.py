@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clip_td.io import InputError
-from clip_td.tokenizer import build_wordpiece, student_tokenizer
+from clip_td.base.io import InputError
+from clip_td.lib.tokenizer import build_wordpiece, student_tokenizer
 
 CORPUS = ["what color is the red cube?", "how many spheres are there?", "is the ball left of the cube?"] * 5
 
@@ -69,7 +69,7 @@ def test_vocabulary_ignores_corpus_iteration_order():
 def test_vocabulary_order_and_cut():
     from collections import Counter
 
-    from clip_td.tokenizer import wordpiece_vocab
+    from clip_td.lib.tokenizer import wordpiece_vocab
 
     vocab = wordpiece_vocab(Counter({"ab": 3, "ba": 3, "abc": 5, "a": 9}), vocab_size=12)
     # 5 specials, chars a b c, ##a ##b ##c, then words by (-count, text) until 12 entries

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clip_td.io import InputError
+from clip_td.base.io import InputError
 from tasks.vqa.answers import AnswerVocab
 from tasks.vqa.metrics import evaluate_files, question_accuracy, vqa_accuracy
 from tasks.vqa.normalize import normalize_answer, process_digit_article, process_punctuation

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from clip_td.weighting import SCHEDULES, WEIGHTINGS
+from clip_td.lib.weighting import SCHEDULES, WEIGHTINGS
 
 
 def test_confidence_gamma_one_and_two():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Sequence, Union
 
-from clip_td.io import InputError, iter_jsonl
+from clip_td.base.io import InputError, iter_jsonl
 
 LABELS = ("entailment", "neutral", "contradiction")
 

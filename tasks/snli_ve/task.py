@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from clip_td.io import InputError, write_text_atomic
+from clip_td.base.io import InputError, write_text_atomic
 
-from ..base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
-from ..base import splits_from_template, write_jsonl_subset
-from .metrics import LABELS, evaluate_files
+from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
+from tasks.base import splits_from_template, write_jsonl_subset
+from tasks.snli_ve.metrics import LABELS, evaluate_files
 
 FIELDS = ("Flikr30kID", "sentence2", "gold_label", "pairID")
 

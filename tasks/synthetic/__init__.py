@@ -17,7 +17,7 @@ Layout and TSV columns: docs/internals.md. Same seed and size give the same byte
 item draws from its own seeded RNG, so the number of rendering workers does not matter.
 """
 
-from .pretrain_corpus import NoiseConfig
-from .world import build_world, ensure_world
+from tasks.synthetic.pretrain_corpus import NoiseConfig
+from tasks.synthetic.world import build_world, ensure_world
 
 __all__ = ["build_world", "ensure_world", "NoiseConfig"]

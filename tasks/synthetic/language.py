@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Optional, Sequence
 
-from .scene import clear_pairs
-from .vocab import NEAR_COLOUR, NEAR_SHAPE, NUMBER_WORDS, SHAPE_PLURALS, article
+from tasks.synthetic.scene import clear_pairs
+from tasks.synthetic.vocab import NEAR_COLOUR, NEAR_SHAPE, NUMBER_WORDS, SHAPE_PLURALS, article
 
 Token = List  # [text, pos, dep, head]
 

@@ -15,10 +15,10 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple
 
-from .common import RenderJob, item_rng, job
-from .language import caption, low_complexity, short_phrase, synthetic_caption
-from .scene import sample_scene
-from .vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, STYLES
+from tasks.synthetic.common import RenderJob, item_rng, job
+from tasks.synthetic.language import caption, low_complexity, short_phrase, synthetic_caption
+from tasks.synthetic.scene import sample_scene
+from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, STYLES
 
 COLUMNS = ("filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "style", "noise")
 ZEROSHOT_SETS = {

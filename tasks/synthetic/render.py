@@ -17,7 +17,7 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .vocab import COLOURS
+from tasks.synthetic.vocab import COLOURS
 
 SUPERSAMPLE = 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .vocab import COLOUR_NAMES, OPPOSITE, SHAPES, SIZE_NAMES, SIZES, THEMES
+from tasks.synthetic.vocab import COLOUR_NAMES, OPPOSITE, SHAPES, SIZE_NAMES, SIZES, THEMES
 
 Obj = Dict[str, object]
 Scene = Dict[str, object]

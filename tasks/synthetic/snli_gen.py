@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Optional
 
-from .scene import clear_pairs, count, ref_phrase, unique_ref
-from .vocab import COLOUR_NAMES, NUMBER_WORDS, OPPOSITE, SHAPES, article
+from tasks.synthetic.scene import clear_pairs, count, ref_phrase, unique_ref
+from tasks.synthetic.vocab import COLOUR_NAMES, NUMBER_WORDS, OPPOSITE, SHAPES, article
 
 LABELS = ("entailment", "neutral", "contradiction")
 UNKNOWABLE = (

@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from typing import Dict, List, Tuple
 
-from .scene import REGIONS, clear_pairs, region, region_cell
-from .vocab import COLOUR_NAMES, NEAR_COLOUR, RELATIONS
+from tasks.synthetic.scene import REGIONS, clear_pairs, region, region_cell
+from tasks.synthetic.vocab import COLOUR_NAMES, NEAR_COLOUR, RELATIONS
 
 Tokens = List  # words and [index] references
 

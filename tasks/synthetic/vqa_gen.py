@@ -17,10 +17,10 @@ import random
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from .scene import clear_pairs, count, sample_scene, holds, ref_phrase, relation, unique_ref
-from .vocab import (COLOUR_NAMES, NEAR_COLOUR, NEAR_SHAPE, NEAR_SIZE, NUMBER_WORDS, OPPOSITE, SHAPES, SIZE_NAMES,
+from tasks.synthetic.scene import clear_pairs, count, sample_scene, holds, ref_phrase, relation, unique_ref
+from tasks.synthetic.vocab import (COLOUR_NAMES, NEAR_COLOUR, NEAR_SHAPE, NEAR_SIZE, NUMBER_WORDS, OPPOSITE, SHAPES, SIZE_NAMES,
                     article)
-from .language import plural
+from tasks.synthetic.language import plural
 
 # (text, question_type, answer_type, answer, kind); kind drives annotator near misses.
 Question = Tuple[str, str, str, str, str]

@@ -11,13 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from clip_td.io import InputError, PathLike, atomic_path
+from clip_td.base.io import InputError, PathLike, atomic_path
 
-from . import pretrain_corpus, snli_gen, vcr_gen, vqa_gen
-from .common import RenderJob, item_rng, job
-from .render import encode_jpeg, render_scene
-from .scene import sample_scene
-from .vocab import COLOUR_NAMES, MOVIES, RELATIONS, SHAPES, SIZE_NAMES, movie_theme
+from tasks.synthetic import pretrain_corpus, snli_gen, vcr_gen, vqa_gen
+from tasks.synthetic.common import RenderJob, item_rng, job
+from tasks.synthetic.render import encode_jpeg, render_scene
+from tasks.synthetic.scene import sample_scene
+from tasks.synthetic.vocab import COLOUR_NAMES, MOVIES, RELATIONS, SHAPES, SIZE_NAMES, movie_theme
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "val_shift")
@@ -135,7 +135,7 @@ def gen_vqa(root: Path, seed: int, split: str, n_questions: int, n_images: int) 
 
 
 def gen_snli_ve(root: Path, seed: int, split: str, n_images: int) -> List[RenderJob]:
-    from .language import caption
+    from tasks.synthetic.language import caption
 
     rows, jobs = [], []
     for k in range(n_images):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Sequence, Tuple, Union
 
-from clip_td.io import InputError, iter_jsonl
+from clip_td.base.io import InputError, iter_jsonl
 
 
 def vcr_scores(predictions: Sequence[Tuple[int, int]], references: Sequence[Tuple[int, int]]) -> Dict[str, float]:

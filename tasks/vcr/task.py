@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from clip_td.io import InputError, write_text_atomic
+from clip_td.base.io import InputError, write_text_atomic
 
-from ..base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
-from ..base import splits_from_template, write_jsonl_subset
-from .metrics import evaluate_files
-from .text import bad_references, render_tokens
+from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
+from tasks.base import splits_from_template, write_jsonl_subset
+from tasks.vcr.metrics import evaluate_files
+from tasks.vcr.text import bad_references, render_tokens
 
 FIELDS = ("annot_id", "movie", "objects", "img_fn", "metadata_fn", "question", "answer_choices", "rationale_choices")
 LABEL_FIELDS = ("answer_label", "rationale_label")

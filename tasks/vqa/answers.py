@@ -6,9 +6,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from clip_td.io import InputError, read_json, write_json_atomic
+from clip_td.base.io import InputError, read_json, write_json_atomic
 
-from .normalize import clean_whitespace, normalize_answer
+from tasks.vqa.normalize import clean_whitespace, normalize_answer
 
 
 def canonical(answer: str) -> str:

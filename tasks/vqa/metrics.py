@@ -7,9 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from clip_td.io import InputError, read_json
+from clip_td.base.io import InputError, read_json
 
-from .normalize import clean_whitespace, normalize_answer, process_punctuation
+from tasks.vqa.normalize import clean_whitespace, normalize_answer, process_punctuation
 
 PathLike = Union[str, Path]
 

@@ -6,11 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from clip_td.io import InputError, read_json, write_json_atomic
+from clip_td.base.io import InputError, read_json, write_json_atomic
 
-from ..base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
-from ..base import splits_from_template
-from .metrics import evaluate_files
+from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
+from tasks.base import splits_from_template
+from tasks.vqa.metrics import evaluate_files
 
 N_ANSWERS = 10
 QUESTION_FIELDS = ("question_id", "image_id", "question")

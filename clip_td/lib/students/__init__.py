@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import Registry
+from clip_td.base.registry import Registry
 
 STUDENTS = Registry("student")
 
@@ -21,7 +21,7 @@ LORA_TARGET_MODULES = ("query", "value")
 
 
 def create_student(name: str, cfg: Any, vocab_size: int, image_size: int) -> nn.Module:
-    """Build the student `name` from `cfg` (clip_td.finetune_config.StudentConfig) for `image_size` square inputs."""
-    from . import dual_stream, vilt  # noqa: F401  (registers the students)
+    """Build the student `name` from `cfg` (clip_td.app.schema.StudentConfig) for `image_size` square inputs."""
+    from clip_td.lib.students import dual_stream, vilt  # noqa: F401  (registers the students)
 
     return STUDENTS.create(name, cfg=cfg, vocab_size=vocab_size, image_size=image_size)

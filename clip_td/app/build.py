@@ -13,10 +13,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from .data import Collator, TaskDataset, corpus_texts, student_transform
-from .finetune_config import TASK_NAMES
-from .io import InputError, PathLike
-from .model import FinetuneModel, add_lora
+from clip_td.app.batches import Collator, TaskDataset, corpus_texts, student_transform
+from clip_td.app.schema import TASK_NAMES
+from clip_td.base.io import InputError, PathLike
+from clip_td.app.finetune_model import FinetuneModel, add_lora
 
 NUM_SNLI_CLASSES = 3
 DEFAULT_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViLT's normalisation
@@ -58,10 +58,10 @@ def check_names(cfg: DictConfig) -> None:
     """Unknown task / method: one message naming the key and the allowed values."""
     if cfg.task.name not in TASK_NAMES:
         raise InputError(f"task.name={cfg.task.name!r}; expected one of: {', '.join(TASK_NAMES)}")
-    from .distill import METHODS
+    from clip_td.lib.distill import METHODS
 
-    from .selection import SELECTORS
-    from .weighting import SCHEDULES, WEIGHTINGS
+    from clip_td.lib.selection import SELECTORS
+    from clip_td.lib.weighting import SCHEDULES, WEIGHTINGS
 
     for key, value, registry in (("method.name", cfg.method.name, METHODS),
                                  ("method.selection", cfg.method.selection, SELECTORS),
@@ -127,7 +127,7 @@ def answer_vocab(cfg: DictConfig, train_rows: Any, accelerator: Any) -> Any:
 
 
 def build_student(cfg: DictConfig, vocab_size: int, image_size: int) -> torch.nn.Module:
-    from .students import create_student
+    from clip_td.lib.students import create_student
 
     student = create_student(cfg.student.name, cfg.student, vocab_size=vocab_size, image_size=image_size)
     lora = cfg.student.lora
@@ -137,7 +137,7 @@ def build_student(cfg: DictConfig, vocab_size: int, image_size: int) -> torch.nn
 
 
 def build_head(task: str, hidden: int, num_answers: int) -> torch.nn.Module:
-    from . import heads
+    import tasks.heads as heads
 
     if task == "vqa":
         return heads.VQAHead(hidden, num_answers)
@@ -172,8 +172,8 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     """Data, tokenizer, model and teacher for one run (every process calls this)."""
     from tasks import get_task
 
-    from .teacher_side import build_teacher_side
-    from .tokenizer import student_tokenizer
+    from clip_td.app.teacher_setup import build_teacher_side
+    from clip_td.lib.tokenizer import student_tokenizer
 
     check_names(cfg)
     root = data_root(cfg, accelerator)
@@ -199,7 +199,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     transform = student_transform(side, mean, std)
     answer_sets = None
     if vocab is not None and teacher_side.distiller is not None and cfg.method.answer_sets:
-        from .task_texts import vqa_answer_sets
+        from clip_td.app.task_texts import vqa_answer_sets
 
         answer_sets = vqa_answer_sets(train_rows, vocab)
     train_set = TaskDataset(task.name, train_rows, transform, source_index=train_idx, answer_vocab=vocab,
@@ -224,7 +224,7 @@ def load_for_inference(run_dir: PathLike) -> Dict[str, Any]:
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
-    from .tokenizer import student_tokenizer
+    from clip_td.lib.tokenizer import student_tokenizer
 
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import InputError
+from clip_td.base.io import InputError
 
 Span = Tuple[int, int]
 
@@ -48,7 +48,7 @@ class FrozenTeacher(nn.Module):
         self.model.requires_grad_(False)
         super().train(False)
         self._fingerprint: Optional[str] = None
-        self._candidate_encoder: Any = None  # memoised candidate embeddings (clip_td.cache)
+        self._candidate_encoder: Any = None  # memoised candidate embeddings (clip_td.lib.teacher_cache)
 
     # ---- construction -------------------------------------------------------------------------
 

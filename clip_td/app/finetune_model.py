@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import InputError
+from clip_td.base.io import InputError
 
 VCR_CHOICES = 4
 

@@ -1,7 +1,7 @@
 """Fine-tune a VL student on VQA / SNLI-VE / VCR with CLIP Targeted Distillation (accelerate).
 
     accelerate launch finetune.py [--config PATH] [dotted.key=value ...]
-    python -m clip_td.finetune ...            (the same, one process)
+    python -m clip_td.app.trainer ...            (the same, one process)
 
 Shaped like accelerate's examples: `Accelerator(...)`, build, one `prepare(...)` of the
 FinetuneModel (student + head + distiller; the frozen teacher stays outside), `accumulate`,
@@ -26,12 +26,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import adapter_only_hook, check_compatible, resolve_resume, save_checkpoint, save_weights
-from .config import load_config, parse_script_args, save_config, to_dict
-from .finetune_build import Built, build
-from .finetune_config import FinetuneConfig
-from .io import InputError, write_json_atomic
-from .model import inference_state_dict, total_loss
+from clip_td.base.checkpoints import adapter_only_hook, check_compatible, resolve_resume, save_checkpoint, save_weights
+from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
+from clip_td.app.build import Built, build
+from clip_td.app.schema import FinetuneConfig
+from clip_td.base.io import InputError, write_json_atomic
+from clip_td.app.finetune_model import inference_state_dict, total_loss
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,7 +73,7 @@ def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optim
 
 def kd_scale(schedule: str, step: int, total: int) -> float:
     """Factor on the distillation terms at optimizer step `step` of `total` (weighting.SCHEDULES)."""
-    from .weighting import SCHEDULES
+    from clip_td.lib.weighting import SCHEDULES
 
     if schedule not in SCHEDULES:
         raise InputError(f"method.schedule={schedule!r}; expected one of: {', '.join(SCHEDULES.names())}")
@@ -326,7 +326,7 @@ def run(cfg: DictConfig) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of `finetune.py` and `python -m clip_td.finetune`; returns the exit code."""
+    """Entry point of `finetune.py` and `python -m clip_td.app.trainer`; returns the exit code."""
     try:
         config_path, overrides = parse_script_args(argv, description=__doc__.splitlines()[0])
         run(load_config(FinetuneConfig, config_path, overrides))

@@ -23,7 +23,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .io import InputError, PathLike, atomic_path, read_json, write_json_atomic
+from clip_td.base.io import InputError, PathLike, atomic_path, read_json, write_json_atomic
 
 RUN_STATE = "run_state.json"
 WEIGHTS = "model.safetensors"

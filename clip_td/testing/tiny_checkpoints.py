@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import torch
 
-from .io import PathLike, atomic_path
+from clip_td.base.io import PathLike, atomic_path
 
 
 def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32, embed_dim: int = 32,

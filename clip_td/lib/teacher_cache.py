@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .io import InputError, PathLike, atomic_path, read_json, write_json_atomic
-from .task_texts import teacher_texts
+from clip_td.base.io import InputError, PathLike, atomic_path, read_json, write_json_atomic
+from clip_td.app.task_texts import teacher_texts
 
 CACHE_VERSION = 1
 IMAGE_ARRAYS = ("patch_tokens", "image_embed", "cls_attention")  # stored per unique image

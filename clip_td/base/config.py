@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Tuple, Type
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from .io import InputError, PathLike, write_text_atomic
+from clip_td.base.io import InputError, PathLike, write_text_atomic
 
 BASE_KEY = "_base_"
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from omegaconf import DictConfig
 
-from .io import InputError
+from clip_td.base.io import InputError
 
 
 @dataclass
@@ -50,12 +50,12 @@ def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
 def build_teacher_side(cfg: DictConfig, accelerator: Any, root: Path, task: Any, full_train: Any,
                        train_idx: List[int], student: torch.nn.Module, vocab: Any) -> TeacherSide:
     """Teacher, distiller and teacher-output source for `cfg.method` (empty for `none`)."""
-    from .distill import create_distiller
-    from .task_texts import teacher_texts
+    from clip_td.lib.distill import create_distiller
+    from clip_td.app.task_texts import teacher_texts
 
     if cfg.method.name == "none" or cfg.method.alpha == 0:
         return TeacherSide()
-    from .teacher import FrozenTeacher
+    from clip_td.lib.teacher import FrozenTeacher
 
     name = teacher_name(cfg, accelerator)
     teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
@@ -64,7 +64,7 @@ def build_teacher_side(cfg: DictConfig, accelerator: Any, root: Path, task: Any,
     texts_fn = partial(teacher_texts, task.name, answer_vocab=vocab)
     cls_attention = cfg.method.selection == "cls_attention_topk"
     if cfg.teacher.cache:
-        from .cache import TeacherCache
+        from clip_td.lib.teacher_cache import TeacherCache
 
         root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else cache_root() / "teacher_cache"
         # the low-shot rows only: a sweep's methods share it, and a small fraction stays cheap
@@ -84,7 +84,7 @@ def cache_root() -> Path:
 @torch.no_grad()
 def live_outputs(teacher: Any, batch: Dict[str, Any], cls_attention: bool = False) -> Dict[str, Any]:
     """Teacher outputs of one batch computed on the fly (teacher.cache=false)."""
-    from .cache import teacher_outputs
+    from clip_td.lib.teacher_cache import teacher_outputs
 
     return teacher_outputs(teacher, batch["teacher_pixels"].to(teacher.device), batch["teacher_text"],
                            batch["teacher_candidates"], batch["teacher_gold"], cls_attention=cls_attention)

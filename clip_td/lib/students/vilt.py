@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from transformers import ViltConfig, ViltModel
 
-from ..io import InputError
-from . import STUDENTS
+from clip_td.base.io import InputError
+from clip_td.lib.students import STUDENTS
 
 
 class ViltStudent(nn.Module):

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Optional
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .io import InputError, PathLike, atomic_path
+from clip_td.base.io import InputError, PathLike, atomic_path
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
 

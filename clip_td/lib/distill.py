@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import Registry
-from .selection import SELECTORS
-from .teacher import grid_from_tokens
-from .text_align import align_teacher_tokens
-from .weighting import WEIGHTINGS
+from clip_td.base.registry import Registry
+from clip_td.lib.selection import SELECTORS
+from clip_td.lib.teacher import grid_from_tokens
+from clip_td.lib.text_align import align_teacher_tokens
+from clip_td.lib.weighting import WEIGHTINGS
 
 METHODS = Registry("distillation method")
 

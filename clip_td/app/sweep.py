@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .config import load_config, parse_script_args, save_config
-from .io import InputError, read_json, write_json_atomic, write_text_atomic
+from clip_td.base.config import load_config, parse_script_args, save_config
+from clip_td.base.io import InputError, read_json, write_json_atomic, write_text_atomic
 
 #: Split and metric each task is summarised by in plots (all metrics go to the CSV and tables).
 PRIMARY_METRIC = {"vqa": "vqa_acc", "snli_ve": "accuracy", "vcr": "q2ar"}
@@ -112,9 +112,9 @@ def _cell_command(cfg: Any, cell: Cell, run_dir: Path) -> List[str]:
     args += list(cfg.overrides) + list(cfg.task_overrides.get(cell.task, [])) + cell.overrides()
     args.append(f"output_dir={run_dir}")
     if cfg.launcher == "accelerate":
-        return [sys.executable, "-m", "accelerate.commands.launch", *cfg.launch_args, "-m", "clip_td.finetune", *args]
+        return [sys.executable, "-m", "accelerate.commands.launch", *cfg.launch_args, "-m", "clip_td.app.trainer", *args]
     if cfg.launcher == "python":
-        return [sys.executable, "-m", "clip_td.finetune", *args]
+        return [sys.executable, "-m", "clip_td.app.trainer", *args]
     raise InputError(f"sweep config: launcher={cfg.launcher!r}; expected 'python' or 'accelerate'")
 
 
@@ -364,7 +364,7 @@ def report(root: Any) -> Dict[str, Path]:
         raise InputError(f"{root / 'runs'}: no complete metrics.json found")
     write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
-    from .targets import targets_markdown
+    from clip_td.app.benchmark_targets import targets_markdown
 
     targets = targets_markdown(agg)
     write_text_atomic(root / "summary.md", summary_markdown(agg) + ("\n" + targets if targets else ""))

@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .io import InputError
-from .registry import Registry
+from clip_td.base.io import InputError
+from clip_td.base.registry import Registry
 
 SELECTORS = Registry("token selector")
 

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Callable, Optional, Sequence
 
-from .io import InputError
+from clip_td.base.io import InputError
 
 TASKS = ("vqa", "snli_ve", "vcr")
 
@@ -67,7 +67,7 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clip_td.sweep import report
+    from clip_td.app.sweep import report
 
     _print_json({k: str(v) for k, v in report(args.dir).items()})
     return 0

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .registry import Registry
+from clip_td.base.registry import Registry
 
 WEIGHTINGS = Registry("weighting")
 SCHEDULES = Registry("weight schedule")

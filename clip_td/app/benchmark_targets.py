@@ -1,4 +1,4 @@
-"""The low-shot benchmark's targets, checked on a sweep's aggregate (`clip_td.sweep.aggregate`).
+"""The low-shot benchmark's targets, checked on a sweep's aggregate (`clip_td.app.sweep.aggregate`).
 
     lines = targets_markdown(agg)     # "" unless the sweep has `none` and `clip_td`
 

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from . import STUDENTS
+from clip_td.lib.students import STUDENTS
 
 
 class DualStreamStudent(nn.Module):

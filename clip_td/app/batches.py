@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from .task_texts import answer_set_mask
+from clip_td.app.task_texts import answer_set_mask
 
 TextPair = Tuple[str, Optional[str]]
 NUM_CHOICES = 4  # VCR answer / rationale candidates
