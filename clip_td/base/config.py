@@ -30,8 +30,27 @@ def parse_script_args(argv: Optional[Sequence[str]] = None, description: str = "
     return args.config, list(args.overrides)
 
 
+def packaged_configs() -> Path:
+    """The folder of the shipped YAML configs (the installed `configs` package)."""
+    import configs
+
+    return Path(configs.__file__).resolve().parent
+
+
+def resolve_config_path(path: PathLike) -> Path:
+    """`path` as given when it exists; else a shipped config named `configs/<...>` or `<...>`
+    relative to the packaged folder, so `--config configs/finetune/vcr.yaml` works from any
+    folder after a plain (non-editable) install."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    rel = Path(*p.parts[1:]) if p.parts and p.parts[0] == "configs" else p
+    shipped = packaged_configs() / rel
+    return shipped if shipped.is_file() else p
+
+
 def _load_yaml(path: Path, seen: tuple = ()) -> DictConfig:
-    path = path.resolve()
+    path = resolve_config_path(path).resolve()
     if path in seen:
         raise InputError(f"{path}: {BASE_KEY} chain loops back to itself")
     if not path.is_file():

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
+from clip_td.base.io import InputError
+
 T = TypeVar("T", bound=Callable[..., Any])
+
+
+class UnknownName(InputError, KeyError):
+    """An unknown registry name: a user error (one line, exit 2) that is also a KeyError."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry:
@@ -32,14 +41,16 @@ class Registry:
 
         return deco
 
-    def get(self, name: str) -> Callable[..., Any]:
+    def get(self, name: str, key: Optional[str] = None) -> Callable[..., Any]:
+        """The callable registered as `name`; `key` is the config key that named it (for the message)."""
         if name not in self._table:
             known = ", ".join(sorted(self._table)) or "(none registered)"
-            raise KeyError(f"unknown {self.kind} {name!r}; expected one of: {known}")
+            where = f"{key}={name!r}: " if key else ""
+            raise UnknownName(f"{where}unknown {self.kind} {name!r}; expected one of: {known}")
         return self._table[name]
 
-    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.get(name)(*args, **kwargs)
+    def create(self, name: str, *args: Any, key: Optional[str] = None, **kwargs: Any) -> Any:
+        return self.get(name, key)(*args, **kwargs)
 
     def names(self) -> List[str]:
         return sorted(self._table)
