@@ -8,12 +8,8 @@ in `pretrain.train.main`; this file is the thin entry point of DESIGN.md contrac
 
 import sys
 
-from clip_td.base.io import InputError
+from clip_td.base.scripts import run_script
 from pretrain.train import main
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_script(main, sys.argv[1:]))

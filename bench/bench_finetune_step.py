@@ -27,11 +27,11 @@ import torch
 from PIL import Image
 
 from clip_td.lib.teacher_cache import TeacherCache, teacher_outputs
-from clip_td.lib.distill import create_distiller
-from clip_td.app.schema import MethodConfig, StudentConfig
-from tasks.heads import VQAHead
+from clip_td.app.schema import StudentConfig
+from clip_td.lib.distill import MethodConfig, create_distiller, resolve_method
+from tasks.heads import MLPHead
 from clip_td.lib.students import create_student
-from clip_td.app.task_texts import teacher_texts
+from tasks import get_task
 from clip_td.lib.teacher import FrozenTeacher
 from clip_td.testing.tiny_checkpoints import save_tiny_teacher
 from clip_td.lib.tokenizer import build_wordpiece
@@ -87,15 +87,17 @@ def main() -> None:
     teacher = FrozenTeacher.from_name(f"local-dir:{tdir}").to(device)
 
     t0 = time.perf_counter()
-    cache = TeacherCache.build(teacher, "vqa", rows, tmp / "cache", answer_vocab=vocab, batch_size=64)
+    task = get_task("vqa")
+    task.set_answer_vocab(vocab)
+    cache = TeacherCache.build(teacher, task.teacher_texts, rows, tmp / "cache", name="vqa", batch_size=64)
     build_s = time.perf_counter() - t0
     n_images = len({r["image"] for r in rows})
 
     tok = build_wordpiece([r["text"] for r in rows], vocab_size=200)
     scfg = StudentConfig()
     student = create_student("vilt", scfg, vocab_size=len(tok), image_size=64).to(device)
-    head = VQAHead(student.hidden_size, len(vocab)).to(device)
-    distiller = create_distiller("clip_td", MethodConfig(), student.hidden_size, teacher.embed_dim).to(device)
+    head = MLPHead(student.hidden_size, len(vocab)).to(device)
+    distiller = create_distiller(resolve_method(MethodConfig()), student.hidden_size, teacher.embed_dim).to(device)
     params = list(student.parameters()) + list(head.parameters()) + list(distiller.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4)
 
@@ -109,7 +111,7 @@ def main() -> None:
     targets = torch.rand(args.batch, len(vocab), device=device)
     transform = teacher.image_transform()
     teacher_pixels = torch.stack([transform(Image.open(r["image"]).convert("RGB")) for r in chosen]).to(device)
-    texts = [teacher_texts("vqa", r, vocab) for r in chosen]
+    texts = [task.teacher_texts(r) for r in chosen]
 
     def step(source):
         out = student(pixels, ids, mask)

@@ -21,12 +21,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-RECIPES = {  # name -> (config file, extra overrides)
-    "infonce": ("clip.yaml", []),
-    "hn_nce": ("clip.yaml", ["loss.name=hn_nce", "loss.beta=0.5"]),
-    "alip": ("alip.yaml", []),
-    "cat_infonce": ("clip.yaml", ["cat.enabled=true"]),
-    "diht": ("diht.yaml", []),
+RECIPES = {  # name -> (shipped recipe, extra overrides)
+    "infonce": ("clip", []),
+    "hn_nce": ("clip", ["loss.name=hn_nce", "loss.beta=0.5"]),
+    "alip": ("alip", []),
+    "cat_infonce": ("clip", ["cat.enabled=true"]),
+    "diht": ("diht", []),
 }
 
 
@@ -61,7 +61,7 @@ def _step_variants(model, batch, caption):
 def steptime(args) -> dict:
     """Full optimizer steps (forward, loss, backward, AdamW) on one model and batch, variants
     interleaved round-robin so machine load hits them alike; median per variant."""
-    from pretrain.models import build_model
+    from pretrain.clip_factory import build_model
 
     torch.manual_seed(0)
     built = build_model()
@@ -103,6 +103,7 @@ def steptime(args) -> dict:
 
 
 def recipes(args) -> dict:
+    from pretrain.config import recipe_path
     from pretrain.train import main
 
     rows = []
@@ -111,7 +112,7 @@ def recipes(args) -> dict:
             config, extra = RECIPES[name]
             out = Path(args.out_dir) / f"{name}-s{seed}"
             t0 = time.perf_counter()
-            m = main(["--config", str(REPO / "configs" / "pretrain" / config), f"output_dir={out}", f"seed={seed}",
+            m = main(["--config", str(recipe_path(config)), f"output_dir={out}", f"seed={seed}",
                       f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}",
                       f"eval.max_pairs={args.eval_pairs}", *extra])
             ev = m["eval"]

@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clip_td.lib.teacher_cache import _load_image  # noqa: E402
-from clip_td.lib.distill import masked_candidates  # noqa: E402
-from clip_td.app.schema import MethodConfig  # noqa: E402
+from clip_td.app.schema import FinetuneConfig  # noqa: E402
+from clip_td.base.config import load_config  # noqa: E402
 from clip_td.base.io import write_json_atomic  # noqa: E402
-from clip_td.app.task_texts import answer_set_mask, teacher_texts, vqa_answer_sets  # noqa: E402
+from clip_td.lib.distill import MethodConfig, masked_candidates  # noqa: E402
 from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
+from clip_td.lib.teacher_cache import _load_image  # noqa: E402
 
 
 def image_embeds(teacher: FrozenTeacher, rows: List[Dict[str, Any]], batch: int = 128) -> torch.Tensor:
@@ -63,14 +63,12 @@ def sharpness(teacher: FrozenTeacher, cos: torch.Tensor, gold: torch.Tensor) -> 
             f"mean q[gold] (tau={MethodConfig.tau:g})": 100.0 * conf.mean().item()}
 
 
-def score_vqa(teacher: FrozenTeacher, train: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    from tasks.vqa.answers import AnswerVocab
-
-    vocab = AnswerVocab.build(train)
-    sets = vqa_answer_sets(train, vocab)
-    _, candidates, _ = teacher_texts("vqa", rows[0], vocab)
+def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    """VQA-style tasks (one shared answer vocabulary): all answers, answer sets, and the prior."""
+    vocab = task.answer_vocab
+    _, candidates, _ = task.teacher_texts(rows[0])
     logits = image_embeds(teacher, rows) @ text_embeds(teacher, candidates).T  # (N, A)
-    mask = torch.stack([answer_set_mask(sets, r["question_type"], len(vocab)) for r in rows])
+    mask = torch.stack([task.teacher_extras(r)["cand_mask"] for r in rows])
     scores = [vocab.soft_scores(r["answers"]) for r in rows]
 
     def acc(pred: torch.Tensor) -> float:
@@ -90,8 +88,8 @@ def score_vqa(teacher: FrozenTeacher, train: Any, rows: List[Dict[str, Any]]) ->
             "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}
 
 
-def score_choice(teacher: FrozenTeacher, task: str, rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    texts = [teacher_texts(task, r) for r in rows]
+def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    texts = [task.teacher_texts(r) for r in rows]
     n_cand = len(texts[0][1])
     cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
     logits = torch.einsum("nd,ncd->nc", image_embeds(teacher, rows), cand)
@@ -125,13 +123,16 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         name = f"local-dir:{ensure_default_teacher()}"
     teacher = FrozenTeacher.from_name(name, args.pretrained)
     results: Dict[str, Any] = {"teacher": name, "data_root": str(root), "max_rows": args.max_rows, "tasks": {}}
+    settings = load_config(FinetuneConfig, overrides=["method.answer_sets=true"])
     for task_name in args.tasks:
         task = get_task(task_name)
         train = task.load(root / task_name, "train")
+        task.setup(train, settings)  # e.g. VQA's answer vocabulary and answer sets
         for split in ("val", "val_shift"):
             ds = task.load(root / task_name, split)
             rows = [ds[i] for i in range(min(args.max_rows, len(ds)))]
-            res = score_vqa(teacher, train, rows) if task_name == "vqa" else score_choice(teacher, task_name, rows)
+            open_answers = getattr(task, "answer_vocab", None) is not None  # one shared answer vocabulary
+            res = score_open_answers(teacher, task, train, rows) if open_answers else score_choice(teacher, task, rows)
             results["tasks"].setdefault(task_name, {})[split] = res
 
     print(f"{'task':<9}{'split':<11}{'scorer':<32}{'score':>7}")

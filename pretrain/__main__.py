@@ -1,14 +1,10 @@
 """`python -m pretrain [--config PATH] [dotted.key=value ...]`: same as pretrain_teacher.py."""
 
-from clip_td.base.io import InputError
+import sys
+
+from clip_td.base.scripts import run_script
 
 from pretrain.train import main
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_script(main, sys.argv[1:]))

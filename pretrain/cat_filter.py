@@ -124,11 +124,10 @@ def _ocr_tesseract() -> Callable[[Dict], str]:
 
 def make_backends(parse_backend: str, ocr_backend: str, spacy_model: str = "en_core_web_sm"):
     """(parse_fn, ocr_fn) for the named backends; unknown or missing ones name the config key."""
-    for key, reg, name in (("cat.parse_backend", PARSERS, parse_backend), ("cat.ocr_backend", OCRS, ocr_backend)):
-        if name not in reg:
-            raise InputError(f"config key {key}: unknown backend {name!r}; expected one of {reg.names()}")
-    parse_fn = PARSERS.create(parse_backend, spacy_model) if parse_backend == "spacy" else PARSERS.create(parse_backend)
-    return parse_fn, OCRS.create(ocr_backend)
+    parse_factory = PARSERS.get(parse_backend, key="cat.parse_backend")
+    ocr_factory = OCRS.get(ocr_backend, key="cat.ocr_backend")
+    parse_fn = parse_factory(spacy_model) if parse_backend == "spacy" else parse_factory()
+    return parse_fn, ocr_factory()
 
 
 def cat_filter(rows: Sequence[Dict], rules: CATRules, parse_fn: Callable, ocr_fn: Callable) -> Tuple[List[Dict], Dict]:

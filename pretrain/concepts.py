@@ -125,21 +125,21 @@ def synthetic_teacher(train_file: str, dataset, targets: torch.Tensor, steps: in
 
 
 @CONCEPT_TEACHERS.register("timm")
-def timm_teacher(arch: str, weights: str = "", num_classes: int = 0, **_) -> nn.Module:
+def timm_teacher(arch: str, weights: Optional[str] = None, num_classes: int = 0, **_) -> nn.Module:
     """Any timm classifier; weights from a local file (safetensors or torch), no download."""
     import timm
 
-    if weights and not Path(weights).is_file():
+    if weights is not None and not Path(weights).is_file():
         raise InputError(f"config key concept.teacher_weights: file not found: {weights}")
     kwargs = {"num_classes": num_classes} if num_classes else {}
     try:
-        return timm.create_model(arch, pretrained=False, checkpoint_path=weights or "", **kwargs)
+        return timm.create_model(arch, pretrained=False, checkpoint_path="" if weights is None else weights, **kwargs)
     except RuntimeError as e:
         raise InputError(f"config key concept.teacher: {arch!r} is not a timm model ({e})") from None
 
 
 @CONCEPT_TEACHERS.register("torchvision")
-def torchvision_teacher(arch: str, weights: str = "", num_classes: int = 0, **_) -> nn.Module:
+def torchvision_teacher(arch: str, weights: Optional[str] = None, num_classes: int = 0, **_) -> nn.Module:
     """Any torchvision classifier; weights from a local file (safetensors or torch, weights_only)."""
     import torchvision
 
@@ -148,7 +148,7 @@ def torchvision_teacher(arch: str, weights: str = "", num_classes: int = 0, **_)
         net = torchvision.models.get_model(arch, weights=None, **kwargs)
     except ValueError as e:
         raise InputError(f"config key concept.teacher: {arch!r} is not a torchvision model ({e})") from None
-    if weights:
+    if weights is not None:
         if not Path(weights).is_file():
             raise InputError(f"config key concept.teacher_weights: file not found: {weights}")
         state = load_file(weights) if weights.endswith(".safetensors") else torch.load(weights, map_location="cpu", weights_only=True)
@@ -157,8 +157,10 @@ def torchvision_teacher(arch: str, weights: str = "", num_classes: int = 0, **_)
 
 
 def create_concept_teacher(spec: str, **kwargs) -> nn.Module:
-    """`synthetic`, `timm:<arch>` or `torchvision:<arch>` -> the bare classifier."""
+    """`synthetic`, `timm:<arch>` or `torchvision:<arch>` -> the bare classifier; an unknown kind
+    is an InputError naming `concept.teacher` and the choices."""
     kind, _, arch = spec.partition(":")
-    if kind not in CONCEPT_TEACHERS:
-        raise InputError(f"config key concept.teacher: unknown teacher {spec!r}; expected synthetic, timm:<arch> or torchvision:<arch>")
-    return CONCEPT_TEACHERS.create(kind, arch=arch, **kwargs)
+    factory = CONCEPT_TEACHERS.get(kind, key="concept.teacher")
+    if kind != "synthetic" and not arch:
+        raise InputError(f"concept.teacher={spec!r}: expected {kind}:<arch>")
+    return factory(arch=arch, **kwargs)

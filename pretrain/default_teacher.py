@@ -18,10 +18,9 @@ from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from clip_td.base.config import load_config
 from clip_td.base.io import PathLike
 
-from pretrain.config import DEFAULT_RECIPE, PretrainConfig
+from pretrain.config import load_pretrain_config, recipe_path
 
 # set by torchrun / accelerate launch; a child that inherits them would try to join the parent's group
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
@@ -40,7 +39,7 @@ def clean_env() -> dict:
 
 def recipe_hash(overrides: Sequence[str]) -> str:
     """Hash of the resolved default recipe (output_dir excluded): the cache key."""
-    cfg = OmegaConf.to_container(load_config(PretrainConfig, DEFAULT_RECIPE, list(overrides)), resolve=True)
+    cfg = OmegaConf.to_container(load_pretrain_config(recipe_path(), list(overrides)), resolve=True)
     cfg.pop("output_dir")
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()).hexdigest()[:16]
 
@@ -65,7 +64,7 @@ def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequ
 def _train(run_dir: Path, overrides: Sequence[str]) -> None:
     tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pretrain", "--config", str(DEFAULT_RECIPE), f"output_dir={tmp}", *overrides]
+    cmd = [sys.executable, "-m", "pretrain", "--config", str(recipe_path()), f"output_dir={tmp}", *overrides]
     subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parent.parent))
     shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the cache keeps the teacher and its report only
     if run_dir.exists():

@@ -1,7 +1,9 @@
-"""Contrastive losses for teacher pretraining: InfoNCE, HN-NCE (DiHT) and ALIP's adaptive loss.
+"""Losses of teacher pretraining: InfoNCE, HN-NCE (DiHT), ALIP's adaptive loss and the concept KL.
 
-All three are called like open_clip's `ClipLoss`: `loss(image_features, text_features,
-logit_scale)` -> scalar. Across processes each loss gathers the features *with gradients*
+Every loss reads the model's output dict (`PretrainModel.forward`): `loss.forward_outputs(out)`
+-> {"<name>_loss": scalar, ...}; the training loss is the sum of the `*_loss` entries
+(`compute_losses`, `total_loss`). The contrastive ones are also called like open_clip's
+`ClipLoss`: `loss(image_features, text_features, logit_scale)` -> scalar. Across processes each loss gathers the features *with gradients*
 (open_clip's `gather_features(gather_with_grad=True)`) and computes the loss over the global
 batch on every rank, so N processes x batch b give the same loss (and, after DDP's gradient
 averaging, the same gradients) as one process x batch N*b. Loss math runs in float32.
@@ -10,7 +12,7 @@ averaging, the same gradients) as one process x batch N*b. Loss math runs in flo
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,8 +22,10 @@ from open_clip.loss import ClipLoss, gather_features
 from clip_td.base.registry import Registry
 
 from pretrain.alip_gates import ALIPGates
+from pretrain.concepts import concept_kl
 
 LOSSES = Registry("contrastive loss")
+Outputs = Dict[str, torch.Tensor]
 
 
 def dist_info() -> Tuple[int, int]:
@@ -56,6 +60,9 @@ class InfoNCELoss(ClipLoss):
     def __init__(self, **_: object) -> None:
         rank, world = dist_info()
         super().__init__(local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+
+    def forward_outputs(self, out: Outputs) -> Outputs:
+        return {"contrastive_loss": self(out["image_features"], out["text_features"], out["logit_scale"])}
 
 
 def hn_nce_rows(logits: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
@@ -103,6 +110,9 @@ class HardNegativeNCELoss(nn.Module):
         loss = (hn_nce_rows(logits, self.alpha, self.beta).mean() + hn_nce_rows(logits.T, self.alpha, self.beta).mean()) / 2
         return {"contrastive_loss": loss} if output_dict else loss
 
+    def forward_outputs(self, out: Outputs) -> Outputs:
+        return self(out["image_features"], out["text_features"], out["logit_scale"], output_dict=True)
+
 
 def clip_ce_rows(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Per-sample symmetric InfoNCE of (B, d) features -> (B,): (CE_i(S V T^T) + CE_i(S T V^T)) / 2."""
@@ -118,6 +128,8 @@ class ALIPLoss(nn.Module):
     L = mean_i(l_i W_s,i W_x,i) + mean_i(l'_i W_s,i W_c,i), weights from `ALIPGates` (no grad).
     Called with `caption_features` as a fourth argument; without it, it is plain InfoNCE.
     """
+
+    needs_caption = True  # the trainer passes the synthetic caption through the model
 
     def __init__(self, gates: ALIPGates, **_: object) -> None:
         super().__init__()
@@ -139,7 +151,39 @@ class ALIPLoss(nn.Module):
             return {"contrastive_loss": loss, "w_s": w_s.mean().detach(), "w_x": w_x.mean().detach(), "w_c": w_c.mean().detach()}
         return loss
 
+    def forward_outputs(self, out: Outputs) -> Outputs:
+        """Bi-path when `out` holds "caption_features"; adds the gate means w_s, w_x, w_c."""
+        return self(out["image_features"], out["text_features"], out["logit_scale"],
+                    caption_features=out.get("caption_features"), output_dict=True)
 
-def create_loss(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered loss by name (infonce | hn_nce | alip)."""
-    return LOSSES.create(name, **kwargs)
+
+class ConceptLoss(nn.Module):
+    """DiHT's concept distillation term: weight * KL(teacher || head) at `temperature`, from the
+    outputs "concept_logits" (the head) and "concept_teacher_logits" (the frozen teacher)."""
+
+    def __init__(self, weight: float, temperature: float) -> None:
+        super().__init__()
+        self.weight, self.temperature = float(weight), float(temperature)
+
+    def forward_outputs(self, out: Outputs) -> Outputs:
+        kl = concept_kl(out["concept_logits"], out["concept_teacher_logits"], self.temperature)
+        return {"concept_loss": self.weight * kl}
+
+
+def create_loss(name: str, key: Optional[str] = "loss.name", **kwargs: object) -> nn.Module:
+    """Build a registered contrastive loss by name (infonce | hn_nce | alip); an unknown name is
+    an InputError naming the config `key` and the choices."""
+    return LOSSES.create(name, key=key, **kwargs)
+
+
+def compute_losses(out: Outputs, losses: Sequence[nn.Module]) -> Outputs:
+    """Every loss's `forward_outputs(out)`, merged: named `*_loss` terms plus any logged extras."""
+    terms: Outputs = {}
+    for loss in losses:
+        terms.update(loss.forward_outputs(out))
+    return terms
+
+
+def total_loss(terms: Outputs) -> torch.Tensor:
+    """The training loss: the sum of the `*_loss` entries."""
+    return sum(v for k, v in terms.items() if k.endswith("_loss"))

@@ -2,7 +2,10 @@
 
 Config = PretrainConfig <- YAML <- dotted overrides (DESIGN.md contract 1). Writes
 `<output_dir>/config.yaml`, `teacher/` (open_clip local-dir), `metrics.json`, `cat_report.json`
-(when CAT is on) and `checkpoints/step_<n>/` (accelerate state + progress.json).
+(when CAT is on) and `checkpoints/step_<n>/` (accelerate state + run_state.json, written by
+`clip_td.base.checkpoints` as fine-tuning's are). `train.resume` takes a checkpoint folder or
+"latest" (the highest step by run_state.json); a checkpoint of a different run set-up (model
+config, loss, concept head, data, batch layout) is refused with one message.
 """
 
 from __future__ import annotations
@@ -11,58 +14,79 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
-from clip_td.base.io import InputError, read_json, write_json_atomic
+from clip_td.base.checkpoints import check_compatible, resolve_resume, save_checkpoint
+from clip_td.base.config import parse_script_args, save_config, to_dict
+from clip_td.base.io import InputError, write_json_atomic
 
 from pretrain.alip_gates import ALIPGates
-from pretrain.cat_filter import CATRules, cat_filter, make_backends
-from pretrain.concepts import FrozenConceptTeacher, concept_kl, create_concept_teacher
-from pretrain.config import DEFAULT_RECIPE, PretrainConfig
+from pretrain.cat_filter import OCRS, PARSERS, CATRules, cat_filter, make_backends
+from pretrain.clip_factory import BuiltModel, build_model
+from pretrain.concepts import CONCEPT_TEACHERS, FrozenConceptTeacher, create_concept_teacher
+from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  (PretrainConfig: the schema)
 from pretrain.data import CaptionDataset, concept_targets, make_collate, read_captions, read_concepts
-from pretrain.eval_report import evaluate_teacher
 from pretrain.export import export_teacher
-from pretrain.losses import create_loss
-from pretrain.models import BuiltModel, build_model
-from pretrain.training_model import PretrainModel
+from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
+from pretrain.pretrain_model import PretrainModel
+from pretrain.teacher_eval import evaluate_teacher
 
 logger = logging.getLogger("pretrain")
 
 
-def resolve_paths(cfg) -> Dict[str, Optional[Path]]:
-    """Training / val / zero-shot / concepts paths; builds the synthetic world when no root or train file is given."""
-    root = Path(cfg.data.root) if cfg.data.root else None
-    if root is None and not cfg.data.train:
+# ---- set-up: data, models, losses --------------------------------------------------------------
+
+
+def check_names(cfg: DictConfig) -> None:
+    """Every registry name of the config, checked before any data or model is built."""
+    LOSSES.get(cfg.loss.name, key="loss.name")
+    if cfg.cat.enabled:
+        PARSERS.get(cfg.cat.parse_backend, key="cat.parse_backend")
+        OCRS.get(cfg.cat.ocr_backend, key="cat.ocr_backend")
+    if cfg.concept.weight > 0:
+        CONCEPT_TEACHERS.get(cfg.concept.teacher.partition(":")[0], key="concept.teacher")
+
+
+def resolve_paths(cfg: DictConfig) -> Dict[str, Optional[Path]]:
+    """Training / val / zero-shot / concepts paths; builds the synthetic world when neither
+    data.root nor data.train is set."""
+    root = None if cfg.data.root is None else Path(cfg.data.root)
+    if root is None and cfg.data.train is None:
         from tasks.synthetic import ensure_world
 
         root = Path(ensure_world(size=cfg.data.world_size, seed=0))
-    pre = root / "pretrain" if root else None
+    pre = None if root is None else root / "pretrain"
 
-    def pick(value: str, default: Optional[Path]) -> Optional[Path]:
-        if value:
+    def pick(value: Optional[str], name: str, folder: bool = False) -> Optional[Path]:
+        """The configured path, else `<root>/pretrain/<name>` when it exists (its folder if `folder`)."""
+        if value is not None:
             return Path(value)
-        return default if default is not None and default.exists() else None
+        if pre is None or not (pre / name).exists():
+            return None
+        return pre if folder else pre / name
 
     paths = {
-        "train": pick(cfg.data.train, pre / "train.tsv" if pre else None),
-        "val": pick(cfg.data.val, pre / "val.tsv" if pre else None),
-        "zeroshot": pick(cfg.data.zeroshot, pre if pre and (pre / "zeroshot.json").exists() else None),
-        "concepts": pick(cfg.data.concepts, pre / "concepts.json" if pre else None),
+        "train": pick(cfg.data.train, "train.tsv"),
+        "val": pick(cfg.data.val, "val.tsv"),
+        "zeroshot": pick(cfg.data.zeroshot, "zeroshot.json", folder=True),
+        "concepts": pick(cfg.data.concepts, "concepts.json"),
     }
     if paths["train"] is None:
         raise InputError(f"config key data.train: no training captions file (looked in {pre})")
     return paths
 
 
-def load_rows(cfg, train_file: Path, output_dir: Path, is_main: bool) -> List[Dict]:
+def load_rows(cfg: DictConfig, train_file: Path, output_dir: Path, is_main: bool) -> List[Dict]:
     """Read, truncate and (optionally) CAT-filter the training pairs; writes cat_report.json."""
     rows = read_captions(train_file)
     if cfg.data.max_train_rows:
@@ -102,161 +126,209 @@ def _num_concepts(teacher: Optional[FrozenConceptTeacher], image_size: int) -> i
     return teacher(torch.zeros(1, 3, image_size, image_size)).shape[-1]
 
 
-def find_checkpoint(value: str, output_dir: Path) -> Path:
-    if value != "latest":
-        return Path(value)
-    ckpts = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not ckpts:
-        raise InputError(f"config key train.resume_from: 'latest' but no checkpoint under {output_dir / 'checkpoints'}")
-    return ckpts[-1]
+@dataclass
+class Setup:
+    """What one run trains, built before `accelerator.prepare`."""
+
+    paths: Dict[str, Optional[Path]]
+    rows: List[Dict]
+    built: BuiltModel  # the open_clip model, its configs, transforms and tokenizer
+    dataset: CaptionDataset
+    model: PretrainModel  # the CLIP + concept head: the one prepared module
+    concept_teacher: Optional[FrozenConceptTeacher]  # frozen, outside the model
+    gates: ALIPGates  # ALIP running means: training state, checkpointed
+    losses: List[nn.Module]  # each has forward_outputs(out) -> {"*_loss": scalar, ...}
 
 
-def check_resume(ckpt: Path, model_cfg: Dict) -> int:
-    """Completed optimizer steps of a checkpoint; a different architecture is an InputError naming the file."""
-    arch_file, progress_file = ckpt / "model_cfg.json", ckpt / "progress.json"
-    if not progress_file.is_file():
-        raise InputError(f"config key train.resume_from: {ckpt} is not a checkpoint of this script (no progress.json)")
-    saved = read_json(arch_file)
-    if json.loads(json.dumps(model_cfg)) != saved:
-        raise InputError(f"{arch_file}: checkpoint architecture differs from config model.* "
-                         f"(checkpoint {json.dumps(saved, sort_keys=True)[:200]}...)")
-    return int(read_json(progress_file)["step"])
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, model_cfg: Dict) -> None:
-    ckpt = output_dir / "checkpoints" / f"step_{step}"
-    accelerator.save_state(str(ckpt))
-    if accelerator.is_main_process:
-        write_json_atomic(ckpt / "model_cfg.json", model_cfg)
-        write_json_atomic(ckpt / "progress.json", {"step": step})  # written last: marks the folder complete
-
-
-def compute_losses(out: Dict, batch: Dict, loss_fn, teacher, cfg) -> Dict[str, torch.Tensor]:
-    """Named `*_loss` terms of one micro-batch (the total is their sum)."""
-    args = (out["image_features"], out["text_features"], out["logit_scale"])
-    if cfg.loss.name == "alip":
-        losses = {"contrastive_loss": loss_fn(*args, caption_features=out["caption_features"])}
-    else:
-        losses = {"contrastive_loss": loss_fn(*args)}
-    if teacher is not None:
-        t_logits = teacher(batch["image"])
-        losses["concept_loss"] = cfg.concept.weight * concept_kl(out["concept_logits"], t_logits, cfg.concept.temperature)
-    return losses
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    config_path, overrides = parse_script_args(argv, description="Pretrain a CLIP teacher (CLIP / DiHT / ALIP recipes)")
-    cfg = load_config(PretrainConfig, config_path or DEFAULT_RECIPE, overrides)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.train.grad_accum, mixed_precision=cfg.train.mixed_precision,
-        log_with=cfg.train.tracker or None, project_dir=cfg.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(asctime)s %(message)s")
-    set_seed(cfg.seed)
-    output_dir = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir)
-
+def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
+    check_names(cfg)
     paths = resolve_paths(cfg)
-    rows = load_rows(cfg, paths["train"], output_dir, accelerator.is_main_process)
+    rows = load_rows(cfg, paths["train"], Path(cfg.output_dir), accelerator.is_main_process)
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg)
     dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
-    image_size = built.model.visual.image_size[0] if isinstance(built.model.visual.image_size, (tuple, list)) else built.model.visual.image_size
-    model = PretrainModel(built.model, _num_concepts(teacher, image_size))
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.num_workers, collate_fn=make_collate(built.tokenizer))
-    if len(loader) == 0:
-        raise InputError(f"config key train.batch_size: {cfg.train.batch_size} exceeds the {len(dataset)} training pairs")
-    steps_per_epoch = max(len(loader) // (cfg.train.grad_accum * accelerator.num_processes), 1)
-    total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
-
-    from transformers import get_cosine_schedule_with_warmup
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, min(cfg.train.warmup_steps, total_steps), total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    gates = ALIPGates(cfg.loss.alip_momentum, cfg.loss.alip_sharpness).to(accelerator.device)
-    accelerator.register_for_checkpointing(gates)  # ALIP running means are training state
+    size = built.model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    gates = ALIPGates(cfg.loss.alip_momentum, cfg.loss.alip_sharpness)
+    losses = [create_loss(cfg.loss.name, key="loss.name", alpha=cfg.loss.alpha, beta=cfg.loss.beta, gates=gates)]
     if teacher is not None:
-        teacher.to(accelerator.device)
-    loss_fn = create_loss(cfg.loss.name, alpha=cfg.loss.alpha, beta=cfg.loss.beta, gates=gates)
-    if cfg.train.tracker:
-        accelerator.init_trackers("pretrain", config=to_dict(cfg))
-
-    step = 0
-    if cfg.train.resume_from:
-        ckpt = find_checkpoint(cfg.train.resume_from, output_dir)
-        step = check_resume(ckpt, built.model_cfg)
-        accelerator.load_state(str(ckpt))
-        logger.info("resumed from %s at step %d", ckpt, step)
-
-    stats = run_training(cfg, accelerator, model, optimizer, loader, scheduler, loss_fn, teacher, step, total_steps, built, output_dir)
-    return finish(cfg, accelerator, model, built, paths, output_dir, stats)
+        losses.append(ConceptLoss(cfg.concept.weight, cfg.concept.temperature))
+    return Setup(paths, rows, built, dataset, PretrainModel(built.model, _num_concepts(teacher, size)), teacher,
+                 gates, losses)
 
 
-def run_training(cfg, accelerator, model, optimizer, loader, scheduler, loss_fn, teacher, step, total_steps, built, output_dir) -> Dict:
-    """The optimisation loop; returns step-time statistics."""
-    micro_per_epoch = len(loader)
-    epoch, skip = divmod(step * cfg.train.grad_accum, micro_per_epoch)
-    bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="pretrain")
-    use_caption = cfg.loss.name == "alip"
-    times, last = [], None
-    model.train()
-    while step < total_steps:
-        loader.set_epoch(epoch)
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        skip = 0
-        for batch in epoch_loader:
-            t0 = time.perf_counter()
-            with accelerator.accumulate(model):
-                out = model(batch["image"], batch["text"], batch["caption"] if use_caption else None)
-                losses = compute_losses(out, batch, loss_fn, teacher, cfg)
-                total = sum(losses.values())
-                accelerator.backward(total)
-                if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            times.append(time.perf_counter() - t0)
-            if not accelerator.sync_gradients:
+def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
+    """What a checkpoint must share with the run resuming from it (JSON-normalised)."""
+    head = setup.model.concept_head
+    return json.loads(json.dumps({
+        "model_cfg": setup.built.model_cfg, "model_name": cfg.model.name, "loss": cfg.loss.name,
+        "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
+        "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
+    }))
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+
+class PretrainTrainer:
+    """One run's training state: the prepared objects, the position (step, epoch, micro-batch in
+    epoch) and the step times. `fit()` runs the loop; the methods stay short."""
+
+    def __init__(self, cfg: DictConfig, accelerator: Accelerator, setup: Setup) -> None:
+        self.cfg, self.acc, self.setup, self.out = cfg, accelerator, setup, Path(cfg.output_dir)
+        loader = DataLoader(setup.dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.data.num_workers, collate_fn=make_collate(setup.built.tokenizer))
+        if len(loader) == 0:
+            raise InputError(f"config key train.batch_size: {cfg.train.batch_size} exceeds the {len(setup.dataset)} training pairs")
+        steps_per_epoch = max(len(loader) // (cfg.train.grad_accum * accelerator.num_processes), 1)
+        self.total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
+        optimizer = torch.optim.AdamW(setup.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        from transformers import get_cosine_schedule_with_warmup
+
+        # the prepared scheduler advances once per process per step (accelerate's convention)
+        n = accelerator.num_processes
+        scheduler = get_cosine_schedule_with_warmup(optimizer, min(cfg.train.warmup_steps, self.total_steps) * n,
+                                                    self.total_steps * n)
+        self.model, self.optimizer, self.loader, self.scheduler = accelerator.prepare(
+            setup.model, optimizer, loader, scheduler)
+        setup.gates.to(accelerator.device)
+        accelerator.register_for_checkpointing(setup.gates)  # ALIP running means are training state
+        if setup.concept_teacher is not None:
+            setup.concept_teacher.to(accelerator.device)
+        self.bipath = any(getattr(loss, "needs_caption", False) for loss in setup.losses)
+        self.signature = run_signature(cfg, setup, n)
+        self.pos: Dict[str, int] = {"step": 0, "epoch": 0, "batch": 0}
+        self.times: List[float] = []  # seconds per micro-batch
+        self.last: Optional[Dict[str, float]] = None
+
+    def resume(self) -> None:
+        ckpt = resolve_resume(self.cfg.train.resume, self.out)
+        if ckpt is None:
+            return
+        state = check_compatible(ckpt, self.signature, self.model)
+        self.pos.update({k: int(state[k]) for k in self.pos})
+        self.acc.load_state(str(ckpt))
+        logger.info("resumed from %s at step %d", ckpt, self.pos["step"])
+
+    def fit(self) -> Dict[str, Any]:
+        """Train to `total_steps`, save the final checkpoint; returns the train figures."""
+        self.resume()
+        bar = tqdm(total=self.total_steps, initial=self.pos["step"], disable=not self.acc.is_local_main_process,
+                   desc="pretrain")
+        self.model.train()
+        try:
+            while self.pos["step"] < self.total_steps:
+                self.run_epoch(bar)
+        finally:
+            bar.close()
+        self.checkpoint()
+        return self.stats()
+
+    def run_epoch(self, bar: Any) -> None:
+        """One pass (the rest of it when resuming mid-epoch), stopping at `total_steps`."""
+        epoch, skip = self.pos["epoch"], self.pos["batch"]
+        self.loader.set_epoch(epoch)  # the data order depends only on (seed, epoch)
+        loader = self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
+        for batch_i, batch in enumerate(loader, start=skip):
+            terms = self.train_step(batch)
+            if not self.acc.sync_gradients:
                 continue
-            with torch.no_grad():  # open_clip clamps the temperature to at most 100
-                accelerator.unwrap_model(model).clip.logit_scale.clamp_(0, math.log(100))
-            step += 1
-            last = {k: v.item() for k, v in losses.items()}
-            bar.update(1)
-            if step % cfg.train.log_every == 0 or step == total_steps:
-                accelerator.log({**last, "lr": scheduler.get_last_lr()[0]}, step=step)
-                bar.set_postfix(loss=f"{total.item():.3f}")
-            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-                save_checkpoint(accelerator, output_dir, step, built.model_cfg)
-            if step >= total_steps:
-                break
-        epoch += 1
-    bar.close()
-    save_checkpoint(accelerator, output_dir, step, built.model_cfg)
-    steady = times[min(5, len(times) // 2):] or times or [float("nan")]
-    step_time = sum(steady) / len(steady) * cfg.train.grad_accum
-    return {"steps": step, "step_time_s": step_time,
-            "samples_per_s": cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes / step_time,
-            "last_losses": last}
+            self.pos.update(step=self.pos["step"] + 1, batch=batch_i + 1)
+            self.after_step(terms, bar)
+            if self.pos["step"] >= self.total_steps:
+                return
+        self.pos.update(epoch=epoch + 1, batch=0)
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The model's named outputs, plus the frozen concept teacher's logits when distilling."""
+        out = self.model(batch["image"], batch["text"], batch["caption"] if self.bipath else None)
+        if self.setup.concept_teacher is not None:
+            out["concept_teacher_logits"] = self.setup.concept_teacher(batch["image"])
+        return out
+
+    def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        acc, t0 = self.acc, time.perf_counter()
+        with acc.accumulate(self.model):
+            terms = compute_losses(self.forward(batch), self.setup.losses)
+            acc.backward(total_loss(terms))
+            if acc.sync_gradients and self.cfg.train.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        self.times.append(time.perf_counter() - t0)
+        return terms
+
+    def after_step(self, terms: Dict[str, torch.Tensor], bar: Any) -> None:
+        with torch.no_grad():  # open_clip clamps the temperature to at most 100
+            self.acc.unwrap_model(self.model).clip.logit_scale.clamp_(0, math.log(100))
+        step, cfg = self.pos["step"], self.cfg.train
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        self.last = {k: v for k, v in values.items() if k.endswith("_loss")}
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == self.total_steps:
+            self.acc.log({**values, "lr": self.scheduler.get_last_lr()[0]}, step=step)
+            bar.set_postfix(loss=f"{sum(self.last.values()):.3f}")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**self.pos, "signature": self.signature},
+                        self.cfg.train.keep_checkpoints)
+
+    def stats(self) -> Dict[str, Any]:
+        """Steady-state step time (the first micro-batches are warm-up), throughput, last losses."""
+        steady = self.times[min(5, len(self.times) // 2):] or self.times or [float("nan")]
+        step_time = sum(steady) / len(steady) * self.cfg.train.grad_accum
+        samples = self.cfg.train.batch_size * self.cfg.train.grad_accum * self.acc.num_processes
+        return {"steps": self.pos["step"], "step_time_s": step_time, "samples_per_s": samples / step_time,
+                "last_losses": self.last}
 
 
-def finish(cfg, accelerator, model, built, paths, output_dir, stats) -> Dict:
+# ---- the run -------------------------------------------------------------------------------------
+
+
+def make_accelerator(cfg: DictConfig) -> Accelerator:
+    return Accelerator(
+        gradient_accumulation_steps=cfg.train.grad_accum, mixed_precision=cfg.train.mixed_precision,
+        log_with=cfg.train.tracker, project_dir=cfg.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def finish(cfg: DictConfig, trainer: PretrainTrainer, stats: Dict[str, Any]) -> Dict:
     """Export the bare CLIP (no training-only heads), evaluate it, write metrics.json."""
-    accelerator.wait_for_everyone()
+    acc, out, setup = trainer.acc, trainer.out, trainer.setup
+    acc.wait_for_everyone()
     metrics: Dict = {}
-    if accelerator.is_main_process:
-        clip = accelerator.unwrap_model(model).clip.eval()
-        export_teacher(clip, built.model_cfg, built.preprocess_cfg, output_dir / "teacher")
-        ev = evaluate_teacher(clip, built, paths, cfg.eval, cfg.seed, accelerator.device) if cfg.eval.enabled else {}
+    if acc.is_main_process:
+        clip = acc.unwrap_model(trainer.model).clip.eval()
+        export_teacher(clip, setup.built.model_cfg, setup.built.preprocess_cfg, out / "teacher")
+        ev = evaluate_teacher(clip, setup.built, setup.paths, cfg.eval, cfg.seed, acc.device) if cfg.eval.enabled else {}
         metrics = {"eval": ev, "train": stats, "recipe": {"loss": cfg.loss.name, "cat": cfg.cat.enabled,
-                                                            "concept_weight": cfg.concept.weight}}
-        write_json_atomic(output_dir / "metrics.json", metrics)
+                                                         "concept_weight": cfg.concept.weight}}
+        write_json_atomic(out / "metrics.json", metrics)
         logger.info("metrics: %s", json.dumps(ev))
-    accelerator.end_training()
+    acc.end_training()
     return metrics
+
+
+def run(cfg: DictConfig) -> Dict:
+    """Build, train (resuming when asked), export, evaluate; returns metrics.json's content."""
+    accelerator = make_accelerator(cfg)
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(message)s")
+    set_seed(cfg.seed)
+    if accelerator.is_main_process:
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg.output_dir)
+    trainer = PretrainTrainer(cfg, accelerator, build(cfg, accelerator))
+    if cfg.train.tracker is not None:
+        accelerator.init_trackers("pretrain", config=to_dict(cfg))
+    return finish(cfg, trainer, trainer.fit())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """Entry point of pretrain_teacher.py / `python -m pretrain` (wrapped in `run_script`)."""
+    config_path, overrides = parse_script_args(argv, description="Pretrain a CLIP teacher (CLIP / DiHT / ALIP recipes)")
+    return run(load_pretrain_config(config_path, overrides))

@@ -14,20 +14,35 @@ from typing import Any
 
 from tasks.base import TASKS, Task
 
-TASK_NAMES = ("vqa", "snli_ve", "vcr")
+from typing import List, Optional
+
+BUILTIN_TASKS = ("vqa", "snli_ve", "vcr")  # the task folders shipped here; more register with @TASKS.register
 
 
-def _register_all() -> None:
+def _register_builtin() -> None:
     # Importing a task module runs its @TASKS.register decorator.
-    from tasks.snli_ve import task as _snli_ve  # noqa: F401
-    from tasks.vcr import task as _vcr  # noqa: F401
-    from tasks.vqa import task as _vqa  # noqa: F401
+    import importlib
+
+    for name in BUILTIN_TASKS:
+        importlib.import_module(f"tasks.{name}.task")
+
+
+def task_names() -> List[str]:
+    """Every registered task: the built-in ones plus any registered by user code."""
+    _register_builtin()
+    return TASKS.names()
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """Build the task `name` (vqa | snli_ve | vcr); kwargs go to its constructor (e.g. `paths`)."""
-    _register_all()
-    return TASKS.create(name, **kwargs)
+    """Build the registered task `name`; kwargs go to its constructor (e.g. `paths`)."""
+    _register_builtin()
+    return TASKS.create(name, key="task.name", **kwargs)
 
 
-__all__ = ["TASKS", "TASK_NAMES", "Task", "get_task"]
+def find_task(name: str) -> Optional[Task]:
+    """The registered task `name`, or None (a results folder may name a task not registered here)."""
+    _register_builtin()
+    return TASKS.create(name) if name in TASKS else None
+
+
+__all__ = ["TASKS", "Task", "find_task", "get_task", "task_names"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from clip_td.base.io import InputError
 from clip_td.base.registry import Registry
@@ -16,6 +16,7 @@ from clip_td.base.registry import Registry
 TASKS = Registry("task")
 
 PathLike = Union[str, Path]
+TextPair = Tuple[str, Optional[str]]  # (text, second segment or None): one student sequence
 
 
 class Problems:
@@ -103,12 +104,28 @@ def read_source(ds: Any) -> Dict[str, Any]:
 
 
 class Task:
-    """The Task API of docs/internals.md. Subclasses set the class attributes and implement
-    `scan`, `write_predictions` and `score_files`."""
+    """Everything task-specific, in one object: what fine-tuning, the teacher, the sweep, the
+    report and the command line ask a task (docs/internals.md, "Adding a task").
+
+    Data: `load`, `splits_found`, `scan`, `write_predictions`, `score_files`.
+    Fine-tuning: `setup` (state fitted on the training rows, e.g. VQA's answer vocabulary),
+    `build_head`, `student_texts`, `corpus_texts`, `targets`, `outputs` (logits + task loss),
+    `predict`, `decode`, `distill_view`. Teacher: `teacher_texts`, `teacher_extras`.
+
+    The defaults below are those of a single-sequence classification task whose label is the
+    integer column `label_key` with `num_classes` classes (SNLI-VE); a task overrides what
+    differs. Instances are made per run by `tasks.get_task`, so `setup` may keep state.
+    """
 
     name: str = ""
-    label_key: str = ""
-    metric_names: Sequence[str] = ()
+    label_key: str = ""  # column that stratifies low-shot splits (and the label of the default targets)
+    metric_names: Sequence[str] = ()  # metrics.json names, in percent
+    primary_metric: str = ""  # the metric sweeps, plots and targets rank by (default: the first)
+    num_classes: int = 0  # default head width (single-sequence classification)
+    sequences_per_instance: int = 1  # student sequences per instance (VCR: 8)
+    lowshot_target_gain: float = 10.0  # benchmark target: points over `none` at the lowest fraction
+
+    # ---- data ------------------------------------------------------------------------------
 
     def load(self, root: PathLike, split: str) -> Any:
         """Rows of `split` under `root` as a datasets.Dataset (image = absolute path string)."""
@@ -125,8 +142,83 @@ class Task:
     def write_predictions(self, ds: Any, preds: Sequence[Any], out_dir: PathLike, split: str) -> Dict[str, str]:
         raise NotImplementedError
 
-    def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:
+    def score_files(self, files: Mapping[str, str], rule: Optional[str] = None) -> Dict[str, float]:
+        """metric -> percent for the official-format files `write_predictions` wrote; `rule`
+        picks a scoring rule where the task has several (VQA)."""
         raise NotImplementedError
+
+    def official_scores(self, files: Mapping[str, str], rule: Optional[str] = None) -> Dict[str, Any]:
+        """What `clip-td evaluate <task>` prints: the official tool's report (default: score_files)."""
+        return self.score_files(files, rule=rule)
+
+    @property
+    def primary(self) -> str:
+        return self.primary_metric or self.metric_names[0]
+
+    # ---- fine-tuning -------------------------------------------------------------------------
+
+    def setup(self, train_rows: Any, settings: Any, state_dir: Optional[PathLike] = None, save: bool = False) -> None:
+        """Fit what the task needs from the (low-shot) training rows; `settings` is the run's
+        config. With `state_dir`, state saved there is reused (resume), else saved when `save`."""
+
+    def load_state(self, state_dir: PathLike, settings: Any = None) -> None:
+        """Restore what `setup` saved beside a finished run (inference without training rows)."""
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def build_head(self, hidden: int) -> Any:
+        """The trainable head on the student's pooled feature (B, hidden) -> (B, num_outputs)."""
+        from tasks.heads import MLPHead
+
+        return MLPHead(hidden, self.num_outputs)
+
+    def student_texts(self, row: Dict[str, Any]) -> List[TextPair]:
+        """What the student reads for one row: `sequences_per_instance` (text, second) pairs."""
+        return [(row["text"], None)]
+
+    def corpus_texts(self, ds: Any) -> List[str]:
+        """Every string the student reads on `ds` (a tokenizer's training corpus)."""
+        return list(ds["text"])
+
+    def targets(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """Training targets of one row: ints become (B,) long tensors, tensors are stacked."""
+        return {"labels": int(row[self.label_key])}
+
+    def outputs(self, scores: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """Head scores (B * sequences_per_instance, ...) -> {"logits", "task_loss" when the batch has targets}."""
+        import torch.nn.functional as F
+
+        result: Dict[str, Any] = {"logits": scores}
+        if "labels" in batch:
+            result["task_loss"] = F.cross_entropy(scores.float(), batch["labels"])
+        return result
+
+    def predict(self, result: Dict[str, Any]) -> Any:
+        """Predicted class per instance, (B,) or (B, k)."""
+        return result["logits"].argmax(-1)
+
+    def decode(self, preds: Sequence[Any]) -> List[Any]:
+        """`predict` outputs (as lists) -> what `write_predictions` takes."""
+        return [int(p) for p in preds]
+
+    def distill_view(self, student_out: Dict[str, Any], batch: Dict[str, Any],
+                     result: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
+        """(student outputs, batch, answer logits) with one student sequence per instance: the
+        one whose text is the teacher's task text; the logits are over the teacher's candidates."""
+        return student_out, batch, result["logits"]
+
+    def teacher_texts(self, row: Dict[str, Any]) -> Tuple[str, List[str], int]:
+        """(task text, candidate texts, index of the gold candidate or -1) for the teacher.
+
+        The task text starts with the student's first text segment, so the teacher's token
+        features of that prefix align with the student's tokens by character span."""
+        raise NotImplementedError(f"task {self.name!r} gives the teacher no texts")
+
+    def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """Extra per-row tensors the distiller reads (VQA: `cand_mask`, the allowed answers)."""
+        return {}
 
 
 def rows_to_dataset(rows: List[Dict[str, Any]], features: Any, source: Dict[str, Any]) -> Any:

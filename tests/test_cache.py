@@ -8,9 +8,16 @@ import torch
 from PIL import Image
 
 from clip_td.lib.teacher_cache import TeacherCache, teacher_outputs
-from clip_td.app.task_texts import SNLI_TEMPLATES, teacher_texts
+from tasks.snli_ve.task import TEACHER_TEMPLATES as SNLI_TEMPLATES
 from clip_td.lib.teacher import FrozenTeacher
 from clip_td.testing.tiny_checkpoints import save_tiny_teacher
+
+
+def teacher_texts(row):
+    """SNLI-VE's teacher texts (the registered task's own)."""
+    from tasks import get_task
+
+    return get_task("snli_ve").teacher_texts(row)
 
 
 class CountingTeacher(FrozenTeacher):
@@ -49,13 +56,13 @@ def world(tmp_path_factory):
 def test_round_trip_equals_teacher(world, tmp_path):
     root, rows, teacher_a, _ = world
     teacher = _load(teacher_a)
-    cache = TeacherCache.build(teacher, "snli_ve", rows, tmp_path, batch_size=3, indices=[0, 2, 3, 4, 5, 6])
+    cache = TeacherCache.build(teacher, teacher_texts, rows, tmp_path, batch_size=3, indices=[0, 2, 3, 4, 5, 6])
     assert len(cache) == 6 and cache.shards[0]["patch_tokens"].shape[0] == 4  # unique images stored once
     assert cache.shards[0]["patch_tokens"].dtype == np.float16
     got = cache.lookup(torch.tensor([6, 0, 3]))
     transform = teacher.image_transform()
     pixels = torch.stack([transform(Image.open(rows[i]["image"]).convert("RGB")) for i in (6, 0, 3)])
-    texts = [teacher_texts("snli_ve", rows[i]) for i in (6, 0, 3)]
+    texts = [teacher_texts(rows[i]) for i in (6, 0, 3)]
     ref = teacher_outputs(teacher, pixels, *zip(*texts))
     assert set(got) == set(ref)
     for key, value in got.items():
@@ -73,16 +80,16 @@ def test_reuse_and_invalidation(world, tmp_path):
     root, rows, teacher_a, teacher_b = world
     teacher = _load(teacher_a)
     CountingTeacher.calls = 0
-    first = TeacherCache.build(teacher, "snli_ve", rows, tmp_path, batch_size=4)
+    first = TeacherCache.build(teacher, teacher_texts, rows, tmp_path, batch_size=4)
     assert CountingTeacher.calls > 0
     CountingTeacher.calls = 0
-    again = TeacherCache.build(_load(teacher_a), "snli_ve", rows, tmp_path, batch_size=4)
+    again = TeacherCache.build(_load(teacher_a), teacher_texts, rows, tmp_path, batch_size=4)
     assert CountingTeacher.calls == 0 and again.path == first.path  # second build: no teacher call
-    other = TeacherCache.build(_load(teacher_b), "snli_ve", rows, tmp_path, batch_size=4)
+    other = TeacherCache.build(_load(teacher_b), teacher_texts, rows, tmp_path, batch_size=4)
     assert CountingTeacher.calls > 0 and other.path != first.path  # teacher changed -> rebuilt
     changed = [dict(r) for r in rows]
     changed[2]["text"] = "a blue sphere"
-    data = TeacherCache.build(_load(teacher_a), "snli_ve", changed, tmp_path, batch_size=4)
+    data = TeacherCache.build(_load(teacher_a), teacher_texts, changed, tmp_path, batch_size=4)
     assert data.path != first.path  # data changed -> rebuilt
     assert not any(p.name.endswith(".tmp") or ".partial" in p.name for p in tmp_path.iterdir())
 
@@ -93,7 +100,7 @@ def test_sharded_build_matches_single_process(world, tmp_path):
     caches = {}
 
     def run(rank):
-        caches[rank] = TeacherCache.build(_load(teacher_a), "snli_ve", rows, tmp_path / "multi", batch_size=2,
+        caches[rank] = TeacherCache.build(_load(teacher_a), teacher_texts, rows, tmp_path / "multi", batch_size=2,
                                           process_index=rank, num_processes=2, barrier=barrier.wait)
 
     threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
@@ -101,7 +108,7 @@ def test_sharded_build_matches_single_process(world, tmp_path):
         t.start()
     for t in threads:
         t.join()
-    single = TeacherCache.build(_load(teacher_a), "snli_ve", rows, tmp_path / "single", batch_size=5)
+    single = TeacherCache.build(_load(teacher_a), teacher_texts, rows, tmp_path / "single", batch_size=5)
     assert len(caches[0].shards) == 2 and caches[0].path == caches[1].path
     idx = torch.arange(7)
     a, b = caches[1].lookup(idx), single.lookup(idx)

@@ -25,10 +25,20 @@ def test_evaluate_vqa_and_errors(tmp_path, capsys):
             "--annotations", str(tmp_path / "v2_mscoco_val_annotations.json"), "--results", str(res)]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    # q2 "two" -> "2"; GTs two x5 (kept as words), 2 x3, 3 x2: (5 * 1 + 3 * 2/3 + 2 * 1) / 10 = 0.9.
-    # Per type the official tool uses the last leave-one-out acc: annotator 10 ("3") sees three "2" -> 1.
-    assert out == {"overall": 63.33, "perQuestionType": {"what color is the": 100.0, "how many": 100.0, "is it": 0.0},
+    # Current official master (a013f00): q2's GTs (two x5, 2 x3, 3 x2) disagree, so GTs and the
+    # prediction are normalised: "two" -> "2", GTs 2 x8, 3 x2. Annotator i with "2" sees 7 other "2"
+    # -> min(1, 7/3) = 1; with "3" sees 8 -> 1; so q2 = 1. q1 = 1, q3 = 0: overall (1 + 1 + 0) / 3.
+    # Per type: the mean of the per-question accuracies of that type.
+    assert out == {"overall": 66.67, "perQuestionType": {"what color is the": 100.0, "how many": 100.0, "is it": 0.0},
                    "perAnswerType": {"other": 100.0, "number": 100.0, "yes/no": 0.0}}
+    # The pre-2021 tool (--rule legacy): GTs only punctuation-stripped, so "two" stays a word while the
+    # prediction becomes "2": annotators with "two" (5) see three "2" -> 1, with "2" (3) see two
+    # other "2" -> 2/3, with "3" (2) see three "2" -> 1: q2 = (5 + 2 + 2) / 10 = 0.9; overall 63.33.
+    assert main(argv + ["--rule", "legacy"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["overall"] == 63.33 and out["perQuestionType"]["how many"] == 90.0
+    assert main(argv + ["--rule", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
     res.write_text(json.dumps([{"question_id": 1, "answer": "red"}]))
     assert main(argv) == 2
     assert "no answer for question_id 2" in capsys.readouterr().err

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clip_td.app.batches import Collator, TaskDataset, corpus_texts, student_texts, student_transform
+from clip_td.app.batches import Collator, TaskDataset, student_transform
+from clip_td.app.schema import FinetuneConfig
+from clip_td.base.config import load_config
 from clip_td.lib.tokenizer import build_wordpiece
 from test_finetune_helpers import small_world  # noqa: F401  (session fixture)
 
@@ -20,12 +22,13 @@ def _load(world, task_name, split="train"):
 def test_vqa_item_and_batch(small_world):
     from tasks.vqa.answers import AnswerVocab
 
-    _, ds = _load(small_world, "vqa")
+    task, ds = _load(small_world, "vqa")
     ds = ds.select(range(6))
     vocab = AnswerVocab.build(ds)
-    tok = build_wordpiece(corpus_texts("vqa", ds), vocab_size=200)
-    data = TaskDataset("vqa", ds, student_transform(32, (0.5,) * 3, (0.5,) * 3), source_index=[10, 11, 12, 13, 14, 15],
-                       answer_vocab=vocab)
+    task.setup(ds, load_config(FinetuneConfig))
+    assert task.answer_vocab.answers == vocab.answers
+    tok = build_wordpiece(task.corpus_texts(ds), vocab_size=200)
+    data = TaskDataset(task, ds, student_transform(32, (0.5,) * 3, (0.5,) * 3), source_index=[10, 11, 12, 13, 14, 15])
     item = data[0]
     assert item["pixel_values"].shape == (3, 32, 32)
     assert item["index"] == 10 and item["texts"] == [(ds[0]["text"], None)]
@@ -33,7 +36,8 @@ def test_vqa_item_and_batch(small_world):
     expected = torch.zeros(len(vocab))
     for idx, score in vocab.soft_scores(ds[0]["answers"]).items():
         expected[idx] = score
-    assert torch.equal(item["targets"], expected) and item["targets"].max() == 1.0
+    target = item["targets"]["targets"]  # the task's targets of the row
+    assert torch.equal(target, expected) and target.max() == 1.0
 
     batch = Collator(tok, max_len=16)([data[i] for i in range(4)])
     assert batch["pixel_values"].shape == (4, 3, 32, 32)
@@ -58,9 +62,9 @@ def test_image_normalisation_matches_hand_computation(small_world):
 
 
 def test_vcr_expands_into_four_answers_and_four_rationales(small_world):
-    _, ds = _load(small_world, "vcr")
+    task, ds = _load(small_world, "vcr")
     row = ds[0]
-    pairs = student_texts("vcr", row)
+    pairs = task.student_texts(row)
     assert len(pairs) == 8
     assert [b for _, b in pairs[:4]] == row["answers"]
     assert all(a == row["text"] for a, _ in pairs[:4])
@@ -68,8 +72,8 @@ def test_vcr_expands_into_four_answers_and_four_rationales(small_world):
     assert all(a == f"{row['text']} {gold}" for a, _ in pairs[4:])
     assert [b for _, b in pairs[4:]] == row["rationales"]
 
-    tok = build_wordpiece(corpus_texts("vcr", ds.select(range(20))), vocab_size=300)
-    data = TaskDataset("vcr", ds.select(range(3)), student_transform(32, (0.5,) * 3, (0.5,) * 3))
+    tok = build_wordpiece(task.corpus_texts(ds.select(range(20))), vocab_size=300)
+    data = TaskDataset(task, ds.select(range(3)), student_transform(32, (0.5,) * 3, (0.5,) * 3))
     batch = Collator(tok, max_len=64)([data[i] for i in range(3)])
     assert batch["input_ids"].shape[0] == 3 * 8 and batch["pixel_values"].shape[0] == 3
     assert batch["answer_label"].tolist() == [ds[i]["answer_label"] for i in range(3)]
@@ -82,10 +86,10 @@ def test_vcr_expands_into_four_answers_and_four_rationales(small_world):
 
 
 def test_corpus_covers_every_student_text(small_world):
-    _, ds = _load(small_world, "vcr")
+    task, ds = _load(small_world, "vcr")
     ds = ds.select(range(2))
-    corpus = corpus_texts("vcr", ds)
+    corpus = task.corpus_texts(ds)
     for row in ds:
-        for a, b in student_texts("vcr", row):
+        for a, b in task.student_texts(row):
             assert b in corpus
         assert row["text"] in corpus

@@ -5,8 +5,11 @@ import math
 import pytest
 import torch
 
+from clip_td.base.io import InputError
+
 from clip_td.lib.distill import (METHODS, NoDistillation, answer_kl, create_distiller, first_segment_offsets,
-                             masked_candidates, resample_grid, token_loss)
+                                 masked_candidates, resolve_method, token_loss)
+from clip_td.lib.token_grid import resample_grid
 
 
 def test_token_loss_hand_case():
@@ -59,25 +62,42 @@ def _inputs(b=4, ns=16, nt=4, d=8, h=6, c=3):
     return student, teacher, batch, torch.randn(b, c, generator=g)
 
 
+def _distiller(name, settings, student_dim, teacher_dim):
+    """The distiller of method `name` with `settings` over the defaults (preset resolved once)."""
+    return create_distiller(resolve_method({"name": name, **settings}), student_dim, teacher_dim)
+
+
 def test_method_presets():
     assert METHODS.names() == ["clip_td", "clip_td_nosel", "clip_td_noweight", "naive_kd", "none"]
-    none = create_distiller("none", {}, 6, 8)
+    none = _distiller("none", {}, 6, 8)
     assert isinstance(none, NoDistillation) and not list(none.parameters()) and none() == {}
-    naive = create_distiller("naive_kd", {"rho": 0.25}, 6, 8)
+    naive = _distiller("naive_kd", {"rho": 0.25}, 6, 8)
     s = naive.settings
     assert (s.selection, s.weighting, s.eta) == ("all", "uniform", 0.0)
     out = naive(*_inputs())
     assert sorted(k for k in out if k.endswith("_loss")) == ["glob_loss", "tok_loss"]
     assert out["weights"].tolist() == [1.0] * 4 and out["selected_frac"].item() == 1.0
-    assert create_distiller("clip_td_nosel", {}, 6, 8).settings.selection == "all"
-    assert create_distiller("clip_td_noweight", {}, 6, 8).settings.weighting == "uniform"
-    with pytest.raises(KeyError, match="unknown token selector"):
-        create_distiller("clip_td", {"selection": "nope"}, 6, 8)
+    assert _distiller("clip_td_nosel", {}, 6, 8).settings.selection == "all"
+    assert _distiller("clip_td_noweight", {}, 6, 8).settings.weighting == "uniform"
+    with pytest.raises(KeyError, match="method.selection='nope': unknown token selector"):
+        _distiller("clip_td", {"selection": "nope"}, 6, 8)
+    with pytest.raises(InputError, match="method.name='nope': unknown distillation method"):
+        _distiller("nope", {}, 6, 8)
+    with pytest.raises(InputError, match="method.rhoo"):
+        _distiller("clip_td", {"rhoo": 0.1}, 6, 8)
+
+
+def test_selection_seed_defaults_to_the_run_seed_and_is_settable():
+    assert resolve_method({"name": "clip_td"}, seed=7).selection_seed == 7
+    assert resolve_method({"name": "clip_td", "selection_seed": 3}, seed=7).selection_seed == 3
+    a = _distiller("clip_td", {"selection": "random_k", "selection_seed": 1}, 6, 8)
+    b = _distiller("clip_td", {"selection": "random_k", "selection_seed": 2}, 6, 8)
+    assert not torch.equal(torch.rand(8, generator=a.generator), torch.rand(8, generator=b.generator))
 
 
 def test_clip_td_terms_match_formula():
     torch.manual_seed(0)
-    dist = create_distiller("clip_td", {"alpha": 2.0, "beta": 0.5, "eta": 1.0, "tau": 2.0, "rho": 0.25}, 6, 8)
+    dist = _distiller("clip_td", {"alpha": 2.0, "beta": 0.5, "eta": 1.0, "tau": 2.0, "rho": 0.25}, 6, 8)
     student, teacher, batch, logits = _inputs()
     out = dist(student, teacher, batch, logits)
     w = out["weights"]
@@ -96,7 +116,7 @@ def test_clip_td_terms_match_formula():
 
 def test_token_term_uses_resampled_teacher_grid_and_text():
     # identity projections: student tokens equal to the upsampled teacher tokens give zero token loss
-    dist = create_distiller("clip_td", {"selection": "all", "beta": 0.0, "eta": 0.0, "weighting": "uniform"}, 8, 8)
+    dist = _distiller("clip_td", {"selection": "all", "beta": 0.0, "eta": 0.0, "weighting": "uniform"}, 8, 8)
     for p in (dist.proj_v, dist.proj_t):
         torch.nn.init.eye_(p.weight)
         torch.nn.init.zeros_(p.bias)
@@ -125,7 +145,7 @@ def test_answer_set_mask_restricts_the_teacher_distribution():
     assert kl.item() == pytest.approx(0.25 * math.log(0.75) + 0.75 * math.log(2.25), rel=1e-5)
     assert torch.equal(masked_candidates(teacher, None), teacher)
     # the distiller reads batch["cand_mask"]: confidence weights come from the restricted q
-    dist = create_distiller("clip_td", {"tau": 1.0}, 6, 8)
+    dist = _distiller("clip_td", {"tau": 1.0}, 6, 8)
     student_out, t, batch, logits = _inputs()
     t = {**t, "cand_logits": torch.tensor([[0.0, 5.0, math.log(3.0)]] * 4),
          "gold": torch.tensor([0, 2, 0, 2])}
@@ -136,7 +156,7 @@ def test_answer_set_mask_restricts_the_teacher_distribution():
 
 
 def test_vqa_answer_sets_from_training_rows():
-    from clip_td.app.task_texts import answer_set_mask, vqa_answer_sets
+    from tasks.vqa.answers import answer_set_mask, vqa_answer_sets
     from tasks.vqa.answers import AnswerVocab
 
     rows = [{"question_type": "what color is the", "multiple_choice_answer": a} for a in ("red", "blue", "red")]

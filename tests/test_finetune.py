@@ -84,8 +84,8 @@ def test_other_tasks_end_to_end(small_world, tiny_teacher, tmp_path, task):
     "overrides, message",
     [
         ({"train.bogus": 1}, "unknown config key 'train.bogus'"),
-        ({"task.name": "gqa"}, "task.name='gqa'; expected one of: vqa, snli_ve, vcr"),
-        ({"method.name": "magic"}, "method.name='magic'; expected one of: clip_td, clip_td_nosel"),
+        ({"task.name": "gqa"}, "task.name='gqa': unknown task 'gqa'; expected one of: snli_ve, vcr, vqa"),
+        ({"method.name": "magic"}, "method.name='magic': unknown distillation method 'magic'; expected one of: clip_td, clip_td_nosel"),
         ({"train.fraction": 0.0001, "method.name": "none"}, "train.fraction=0.0001: the low-shot split"),
     ],
 )

@@ -71,11 +71,11 @@ def test_write_predictions_scores_like_evaluate(tmp_path, name):
     write(tmp_path / "data")
     task = get_task(name)
     ds = task.load(tmp_path / "data", "val")
-    # official rule: GT "two" is not turned into "2"; q2: (5 * 1 + 3 * 2/3 + 2 * 1) / 10 = 0.9
-    # so (1 + 0.9 + 0) / 3
+    # official rule (a013f00): q2's GTs disagree, so "two" -> "2" everywhere: 2 x8, 3 x2, and every
+    # annotator sees >= 3 other "2" -> q2 = 1; so (1 + 1 + 0) / 3
     preds = {"vqa": ["red", "2", "no"], "snli_ve": [0, 1, 1, 0], "vcr": [(0, 1), (1, 2), (0, 0), (3, 3)]}[name]
     files = task.write_predictions(ds, preds, tmp_path / "out", "val")
-    expected = {"vqa": {"vqa_acc": 63.33}, "snli_ve": {"accuracy": 75.0},
+    expected = {"vqa": {"vqa_acc": 66.67}, "snli_ve": {"accuracy": 75.0},
                 "vcr": {"q2a": 75.0, "qa2r": 50.0, "q2ar": 50.0}}[name]
     assert task.score_files(files) == pytest.approx(expected)
     assert set(task.metric_names) == set(expected)

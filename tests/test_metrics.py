@@ -73,9 +73,9 @@ def test_evaluate_modules_match_functions(offline_evaluate):
     qts, ats = ["how many", "is", "what"], ["number", "yes/no", "other"]
     m = offline_evaluate.load(str(TASKS_DIR / "vqa" / "vqa_accuracy"))
     got = m.compute(predictions=preds, references=refs, question_types=qts, answer_types=ats)
-    assert got == vqa_accuracy(preds, refs, qts, ats) and got["overall"] == 96.67  # (0.9 + 1 + 1) / 3
-    got = m.compute(predictions=preds, references=refs, rule="symmetric")
-    assert got["overall"] == 63.33  # "Yes." no longer matches the identical "yes" GTs
+    assert got == vqa_accuracy(preds, refs, qts, ats) and got["overall"] == 63.33  # (0.9 + 0 + 1) / 3
+    got = m.compute(predictions=preds, references=refs, rule="legacy")
+    assert got["overall"] == 96.67  # legacy normalises "Yes." to match the identical "yes" GTs
     m = offline_evaluate.load(str(TASKS_DIR / "vcr" / "vcr_accuracy"))
     assert m.compute(predictions=[[0, 1], [2, 2]], references=[[0, 1], [2, 0]]) == {"q2a": 100.0, "qa2r": 50.0, "q2ar": 50.0}
     m = offline_evaluate.load(str(TASKS_DIR / "snli_ve" / "snli_ve_accuracy"))

@@ -73,5 +73,8 @@ def test_missing_ocr_backend_names_the_key():
 
 
 def test_unknown_backend_lists_choices():
-    with pytest.raises(InputError, match=r"cat.ocr_backend: unknown backend 'easyocr'"):
+    # the Registry's message: `<config key>=<name>: unknown <kind> <name>; expected one of: ...`
+    with pytest.raises(InputError, match=r"cat.ocr_backend='easyocr': unknown ocr backend 'easyocr'; expected one of: column, none, tesseract"):
         make_backends("column", "easyocr")
+    with pytest.raises(InputError, match=r"cat.parse_backend='udpipe': .*expected one of: column, spacy"):
+        make_backends("udpipe", "column")

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from clip_td.base.io import InputError
 from pretrain.concepts import FrozenConceptTeacher, concept_kl, create_concept_teacher
-from pretrain.evaluate import fit_probe, kshot_split, recall_at_k
+from pretrain.metrics import fit_probe, kshot_split, recall_at_k
 
 
 def test_concept_kl_hand_computed():

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from pretrain.alip_gates import ALIPGates
-from pretrain.losses import ALIPLoss, HardNegativeNCELoss, InfoNCELoss
+from clip_td.base.io import InputError
+from pretrain.losses import ALIPLoss, ConceptLoss, HardNegativeNCELoss, InfoNCELoss, compute_losses, create_loss, total_loss
 
 
 def _feats(n=6, d=5, seed=0):
@@ -94,6 +95,32 @@ def test_alip_gates_and_loss_hand_computed():
     ws, wx, wc = [1.0, e(-1)], [1.0, e(-1)], [1.0, e(1)]
     ref = sum(l[i] * ws[i] * wx[i] for i in range(2)) / 2 + sum(lc[i] * ws[i] * wc[i] for i in range(2)) / 2
     assert loss.item() == pytest.approx(ref, abs=1e-6)
+
+
+def test_losses_read_the_output_dict():
+    img, txt = _feats(n=4, d=3, seed=2)
+    cap = _feats(n=4, d=3, seed=3)[0]
+    scale = torch.tensor(5.0)
+    out = {"image_features": img, "text_features": txt, "logit_scale": scale, "caption_features": cap,
+           "concept_logits": torch.randn(4, 3), "concept_teacher_logits": torch.randn(4, 3)}
+    hn = HardNegativeNCELoss(alpha=0.5, beta=1.0)
+    assert torch.equal(hn.forward_outputs(out)["contrastive_loss"], hn(img, txt, scale))
+    assert torch.allclose(InfoNCELoss().forward_outputs(out)["contrastive_loss"], ClipLoss()(img, txt, scale))
+    gates = ALIPGates().eval()  # eval: the running means stay put, so both calls see the same gates
+    alip = ALIPLoss(gates)
+    got = alip.forward_outputs(out)
+    assert torch.equal(got["contrastive_loss"], alip(img, txt, scale, caption_features=cap))
+    assert {"w_s", "w_x", "w_c"} <= set(got)
+    terms = compute_losses(out, [alip, ConceptLoss(weight=0.5, temperature=2.0)])
+    assert set(terms) == {"contrastive_loss", "concept_loss", "w_s", "w_x", "w_c"}
+    # the total is the sum of the `*_loss` entries only (the gate means are logged, not summed)
+    assert torch.allclose(total_loss(terms), terms["contrastive_loss"] + terms["concept_loss"])
+
+
+def test_unknown_loss_name_names_config_key_and_choices():
+    with pytest.raises(InputError, match=r"^loss\.name='nope': .*expected one of: alip, hn_nce, infonce$"):
+        create_loss("nope", gates=ALIPGates())
+    assert isinstance(create_loss("hn_nce", alpha=1.0, beta=0.0, gates=ALIPGates()), HardNegativeNCELoss)
 
 
 def test_alip_gates_state_round_trip():

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from clip_td.base.io import InputError
+from pretrain.config import recipe_path
 from pretrain.train import main
 from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
 
@@ -31,7 +33,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    metrics = main(["--config", str(REPO / "configs/pretrain/clip.yaml"), *_args(corpus, out, "train.checkpoint_every=2")])
+    metrics = main(["--config", str(recipe_path("clip")), *_args(corpus, out, "train.checkpoint_every=2")])
     return out, metrics
 
 
@@ -69,7 +71,7 @@ def test_resume_continues_from_saved_state(run, corpus):
     # resume from step 2 of the same run, to step 3: the result equals the uninterrupted run
     ckpt = out / "checkpoints" / "step_2"
     out2 = out.parent / (out.name + "_resumed")
-    main(["--config", str(REPO / "configs/pretrain/clip.yaml"), *_args(corpus, out2, f"train.resume_from={ckpt}")])
+    main(["--config", str(recipe_path("clip")), *_args(corpus, out2, f"train.resume={ckpt}")])
     a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
     b = load_file(str(out2 / "teacher" / "open_clip_model.safetensors"))
     for k in a:
@@ -77,11 +79,38 @@ def test_resume_continues_from_saved_state(run, corpus):
     assert json.loads((out2 / "metrics.json").read_text())["train"]["steps"] == 3
 
 
+def test_resume_latest_picks_highest_step_by_run_state_not_folder_name(run, corpus, tmp_path):
+    out, _ = run
+    ckpts = tmp_path / "checkpoints"
+    # step 2 of the run under a name with no number, beside a folder whose *name* says 99 but
+    # whose run_state says step 1 (and another set-up: resuming from it would be an error)
+    shutil.copytree(out / "checkpoints" / "step_2", ckpts / "resumable")
+    (ckpts / "step_99").mkdir()
+    (ckpts / "step_99" / "run_state.json").write_text(json.dumps({"step": 1, "signature": {"loss": "other"}}))
+    metrics = main(["--config", str(recipe_path("clip")), *_args(corpus, tmp_path, "train.resume=latest")])
+    assert metrics["train"]["steps"] == 3 and metrics["train"]["last_losses"] is not None  # one step trained
+    a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
+    b = load_file(str(tmp_path / "teacher" / "open_clip_model.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert json.loads((ckpts / "step_3" / "run_state.json").read_text())["step"] == 3
+
+
+def test_resume_latest_without_checkpoints_starts_fresh(corpus, tmp_path):
+    metrics = main(_args(corpus, tmp_path, "train.resume=latest", "train.max_steps=1", "eval.enabled=false"))
+    assert metrics["train"]["steps"] == 1
+
+
+def test_unknown_loss_name_names_key_and_choices(corpus, tmp_path):
+    with pytest.raises(InputError, match=r"loss\.name='nope'.*expected one of: alip, hn_nce, infonce"):
+        main(_args(corpus, tmp_path, "loss.name=nope"))
+
+
 def test_resume_from_other_architecture_is_an_error(run, corpus, tmp_path):
     out, _ = run
     ckpt = out / "checkpoints" / "step_2"
-    with pytest.raises(InputError, match="model_cfg.json"):
-        main(_args(corpus, tmp_path, f"train.resume_from={ckpt}", "model.model_cfg.vision_cfg.layers=2"))
+    with pytest.raises(InputError, match=r"train\.resume: .*incompatible run.*model_cfg"):
+        main(_args(corpus, tmp_path, f"train.resume={ckpt}", "model.model_cfg.vision_cfg.layers=2"))
 
 
 def test_script_entry_point_reports_bad_key(tmp_path):
@@ -90,9 +119,17 @@ def test_script_entry_point_reports_bad_key(tmp_path):
     assert r.returncode == 2 and "train.nope" in r.stderr
 
 
+def test_script_entry_point_reports_unknown_loss_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "pretrain_teacher.py"), f"output_dir={tmp_path}", "loss.name=nope"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: loss.name='nope': unknown contrastive loss 'nope'; expected one of: alip, hn_nce, infonce"]
+
+
 def test_diht_recipe_filters_distils_and_reports(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
-    main(["--config", str(REPO / "configs/pretrain/diht.yaml"),
+    main(["--config", str(recipe_path("diht")),
           *_args(corpus, tmp_path / "run", "concept.teacher_steps=2", "eval.enabled=false")])
     report = json.loads((tmp_path / "run" / "cat_report.json").read_text())
     # the tiny corpus marks every 6th training pair as a generic "a picture" caption
@@ -124,13 +161,13 @@ def test_alip_gates_are_restored_by_load_state(tmp_path):
 
 
 def test_alip_recipe_runs_bipath(corpus, tmp_path):
-    metrics = main(["--config", str(REPO / "configs/pretrain/alip.yaml"), *_args(corpus, tmp_path, "eval.enabled=false")])
+    metrics = main(["--config", str(recipe_path("alip")), *_args(corpus, tmp_path, "eval.enabled=false")])
     assert metrics["recipe"]["loss"] == "alip" and metrics["train"]["steps"] == 3
     assert math.isfinite(metrics["train"]["last_losses"]["contrastive_loss"])
 
 
 def test_start_from_exported_checkpoint_and_eval_any_captions_file(run, corpus, tmp_path, capsys):
-    from pretrain.eval_report import main as eval_main
+    from pretrain.teacher_eval import main as eval_main
 
     out, _ = run
     teacher = out / "teacher"

@@ -80,11 +80,11 @@ from clip_td.app.batches import TaskDataset
 from clip_td.app.build import load_for_inference
 run = load_for_inference({str(out)!r})
 ds = get_task("vqa").load({str(small_world / "vqa")!r}, "val")
-data = TaskDataset("vqa", ds, run["transform"], answer_vocab=run["answer_vocab"])
+data = TaskDataset(run["task"], ds, run["transform"])
 batch = run["collator"]([data[i] for i in range(len(data))])
 with torch.no_grad():
     pred = run["model"].predict(run["model"](batch))
-answers = [run["answer_vocab"].decode(int(p)) for p in pred]
+answers = run["task"].decode(pred.tolist())
 saved = [r["answer"] for r in json.load(open({preds_file!r}))]
 assert "clip_td.lib.teacher" not in sys.modules and "open_clip" not in sys.modules, "teacher imported"
 print(sum(a == b for a, b in zip(answers, saved)), len(saved))

@@ -6,7 +6,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from transformers import ViltModel
 
 from clip_td.app.schema import StudentConfig
-from tasks.heads import ClassifierHead, MultipleChoiceHead, VQAHead
+from tasks.heads import MLPHead, MultipleChoiceHead
 from clip_td.base.io import InputError
 from clip_td.lib.students import LORA_TARGET_MODULES, STUDENTS, create_student
 from clip_td.lib.students.vilt import vilt_config
@@ -29,8 +29,8 @@ def test_shapes_and_heads(name):
     out = student(*_inputs())
     assert out["pooled"].shape == (3, 32)
     assert out["image_tokens"].shape == (3, 16, 32) and out["text_tokens"].shape == (3, 7, 32)
-    assert VQAHead(32, 11)(out["pooled"]).shape == (3, 11)
-    assert ClassifierHead(32, 3)(out["pooled"]).shape == (3, 3)
+    assert MLPHead(32, 11)(out["pooled"]).shape == (3, 11)
+    assert MLPHead(32, 3)(out["pooled"]).shape == (3, 3)
     assert MultipleChoiceHead(32)(out["pooled"]).shape == (3,)
 
 

@@ -42,27 +42,27 @@ def test_normalize_answer_combines_both():
 
 
 def test_identical_ground_truths_skip_normalisation():
-    # official vqaEval.py: the prediction is always normalised, identical GTs are used as stored
-    assert question_accuracy("Yes.", ["yes"] * 10) == 1.0
-    assert question_accuracy("yes", ["Yes"] * 10) == 0.0  # "Yes" GTs are never lower-cased
-    assert question_accuracy("yes\n", ["yes"] * 10) == 1.0  # the prediction's whitespace is cleaned
-    # the METHODS.md variant normalises nothing when the GTs agree, both sides when they differ
-    assert question_accuracy("Yes.", ["yes"] * 10, rule="symmetric") == 0.0
-    assert question_accuracy("Yes.", ["yes"] * 9 + ["yes."], rule="symmetric") == 1.0
-    # official: differing GTs get only the punctuation step, so "yes." -> "yes" too
+    # legacy vqaEval.py (458a8b2): the prediction is always normalised, identical GTs are used as stored
+    assert question_accuracy("Yes.", ["yes"] * 10, rule="legacy") == 1.0
+    assert question_accuracy("yes", ["Yes"] * 10, rule="legacy") == 0.0  # "Yes" GTs are never lower-cased
+    assert question_accuracy("yes\n", ["yes"] * 10, rule="legacy") == 1.0  # the prediction's whitespace is cleaned
+    # official (master a013f00) normalises nothing when the GTs agree, both sides when they differ
+    assert question_accuracy("Yes.", ["yes"] * 10) == 0.0
     assert question_accuracy("Yes.", ["yes"] * 9 + ["yes."]) == 1.0
+    # legacy: differing GTs get only the punctuation step, so "yes." -> "yes" too
+    assert question_accuracy("Yes.", ["yes"] * 9 + ["yes."], rule="legacy") == 1.0
 
 
 def test_number_words_differ_between_rules():
-    # official: GT "two" keeps its word form (no digit step on GTs), the prediction becomes "2"
-    assert question_accuracy("two", ["two"] * 4 + ["three"] * 6) == 0.0
-    # symmetric: GTs become "2" x4, "3" x6; each leave-one-out subset holds >= 3 matches
-    assert question_accuracy("two", ["two"] * 4 + ["three"] * 6, rule="symmetric") == 1.0
+    # legacy: GT "two" keeps its word form (no digit step on GTs), the prediction becomes "2"
+    assert question_accuracy("two", ["two"] * 4 + ["three"] * 6, rule="legacy") == 0.0
+    # official: GTs become "2" x4, "3" x6; each leave-one-out subset holds >= 3 matches
+    assert question_accuracy("two", ["two"] * 4 + ["three"] * 6) == 1.0
     with pytest.raises(InputError, match="unknown VQA accuracy rule 'loose'"):
         question_accuracy("a", ["a"] * 10, rule="loose")
 
 
-@pytest.mark.parametrize("rule", ["official", "symmetric"])
+@pytest.mark.parametrize("rule", ["official", "legacy"])
 def test_leave_one_out_hand_computed(rule):
     # "two" -> "2": GT i="2" (3 of them) sees 2 matches -> 2/3; GT i="3" sees 3 -> 1
     assert question_accuracy("two", ["2"] * 3 + ["3"] * 7, rule) == pytest.approx((3 * 2 / 3 + 7) / 10)
@@ -98,10 +98,10 @@ def _files(tmp_path, results):
 def test_evaluate_files(tmp_path):
     q, a, r = _files(tmp_path, [{"question_id": 2, "answer": "2"}, {"question_id": 1, "answer": "red"}])
     # q1: 2 "red" -> i=red sees 1 (1/3), i=blue sees 2 (2/3): (2/3 + 16/3) / 10 = 0.6
-    # Overall averages question means: (0.6 + 1) / 2 = 80. Per type, vqaEval.py appends the
-    # leftover loop variable `acc`: the last annotator is "blue", which sees 2 "red" -> 2/3.
-    assert evaluate_files(q, a, r) == {"overall": 80.0, "perQuestionType": {"what": 66.67, "how many": 100.0},
-                                       "perAnswerType": {"other": 66.67, "number": 100.0}}
+    # Overall averages question means: (0.6 + 1) / 2 = 80. Per type, vqaEval.py (every version
+    # since 2015) averages the same per-question means: what = 60, how many = 100.
+    assert evaluate_files(q, a, r) == {"overall": 80.0, "perQuestionType": {"what": 60.0, "how many": 100.0},
+                                       "perAnswerType": {"other": 60.0, "number": 100.0}}
 
 
 @pytest.mark.parametrize(

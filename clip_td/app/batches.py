@@ -1,16 +1,17 @@
-"""Task rows -> model tensors: lazy image decoding and transforms, student tokenisation, VCR
-multiple-choice expansion, VQA soft targets, and the row index for teacher-cache lookup.
+"""Task rows -> model tensors: lazy image decoding and transforms, student tokenisation, the
+task's targets, and the row index for teacher-cache lookup.
 
 A batch (dict) holds, for every task:
     index         (B,)         row index in the full split (teacher-cache key)
     pixel_values  (B, 3, H, W) student image
-    input_ids     (B*K, T)     K = 1 (vqa, snli_ve) or 8 (vcr: 4 Q->A then 4 QA->R sequences)
+    input_ids     (B*K, T)     K = task.sequences_per_instance (VCR: 4 Q->A then 4 QA->R sequences)
     attention_mask(B*K, T)
     offsets       (B*K, T, 2)  character span of each student token in its text (0, 0 = special)
-and the targets: vqa `targets` (B, A) soft scores; snli_ve `labels` (B,); vcr
-`answer_label`, `rationale_label` (B,); when distilling VQA, `cand_mask` (B, A) bool, the
-answers the teacher's distribution is restricted to. With the teacher running live (no cache) it also
-holds `teacher_pixels` (B, 3, H', W') and the teacher's texts as lists of strings.
+plus the task's targets (`task.targets(row)`: ints become (B,) long tensors, tensors are
+stacked; e.g. vqa `targets` (B, A), snli_ve `labels` (B,), vcr `answer_label`, `rationale_label`)
+and the task's teacher extras (vqa with answer sets: `cand_mask` (B, A) bool). With the teacher
+running live (no cache) it also holds `teacher_pixels` (B, 3, H', W') and the teacher's texts as
+lists of strings.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from clip_td.app.task_texts import answer_set_mask
 
 TextPair = Tuple[str, Optional[str]]
-NUM_CHOICES = 4  # VCR answer / rationale candidates
 
 
 def student_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
@@ -38,31 +37,6 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
             T.Normalize(mean, std),
         ]
     )
-
-
-def student_texts(task: str, row: Dict[str, Any]) -> List[TextPair]:
-    """What the student reads for one row: one (text, None) or VCR's 8 (context, choice) pairs.
-
-    VCR: Q->A pairs the question with each answer; QA->R pairs question + gold answer with each
-    rationale (the standard QA->R protocol conditions on the correct answer).
-    """
-    if task != "vcr":
-        return [(row["text"], None)]
-    q = row["text"]
-    gold = row["answers"][row["answer_label"]] if row.get("answer_label", -1) >= 0 else row["answers"][0]
-    q2a = [(q, a) for a in row["answers"]]
-    qa2r = [(f"{q} {gold}", r) for r in row["rationales"]]
-    return q2a + qa2r
-
-
-def corpus_texts(task: str, ds: Any) -> List[str]:
-    """Every string the student reads on `ds` (the tokenizer's training corpus)."""
-    out: List[str] = list(ds["text"])
-    if task == "vcr":
-        for answers, rationales in zip(ds["answers"], ds["rationales"]):
-            out.extend(answers)
-            out.extend(rationales)
-    return out
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -79,20 +53,19 @@ class TaskDataset(Dataset):
 
     def __init__(
         self,
-        task: str,
+        task: Any,
         ds: Any,
         transform: Callable,
         source_index: Optional[Sequence[int]] = None,
-        answer_vocab: Any = None,
         teacher_transform: Optional[Callable] = None,
-        teacher_texts: Optional[Callable[[Dict[str, Any]], Tuple[str, List[str], int]]] = None,
-        answer_sets: Optional[Dict[str, Tuple[int, ...]]] = None,
+        teacher_texts: bool = False,
+        teacher_extras: bool = False,
     ) -> None:
-        self.task, self.ds, self.transform = task, ds, transform
+        self.task, self.ds, self.transform = task, ds, transform  # task: tasks.Task after setup
         self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
-        self.answer_vocab = answer_vocab
-        self.teacher_transform, self.teacher_texts = teacher_transform, teacher_texts
-        self.answer_sets = answer_sets  # VQA: question_type -> answer ids the teacher may choose from
+        self.teacher_transform = teacher_transform  # live teacher: its image input
+        self.teacher_texts = teacher_texts  # live teacher: its texts (task.teacher_texts)
+        self.teacher_extras = teacher_extras  # distilling: task.teacher_extras (e.g. VQA cand_mask)
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -103,27 +76,17 @@ class TaskDataset(Dataset):
         item: Dict[str, Any] = {
             "index": self.source_index[i],
             "pixel_values": self.transform(image),
-            "texts": student_texts(self.task, row),
+            "texts": self.task.student_texts(row),
+            "targets": self.task.targets(row),
         }
-        item.update(self._targets(row))
-        if self.answer_sets is not None:
-            item["cand_mask"] = answer_set_mask(self.answer_sets, row["question_type"], len(self.answer_vocab))
+        if self.teacher_extras:
+            item["targets"].update(self.task.teacher_extras(row))
         if self.teacher_transform is not None:
             item["teacher_pixels"] = self.teacher_transform(image)
-        if self.teacher_texts is not None:
-            text, candidates, gold = self.teacher_texts(row)
+        if self.teacher_texts:
+            text, candidates, gold = self.task.teacher_texts(row)
             item.update(teacher_text=text, teacher_candidates=candidates, teacher_gold=gold)
         return item
-
-    def _targets(self, row: Dict[str, Any]) -> Dict[str, Any]:
-        if self.task == "vqa":
-            target = torch.zeros(len(self.answer_vocab))
-            for idx, score in self.answer_vocab.soft_scores(row["answers"]).items():
-                target[idx] = score
-            return {"targets": target}
-        if self.task == "snli_ve":
-            return {"labels": int(row["label"])}
-        return {"answer_label": int(row["answer_label"]), "rationale_label": int(row["rationale_label"])}
 
 
 def joined_offsets(enc: Any, firsts: Sequence[str]) -> torch.Tensor:
@@ -170,12 +133,9 @@ class Collator:
             "pixel_values": torch.stack([it["pixel_values"] for it in items]),
         }
         batch.update(self.tokenize([p for it in items for p in it["texts"]]))
-        for key in ("labels", "answer_label", "rationale_label"):
-            if key in items[0]:
-                batch[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
-        for key in ("targets", "cand_mask"):
-            if key in items[0]:
-                batch[key] = torch.stack([it[key] for it in items])
+        for key, first in items[0]["targets"].items():  # the task's targets and teacher extras
+            values = [it["targets"][key] for it in items]
+            batch[key] = torch.stack(values) if torch.is_tensor(first) else torch.tensor(values, dtype=torch.long)
         if "teacher_pixels" in items[0]:
             batch["teacher_pixels"] = torch.stack([it["teacher_pixels"] for it in items])
         for key in ("teacher_text", "teacher_candidates", "teacher_gold"):

@@ -5,7 +5,7 @@
 Each target is checked per task on its primary metric (VQA accuracy, SNLI-VE accuracy, VCR
 Q->AR), mean over seeds:
   T1  clip_td - none > max(std) on val, at every fraction <= 25 %
-  T2  clip_td - none >= LOWEST_FRACTION_GAIN[task] on val, at the lowest fraction
+  T2  clip_td - none >= the task's lowshot_target_gain on val, at the lowest fraction
   T3  clip_td > naive_kd on val, at every fraction <= 25 %
   T4  gain over none on val_shift >= gain on val, at every fraction
   T5  clip_td >= none - max(std) on val, at 100 %
@@ -15,21 +15,21 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
+from tasks import find_task
+
 LOW_SHOT_MAX = 0.25
-LOWEST_FRACTION_GAIN = {"vqa": 10.0, "vcr": 10.0, "snli_ve": 5.0}
-PRIMARY = {"vqa": "vqa_acc", "snli_ve": "accuracy", "vcr": "q2ar"}
 
 Agg = Dict[Tuple[str, str, float, str, str], Dict[str, Any]]
 
 
 def _cell(agg: Agg, task: str, method: str, frac: float, split: str) -> Dict[str, Any] | None:
-    return agg.get((task, method, frac, split, PRIMARY[task]))
+    return agg.get((task, method, frac, split, find_task(task).primary))
 
 
 def check_targets(agg: Agg) -> List[Dict[str, Any]]:
     """One row per (target, task, fraction): {"target", "task", "fraction", "value", "needed", "holds"}."""
     out: List[Dict[str, Any]] = []
-    tasks = sorted({k[0] for k in agg if k[0] in PRIMARY})
+    tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
     for task in tasks:
         fracs = sorted({k[2] for k in agg if k[0] == task and k[1] == "clip_td"})
         for f in fracs:
@@ -45,7 +45,7 @@ def check_targets(agg: Agg) -> List[Dict[str, Any]]:
                     out.append(dict(target="T3", task=task, fraction=f, value=td["mean"] - kd["mean"],
                                     needed="> 0", holds=td["mean"] > kd["mean"]))
             if f == fracs[0]:
-                need = LOWEST_FRACTION_GAIN.get(task, 0.0)
+                need = find_task(task).lowshot_target_gain
                 out.append(dict(target="T2", task=task, fraction=f, value=gain, needed=f">= {need:g}",
                                 holds=gain >= need))
             td_s, none_s = _cell(agg, task, "clip_td", f, "val_shift"), _cell(agg, task, "none", f, "val_shift")

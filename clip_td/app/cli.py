@@ -12,8 +12,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from clip_td.base.io import InputError
-
-TASKS = ("vqa", "snli_ve", "vcr")
+from clip_td.base.scripts import run_script
 
 
 def _print_json(obj) -> None:
@@ -42,20 +41,20 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.task == "vqa":
-        from tasks.vqa.metrics import evaluate_files
+    """Score official-format files with the task's own scorer (`Task.score_files`)."""
+    from tasks import get_task
 
-        if not (args.questions and args.annotations and args.results):
-            raise InputError("evaluate vqa: expected --questions, --annotations and --results")
-        scores = evaluate_files(args.questions, args.annotations, args.results)
-    else:
-        if args.task == "vcr":
-            from tasks.vcr.metrics import evaluate_files
-        else:
-            from tasks.snli_ve.metrics import evaluate_files
-        if not (args.annotations and args.predictions):
-            raise InputError(f"evaluate {args.task}: expected --annotations and --predictions")
-        scores = evaluate_files(args.annotations, args.predictions)
+    task = get_task(args.task)
+    files = {"annotations": args.annotations, "predictions": args.results or args.predictions,
+             "questions": args.questions}
+    missing = [f"--{k}" for k, v in (("annotations", args.annotations), ("predictions or --results", files["predictions"]))
+               if not v]
+    if missing:
+        raise InputError(f"evaluate {args.task}: expected {' and '.join(missing)}")
+    try:
+        scores = task.official_scores({k: v for k, v in files.items() if v}, rule=args.rule)
+    except KeyError as e:  # a file kind this task needs was not given
+        raise InputError(f"evaluate {args.task}: expected --{e.args[0]}") from None
     _print_json(scores)
     return 0
 
@@ -86,16 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPU count)")
     p.set_defaults(func=_data_synth)
     p = data.add_parser("check", help="validate a dataset folder in its official format")
-    p.add_argument("task", choices=TASKS + ("captions",))
+    p.add_argument("task", help="a registered task (vqa, snli_ve, vcr, ...) or captions")
     p.add_argument("--root", required=True, help="dataset folder (for captions: a folder or a .csv/.tsv file)")
     p.set_defaults(func=_data_check)
 
     p = sub.add_parser("evaluate", help="score official-format predictions")
-    p.add_argument("task", choices=TASKS)
+    p.add_argument("task", help="a registered task: vqa, snli_ve, vcr, ...")
     p.add_argument("--questions", help="VQA questions JSON")
     p.add_argument("--annotations", help="annotations (VQA JSON, VCR/SNLI-VE jsonl)")
     p.add_argument("--results", help="VQA results JSON [{question_id, answer}]")
     p.add_argument("--predictions", help="VCR/SNLI-VE predictions jsonl")
+    p.add_argument("--rule", default=None,
+                   help="VQA: official (current GT-Vision-Lab/VQA master, the default) or legacy (the pre-2021 tool)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("split", help="low-shot and domain-shift splits as id lists")
@@ -113,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    code = 0
+
+    def _call(_: object) -> None:
+        nonlocal code
+        code = func(args)
+
+    return run_script(_call) or code
 
 
 if __name__ == "__main__":

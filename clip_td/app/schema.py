@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-TASK_NAMES = ("vqa", "snli_ve", "vcr")
+from clip_td.lib.distill import MethodConfig  # the method section is the distiller's own settings
 
 
 @dataclass
 class TaskConfig:
-    name: str = "vqa"  # vqa | snli_ve | vcr
+    name: str = "vqa"  # a registered task (tasks.TASKS): vqa | snli_ve | vcr | any task registered by user code
 
 
 @dataclass
@@ -60,21 +60,6 @@ class TeacherConfig:
     pretrained: Optional[str] = None  # open_clip pretrained tag or weights file (with an open_clip model name)
     cache: bool = True  # precompute teacher outputs once per (data, split, teacher) and reuse them
     cache_dir: Optional[str] = None  # where the cache lives; null = <cache root>/teacher_cache
-
-
-@dataclass
-class MethodConfig:
-    name: str = "clip_td"  # none | naive_kd | clip_td | clip_td_nosel | clip_td_noweight
-    alpha: float = 1.0  # weight of the whole distillation term (0 = off)
-    beta: float = 0.5  # weight of the global-embedding term
-    eta: float = 1.0  # weight of the answer-level term
-    tau: float = 2.0  # temperature of the answer-level term
-    rho: float = 0.25  # fraction of teacher image tokens kept per instance
-    gamma: float = 1.0  # confidence exponent of the dynamic weight
-    selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
-    weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
-    answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
-    schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
 
 
 @dataclass

@@ -22,11 +22,17 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from clip_td.base.config import load_config, parse_script_args, save_config
+from clip_td.app.benchmark_targets import targets_markdown
 from clip_td.base.io import InputError, read_json, write_json_atomic, write_text_atomic
+from tasks import find_task
 
 #: Split and metric each task is summarised by in plots (all metrics go to the CSV and tables).
-PRIMARY_METRIC = {"vqa": "vqa_acc", "snli_ve": "accuracy", "vcr": "q2ar"}
-TASK_METRICS = {"vqa": ("vqa_acc",), "snli_ve": ("accuracy",), "vcr": ("q2a", "qa2r", "q2ar")}
+
+
+def primary_metric(task: str) -> Optional[str]:
+    """The metric a task's plots and targets rank by (the task's `primary`)."""
+    t = find_task(task)
+    return t.primary if t is not None else None
 BASELINE = "none"
 CSV_COLUMNS = ("task", "method", "train_fraction", "seed", "split", "metric", "value")
 
@@ -97,7 +103,7 @@ def is_complete(metrics_path: Path) -> bool:
     """A finished cell: metrics.json parses and holds every metric of its task for each eval split."""
     try:
         m = json.loads(metrics_path.read_text())
-        metrics = TASK_METRICS[m["task"]]
+        metrics = find_task(m["task"]).metric_names
         return bool(m["eval"]) and all(
             isinstance(split_scores.get(k), (int, float)) for split_scores in m["eval"].values() for k in metrics
         )
@@ -293,7 +299,7 @@ def plot(agg, out_dir: Path) -> List[Path]:
     splits = sorted({k[3] for k in agg}, key=lambda s: (s != "val", s))
     fig, axes = plt.subplots(len(splits), len(tasks), figsize=(4.2 * len(tasks), 3.4 * len(splits)), squeeze=False)
     for c, task in enumerate(tasks):
-        metric = PRIMARY_METRIC.get(task)
+        metric = primary_metric(task)
         for r, split in enumerate(splits):
             ax = axes[r][c]
             methods = sorted({k[1] for k in agg if k[0] == task and k[3] == split}, key=_method_order)
@@ -321,7 +327,7 @@ def plot(agg, out_dir: Path) -> List[Path]:
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
         for c, task in enumerate(tasks):
             ax = axes[0][c]
-            metric = PRIMARY_METRIC.get(task)
+            metric = primary_metric(task)
             for method in sorted({k[1] for k in agg if k[0] == task and k[1] != BASELINE}, key=_method_order):
                 pts = []
                 for f in sorted({k[2] for k in agg if k[:2] == (task, method)}):
@@ -364,7 +370,6 @@ def report(root: Any) -> Dict[str, Path]:
         raise InputError(f"{root / 'runs'}: no complete metrics.json found")
     write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
-    from clip_td.app.benchmark_targets import targets_markdown
 
     targets = targets_markdown(agg)
     write_text_atomic(root / "summary.md", summary_markdown(agg) + ("\n" + targets if targets else ""))

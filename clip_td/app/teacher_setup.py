@@ -7,7 +7,6 @@ Nothing here is trained: the teacher stays outside `accelerator.prepare` and the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from omegaconf import DictConfig
 
-from clip_td.base.io import InputError
+from clip_td.base.io import InputError, cache_root
 
 
 @dataclass
@@ -24,7 +23,7 @@ class TeacherSide:
     teacher: Any = None  # FrozenTeacher
     distiller: Optional[torch.nn.Module] = None
     image_transform: Optional[Callable] = None  # PIL -> (3, S, S) teacher-normalised, live teacher only
-    texts_fn: Optional[Callable[[Dict[str, Any]], Any]] = None  # row -> (task_text, candidates, gold)
+    live_texts: bool = False  # the batches carry the teacher's texts (live teacher only)
     outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
 
 
@@ -47,38 +46,33 @@ def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
         raise InputError(f"teacher {name!r} gives no patch tokens; it cannot be aligned with the student")
 
 
-def build_teacher_side(cfg: DictConfig, accelerator: Any, root: Path, task: Any, full_train: Any,
-                       train_idx: List[int], student: torch.nn.Module, vocab: Any) -> TeacherSide:
-    """Teacher, distiller and teacher-output source for `cfg.method` (empty for `none`)."""
+def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any, full_train: Any,
+                       train_idx: List[int], student: torch.nn.Module) -> TeacherSide:
+    """Teacher, distiller and teacher-output source for the resolved `method` (empty when it
+    distils nothing: `none`, or alpha = 0). `task` has been set up on the training rows."""
     from clip_td.lib.distill import create_distiller
-    from clip_td.app.task_texts import teacher_texts
+    from clip_td.lib.selection import needs_cls_attention
 
-    if cfg.method.name == "none" or cfg.method.alpha == 0:
+    if method.alpha == 0:
         return TeacherSide()
     from clip_td.lib.teacher import FrozenTeacher
 
     name = teacher_name(cfg, accelerator)
     teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
     check_alignment(student, teacher, name)
-    distiller = create_distiller(cfg.method.name, cfg.method, student.hidden_size, teacher.embed_dim)
-    texts_fn = partial(teacher_texts, task.name, answer_vocab=vocab)
-    cls_attention = cfg.method.selection == "cls_attention_topk"
+    distiller = create_distiller(method, student.hidden_size, teacher.embed_dim)
+    cls_attention = needs_cls_attention(method.selection)
     if cfg.teacher.cache:
         from clip_td.lib.teacher_cache import TeacherCache
 
         root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else cache_root() / "teacher_cache"
         # the low-shot rows only: a sweep's methods share it, and a small fraction stays cheap
-        cache = TeacherCache.build(teacher, task.name, full_train, root, answer_vocab=vocab, indices=train_idx,
+        cache = TeacherCache.build(teacher, task.teacher_texts, full_train, root, name=task.name, indices=train_idx,
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes,
                                    barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
         return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]))
     return TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
-                       texts_fn=texts_fn, outputs=partial(live_outputs, teacher, cls_attention=cls_attention))
-
-
-def cache_root() -> Path:
-    """`$CLIP_TD_CACHE`, else `~/.cache/clip_td` (docs/internals.md)."""
-    return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
+                       live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention))
 
 
 @torch.no_grad()

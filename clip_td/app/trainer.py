@@ -13,7 +13,6 @@ predictions of every eval split under `predictions/`, `checkpoints/`, `best/` an
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,12 +29,10 @@ from clip_td.base.checkpoints import adapter_only_hook, check_compatible, resolv
 from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
 from clip_td.app.build import Built, build
 from clip_td.app.schema import FinetuneConfig
-from clip_td.base.io import InputError, write_json_atomic
+from clip_td.base.io import write_json_atomic
+from clip_td.base.scripts import TrainingDiverged, run_script
+from clip_td.lib.weighting import SCHEDULES
 from clip_td.app.finetune_model import inference_state_dict, total_loss
-
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss: the message gives the step and every loss term."""
 
 
 def available_trackers() -> List[str]:
@@ -73,11 +70,7 @@ def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optim
 
 def kd_scale(schedule: str, step: int, total: int) -> float:
     """Factor on the distillation terms at optimizer step `step` of `total` (weighting.SCHEDULES)."""
-    from clip_td.lib.weighting import SCHEDULES
-
-    if schedule not in SCHEDULES:
-        raise InputError(f"method.schedule={schedule!r}; expected one of: {', '.join(SCHEDULES.names())}")
-    return float(SCHEDULES.get(schedule)(step, total))
+    return float(SCHEDULES.get(schedule, key="method.schedule")(step, total))
 
 
 def loss_terms(result: Dict[str, Any]) -> Dict[str, float]:
@@ -130,7 +123,7 @@ def run_signature(cfg: DictConfig, built: Built) -> Dict[str, Any]:
     """What a checkpoint must share with the run resuming from it."""
     return {
         "task": cfg.task.name, "method": cfg.method.name, "student": cfg.student.name,
-        "pretrained": cfg.student.pretrained, "vocab_size": built.vocab_size, "num_answers": built.num_answers,
+        "pretrained": cfg.student.pretrained, "vocab_size": built.vocab_size, "num_answers": built.num_outputs,
         "lora": bool(cfg.student.lora.enabled), "train_rows": len(built.train_set),
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
         "num_processes": built.num_processes,
@@ -218,7 +211,7 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         with acc.accumulate(self.model):
             teacher_out = self.built.teacher_outputs(batch)  # frozen teacher or its cache, outside the model
-            result = self.model(batch, teacher_out, kd_scale(cfg.method.schedule, self.pos["step"], self.total_steps))
+            result = self.model(batch, teacher_out, kd_scale(self.built.method.schedule, self.pos["step"], self.total_steps))
             loss = total_loss(result)
             check_finite(acc, loss, result, self.pos["step"])
             acc.backward(loss)
@@ -327,14 +320,12 @@ def run(cfg: DictConfig) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `finetune.py` and `python -m clip_td.app.trainer`; returns the exit code."""
-    try:
-        config_path, overrides = parse_script_args(argv, description=__doc__.splitlines()[0])
-        run(load_config(FinetuneConfig, config_path, overrides))
-    except (InputError, TrainingDiverged) as e:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, InputError) else 3
-    return 0
+
+    def _run(args: Optional[Sequence[str]]) -> Path:
+        config_path, overrides = parse_script_args(args, description=__doc__.splitlines()[0])
+        return run(load_config(FinetuneConfig, config_path, overrides))
+
+    return run_script(_run, argv)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,10 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}:{lineno}: invalid JSON line ({e.msg})") from None
+
+
+def cache_root() -> Path:
+    """Where built data, teachers and teacher caches live: `$CLIP_TD_CACHE`, else `~/.cache/clip_td`."""
+    import os
+
+    return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")

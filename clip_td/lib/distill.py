@@ -1,6 +1,7 @@
 """CLIP-TD distillation losses and methods (METHODS.md section 1).
 
-    distiller = create_distiller("clip_td", cfg.method, student_dim=192, teacher_dim=512)
+    method = resolve_method(cfg.method, seed=cfg.seed)          # preset applied once
+    distiller = create_distiller(method, student_dim=192, teacher_dim=512)
     terms = distiller(student_out, teacher_out, batch, logits)   # {"tok_loss", "glob_loss", "ans_loss", "weights", ...}
 
 L_distill = alpha * mean_i w_i * (L_tok(i) + beta * L_glob(i) + eta * L_ans(i)); the three
@@ -21,18 +22,19 @@ instance. batch: `offsets` (B, T, 2) of the student's tokens ((0, 0) = special) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clip_td.base.io import InputError
 from clip_td.base.registry import Registry
 from clip_td.lib.selection import SELECTORS
-from clip_td.lib.teacher import grid_from_tokens
 from clip_td.lib.text_align import align_teacher_tokens
-from clip_td.lib.weighting import WEIGHTINGS
+from clip_td.lib.token_grid import grid_from_tokens, resample_grid
+from clip_td.lib.weighting import SCHEDULES, WEIGHTINGS, gold_confidence
 
 METHODS = Registry("distillation method")
 
@@ -78,16 +80,6 @@ def masked_candidates(cand_logits: torch.Tensor, mask: Optional[torch.Tensor]) -
     return logits.masked_fill(~mask.to(logits.device), MASKED_LOGIT)
 
 
-def resample_grid(tokens: torch.Tensor, src: Tuple[int, int], dst: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear resampling of a row-major token grid. (B, src_h*src_w, d) -> (B, dst_h*dst_w, d)."""
-    if tuple(src) == tuple(dst):
-        return tokens
-    b, _, d = tokens.shape
-    grid = tokens.float().transpose(1, 2).reshape(b, d, *src)
-    out = F.interpolate(grid, size=dst, mode="bilinear", align_corners=False)
-    return out.reshape(b, d, -1).transpose(1, 2)
-
-
 def first_segment_offsets(offsets: torch.Tensor) -> torch.Tensor:
     """Keep the spans of the first text segment only; zero the rest.
 
@@ -116,60 +108,82 @@ def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.
 # ---- methods -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DistillSettings:
-    alpha: float = 1.0  # total distillation weight (0 = off)
-    beta: float = 0.5  # global term weight
-    eta: float = 1.0  # answer-level term weight
-    tau: float = 2.0  # answer-level temperature
-    rho: float = 0.25  # fraction of image tokens kept
-    gamma: float = 1.0  # confidence exponent
-    selection: str = "relevance_topk"  # SELECTORS name
-    weighting: str = "confidence"  # WEIGHTINGS name
-    text_tokens: bool = True  # distil text tokens (content tokens of the first segment)
-    seed: int = 0  # generator seed for random_k
+@dataclass
+class MethodConfig:
+    """The `method` section of the fine-tuning config, and what the distiller reads.
 
+    A preset (`name`) is applied once by `resolve_method`; the result is the one set of
+    settings the run uses (naive_kd and the ablations override some fields)."""
 
-def _settings(cfg: Any) -> DistillSettings:
-    """Method config (DictConfig / dataclass / dict) -> DistillSettings, ignoring unrelated keys."""
-    get = cfg.get if isinstance(cfg, dict) or hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
-    fields = DistillSettings.__dataclass_fields__
-    return DistillSettings(**{k: get(k) for k in fields if get(k, None) is not None})
+    name: str = "clip_td"  # METHODS preset: none | naive_kd | clip_td | clip_td_nosel | clip_td_noweight
+    alpha: float = 1.0  # weight of the whole distillation term (0 = off)
+    beta: float = 0.5  # weight of the global-embedding term
+    eta: float = 1.0  # weight of the answer-level term
+    tau: float = 2.0  # temperature of the answer-level term
+    rho: float = 0.25  # fraction of teacher image tokens kept per instance
+    gamma: float = 1.0  # confidence exponent of the dynamic weight
+    selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
+    weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
+    text_tokens: bool = True  # also distil the text tokens (content tokens of the first text segment)
+    selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
+    answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
+    schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
 
 
 @METHODS.register("none")
-def method_none(s: DistillSettings) -> DistillSettings:
-    return replace(s, alpha=0.0)
+def method_none(m: MethodConfig) -> MethodConfig:
+    return replace(m, alpha=0.0)
 
 
 @METHODS.register("naive_kd")
-def method_naive_kd(s: DistillSettings) -> DistillSettings:
-    return replace(s, selection="all", weighting="uniform", eta=0.0)
+def method_naive_kd(m: MethodConfig) -> MethodConfig:
+    return replace(m, selection="all", weighting="uniform", eta=0.0)
 
 
 @METHODS.register("clip_td")
-def method_clip_td(s: DistillSettings) -> DistillSettings:
-    return s
+def method_clip_td(m: MethodConfig) -> MethodConfig:
+    return m
 
 
 @METHODS.register("clip_td_nosel")
-def method_clip_td_nosel(s: DistillSettings) -> DistillSettings:
-    return replace(s, selection="all")
+def method_clip_td_nosel(m: MethodConfig) -> MethodConfig:
+    return replace(m, selection="all")
 
 
 @METHODS.register("clip_td_noweight")
-def method_clip_td_noweight(s: DistillSettings) -> DistillSettings:
-    return replace(s, weighting="uniform")
+def method_clip_td_noweight(m: MethodConfig) -> MethodConfig:
+    return replace(m, weighting="uniform")
 
 
-def create_distiller(name: str, cfg: Any, student_dim: int, teacher_dim: int) -> nn.Module:
-    """The training-only distillation module of method `name` (its preset applied over `cfg`)."""
-    settings = METHODS.create(name, _settings(cfg))
-    SELECTORS.get(settings.selection)  # unknown names fail here, naming the known ones
-    WEIGHTINGS.get(settings.weighting)
-    if settings.alpha == 0.0:
+def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
+    """The run's method settings: `cfg` (a DictConfig / mapping / MethodConfig of the `method`
+    section) with its preset applied and every registry name checked; `seed` fills a null
+    `selection_seed`."""
+    if isinstance(cfg, MethodConfig):
+        m = cfg
+    else:
+        from omegaconf import OmegaConf
+
+        items = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+        known = {f.name for f in fields(MethodConfig)}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise InputError(f"unknown config key(s) method.{unknown[0]}; expected one of: {', '.join(sorted(known))}")
+        m = MethodConfig(**items)
+    m = METHODS.create(m.name, m, key="method.name")
+    SELECTORS.get(m.selection, key="method.selection")
+    WEIGHTINGS.get(m.weighting, key="method.weighting")
+    SCHEDULES.get(m.schedule, key="method.schedule")
+    if m.selection_seed is None:
+        m = replace(m, selection_seed=int(seed))
+    return m
+
+
+def create_distiller(method: MethodConfig, student_dim: int, teacher_dim: int) -> nn.Module:
+    """The training-only distillation module of a resolved method (`resolve_method`)."""
+    if method.alpha == 0.0:
         return NoDistillation()
-    return Distiller(settings, student_dim, teacher_dim)
+    return Distiller(method, student_dim, teacher_dim)
 
 
 class NoDistillation(nn.Module):
@@ -182,13 +196,13 @@ class NoDistillation(nn.Module):
 class Distiller(nn.Module):
     """Projections P_v, P_t, P_g and the weighted CLIP-TD terms."""
 
-    def __init__(self, settings: DistillSettings, student_dim: int, teacher_dim: int) -> None:
+    def __init__(self, settings: MethodConfig, student_dim: int, teacher_dim: int) -> None:
         super().__init__()
         self.settings = settings
         self.proj_v = nn.Linear(student_dim, teacher_dim)
         self.proj_t = nn.Linear(student_dim, teacher_dim)
         self.proj_g = nn.Linear(student_dim, teacher_dim)
-        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.generator = torch.Generator().manual_seed(settings.selection_seed or 0)
 
     def forward(self, student_out: Dict[str, torch.Tensor], teacher_out: Dict[str, Any], batch: Dict[str, Any],
                 logits: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -199,7 +213,7 @@ class Distiller(nn.Module):
         cand_logits = masked_candidates(t["cand_logits"], batch.get("cand_mask"))
         q = F.softmax(cand_logits / s.tau, dim=-1)  # (B, C)
         gold = t["gold"].long()
-        conf = q.gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
+        conf = gold_confidence(q, gold)
         student_probs = F.softmax(logits.detach().float() / s.tau, dim=-1)
         w = WEIGHTINGS.create(s.weighting, teacher_probs=q, gold=gold, student_probs=student_probs, gamma=s.gamma)
         w = w.detach()

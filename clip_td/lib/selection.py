@@ -17,6 +17,12 @@ from clip_td.base.io import InputError
 from clip_td.base.registry import Registry
 
 SELECTORS = Registry("token selector")
+NEEDS_CLS_ATTENTION = {"cls_attention_topk"}  # selectors that read the teacher's [CLS] attention
+
+
+def needs_cls_attention(selection: str) -> bool:
+    """Whether the teacher outputs must carry `cls_attention` for selector `selection`."""
+    return selection in NEEDS_CLS_ATTENTION
 
 
 def num_selected(n: int, rho: float) -> int:
@@ -63,7 +69,7 @@ def cls_attention_topk(patch_tokens: torch.Tensor, cls_attention: Optional[torch
     """Keep the k tokens the teacher's [CLS] attends to most. cls_attention (B, N) -> (B, N) bool."""
     if cls_attention is None:
         raise InputError(
-            "method.selector=cls_attention_topk: no teacher CLS attention available (the teacher cache "
+            "method.selection=cls_attention_topk: no teacher CLS attention available (the teacher cache "
             "must be built with cls_attention=True, from a teacher whose last block is nn.MultiheadAttention)"
         )
     return _topk_mask(cls_attention.float(), num_selected(patch_tokens.shape[1], rho))

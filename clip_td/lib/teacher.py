@@ -317,10 +317,3 @@ def token_offsets(tokenizer: Any, text: str, n_content: int) -> List[Span]:
             pos = end
         cursor = start + len(word)
     return (spans + [(-1, -1)] * n_content)[:n_content]
-
-
-def grid_from_tokens(n: int) -> Tuple[int, int]:
-    """Square grid for n tokens (asserts n is a square)."""
-    side = int(math.isqrt(n))
-    assert side * side == n, f"{n} tokens do not form a square grid"
-    return side, side

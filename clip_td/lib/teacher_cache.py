@@ -1,7 +1,7 @@
-"""Teacher-output cache: computed once per (task, rows, teacher, answer vocabulary), reused by
-every epoch, run, fraction and seed of a sweep.
+"""Teacher-output cache: computed once per (rows, their teacher texts, teacher), reused by
+every epoch and run that reads the same rows.
 
-    cache = TeacherCache.build(teacher, "vqa", full_train_rows, cache_root, answer_vocab=vocab,
+    cache = TeacherCache.build(teacher, task.teacher_texts, train_rows, cache_root, name="vqa",
                                process_index=acc.process_index, num_processes=acc.num_processes,
                                barrier=acc.wait_for_everyone)
     teacher_out = cache.lookup(batch["index"])      # same keys as `teacher_outputs(...)`
@@ -10,8 +10,8 @@ Layout: `<root>/<key>/manifest.json` + `shard-<r>-of-<W>/<array>.npy`. Arrays ar
 (token features in fp16) so a VQA-size cache need not fit in RAM. Each of W processes builds the
 rows r, r+W, ...; every shard is written under a temporary name and renamed into place; the
 main process then renames the whole folder to its key, so a crash leaves nothing that looks
-built. The key hashes the teacher fingerprint, the task, the rows (their JSON) and the candidate
-texts (answer vocabulary), so changing any of them builds a new cache. Images shared by several
+built. The key hashes the teacher fingerprint, the rows (their JSON) and every row's teacher
+texts (task text, candidates, gold), so changing any of them builds a new cache. Images shared by several
 rows (VQA: ~5 questions per image) are encoded and stored once per shard.
 """
 
@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from clip_td.base.io import InputError, PathLike, atomic_path, read_json, write_json_atomic
-from clip_td.app.task_texts import teacher_texts
 
 CACHE_VERSION = 1
 IMAGE_ARRAYS = ("patch_tokens", "image_embed", "cls_attention")  # stored per unique image
@@ -59,6 +58,36 @@ class CandidateEncoder:
 
 
 @torch.no_grad()
+def encode_task_texts(teacher: Any, texts: Sequence[str], token_len: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """The teacher's view of B task texts: text_embed (B, d), token_feats (B, Nt, d) zeroed
+    outside content tokens (so outputs do not depend on padding length), token_mask (B, Nt),
+    token_offsets (B, Nt, 2) character spans of content tokens (-1 elsewhere). `token_len`
+    cuts or zero-pads the token axis to that length."""
+    txt = teacher.encode_texts(list(texts))
+    feats = txt["token_feats"] * txt["token_mask"].unsqueeze(-1)
+    mask = txt["token_mask"]
+    nt = mask.shape[1] if token_len is None else token_len
+    if nt != mask.shape[1]:
+        n = min(nt, mask.shape[1])
+        feats = torch.nn.functional.pad(feats[:, :n], (0, 0, 0, nt - n))
+        mask = torch.nn.functional.pad(mask[:, :n], (0, nt - n))
+    offsets = torch.full((len(texts), nt, 2), -1, dtype=torch.long)
+    for i, spans in enumerate(txt["offsets"]):
+        if spans:  # content tokens sit right after the start token, in order
+            offsets[i, 1:1 + len(spans)] = torch.tensor(spans, dtype=torch.long)[: nt - 1]
+    return {"text_embed": txt["text_embed"], "token_feats": feats, "token_mask": mask,
+            "token_offsets": offsets.to(feats.device)}
+
+
+def candidate_logits(teacher: Any, image_embed: torch.Tensor, candidates: Sequence[List[str]],
+                     encoder: CandidateEncoder) -> torch.Tensor:
+    """logit_scale * cos(image, candidate) for each row's candidate list. image_embed (B, d),
+    B lists of C strings -> (B, C)."""
+    emb = image_embed.to(teacher.device)
+    return teacher.logit_scale * torch.stack([emb[i] @ encoder(c).T for i, c in enumerate(candidates)])
+
+
+@torch.no_grad()
 def teacher_outputs(teacher: Any, pixels: torch.Tensor, task_texts: Sequence[str],
                     candidates: Sequence[List[str]], gold: Sequence[int], cls_attention: bool = False,
                     candidate_encoder: Optional[CandidateEncoder] = None) -> Dict[str, Any]:
@@ -73,22 +102,10 @@ def teacher_outputs(teacher: Any, pixels: torch.Tensor, task_texts: Sequence[str
         if getattr(teacher, "_candidate_encoder", None) is None:
             teacher._candidate_encoder = CandidateEncoder(teacher)
         candidate_encoder = teacher._candidate_encoder
-    enc = candidate_encoder
     img = teacher.encode_images(pixels, cls_attention=cls_attention)
-    txt = teacher.encode_texts(list(task_texts))
-    nt = txt["token_mask"].shape[1]
-    offsets = torch.full((len(task_texts), nt, 2), -1, dtype=torch.long)
-    for i, spans in enumerate(txt["offsets"]):
-        # content tokens sit right after the start token, in order
-        if spans:
-            offsets[i, 1:1 + len(spans)] = torch.tensor(spans, dtype=torch.long)
-    cand = torch.stack([img["image_embed"][i] @ enc(c).T for i, c in enumerate(candidates)])
-    # only content tokens are distilled; zeroing the rest makes outputs independent of padding length
-    feats = txt["token_feats"] * txt["token_mask"].unsqueeze(-1)
-    out = {**img, "text_embed": txt["text_embed"], "token_feats": feats,
-           "token_mask": txt["token_mask"], "token_offsets": offsets.to(txt["token_feats"].device),
-           "cand_logits": teacher.logit_scale * cand, "gold": torch.tensor(list(gold), dtype=torch.long)}
-    return out
+    return {**img, **encode_task_texts(teacher, task_texts),
+            "cand_logits": candidate_logits(teacher, img["image_embed"], candidates, candidate_encoder),
+            "gold": torch.tensor(list(gold), dtype=torch.long)}
 
 
 # ---- the cache ---------------------------------------------------------------------------------
@@ -102,9 +119,21 @@ def rows_hash(rows: Any) -> str:
     return h.hexdigest()
 
 
-def cache_key(teacher_fp: str, task: str, data_hash: str, candidates_hash: str, cls_attention: bool) -> str:
-    text = json.dumps([CACHE_VERSION, teacher_fp, task, data_hash, candidates_hash, cls_attention])
-    return f"{task}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+def texts_hash(texts: Sequence[tuple]) -> str:
+    """sha256 of every row's (task text, candidates, gold); a candidate list shared by many rows
+    (VQA's vocabulary) is hashed once."""
+    h = hashlib.sha256()
+    seen: Dict[int, str] = {}
+    for text, cands, gold in texts:
+        if id(cands) not in seen:
+            seen[id(cands)] = hashlib.sha256(json.dumps(list(cands)).encode()).hexdigest()
+        h.update(json.dumps([text, seen[id(cands)], int(gold)]).encode())
+    return h.hexdigest()
+
+
+def cache_key(name: str, teacher_fp: str, data_hash: str, text_hash: str, cls_attention: bool) -> str:
+    text = json.dumps([CACHE_VERSION, teacher_fp, name, data_hash, text_hash, cls_attention])
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
 def _load_image(path: str, transform: Callable) -> torch.Tensor:
@@ -146,35 +175,35 @@ class TeacherCache:
     # ---- building --------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, teacher: Any, task: str, rows: Sequence[Dict[str, Any]], root: PathLike,
-              answer_vocab: Any = None, indices: Optional[Sequence[int]] = None, batch_size: int = 64,
+    def build(cls, teacher: Any, texts_fn: Callable[[Dict[str, Any]], tuple], rows: Sequence[Dict[str, Any]],
+              root: PathLike, name: str = "rows", indices: Optional[Sequence[int]] = None, batch_size: int = 64,
               process_index: int = 0, num_processes: int = 1, barrier: Callable[[], None] = lambda: None,
               cls_attention: bool = False) -> "TeacherCache":
         """Open the cache of these rows, building it first if needed (every process calls this).
 
-        `rows` is the split (a datasets.Dataset or a list of row dicts); `indices` the row
-        indices to cache (default: all); lookups take those same split indices.
+        `rows` is the split (a datasets.Dataset or a list of row dicts); `texts_fn(row)` gives
+        the teacher's (task text, candidates, gold) (`Task.teacher_texts`); `indices` the row
+        indices to cache (default: all); lookups take those same split indices; `name` prefixes
+        the folder (the task name).
         """
         indices = list(range(len(rows))) if indices is None else [int(i) for i in indices]
         chosen = [rows[i] for i in indices]
-        cand_hash = hashlib.sha256(json.dumps(
-            [answer_vocab.decode(i) for i in range(len(answer_vocab))] if answer_vocab is not None else []
-        ).encode()).hexdigest()
-        key = cache_key(teacher.fingerprint(), task,
-                        rows_hash([{"_i": i, **r} for i, r in zip(indices, chosen)]), cand_hash, cls_attention)
+        texts = [texts_fn(r) for r in chosen]
+        key = cache_key(name, teacher.fingerprint(),
+                        rows_hash([{"_i": i, **r} for i, r in zip(indices, chosen)]), texts_hash(texts), cls_attention)
         final = Path(root) / key
         if not (final / "manifest.json").is_file():
             partial = Path(root) / f"{key}.partial-w{num_processes}"
             mine = list(range(process_index, len(indices), num_processes))
             shard = partial / f"shard-{process_index}-of-{num_processes}"
             if not shard.is_dir():
-                _build_shard(teacher, task, [chosen[p] for p in mine], [indices[p] for p in mine], shard,
-                             answer_vocab, batch_size, cls_attention)
+                _build_shard(teacher, [chosen[p] for p in mine], [texts[p] for p in mine],
+                             [indices[p] for p in mine], shard, batch_size, cls_attention)
             barrier()
             if process_index == 0 and not (final / "manifest.json").is_file():
                 names = [f"shard-{r}-of-{num_processes}" for r in range(num_processes)]
                 write_json_atomic(partial / "manifest.json", {
-                    "version": CACHE_VERSION, "task": task, "teacher": teacher.name,
+                    "version": CACHE_VERSION, "name": name, "teacher": teacher.name,
                     "teacher_fingerprint": teacher.fingerprint(), "rows": len(indices), "shards": names,
                     "cls_attention": cls_attention})
                 try:
@@ -230,10 +259,9 @@ def _pad_rows(a: np.ndarray, n: int, value: int) -> np.ndarray:
     return np.pad(np.asarray(a), pad, constant_values=value)
 
 
-def _build_shard(teacher: Any, task: str, rows: List[Dict[str, Any]], indices: List[int], out: Path,
-                 answer_vocab: Any, batch_size: int, cls_attention: bool) -> None:
+def _build_shard(teacher: Any, rows: List[Dict[str, Any]], texts: List[tuple], indices: List[int], out: Path,
+                 batch_size: int, cls_attention: bool) -> None:
     """Encode `rows` (each unique image once) into memory-mapped arrays under `out`, atomically."""
-    texts = [teacher_texts(task, r, answer_vocab) for r in rows]
     images = sorted({r["image"] for r in rows})
     image_row = {p: i for i, p in enumerate(images)}
     ids = teacher.tokenize([t[0] for t in texts]) if rows else torch.zeros(0, 2, dtype=torch.long)
@@ -265,20 +293,11 @@ def _build_shard(teacher: Any, task: str, rows: List[Dict[str, Any]], indices: L
         for start in range(0, len(rows), batch_size):
             chunk = texts[start:start + batch_size]
             sl = slice(start, start + len(chunk))
-            txt = teacher.encode_texts([c[0] for c in chunk])
-            arr["text_embed"][sl] = txt["text_embed"].cpu().numpy()
-            feats = txt["token_feats"] * txt["token_mask"].unsqueeze(-1)  # as in teacher_outputs
-            n = min(feats.shape[1], token_len)  # a new memmap is zero-filled past n
-            arr["token_feats"][sl, :n] = feats[:, :n].cpu().numpy()
-            arr["token_mask"][sl, :n] = txt["token_mask"][:, :n].cpu().numpy()
-            offsets = np.full((len(chunk), token_len, 2), -1, dtype=np.int32)
-            for i, spans in enumerate(txt["offsets"]):
-                if spans:
-                    offsets[i, 1:1 + len(spans)] = np.asarray(spans)[: token_len - 1]
-            arr["token_offsets"][sl] = offsets
-            emb = image_embed[arr["image_row"][sl]].to(teacher.device)
-            cand = torch.stack([emb[i] @ encoder(c[1]).T for i, c in enumerate(chunk)])
-            arr["cand_logits"][sl] = (teacher.logit_scale * cand).cpu().numpy()
+            txt = encode_task_texts(teacher, [c[0] for c in chunk], token_len)  # as teacher_outputs does
+            for k in ("text_embed", "token_feats", "token_mask", "token_offsets"):
+                arr[k][sl] = txt[k].cpu().numpy()
+            emb = image_embed[arr["image_row"][sl]]
+            arr["cand_logits"][sl] = candidate_logits(teacher, emb, [c[1] for c in chunk], encoder).cpu().numpy()
             arr["gold"][sl] = [c[2] for c in chunk]
         for a in arr.values():
             a.flush()

@@ -22,6 +22,13 @@ def _mean_one(w: torch.Tensor) -> torch.Tensor:
     return w / w.mean().clamp_min(1e-12)
 
 
+def gold_confidence(teacher_probs: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """c_i = q_i[gold_i], the teacher's probability of the right answer; 0 where gold is -1 (the
+    gold answer is not among the candidates). teacher_probs (B, C), gold (B,) -> (B,) fp32."""
+    gold = gold.long()
+    return teacher_probs.float().gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
+
+
 @WEIGHTINGS.register("confidence")
 def confidence(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1.0, **_: object) -> torch.Tensor:
     """w_i = c_i^gamma / mean_b(c_b^gamma) with c_i = q_i[gold_i] (the teacher's trust in the right answer).
@@ -29,9 +36,7 @@ def confidence(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1
     teacher_probs (B, C), gold (B,) long (-1: the gold answer is not a candidate, c_i = 0)
     -> (B,). gamma = 0 gives uniform weights.
     """
-    gold = gold.long()
-    c = teacher_probs.float().gather(1, gold.clamp_min(0).view(-1, 1)).squeeze(1) * (gold >= 0).float()
-    return _mean_one(c.clamp_min(1e-12) ** gamma)
+    return _mean_one(gold_confidence(teacher_probs, gold).clamp_min(1e-12) ** gamma)
 
 
 @WEIGHTINGS.register("uniform")

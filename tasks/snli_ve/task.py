@@ -14,6 +14,10 @@ from tasks.base import splits_from_template, write_jsonl_subset
 from tasks.snli_ve.metrics import LABELS, evaluate_files
 
 FIELDS = ("Flikr30kID", "sentence2", "gold_label", "pairID")
+# The teacher reads the hypothesis under one template per label, in LABELS order (entailment:
+# as stated; neutral: hedged; contradiction: negated); its image-text similarity of each reading
+# gives its distribution over the 3 labels.
+TEACHER_TEMPLATES = ("{h}", "perhaps {h}", "it is not true that {h}")
 
 
 @dataclasses.dataclass
@@ -48,6 +52,8 @@ class SnliVeTask(Task):
     name = "snli_ve"
     label_key = "label"
     metric_names = ("accuracy",)
+    num_classes = len(LABELS)
+    lowshot_target_gain = 5.0
 
     def __init__(self, paths: Any = None) -> None:
         self.paths: SnliVePaths = make_paths(SnliVePaths, paths)
@@ -129,5 +135,12 @@ class SnliVeTask(Task):
             files["annotations"] = write_jsonl_subset(source["annotations"], "pairID", pids, out / f"snli_ve_{split}_subset.jsonl")
         return {k: str(v) for k, v in files.items()}
 
-    def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:
+    def score_files(self, files: Mapping[str, str], rule: Optional[str] = None) -> Dict[str, float]:
+        if rule is not None:
+            raise InputError(f"--rule {rule}: snli_ve has one scoring rule")
         return evaluate_files(files["annotations"], files["predictions"])
+
+    def teacher_texts(self, row: Dict[str, Any]) -> tuple:
+        """Task text = the hypothesis; candidates = the hypothesis under TEACHER_TEMPLATES; gold = label."""
+        hyp = row["text"]
+        return hyp, [t.format(h=hyp) for t in TEACHER_TEMPLATES], int(row["label"])

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from clip_td.base.io import InputError, PathLike, atomic_path
+from clip_td.base.io import InputError, PathLike, atomic_path, cache_root
 
 from tasks.synthetic import pretrain_corpus, snli_gen, vcr_gen, vqa_gen
 from tasks.synthetic.common import RenderJob, item_rng, job
@@ -269,8 +269,6 @@ def _world_json(seed: int, size: str, image_size: int, counts: Dict, noise: pret
     }
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
 
 
 def ensure_world(size: str = "medium", seed: int = 0, image_size: int = 64) -> Path:

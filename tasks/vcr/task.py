@@ -53,6 +53,8 @@ class VcrTask(Task):
     name = "vcr"
     label_key = "answer_label"
     metric_names = ("q2a", "qa2r", "q2ar")
+    primary_metric = "q2ar"
+    sequences_per_instance = 2 * N_CHOICES  # 4 Q->A then 4 QA->R sequences
 
     def __init__(self, paths: Any = None) -> None:
         self.paths: VcrPaths = make_paths(VcrPaths, paths)
@@ -190,5 +192,67 @@ class VcrTask(Task):
             files["annotations"] = write_jsonl_subset(source["annotations"], "annot_id", aids, out / f"vcr_{split}_subset.jsonl")
         return {k: str(v) for k, v in files.items()}
 
-    def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:
+    def score_files(self, files: Mapping[str, str], rule: Optional[str] = None) -> Dict[str, float]:
+        if rule is not None:
+            raise InputError(f"--rule {rule}: vcr has one scoring rule")
         return evaluate_files(files["annotations"], files["predictions"])
+
+    # ---- fine-tuning: Q->A and QA->R as 4-way multiple choice over (image, context, choice) ----
+
+    def build_head(self, hidden: int) -> Any:
+        from tasks.heads import MultipleChoiceHead
+
+        return MultipleChoiceHead(hidden)
+
+    def student_texts(self, row: Dict[str, Any]) -> List[Tuple[str, Optional[str]]]:
+        """Q->A pairs the question with each answer; QA->R pairs question + gold answer with each
+        rationale (the standard QA->R protocol conditions on the correct answer)."""
+        q = row["text"]
+        gold = row["answers"][row["answer_label"]] if row.get("answer_label", -1) >= 0 else row["answers"][0]
+        return [(q, a) for a in row["answers"]] + [(f"{q} {gold}", r) for r in row["rationales"]]
+
+    def corpus_texts(self, ds: Any) -> List[str]:
+        out: List[str] = list(ds["text"])
+        for answers, rationales in zip(ds["answers"], ds["rationales"]):
+            out.extend(answers)
+            out.extend(rationales)
+        return out
+
+    def targets(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        return {"answer_label": int(row["answer_label"]), "rationale_label": int(row["rationale_label"])}
+
+    def outputs(self, scores: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+        import torch.nn.functional as F
+
+        choices = scores.reshape(-1, 2, N_CHOICES)  # (B, [Q->A, QA->R], 4)
+        result: Dict[str, Any] = {"q2a_logits": choices[:, 0], "qa2r_logits": choices[:, 1]}
+        if "answer_label" in batch:
+            result["task_loss"] = (F.cross_entropy(choices[:, 0].float(), batch["answer_label"])
+                                   + F.cross_entropy(choices[:, 1].float(), batch["rationale_label"]))
+        return result
+
+    def predict(self, result: Dict[str, Any]) -> Any:
+        import torch
+
+        return torch.stack([result["q2a_logits"].argmax(-1), result["qa2r_logits"].argmax(-1)], dim=-1)
+
+    def decode(self, preds: Sequence[Any]) -> List[Any]:
+        return [(int(p[0]), int(p[1])) for p in preds]
+
+    def distill_view(self, student_out: Dict[str, Any], batch: Dict[str, Any], result: Dict[str, Any]):
+        """The Q->A sequence of the gold answer (question + gold answer, as the teacher reads it);
+        the answer-level term uses the Q->A logits over the 4 answers."""
+        import torch
+
+        n = batch["pixel_values"].shape[0]
+        rows = torch.arange(n, device=batch["input_ids"].device) * self.sequences_per_instance + batch["answer_label"]
+        view = {k: v[rows] for k, v in student_out.items()}
+        view_batch = dict(batch)
+        for key in ("input_ids", "attention_mask", "offsets"):
+            view_batch[key] = batch[key][rows]
+        return view, view_batch, result["q2a_logits"]
+
+    def teacher_texts(self, row: Dict[str, Any]) -> tuple:
+        """Task text = question + right answer; candidates = question + each answer; gold = answer_label."""
+        q, answers, gold = row["text"], row["answers"], int(row["answer_label"])
+        return f"{q} {answers[gold]}", [f"{q} {a}" for a in answers], gold

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
 
 from clip_td.base.io import InputError, read_json, write_json_atomic
 
@@ -59,3 +61,30 @@ class AnswerVocab:
         if not isinstance(obj, dict) or not isinstance(obj.get("answers"), list):
             raise InputError(f"{path}: expected {{\"answers\": [...]}}")
         return cls(obj["answers"])
+
+
+def vqa_answer_sets(rows: Any, answer_vocab: "AnswerVocab") -> Dict[str, Tuple[int, ...]]:
+    """question_type -> sorted vocabulary ids of the top answers that type takes in `rows`.
+
+    Built from the (low-shot) training rows, so it uses no label the run does not train on.
+    """
+    if isinstance(rows, list):
+        qtypes, answers = [r["question_type"] for r in rows], [r["multiple_choice_answer"] for r in rows]
+    else:  # a datasets.Dataset: read the two columns only
+        qtypes, answers = rows["question_type"], rows["multiple_choice_answer"]
+    sets: Dict[str, set] = {}
+    for qtype, answer in zip(qtypes, answers):
+        idx = answer_vocab.encode(answer)
+        if idx is not None:
+            sets.setdefault(qtype, set()).add(int(idx))
+    return {k: tuple(sorted(v)) for k, v in sets.items()}
+
+
+def answer_set_mask(answer_sets: Dict[str, Tuple[int, ...]], question_type: str, n_answers: int) -> torch.Tensor:
+    """(n_answers,) bool: the answers of this question type (all of them for an unseen type)."""
+    allowed = answer_sets.get(question_type)
+    if not allowed:
+        return torch.ones(n_answers, dtype=torch.bool)
+    mask = torch.zeros(n_answers, dtype=torch.bool)
+    mask[list(allowed)] = True
+    return mask

@@ -1,5 +1,11 @@
 """Answer normalisation of the official VQA evaluation tool (vqaEval.py, GT-Vision-Lab/VQA),
-reproduced rule for rule, quirks included, so scores match the official numbers exactly."""
+reproduced rule for rule, quirks included, so scores match the official numbers exactly.
+
+The tables and steps are those of both versions `tasks.vqa.metrics` follows (458a8b2, 2016, for
+rule "legacy" and a013f00, 2021, for rule "official"; they differ only in when each step is
+applied, which `tasks.vqa.metrics.leave_one_out_accuracies` decides). The tool runs under
+Python 2, whose byte-string patterns without re.UNICODE match only ASCII digits for \\d: the
+patterns here use re.ASCII for the same effect."""
 
 from __future__ import annotations
 
@@ -43,8 +49,8 @@ NUMBER_WORDS = {
 ARTICLES = ("a", "an", "the")
 # The official pattern, verbatim: "(?!<=\d)" is a look-ahead (a typo for a look-behind), so in
 # effect a period is removed unless a digit follows it ("2.5" keeps its decimal point).
-PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+COMMA_STRIP = re.compile(r"(\d)(,)(\d)", re.ASCII)
 PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
 # vqaEval.py calls `periodStrip.sub("", text, re.UNICODE)`: the flag lands in `count`, so at
 # most 32 periods are removed. Kept for exactness.
@@ -78,5 +84,7 @@ def process_digit_article(text: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
-    """The full normalisation vqaEval applies when the ground truths disagree."""
+    """The full normalisation (punctuation, then digits/articles/contractions): what vqaEval
+    a013f00 applies to the prediction and the ground truths when the ground truths disagree,
+    and 458a8b2 always applies to the prediction."""
     return process_digit_article(process_punctuation(text))

@@ -6,10 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import torch
+import torch.nn.functional as F
+
 from clip_td.base.io import InputError, read_json, write_json_atomic
 
 from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
 from tasks.base import splits_from_template
+from tasks.vqa.answers import AnswerVocab, answer_set_mask, vqa_answer_sets
 from tasks.vqa.metrics import evaluate_files
 
 N_ANSWERS = 10
@@ -90,9 +94,13 @@ class VQATask(Task):
     name = "vqa"
     label_key = "multiple_choice_answer"
     metric_names = ("vqa_acc",)
+    state_file = "answers.json"  # the answer vocabulary, saved beside the run
 
     def __init__(self, paths: Any = None) -> None:
         self.paths: VQAPaths = make_paths(VQAPaths, paths)
+        self.answer_vocab: Optional[AnswerVocab] = None  # set by setup / load_state
+        self.answer_sets: Optional[Dict[str, tuple]] = None  # method.answer_sets: question_type -> answer ids
+        self._candidates: List[str] = []
 
     def files(self, root: PathLike, split: str) -> Dict[str, Path]:
         s = self.paths.split_names.get(split, split)
@@ -212,6 +220,79 @@ class VQATask(Task):
         write_json_atomic(files["annotations"], a)
         return files
 
-    def score_files(self, files: Mapping[str, str]) -> Dict[str, float]:
-        scores = evaluate_files(files["questions"], files["annotations"], files["predictions"])
-        return {"vqa_acc": scores["overall"]}
+    def official_scores(self, files: Mapping[str, str], rule: Optional[str] = None) -> Dict[str, Any]:
+        """{"overall", "perQuestionType", "perAnswerType"} as the official tool reports them."""
+        kwargs = {} if rule is None else {"rule": rule}
+        return evaluate_files(files["questions"], files["annotations"], files["predictions"], **kwargs)
+
+    def score_files(self, files: Mapping[str, str], rule: Optional[str] = None) -> Dict[str, float]:
+        return {"vqa_acc": self.official_scores(files, rule)["overall"]}
+
+    # ---- fine-tuning: multi-label answer classification over the training answers ----------
+
+    def setup(self, train_rows: Any, settings: Any, state_dir: Optional[PathLike] = None, save: bool = False) -> None:
+        """Answer vocabulary of the low-shot training rows (`data.answer_min_count`), reused from
+        `state_dir` when saved there (resume); with `method.answer_sets`, the answers each
+        question type takes in those rows."""
+        path = Path(state_dir) / self.state_file if state_dir is not None else None
+        if path is not None and path.is_file():
+            vocab = AnswerVocab.load(path)
+        else:
+            vocab = AnswerVocab.build(train_rows, min_count=settings.data.answer_min_count)
+            if path is not None and save:
+                vocab.save(path)
+        self.set_answer_vocab(vocab)
+        if settings.method.answer_sets:
+            self.answer_sets = vqa_answer_sets(train_rows, vocab)
+
+    def load_state(self, state_dir: PathLike, settings: Any = None) -> None:
+        self.set_answer_vocab(AnswerVocab.load(Path(state_dir) / self.state_file))
+
+    def set_answer_vocab(self, vocab: AnswerVocab) -> None:
+        """Use `vocab` as the answer vocabulary (setup and load_state call this)."""
+        self.answer_vocab = vocab
+        # one list object shared by every question: the teacher encodes it once per run
+        self._candidates = [vocab.decode(i) for i in range(len(vocab))]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.answer_vocab)
+
+    def targets(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """VQA's soft scores over the vocabulary, (A,)."""
+        target = torch.zeros(len(self.answer_vocab))
+        for idx, score in self.answer_vocab.soft_scores(row["answers"]).items():
+            target[idx] = score
+        return {"targets": target}
+
+    def outputs(self, scores: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+        result: Dict[str, Any] = {"logits": scores}
+        if "targets" in batch:
+            result["task_loss"] = vqa_bce(scores, batch["targets"])
+        return result
+
+    def decode(self, preds: Sequence[Any]) -> List[Any]:
+        return [self.answer_vocab.decode(int(p)) for p in preds]
+
+    def teacher_texts(self, row: Dict[str, Any]) -> tuple:
+        """Task text = question + gold answer; candidates = the answer vocabulary (the same list
+        for every question); gold = the vocabulary index of the answer (-1 if not in it: the
+        confidence weight then trusts the teacher with nothing)."""
+        answer = row["multiple_choice_answer"]
+        gold = self.answer_vocab.encode(answer)
+        return f"{row['text']} {answer}", self._candidates, -1 if gold is None else int(gold)
+
+    def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """With `method.answer_sets`: `cand_mask` (A,) bool, the answers of the row's question type
+        (the teacher's distribution is restricted to them, as zero-shot CLIP VQA does)."""
+        if self.answer_sets is None:
+            return {}
+        return {"cand_mask": answer_set_mask(self.answer_sets, row["question_type"], len(self.answer_vocab))}
+
+
+def vqa_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on VQA soft scores, summed over answers (the usual VQA recipe).
+
+    logits, targets: (B, A) -> scalar.
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / logits.shape[0]

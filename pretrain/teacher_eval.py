@@ -1,20 +1,23 @@
 """A trained teacher's evaluation report: retrieval on held-out pairs, zero-shot accuracy
 per label set and the few-shot probes, on the synthetic world or any captions file.
 
-    python -m pretrain.eval_report --teacher DIR --captions FILE [--zeroshot DIR]
+    python -m pretrain.teacher_eval --teacher DIR --captions FILE [--zeroshot DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
 
+from clip_td.base.io import InputError
+
 from pretrain.data import read_captions, read_zeroshot
-from pretrain.evaluate import encode_images, fewshot_probe, retrieval, zeroshot_accuracy, zeroshot_weights
+from pretrain.metrics import encode_images, fewshot_probe, retrieval, zeroshot_accuracy, zeroshot_weights
 
 
 def evaluate_teacher(clip, built, paths: Dict, eval_cfg, seed: int, device) -> Dict:
@@ -46,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     import open_clip
 
     from pretrain.config import EvalConfig
-    from pretrain.models import BuiltModel
+    from pretrain.clip_factory import BuiltModel
 
     ap = argparse.ArgumentParser(description="Evaluate an open_clip teacher folder on a captions file")
     ap.add_argument("--teacher", required=True, help="open_clip local-dir folder (or any open_clip model name)")
@@ -54,13 +57,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     ap.add_argument("--zeroshot", default=None, help="folder holding zeroshot.json")
     args = ap.parse_args(argv)
     name = args.teacher if ":" in args.teacher or not Path(args.teacher).is_dir() else f"local-dir:{args.teacher}"
-    model, _, pp_val = open_clip.create_model_and_transforms(name)
+    try:
+        model, _, pp_val = open_clip.create_model_and_transforms(name)
+    except (RuntimeError, FileNotFoundError, ValueError) as e:
+        raise InputError(f"--teacher {args.teacher!r}: cannot build an open_clip model ({e})") from None
     built = BuiltModel(model, {}, {}, pp_val, pp_val, open_clip.get_tokenizer(name))
-    paths = {"val": Path(args.captions) if args.captions else None, "zeroshot": Path(args.zeroshot) if args.zeroshot else None}
+    paths = {"val": None if args.captions is None else Path(args.captions),
+             "zeroshot": None if args.zeroshot is None else Path(args.zeroshot)}
     res = evaluate_teacher(model, built, paths, EvalConfig(), 0, torch.device("cpu"))
     print(json.dumps(res, indent=2))
     return res
 
 
 if __name__ == "__main__":
-    main()
+    from clip_td.base.scripts import run_script
+
+    sys.exit(run_script(main, sys.argv[1:]))

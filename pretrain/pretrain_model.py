@@ -1,7 +1,8 @@
-"""The trainable module: the CLIP being pretrained plus its training-only concept head.
+"""The training wrapper: the CLIP being pretrained plus its training-only concept head.
 
 Only this module goes through `accelerator.prepare`; the frozen concept teacher and the ALIP
-gates stay outside it. Export takes `.clip` alone, so the head is never exported.
+gates stay outside it. Export takes `.clip` alone, so the head is never exported. `forward`
+returns the named outputs every loss reads (`loss.forward_outputs(out)`, pretrain.losses).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class PretrainModel(nn.Module):
         self.concept_head = nn.Linear(embed_dim, num_concepts) if num_concepts else None
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, caption: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """image (B, 3, H, W), text / caption (B, L) token ids -> features (B, d) L2-normalised,
-        `logit_scale` (exp'd scalar) and, with a concept head, `concept_logits` (B, K)."""
+        """image (B, 3, H, W), text / caption (B, L) token ids -> {"image_features",
+        "text_features"} (B, d) L2-normalised, "logit_scale" (exp'd scalar), with a caption
+        "caption_features" (B, d) and, with a concept head, "concept_logits" (B, K)."""
         raw = self.clip.encode_image(image)  # (B, d) before normalisation: the concept head reads this
         out = {
             "image_features": F.normalize(raw, dim=-1),

@@ -1,5 +1,6 @@
-"""Teacher evaluation: image-text retrieval (R@1/R@5), zero-shot classification and DiHT's
-few-shot linear probe (zero-shot initialised, ||W - W0|| <= delta) beside a plain probe."""
+"""Teacher evaluation metrics: image-text retrieval (R@1/R@5), zero-shot classification and DiHT's
+few-shot linear probe (zero-shot initialised, ||W - W0|| <= delta) beside a plain probe.
+`pretrain.teacher_eval` runs them on a trained teacher."""
 
 from __future__ import annotations
 

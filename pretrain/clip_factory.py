@@ -1,18 +1,19 @@
-"""Build the CLIP being pretrained: any open_clip architecture (optionally from a pretrained
-tag, `hf-hub:` id or `local-dir:` folder) or a small architecture declared in the config."""
+"""Build the open_clip model being pretrained: any open_clip architecture (optionally from a
+pretrained tag, `hf-hub:` id or `local-dir:` folder) or a small architecture declared in the
+config. The training wrapper with the concept head is `pretrain.pretrain_model.PretrainModel`."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import open_clip
 import torch.nn as nn
 
 from clip_td.base.io import InputError
+
+from pretrain.export import write_open_clip_config
 
 # The default teacher of the synthetic world: a tiny ViT that trains on 2 CPU cores in minutes.
 TINY_MODEL_CFG: Dict[str, Any] = {
@@ -39,24 +40,24 @@ def _plain(obj: Any) -> Any:
     return OmegaConf.to_container(obj, resolve=True) if isinstance(obj, (DictConfig, ListConfig)) else obj
 
 
-def build_model(name: str = "", pretrained: str = "", model_cfg: Optional[Dict] = None,
+def build_model(name: Optional[str] = None, pretrained: Optional[str] = None, model_cfg: Optional[Dict] = None,
                 preprocess_cfg: Optional[Dict] = None) -> BuiltModel:
     """`name` (open_clip arch, `hf-hub:...`, `local-dir:...`) + `pretrained` tag/file, or, with
     no name, the declared `model_cfg` (random init) with `preprocess_cfg`."""
-    if name:
+    if name is not None:
         try:
-            model, pp_train, pp_val = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
+            model, pp_train, pp_val = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except (RuntimeError, FileNotFoundError, ValueError) as e:
             raise InputError(f"config key model.name / model.pretrained: cannot build {name!r} ({e})") from None
         arch = open_clip.get_model_config(name)
         if arch is None:
             raise InputError(f"config key model.name: no open_clip config for {name!r}")
         return BuiltModel(model, arch, dict(model.visual.preprocess_cfg), pp_train, pp_val, open_clip.get_tokenizer(name))
-    arch = _plain(model_cfg) or TINY_MODEL_CFG
+    arch = _plain(model_cfg) or TINY_MODEL_CFG  # None or {} = the default tiny architecture
     pp = _plain(preprocess_cfg) or TINY_PREPROCESS_CFG
     # a declared architecture goes through open_clip's own factory via a config-only local dir
     with tempfile.TemporaryDirectory() as d:
-        Path(d, "open_clip_config.json").write_text(json.dumps({"model_cfg": arch, "preprocess_cfg": pp}))
+        write_open_clip_config(d, arch, pp)
         try:
             model, pp_train, pp_val = open_clip.create_model_and_transforms(f"local-dir:{d}")
         except (TypeError, KeyError, ValueError) as e:

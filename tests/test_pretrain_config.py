@@ -1,0 +1,91 @@
+"""pretrain's config: recipes from the installed `configs` package, null defaults, the
+deprecated `train.resume_from` alias, and pretrain's imports from clip_td (base only)."""
+
+import ast
+import inspect
+import logging
+from pathlib import Path
+
+import pytest
+
+import pretrain
+import pretrain.config
+from clip_td.base.config import packaged_configs
+from clip_td.base.io import InputError
+from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
+
+RECIPES = ("default", "clip", "diht", "alip")
+
+
+def test_recipes_load_from_packaged_configs():
+    assert recipes_dir() == packaged_configs() / "pretrain"
+    assert sorted(p.stem for p in recipes_dir().glob("*.yaml")) == sorted(RECIPES)
+    for name in RECIPES:
+        assert recipe_path(name).parent == packaged_configs() / "pretrain"
+        load_pretrain_config(recipe_path(name))
+    default = load_pretrain_config()  # no --config: the shipped default recipe (ALIP via _base_)
+    assert default.loss.name == "alip" and default.train.max_steps == 220
+    diht = load_pretrain_config(recipe_path("diht"))
+    assert diht.loss.name == "hn_nce" and diht.cat.enabled and diht.concept.weight == 1.0
+    # no path computed from the source tree: a non-editable install reads the same recipes
+    assert "__file__" not in inspect.getsource(pretrain.config)
+
+
+def test_shipped_recipe_by_relative_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_pretrain_config("configs/pretrain/alip.yaml").loss.name == "alip"
+
+
+def test_unknown_recipe_lists_choices():
+    with pytest.raises(InputError, match="expected one of: alip, clip, default, diht"):
+        recipe_path("siglip")
+
+
+def test_unset_paths_are_null():
+    cfg = load_pretrain_config(recipe_path("clip"))
+    for key in ("root", "train", "val", "zeroshot", "concepts"):
+        assert cfg.data[key] is None, key
+    assert cfg.model.name is None and cfg.model.pretrained is None
+    assert cfg.concept.teacher_weights is None
+    assert cfg.train.resume is None and cfg.train.tracker is None
+
+
+def test_unknown_key_is_still_an_error():
+    with pytest.raises(InputError, match="train.nope"):
+        load_pretrain_config(recipe_path("clip"), ["train.nope=1"])
+
+
+def test_resume_from_is_an_alias_of_resume_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="pretrain"):
+        cfg = load_pretrain_config(recipe_path("clip"), ["train.resume_from=latest"])
+    assert cfg.train.resume == "latest"
+    assert "resume_from" not in cfg.train  # never reaches the resolved config (config.yaml)
+    lines = [r.getMessage() for r in caplog.records if "resume_from" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "train.resume" in lines[0].replace("train.resume_from", "")
+    # the same value under both names is fine; different values are an error naming both keys
+    assert load_pretrain_config(None, ["train.resume_from=a", "train.resume=a"]).train.resume == "a"
+    with pytest.raises(InputError, match=r"train\.resume_from .*train\.resume"):
+        load_pretrain_config(None, ["train.resume_from=a", "train.resume=b"])
+
+
+def test_resume_from_in_a_yaml_file(tmp_path, caplog):
+    f = tmp_path / "old.yaml"
+    f.write_text(f"_base_: {recipe_path('clip')}\ntrain:\n  resume_from: /some/ckpt\n")
+    with caplog.at_level(logging.WARNING, logger="pretrain"):
+        assert load_pretrain_config(f).train.resume == "/some/ckpt"
+    assert any("train.resume_from" in r.getMessage() for r in caplog.records)
+
+
+def _clip_td_imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def test_pretrain_imports_only_clip_td_base():
+    root = Path(pretrain.__file__).parent
+    bad = {f"{p.name}: {m}" for p in root.glob("*.py") for m in _clip_td_imports(p)
+           if m.split(".")[0] == "clip_td" and not (m == "clip_td.base" or m.startswith("clip_td.base."))}
+    assert not bad, sorted(bad)
