@@ -221,6 +221,20 @@ class Task:
         return {}
 
 
+def check_same_ids(predicted: Any, gold: Sequence[Any], id_name: str, predictions: PathLike,
+                   annotations: PathLike, noun: str = "prediction") -> None:
+    """Every predicted id is in the annotations and every annotated id has a prediction; else
+    one InputError naming the file and the first offending id."""
+    known = set(gold)
+    for i in predicted:
+        if i not in known:
+            raise InputError(f"{predictions}: {id_name} {i} is not in {annotations}")
+    have = set(predicted)
+    for i in gold:
+        if i not in have:
+            raise InputError(f"{predictions}: no {noun} for {id_name} {i} of {annotations}")
+
+
 def rows_to_dataset(rows: List[Dict[str, Any]], features: Any, source: Dict[str, Any]) -> Any:
     """Rows -> in-memory Arrow datasets.Dataset with fixed features and a source record."""
     import datasets

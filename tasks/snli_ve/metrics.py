@@ -7,6 +7,8 @@ from typing import Any, Dict, Sequence, Union
 
 from clip_td.base.io import InputError, iter_jsonl
 
+from tasks.base import check_same_ids
+
 LABELS = ("entailment", "neutral", "contradiction")
 
 
@@ -35,11 +37,6 @@ def evaluate_files(annotations: Union[str, Path], predictions: Union[str, Path])
     """{"accuracy": percent} of predictions jsonl {pairID, label} against the split's jsonl."""
     gold = _labels_by_id(annotations, "pairID", "gold_label")
     pred = _labels_by_id(predictions, "pairID", "label")
-    for pid in pred:
-        if pid not in gold:
-            raise InputError(f"{predictions}: pairID {pid} is not in {annotations}")
-    for pid in gold:
-        if pid not in pred:
-            raise InputError(f"{predictions}: no prediction for pairID {pid} of {annotations}")
+    check_same_ids(pred, list(gold), "pairID", predictions, annotations)
     ids = list(gold)
     return {"accuracy": accuracy([pred[i] for i in ids], [gold[i] for i in ids])}

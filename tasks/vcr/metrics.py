@@ -7,6 +7,8 @@ from typing import Dict, Sequence, Tuple, Union
 
 from clip_td.base.io import InputError, iter_jsonl
 
+from tasks.base import check_same_ids
+
 
 def vcr_scores(predictions: Sequence[Tuple[int, int]], references: Sequence[Tuple[int, int]]) -> Dict[str, float]:
     """Percent scores from (answer, rationale) pairs: q2a, qa2r and q2ar (both right)."""
@@ -41,11 +43,6 @@ def evaluate_files(annotations: Union[str, Path], predictions: Union[str, Path])
     """Score predictions jsonl {annot_id, answer, rationale} against a labelled VCR jsonl."""
     gold = _pairs(annotations, ("answer_label", "rationale_label"))
     pred = _pairs(predictions, ("answer", "rationale"))
-    for aid in pred:
-        if aid not in gold:
-            raise InputError(f"{predictions}: annot_id {aid} is not in {annotations}")
-    for aid in gold:
-        if aid not in pred:
-            raise InputError(f"{predictions}: no prediction for annot_id {aid} of {annotations}")
+    check_same_ids(pred, list(gold), "annot_id", predictions, annotations)
     ids = list(gold)
     return vcr_scores([pred[i] for i in ids], [gold[i] for i in ids])

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from clip_td.base.io import InputError, read_json
 
+from tasks.base import check_same_ids
 from tasks.vqa.normalize import clean_whitespace, normalize_answer, process_punctuation
 
 PathLike = Union[str, Path]
@@ -164,13 +165,7 @@ def evaluate_files(questions: PathLike, annotations: PathLike, results: PathLike
         if not isinstance(item.get("answer"), str):
             raise InputError(f"{results}: [{i}]: expected a string 'answer' for question_id {qid}")
         answers[qid] = item["answer"]
-    known = set(ann_ids)
-    for qid in answers:
-        if qid not in known:
-            raise InputError(f"{results}: question_id {qid} is not in {annotations}")
-    for qid in ann_ids:
-        if qid not in answers:
-            raise InputError(f"{results}: no answer for question_id {qid} of {annotations}")
+    check_same_ids(answers, ann_ids, "question_id", results, annotations, noun="answer")
     preds, gts, qts, ats = [], [], [], []
     for i, ann in enumerate(anns):
         try:
