@@ -1,4 +1,4 @@
-"""Low-shot and domain-shift splits (METHODS.md section 5), as id lists.
+"""Low-shot and domain-shift splits (docs/method.md, "Protocols"), as id lists.
 
 Every order comes from a hash of (seed, uid), never from Python's random state or set order,
 so the same seed and data give the same ids on every machine.

@@ -1,4 +1,4 @@
-"""The `clip-td` command line (DESIGN.md contract 5).
+"""The `clip-td` command line (docs/contracts.md section 5).
 
 Each sub-command is a thin shim over a library function; heavy imports happen only
 inside the handler so `clip-td --help` stays instant.

@@ -6,7 +6,7 @@
 Shaped like accelerate's examples: `Accelerator(...)`, build, one `prepare(...)` of the
 FinetuneModel (student + head + distiller; the frozen teacher stays outside), `accumulate`,
 `gather_for_metrics`, `save_state` / `load_state` + `skip_first_batches`, `accelerator.log`.
-Writes `<output_dir>/config.yaml`, `metrics.json` (DESIGN.md contract 2), the official-format
+Writes `<output_dir>/config.yaml`, `metrics.json` (docs/contracts.md section 2), the official-format
 predictions of every eval split under `predictions/`, `checkpoints/`, `best/` and `model/`.
 """
 
@@ -274,7 +274,7 @@ def save_best(accelerator: Accelerator, model: Any, cfg: DictConfig, out_dir: Pa
 
 
 def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files: Dict) -> Path:
-    """`<output_dir>/metrics.json`, exactly DESIGN.md contract 2."""
+    """`<output_dir>/metrics.json`, exactly docs/contracts.md section 2."""
     metrics = {
         "task": cfg.task.name,
         "method": cfg.method.name,

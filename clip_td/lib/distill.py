@@ -1,4 +1,4 @@
-"""CLIP-TD distillation losses and methods (METHODS.md section 1).
+"""CLIP-TD distillation losses and methods (docs/method.md).
 
     method = resolve_method(cfg.method, seed=cfg.seed)          # preset applied once
     distiller = create_distiller(method, student_dim=192, teacher_dim=512)

@@ -1,4 +1,4 @@
-"""Per-instance token selection (METHODS.md section 1): which teacher image tokens to distil.
+"""Per-instance token selection (docs/method.md): which teacher image tokens to distil.
 
 Each selector is a pure function returning a (B, N) bool mask; `SELECTORS` names them for the
 config (`method.selector`). All take the same keyword arguments and use what they need.

@@ -1,6 +1,6 @@
 """The frozen CLIP teacher: any open_clip model, in eval mode, under no_grad, never trained.
 
-Gives what CLIP-TD distils (METHODS.md section 1), all in the joint embedding space:
+Gives what CLIP-TD distils (docs/method.md), all in the joint embedding space:
 patch tokens (ln_post + proj applied per token), text token features (ln_final +
 text_projection per token), and L2-normalised global embeddings.
 
