@@ -3,7 +3,7 @@
     accelerate launch pretrain_teacher.py [--config configs/pretrain/diht.yaml] [dotted.key=value ...]
 
 With no --config it trains the default teacher on the built-in synthetic world. The loop lives
-in `pretrain.train.main`; this file is the thin entry point of DESIGN.md contract 1.
+in `pretrain.train.main`; this file is the thin entry point (docs/contracts.md section 1).
 """
 
 import sys

@@ -70,7 +70,7 @@ def _require(module: str, key: str, what: str) -> None:
 
 
 @PARSERS.register("column")
-def _parse_column(model: str = "") -> Callable[[Dict], Parse]:
+def _parse_column(model: Optional[str] = None) -> Callable[[Dict], Parse]:
     def parse(row: Dict) -> Parse:
         if "parse" not in row:
             raise InputError("config key cat.parse_backend: 'column' needs a 'parse' column in the corpus")

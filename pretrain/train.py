@@ -1,6 +1,6 @@
 """Teacher pretraining loop (accelerate-example shaped): `python -m pretrain` / pretrain_teacher.py.
 
-Config = PretrainConfig <- YAML <- dotted overrides (DESIGN.md contract 1). Writes
+Config = PretrainConfig <- YAML <- dotted overrides (docs/contracts.md section 1). Writes
 `<output_dir>/config.yaml`, `teacher/` (open_clip local-dir), `metrics.json`, `cat_report.json`
 (when CAT is on) and `checkpoints/step_<n>/` (accelerate state + run_state.json, written by
 `clip_td.base.checkpoints` as fine-tuning's are). `train.resume` takes a checkpoint folder or

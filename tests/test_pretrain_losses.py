@@ -32,7 +32,7 @@ def test_hn_nce_equals_clip_loss_at_alpha1_beta0():
 
 
 def _hn_nce_loops(x, y, scale, alpha, beta):
-    """Explicit float64 loops over METHODS.md's formula (independent of the vectorised code)."""
+    """Explicit float64 loops over the HN-NCE formula of docs/method.md (independent of the vectorised code)."""
     x, y = x.double().tolist(), y.double().tolist()
     n = len(x)
     s = [[scale * sum(a * b for a, b in zip(x[i], y[j])) for j in range(n)] for i in range(n)]

@@ -3,7 +3,7 @@
 `sweep.py --config configs/sweep/lowshot.yaml` runs every cell of the grid as a finetune run in
 `<output_dir>/runs/<cell>/`, skipping cells whose metrics.json is complete and recording failed
 cells (error and log) without stopping. `report(dir)` (also `clip-td report DIR`) turns the
-metrics.json files into results.csv (DESIGN.md contract 4), summary.md and PNG plots.
+metrics.json files into results.csv (docs/contracts.md section 4), summary.md and PNG plots.
 """
 
 from __future__ import annotations

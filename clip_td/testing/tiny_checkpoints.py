@@ -7,13 +7,13 @@ Nothing here downloads: the model is built from a small `model_cfg` dict and wri
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
-from clip_td.base.io import PathLike, atomic_path
+from clip_td.base.io import PathLike
+from clip_td.base.open_clip_dir import save_open_clip_dir
 
 
 def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32, embed_dim: int = 32,
@@ -31,7 +31,6 @@ def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32,
 def save_tiny_teacher(out_dir: PathLike, seed: int = 0, **cfg_kwargs: Any) -> Path:
     """Build a random tiny open_clip CLIP and save it as a `local-dir:` teacher; returns the dir."""
     import open_clip
-    from safetensors.torch import save_file
 
     model_cfg = tiny_clip_config(**cfg_kwargs)
     torch.manual_seed(seed)
@@ -39,10 +38,4 @@ def save_tiny_teacher(out_dir: PathLike, seed: int = 0, **cfg_kwargs: Any) -> Pa
     size = model_cfg["vision_cfg"]["image_size"]
     config = {"model_cfg": model_cfg,
               "preprocess_cfg": {"size": size, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
-    out = Path(out_dir)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "open_clip_model.safetensors"))
-    return out
+    return save_open_clip_dir(model.state_dict(), config["model_cfg"], config["preprocess_cfg"], out_dir)
