@@ -227,6 +227,8 @@ def test_a_fourth_task_trains_end_to_end_with_clip_td(small_world, tiny_teacher,
     (data / "pair_match").mkdir(parents=True)
     counts = _write_pair_match(small_world, data / "pair_match")
     assert counts["train"] > 20 and counts["val"] > 5
+    from tasks import TASKS
+
     out = tmp_path / "run"
     argv = ["--config", str(REPO / "configs" / "finetune" / "tiny.yaml")]
     argv += tiny_overrides(data, tiny_teacher, out, **{"task.name": "pair_match", "method.name": "clip_td",
@@ -234,6 +236,7 @@ def test_a_fourth_task_trains_end_to_end_with_clip_td(small_world, tiny_teacher,
     try:
         assert main(argv) == 0
     finally:
+        TASKS.unregister("pair_match")  # later tests see the built-in tasks only
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     m = read_metrics(out)

@@ -65,3 +65,7 @@ def test_registry():
         reg.get("b")
     with pytest.raises(KeyError, match="registered twice"):
         reg.register("a")(make_a)
+    with pytest.raises(InputError, match="^widget.name='b': unknown widget 'b'; expected one of: a$"):
+        reg.get("b", key="widget.name")  # a user error: one line naming the config key
+    reg.unregister("a")
+    assert reg.names() == [] and "a" not in reg

@@ -7,18 +7,101 @@ import torch
 
 from clip_td.base.io import InputError
 
-from clip_td.lib.distill import (METHODS, NoDistillation, answer_kl, create_distiller, first_segment_offsets,
-                                 masked_candidates, resolve_method, token_loss)
+from clip_td.lib.distill import (METHODS, NoDistillation, _masked_distance_sum, answer_kl, create_distiller,
+                                 first_segment_offsets, masked_candidates, resolve_method)
 from clip_td.lib.token_grid import resample_grid
 
 
-def test_token_loss_hand_case():
-    s = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [2.0, 0.0], [0.0, 3.0]]])
-    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])
-    mask = torch.tensor([[True, True, False], [True, False, False]])
-    expected = torch.tensor([(0.0 + 1.0) / 2, 1.0 - 1.0 / math.sqrt(2.0)])
-    torch.testing.assert_close(token_loss(s, z, mask), expected)
-    assert token_loss(s, z, torch.zeros_like(mask)).tolist() == [0.0, 0.0]
+def _linear(weight):
+    """nn.Linear with the given (out, in) weight and zero bias."""
+    layer = torch.nn.Linear(len(weight[0]), len(weight))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        layer.bias.zero_()
+    return layer
+
+
+def test_masked_distance_sum_hand_case():
+    # the per-instance token sum the distiller uses: sum over masked j of 1 - cos(P s_j, z_j)
+    identity = _linear([[1.0, 0.0], [0.0, 1.0]])
+    s = torch.tensor([[[3.0, 4.0], [1.0, 0.0]], [[1.0, 1.0], [2.0, 0.0]]])
+    z = torch.tensor([[[4.0, 3.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True], [False, True]])
+    # row 0: 1 - 24/25 = 0.04 and 1 - 0 = 1; row 1: only token 2, parallel: 0
+    torch.testing.assert_close(_masked_distance_sum(identity, s, z, mask), torch.tensor([1.04, 0.0]))
+    # P = diag(2, 1): P s_00 = (6, 4) against (4, 3): cos = 36 / (sqrt(52) * 5) = 0.998460
+    scaled = _masked_distance_sum(_linear([[2.0, 0.0], [0.0, 1.0]]), s, z, torch.tensor([[True, False], [False, False]]))
+    torch.testing.assert_close(scaled, torch.tensor([1.0 - 36.0 / (math.sqrt(52.0) * 5.0), 0.0]))
+    assert abs(scaled[0].item() - 0.0015395) < 1e-6
+    # tokens outside the mask are never projected: a NaN there changes nothing
+    s_nan = s.clone()
+    s_nan[1, 0] = float("nan")
+    torch.testing.assert_close(_masked_distance_sum(identity, s_nan, z, mask), torch.tensor([1.04, 0.0]))
+
+
+def _hand_case():
+    """One instance, d = h = 2: one image token (1x1 grid), one aligned text token, and the globals.
+
+    image: student (3, 4) vs teacher (4, 3): 1 - 24/25 = 0.04; text: student "red" (1, 0) vs the
+    teacher's "red" (0, 1): 1 - 0 = 1; pooled (1, 0) vs image_embed (1, 0): 0, vs text_embed (0, 1): 1.
+    """
+    student = {"image_tokens": torch.tensor([[[3.0, 4.0]]], requires_grad=True),
+               "text_tokens": torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]], requires_grad=True),
+               "pooled": torch.tensor([[1.0, 0.0]], requires_grad=True)}
+    teacher = {"patch_tokens": torch.tensor([[[4.0, 3.0]]]), "image_embed": torch.tensor([[1.0, 0.0]]),
+               "text_embed": torch.tensor([[0.0, 1.0]]),
+               "token_feats": torch.tensor([[[5.0, 5.0], [0.0, 1.0], [7.0, -2.0]]]),
+               "token_mask": torch.tensor([[False, True, False]]),
+               "token_offsets": torch.tensor([[[-1, -1], [0, 3], [-1, -1]]]),
+               "cand_logits": torch.tensor([[0.0, math.log(3.0)]]), "gold": torch.tensor([0])}
+    batch = {"offsets": torch.tensor([[[0, 0], [0, 3], [0, 0]]])}  # [CLS] red [SEP]
+    return student, teacher, batch
+
+
+def test_distiller_tok_and_glob_loss_and_their_gradients_hand_case():
+    dist = _distiller("clip_td", {"selection": "all", "weighting": "uniform", "alpha": 1.0, "beta": 0.5,
+                                  "eta": 0.0}, 2, 2)
+    for p in (dist.proj_v, dist.proj_t, dist.proj_g):
+        with torch.no_grad():
+            p.weight.copy_(torch.eye(2))
+            p.bias.zero_()
+    student, teacher, batch = _hand_case()
+    out = dist(student, teacher, batch, torch.zeros(1, 2))
+    assert sorted(k for k in out if k.endswith("_loss")) == ["glob_loss", "tok_loss"]
+    assert out["tok_loss"].item() == pytest.approx((0.04 + 1.0) / 2, abs=1e-6)  # mean over the 2 tokens = 0.52
+    assert out["glob_loss"].item() == pytest.approx(0.5 * 0.5 * (0.0 + 1.0), abs=1e-6)  # alpha beta mean = 0.25
+    (out["tok_loss"] + out["glob_loss"]).backward()
+    # d/dh (1 - cos(h, z)) / 2 with h = (3, 4), z = (4, 3): -(z / 25 - 0.96 h / 25) / 2 = (-0.0224, 0.0168)
+    torch.testing.assert_close(student["image_tokens"].grad, torch.tensor([[[-0.0224, 0.0168]]]))
+    # text token (1, 0) vs (0, 1): -(z - 0 * s) / 2 = (0, -0.5); [CLS] and [SEP] align to nothing: 0
+    torch.testing.assert_close(student["text_tokens"].grad, torch.tensor([[[0.0, 0.0], [0.0, -0.5], [0.0, 0.0]]]))
+    # pooled g = (1, 0): 0.25 * d/dg [(1 - cos(g, (1, 0))) + (1 - cos(g, (0, 1)))] = 0.25 * ((0, 0) + (0, -1))
+    torch.testing.assert_close(student["pooled"].grad, torch.tensor([[0.0, -0.25]]))
+    # projection weights: outer(upstream gradient, input)
+    torch.testing.assert_close(dist.proj_v.weight.grad, torch.tensor([[-0.0672, -0.0896], [0.0504, 0.0672]]))
+    torch.testing.assert_close(dist.proj_t.weight.grad, torch.tensor([[0.0, 0.0], [-0.5, 0.0]]))
+    torch.testing.assert_close(dist.proj_g.weight.grad, torch.tensor([[0.0, 0.0], [-0.25, 0.0]]))
+
+
+def test_distiller_weights_are_bounded_hand_case():
+    # 4 instances; only the first has its gold answer among the candidates (the others: gold -1).
+    # confidence weights: c = (0.25, 0, 0, 0) -> mean-1 would give (4, 0, 0, 0) = B; with B = 4 the
+    # bound (4) is just reached; with 8 instances it binds: (8 -> 4, 0, ...).
+    for b in (4, 8):
+        dist = _distiller("clip_td", {"selection": "all", "tau": 1.0, "alpha": 1.0, "beta": 0.0, "eta": 1.0}, 2, 2)
+        student, teacher, batch = _hand_case()
+        rep = lambda t: t.detach().repeat(b, *([1] * (t.dim() - 1)))
+        student = {k: rep(v) for k, v in student.items()}
+        teacher = {k: rep(v) for k, v in teacher.items()}
+        teacher["gold"] = torch.tensor([0] + [-1] * (b - 1))
+        batch = {k: rep(v) for k, v in batch.items()}
+        out = dist(student, teacher, batch, torch.zeros(b, 2))  # student p = (0.5, 0.5)
+        expected = torch.zeros(b)
+        expected[0] = 4.0
+        torch.testing.assert_close(out["weights"], expected)
+        # q = (0.25, 0.75): KL(q || p) = 0.25 ln 0.5 + 0.75 ln 1.5; mean over b of w * KL = 4 KL / b
+        kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+        assert out["ans_loss"].item() == pytest.approx(4.0 * kl / b, rel=1e-5)
 
 
 def test_answer_kl_hand_case():
@@ -101,17 +184,20 @@ def test_clip_td_terms_match_formula():
     student, teacher, batch, logits = _inputs()
     out = dist(student, teacher, batch, logits)
     w = out["weights"]
-    assert w.mean().item() == pytest.approx(1.0) and out["selected_frac"].item() == pytest.approx(4 / 16)
+    assert out["selected_frac"].item() == pytest.approx(4 / 16)
     ans = answer_kl(teacher["cand_logits"], logits, 2.0)
     assert out["ans_loss"].item() == pytest.approx((2.0 * w * ans).mean().item(), rel=1e-5)
     # w_i follows the teacher's confidence in the gold candidate
     q = torch.softmax(teacher["cand_logits"] / 2.0, -1)
     c = q[torch.arange(4), teacher["gold"]]
+    assert c.max() / c.mean() < 4.0  # below the bound: plain mean-1 weights
     torch.testing.assert_close(w, c / c.mean())
-    total = out["tok_loss"] + out["glob_loss"] + out["ans_loss"]
-    total.backward()
-    assert dist.proj_v.weight.grad.abs().sum() > 0 and dist.proj_t.weight.grad.abs().sum() > 0
-    assert student["image_tokens"].grad.abs().sum() > 0 and student["pooled"].grad.abs().sum() > 0
+    # the answer term's gradient w.r.t. the student logits: alpha eta w_i tau (p_i - q_i) / B
+    logits.requires_grad_(True)
+    out = dist(student, teacher, batch, logits)
+    out["ans_loss"].backward()
+    p = torch.softmax(logits.detach() / 2.0, -1)
+    torch.testing.assert_close(logits.grad, 2.0 * w.unsqueeze(1) * 2.0 * (p - q) / 4)
 
 
 def test_token_term_uses_resampled_teacher_grid_and_text():

@@ -70,3 +70,49 @@ def test_lora_only_adapters_trainable(name):
     out = student(*_inputs())
     (out["pooled"].sum() + out["image_tokens"].sum()).backward()
     assert all(p.grad is not None for n, p in student.named_parameters() if "lora_B" in n)
+
+
+def _patch_image(grid=4, patch=8):
+    """(1, 3, 32, 32): patch (r, c) is the constant r * grid + c + 1 (channels alike)."""
+    values = torch.arange(1.0, grid * grid + 1).view(grid, grid)
+    return values.repeat_interleave(patch, 0).repeat_interleave(patch, 1).expand(1, 3, -1, -1).clone(), values
+
+
+def test_vilt_image_tokens_are_row_major_patches():
+    """A hand-made image whose 8x8 patches are distinct constants: the student's image tokens come
+    in row-major patch order (what `image_tokens` and the teacher's patch grid assume), every time."""
+    torch.manual_seed(0)
+    student = create_student("vilt", CFG, vocab_size=50, image_size=32).eval()
+    emb = student.model.embeddings
+    with torch.no_grad():  # patch embedding = the patch's mean in every channel; nothing else added
+        emb.patch_embeddings.projection.weight.fill_(1.0 / (3 * 8 * 8))
+        emb.patch_embeddings.projection.bias.zero_()
+        emb.position_embeddings.zero_()
+        emb.cls_token.zero_()
+        emb.token_type_embeddings.weight.zero_()
+    image, values = _patch_image()
+    ids, mask = torch.randint(5, 50, (1, 5)), torch.ones(1, 5, dtype=torch.long)
+    seen = []
+    handle = emb.register_forward_hook(lambda m, i, o: seen.append(o[0].detach()))
+    try:
+        with torch.no_grad():
+            out = [student(image, ids, mask) for _ in range(3)]
+    finally:
+        handle.remove()
+    expected = values.flatten()  # 1, 2, ..., 16: row 0 left to right, then row 1, ...
+    for embeddings in seen:  # (1, T + 1 + 16, h): text, image CLS, patches
+        patches = embeddings[0, 5 + 1:]
+        assert patches.shape == (16, 32)
+        torch.testing.assert_close(patches, expected.view(16, 1).expand(16, 32))
+    # `image_tokens` are the outputs at exactly those positions, identical on every forward
+    assert out[0]["image_tokens"].shape == (1, 16, 32)
+    assert all(torch.equal(o["image_tokens"], out[0]["image_tokens"]) for o in out[1:])
+    # moving one patch's pixels moves the image token at that patch's row-major position
+    other = image.clone()
+    other[:, :, 16:24, 8:16] = 40.0  # patch (row 2, col 1) -> token 2 * 4 + 1 = 9
+    with torch.no_grad():
+        handle = emb.register_forward_hook(lambda m, i, o: seen.append(o[0].detach()))
+        student(other, ids, mask)
+        handle.remove()
+    changed = ((seen[-1][0, 6:, 0] - expected).abs() > 1e-3).nonzero().flatten().tolist()
+    assert changed == [9]

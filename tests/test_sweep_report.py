@@ -79,3 +79,24 @@ def test_report_cli_errors(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     assert cli_main(["report", str(tmp_path)]) == 2
     assert "no complete metrics.json" in capsys.readouterr().err
+
+
+def test_report_knows_the_grid_from_the_saved_config(tmp_path, capsys):
+    """Extra grid keys label the method as results.csv does; a cell with no run at all is listed."""
+    from clip_td.app.sweep import SweepConfig
+    from clip_td.base.config import save_config
+
+    grid = GridConfig(tasks=["vqa"], methods=["none", "clip_td"], fractions=[0.05], seeds=[0, 1],
+                      extra={"method.rho": [0.25]})
+    save_config(OmegaConf.structured(SweepConfig(output_dir=str(tmp_path), grid=grid)), tmp_path)
+    for seed in (0, 1):
+        _write_run(tmp_path, "vqa", "none", 0.05, seed, {"val": {"vqa_acc": 40.0 + seed}}, extra="method.rho=0.25")
+    _write_run(tmp_path, "vqa", "clip_td", 0.05, 0, {"val": {"vqa_acc": 50.0}}, extra="method.rho=0.25")
+    summary = report(tmp_path)["summary"].read_text()
+    assert "| none[method.rho=0.25] | 5% | val | vqa_acc | 40.50 +- 0.71 | 2 |" in summary
+    assert "| clip_td[method.rho=0.25] | 5% | val | vqa_acc | 50.00 +- 0.00 | 1 of 2 \u2020 |" in summary
+    assert "1 of 4 grid cells have no complete metrics.json" in summary
+    assert "| vqa | clip_td[method.rho=0.25] | 5% | 1 | not run (or its metrics.json is incomplete) |" in summary
+    assert cli_main(["report", str(tmp_path)]) == 1
+    assert "vqa/clip_td/f0.05/s1/method.rho=0.25" in capsys.readouterr().err
+    assert cli_main(["report", str(tmp_path), "--allow-missing"]) == 0

@@ -46,4 +46,79 @@ def test_smoke_sweep_runs_reports_and_skips(small_world, tiny_teacher, tmp_path)
     run = json.loads((out / "sweep_run.json").read_text())
     assert run["failed"] == ["snli_ve/bogus/f0.25/s0"] and run["skipped"] == 1
     failed = json.loads((out / "runs/snli_ve/bogus/f0.25/s0/failed.json").read_text())
-    assert "bogus" in failed["error"]
+    assert failed["error"].startswith("error: ") and "bogus" in failed["error"]
+    assert failed["error"] in failed["log_tail"] and failed["attempts"] == 1 and failed["returncode"] == 2
+    assert run["missing"] == ["snli_ve/bogus/f0.25/s0"]
+    assert "## Missing runs" in (out / "summary.md").read_text()
+
+
+# A stand-in for one finetune cell: writes a complete metrics.json, or, while `<flags>/fail-<seed>`
+# exists, logs a few lines and fails the way finetune does (one `error: ` line, exit 2).
+FAKE_CELL = r"""
+import json, sys
+from pathlib import Path
+run_dir, seed, flags = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+print("loading the world")
+print("training ...")
+if (flags / f"fail-{seed}").exists():
+    print(f"error: boom on seed {seed}", file=sys.stderr)
+    sys.exit(2)
+run_dir.mkdir(parents=True, exist_ok=True)
+(run_dir / "metrics.json").write_text(json.dumps({
+    "task": "snli_ve", "method": "none", "train_fraction": 0.25, "seed": seed,
+    "eval": {"val": {"accuracy": 50.0 + seed}}, "train": {"steps": 1, "samples_per_s": 1.0, "step_time_s": 1.0}}))
+"""
+
+
+def test_failed_cells_are_kept_retried_and_reported(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    import clip_td.app.sweep as sweep
+    from clip_td.app.cli import main as cli_main
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    monkeypatch.setattr(sweep, "_cell_command",
+                        lambda cfg, cell, run_dir: [sys.executable, "-c", FAKE_CELL, str(run_dir), str(cell.seed), str(flags)])
+    out = tmp_path / "sweep"
+
+    def sweep_once(**extra):
+        cfg = OmegaConf.structured(sweep.SweepConfig(output_dir=str(out), **extra, grid=sweep.GridConfig(
+            tasks=["snli_ve"], methods=["none"], fractions=[0.25], seeds=[0, 1, 2])))
+        return sweep.run_sweep(cfg)
+
+    def report_exit(*args):
+        code = cli_main(["report", str(out), *args])
+        return code, capsys.readouterr().err
+
+    cell = "snli_ve/none/f0.25/s1"
+    (flags / "fail-1").touch()
+    summary = sweep_once()
+    assert (summary["ran"], summary["failed"], summary["missing"]) == (3, [cell], [cell])
+    failed = json.loads((out / "runs" / cell / "failed.json").read_text())
+    assert failed["error"] == "error: boom on seed 1" and failed["attempts"] == 1 and failed["returncode"] == 2
+    assert set(failed["log_tail"]) == {"loading the world", "training ...", "error: boom on seed 1"}  # stdout + stderr
+    text = (out / "summary.md").read_text()
+    assert "| none | 25% | val | accuracy | 51.00 +- 1.41 | 2 of 3 \u2020 |  |  |" in text
+    assert "\u2020 Fewer seeds than the sweep's grid asks" in text
+    assert "| snli_ve | none | 25% | 1 | failed: error: boom on seed 1 |" in text
+    code, err = report_exit()
+    assert code == 1 and "1 of 3 grid cells have no complete metrics.json (snli_ve/none/f0.25/s1)" in err
+    assert "--allow-missing" in err
+    assert report_exit("--allow-missing")[0] == 0
+
+    summary = sweep_once()  # a rerun retries the failed cell (only it), which fails again
+    assert (summary["ran"], summary["skipped"], summary["failed"]) == (1, 2, [cell])
+    assert json.loads((out / "runs" / cell / "failed.json").read_text())["attempts"] == 2
+    summary = sweep_once(retry_failed=False)  # asked not to retry: left as it is, still reported
+    assert (summary["ran"], summary["missing"]) == (0, [cell]) and (out / "runs" / cell / "failed.json").exists()
+    assert report_exit()[0] == 1
+
+    (flags / "fail-1").unlink()
+    summary = sweep_once()  # fixed: the retry succeeds, failed.json goes, nothing is missing
+    assert (summary["ran"], summary["failed"], summary["missing"]) == (1, [], [])
+    assert not (out / "runs" / cell / "failed.json").exists()
+    text = (out / "summary.md").read_text()
+    assert "| none | 25% | val | accuracy | 51.00 +- 1.00 | 3 |  |  |" in text
+    assert "\u2020" not in text and "Missing runs" not in text
+    assert report_exit()[0] == 0

@@ -14,25 +14,80 @@ def teacher(tmp_path_factory):
     return FrozenTeacher.from_name(f"local-dir:{d}")
 
 
-def test_stays_frozen_and_in_eval(teacher):
+def test_stays_frozen_through_a_real_training_step(teacher):
+    """Student + distiller train on the teacher's outputs: a real backward and optimizer step leave
+    every teacher parameter without a gradient and its weights unchanged."""
+    from clip_td.app.schema import StudentConfig
+    from clip_td.lib.distill import create_distiller, resolve_method
+    from clip_td.lib.students import create_student
+    from clip_td.lib.teacher_cache import teacher_outputs
+
     teacher.train()
     assert not teacher.training and not teacher.model.training
     assert all(not p.requires_grad for p in teacher.parameters())
-    x = torch.randn(2, 3, 32, 32, requires_grad=True)
-    out = teacher.encode_images(x)
-    assert not out["patch_tokens"].requires_grad and x.grad is None
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    torch.manual_seed(0)
+    cfg = StudentConfig(hidden_size=32, num_layers=1, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8)
+    student = create_student("vilt", cfg, vocab_size=50, image_size=32)
+    head = torch.nn.Linear(32, 3)
+    distiller = create_distiller(resolve_method({"name": "clip_td", "tau": 1.0}), 32, teacher.embed_dim)
+    params = [*student.parameters(), *head.parameters(), *distiller.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.5)
+
+    pixels = torch.randn(2, 3, 32, 32)
+    teacher_pixels = pixels.clone().requires_grad_(True)  # even an input that wants a gradient gets none
+    t_out = teacher_outputs(teacher, teacher_pixels, ["a red cube", "a dog"], [["yes", "no", "maybe"]] * 2, [0, 2])
+    assert all(not v.requires_grad for v in t_out.values() if torch.is_tensor(v))
+    s_out = student(pixels, torch.randint(5, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long))
+    logits = head(s_out["pooled"])
+    terms = distiller(s_out, t_out, {}, logits)
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
+    loss = loss + sum(v for k, v in terms.items() if k.endswith("_loss"))
+    assert sorted(k for k in terms if k.endswith("_loss")) == ["ans_loss", "glob_loss", "tok_loss"]
+    loss.backward()
+    optimizer.step()
+    assert distiller.proj_v.weight.grad.abs().sum() > 0  # the backward really reached the student side
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert teacher_pixels.grad is None
+    for name, p in teacher.model.named_parameters():
+        assert p.grad is None and not p.requires_grad, name
+    after = teacher.model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+
+
+def _open_clip_image_forward(teacher, x):
+    """open_clip's own `encode_image`, with a hook on ln_post (applied to every token in this
+    open_clip, before pooling): -> (pooled embedding from open_clip, ln_post output (B, 1 + Nv, width))."""
+    visual = teacher.model.visual
+    assert not visual.final_ln_after_pool and visual.attn_pool is None
+    seen = {}
+    handle = visual.ln_post.register_forward_hook(lambda m, i, o: seen.__setitem__("ln_post", o.detach()))
+    try:
+        with torch.no_grad():
+            pooled = teacher.model.encode_image(x)
+    finally:
+        handle.remove()
+    return pooled, seen["ln_post"]
 
 
 def test_image_outputs_match_open_clip(teacher):
+    torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
     out = teacher.encode_images(x)
     assert out["patch_tokens"].shape == (2, 16, 32) and teacher.grid_size == (4, 4) and teacher.embed_dim == 32
-    ref = teacher.model.encode_image(x, normalize=True)
-    torch.testing.assert_close(out["image_embed"], ref)
-    # patch tokens = ln_post + proj of the trunk's patch outputs (independent recomputation)
-    v = teacher.model.visual
-    trunk = v.transformer(v._embeds(x))
-    torch.testing.assert_close(out["patch_tokens"], v.ln_post(trunk[:, 1:]) @ v.proj)
+    pooled, ln_post = _open_clip_image_forward(teacher, x)
+    proj = teacher.model.visual.proj
+    torch.testing.assert_close(ln_post[:, 0] @ proj, pooled)  # the hook saw the forward open_clip pooled
+    torch.testing.assert_close(out["image_embed"], torch.nn.functional.normalize(pooled, dim=-1))
+    # patch tokens = the same forward's ln_post outputs of the 16 patches, projected, in grid order
+    torch.testing.assert_close(out["patch_tokens"], ln_post[:, 1:] @ proj)
+    # and by hand: a patch's token depends on its own 8x8 pixels through conv1; changing the pixels
+    # of patch (row 1, col 2) only changes the open_clip forward and our token 1 * 4 + 2 the most
+    y = x.clone()
+    y[:, :, 8:16, 16:24] += 3.0
+    moved = (teacher.encode_images(y)["patch_tokens"] - out["patch_tokens"]).norm(dim=-1)  # (2, 16)
+    assert moved.argmax(dim=1).tolist() == [6, 6]
 
 
 def test_text_outputs(teacher):

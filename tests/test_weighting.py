@@ -39,3 +39,30 @@ def test_schedules():
     assert SCHEDULES.create("cosine", 5, 10) == pytest.approx(0.5)
     assert SCHEDULES.create("cosine", 2, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))
     assert SCHEDULES.create("linear", 12, 10) == 0.0
+
+
+def test_weights_are_bounded_after_normalisation():
+    from clip_td.lib.weighting import MAX_WEIGHT
+
+    assert MAX_WEIGHT == 4.0
+    # batch of 8 where only row 2 has its gold answer among the candidates: c = (0, 0, 0.6, 0, ...).
+    # mean-1 alone would give row 2 weight 0.6 / (0.6 / 8) = 8 = B; the bound makes it 4
+    q = torch.tensor([[0.4, 0.6]] * 8)
+    gold = torch.tensor([-1, -1, 1, -1, -1, -1, -1, -1])
+    w = WEIGHTINGS.create("confidence", teacher_probs=q, gold=gold, gamma=1.0)
+    expected = torch.zeros(8)
+    expected[2] = 4.0
+    torch.testing.assert_close(w, expected, atol=1e-6, rtol=0)
+    # below the bound nothing changes: c = (0.9, 0.05, 0.05) -> mean 1/3 -> w = (2.7, 0.15, 0.15)
+    q3 = torch.tensor([[0.9, 0.1], [0.95, 0.05], [0.95, 0.05]])
+    w3 = WEIGHTINGS.create("confidence", teacher_probs=q3, gold=torch.tensor([0, 1, 1]), gamma=1.0)
+    torch.testing.assert_close(w3, torch.tensor([2.7, 0.15, 0.15]))
+    # c = (1, 0.1, 0.1, 0.1, 0.1): mean 0.28 -> (3.5714, 0.3571, ...): 1 / 0.28 = 3.571 < 4, kept
+    q5 = torch.tensor([[1.0, 0.0]] + [[0.9, 0.1]] * 4)
+    w5 = WEIGHTINGS.create("confidence", teacher_probs=q5, gold=torch.tensor([0, 1, 1, 1, 1]), gamma=1.0)
+    torch.testing.assert_close(w5, torch.tensor([1 / 0.28] + [0.1 / 0.28] * 4))
+    # agreement: 5 rows, only the first agrees with the student (TV 0; the others TV 1): 5 -> 4
+    qa = torch.tensor([[1.0, 0.0]] * 5)
+    pa = torch.tensor([[1.0, 0.0]] + [[0.0, 1.0]] * 4)
+    wa = WEIGHTINGS.create("agreement", teacher_probs=qa, student_probs=pa, gamma=1.0)
+    torch.testing.assert_close(wa, torch.tensor([4.0, 0.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)

@@ -66,10 +66,19 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clip_td.app.sweep import report
+    """Write the report; exit 1 when the sweep's grid (its saved config.yaml) has cells without a
+    complete metrics.json, unless --allow-missing."""
+    from clip_td.app.sweep import grid_status, report
 
     _print_json({k: str(v) for k, v in report(args.dir).items()})
-    return 0
+    status = grid_status(args.dir)
+    if status is None or not status.missing:
+        return 0
+    first = ", ".join(m["cell"] for m in status.missing[:3]) + (" ..." if len(status.missing) > 3 else "")
+    print(f"{'warning' if args.allow_missing else 'error'}: {len(status.missing)} of {status.cells} grid cells "
+          f"have no complete metrics.json ({first}); summary.md marks them; rerun the sweep (it retries "
+          f"failed cells){'' if args.allow_missing else ' or pass --allow-missing'}", file=sys.stderr)
+    return 0 if args.allow_missing else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render results.csv, summary.md and plots of a sweep folder")
     p.add_argument("dir")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 even when cells of the sweep's grid have no complete metrics.json (default: exit 1)")
     p.set_defaults(func=_report)
     return parser
 

@@ -1,9 +1,14 @@
 """Grids of fine-tuning runs (tasks x methods x fractions x seeds x any config key) and their report.
 
 `sweep.py --config configs/sweep/lowshot.yaml` runs every cell of the grid as a finetune run in
-`<output_dir>/runs/<cell>/`, skipping cells whose metrics.json is complete and recording failed
-cells (error and log) without stopping. `report(dir)` (also `clip-td report DIR`) turns the
-metrics.json files into results.csv (docs/contracts.md section 4), summary.md and PNG plots.
+`<output_dir>/runs/<cell>/`, skipping cells whose metrics.json is complete and recording each failed
+cell in its `failed.json` (the error line, the log's tail, the attempt count) without stopping; a
+rerun retries failed cells (`retry_failed: false` leaves them) and removes `failed.json` once the
+cell succeeds. `report(dir)` (also `clip-td report DIR`) turns the metrics.json files into
+results.csv (docs/contracts.md section 4), summary.md and PNG plots; with the sweep's saved
+`<output_dir>/config.yaml` it knows the grid, marks every table row with fewer seeds than the grid
+asks ("2 of 3 †") and lists the missing runs (`grid_status`), and `clip-td report` then exits 1
+unless given `--allow-missing`.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class SweepConfig:
     parallel: int = 1  # cells run at once (each gets cpu_count // parallel threads)
     launcher: str = "python"  # "python" (one process per cell) or "accelerate" (accelerate launch per cell)
     launch_args: List[str] = field(default_factory=list)  # extra `accelerate launch` arguments, e.g. ["--num_processes", "2"]
-    retry_failed: bool = False  # rerun cells recorded as failed
+    retry_failed: bool = True  # rerun cells recorded as failed (false: leave them, and their failed.json)
     report: bool = True  # write results.csv, summary.md and plots at the end
 
 
@@ -124,21 +129,54 @@ def _cell_command(cfg: Any, cell: Cell, run_dir: Path) -> List[str]:
     raise InputError(f"sweep config: launcher={cfg.launcher!r}; expected 'python' or 'accelerate'")
 
 
+LOG_TAIL_LINES = 40  # lines of a failed cell's log kept in its failed.json
+
+
+def _failure_reason(lines: List[str], returncode: int) -> str:
+    """One line saying why a cell failed: its last `error: ...` line (run_script's message), else
+    the log's last line (a traceback's exception), else the exit code."""
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    if errors:
+        return errors[-1]
+    if returncode != 0:
+        last = [ln for ln in lines if ln.strip()]
+        return last[-1].strip() if last else f"exit code {returncode}"
+    return "exit code 0 but metrics.json is missing or incomplete"
+
+
 def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
-    """Run one cell in its own process; never raises for a failed run (the record says why)."""
+    """Run one cell in its own process; never raises for a failed run (the record says why).
+
+    A failure writes `failed.json`: {cell, seconds, returncode, error (one line), log_tail (the
+    last LOG_TAIL_LINES lines of log.txt), log (its path), attempts}; a success removes it."""
     run_dir = root / "runs" / cell.name
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     start = time.time()
-    with open(run_dir / "log.txt", "w") as log:
-        proc = subprocess.run(_cell_command(cfg, cell, run_dir), stdout=log, stderr=subprocess.STDOUT, env=env)
-    record = {"cell": cell.name, "seconds": round(time.time() - start, 1), "returncode": proc.returncode}
-    if proc.returncode != 0 or not is_complete(run_dir / "metrics.json"):
-        tail = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
-        record["error"] = "\n".join(tail) or f"exit code {proc.returncode}"
-        write_json_atomic(run_dir / "failed.json", record)
+    log_path = run_dir / "log.txt"
+    try:
+        with open(log_path, "w") as log:
+            returncode = subprocess.run(_cell_command(cfg, cell, run_dir), stdout=log, stderr=subprocess.STDOUT,
+                                        env=env).returncode
+    except (OSError, InputError) as e:  # the cell could not even start
+        with open(log_path, "a") as log:
+            log.write(f"error: could not start the cell: {e}\n")
+        returncode = -1
+    record: Dict[str, Any] = {"cell": cell.name, "seconds": round(time.time() - start, 1), "returncode": returncode}
+    failed = run_dir / "failed.json"
+    if returncode != 0 or not is_complete(run_dir / "metrics.json"):
+        lines = log_path.read_text(errors="replace").rstrip().splitlines() if log_path.is_file() else []
+        attempts = 1
+        if failed.is_file():
+            try:
+                attempts += int(read_json(failed).get("attempts", 1))
+            except (InputError, AttributeError, TypeError, ValueError):
+                pass
+        record.update(error=_failure_reason(lines, returncode), log_tail=lines[-LOG_TAIL_LINES:],
+                      log=str(log_path), attempts=attempts)
+        write_json_atomic(failed, record)
     else:
-        (run_dir / "failed.json").unlink(missing_ok=True)
+        failed.unlink(missing_ok=True)
     return record
 
 
@@ -168,14 +206,20 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
             records.append(rec)
             status = "ok" if "error" not in rec else "FAILED: " + rec["error"].splitlines()[-1]
             print(f"[{i}/{len(todo)}] {rec['cell']} ({rec['seconds']} s) {status}", flush=True)
+    missing = [c.name for c in cells if not is_complete(root / "runs" / c.name / "metrics.json")]
     summary = {
         "cells": len(cells),
         "ran": len(records),
         "failed": [r["cell"] for r in records if "error" in r],
         "skipped": len(cells) - len(todo),
+        "missing": missing,  # every grid cell without a complete metrics.json now (failed before or now)
         "wall_s": round(time.time() - start, 1),
     }
     write_json_atomic(root / "sweep_run.json", summary)
+    if missing:
+        print(f"sweep: {len(missing)} of {len(cells)} cells have no complete metrics.json (their failed.json "
+              f"says why; a rerun retries them): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+              file=sys.stderr, flush=True)
     if cfg.report:
         report(root)
     return summary
@@ -244,11 +288,71 @@ def _gain(agg, key) -> Optional[Tuple[float, float]]:
     return diff, rel
 
 
-def summary_markdown(agg) -> str:
+SHORT = "\u2020"  # marks a table row with fewer seeds than the grid asks
+
+
+@dataclass
+class GridStatus:
+    """What the sweep's grid asked for, and which of its cells have no complete metrics.json."""
+
+    seeds: Dict[Tuple[str, str, float], List[int]]  # (task, method label as in results.csv, fraction) -> seeds
+    missing: List[Dict[str, Any]]  # {cell, task, method, fraction, seed, reason}
+    cells: int
+
+
+def _method_label(cell: Cell) -> str:
+    """The cell's method as `collect_rows` labels it: `method[extra tag]` with extra grid keys."""
+    tag = ",".join(cell.name.split("/")[4:])
+    return f"{cell.method}[{tag}]" if tag else cell.method
+
+
+def grid_status(root: Any) -> Optional[GridStatus]:
+    """The grid of the sweep's saved `<root>/config.yaml` checked against `runs/`; None without one."""
+    root = Path(root)
+    path = root / "config.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.load(path))
+        cells = expand_grid(cfg.grid)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    except Exception as e:  # YAML or schema errors of a hand-edited file
+        raise InputError(f"{path}: not a sweep config ({str(e).splitlines()[0]})") from None
+    seeds: Dict[Tuple[str, str, float], List[int]] = {}
+    missing = []
+    for cell in cells:
+        seeds.setdefault((cell.task, _method_label(cell), cell.fraction), []).append(cell.seed)
+        run_dir = root / "runs" / cell.name
+        if is_complete(run_dir / "metrics.json"):
+            continue
+        reason = "not run (or its metrics.json is incomplete)"
+        if (run_dir / "failed.json").is_file():
+            try:
+                reason = "failed: " + (str(read_json(run_dir / "failed.json").get("error", "")).splitlines() or [""])[-1]
+            except (InputError, AttributeError):
+                reason = "failed (unreadable failed.json)"
+        missing.append({"cell": cell.name, "task": cell.task, "method": _method_label(cell),
+                        "fraction": cell.fraction, "seed": cell.seed, "reason": reason})
+    return GridStatus(seeds=seeds, missing=missing, cells=len(cells))
+
+
+def _n_text(entry: Dict[str, Any], asked: Optional[List[int]]) -> str:
+    """n, or "n of N †" when the grid asked for N > n seeds."""
+    wanted = len(set(asked)) if asked else 0
+    return f"{entry['n']} of {wanted} {SHORT}" if entry["n"] < wanted else str(entry["n"])
+
+
+def summary_markdown(agg, status: Optional[GridStatus] = None) -> str:
+    """Per-task tables of mean +- std, n and gain; with the grid's `status`, rows with fewer seeds
+    than asked show "n of N †" (a footnote says so) and the missing runs are listed."""
     lines = ["# Sweep summary", "",
              "Mean +- sample std over seeds (n = number of seeds). Gain = method minus `none` on the",
              "same task, fraction and split (absolute points, and relative %).", ""]
     tasks = sorted({k[0] for k in agg})
+    short = False
     for task in tasks:
         lines += [f"## {task}", "", "| method | fraction | split | metric | mean +- std | n | gain vs none | rel. gain |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -258,7 +362,21 @@ def summary_markdown(agg) -> str:
             g = _gain(agg, key)
             gain = f"{g[0]:+.2f}" if g else ""
             rel = f"{g[1]:+.1f}%" if g and not math.isnan(g[1]) else ""
-            lines.append(f"| {key[1]} | {key[2] * 100:g}% | {key[3]} | {key[4]} | {a['mean']:.2f} +- {a['std']:.2f} | {a['n']} | {gain} | {rel} |")
+            n = _n_text(a, status.seeds.get(key[:3]) if status else None)
+            short = short or SHORT in n
+            lines.append(f"| {key[1]} | {key[2] * 100:g}% | {key[3]} | {key[4]} | {a['mean']:.2f} +- {a['std']:.2f} | {n} | {gain} | {rel} |")
+        lines.append("")
+    if short:
+        lines += [f"{SHORT} Fewer seeds than the sweep's grid asks: mean and std cover only the seeds that finished",
+                  "(see Missing runs).", ""]
+    if status and status.missing:
+        lines += ["## Missing runs", "",
+                  f"{len(status.missing)} of {status.cells} grid cells have no complete metrics.json "
+                  "(a rerun of the sweep retries failed cells):", "",
+                  "| task | method | fraction | seed | reason |", "|---|---|---|---|---|"]
+        for m in status.missing:
+            reason = m["reason"].replace("|", "\\|")
+            lines.append(f"| {m['task']} | {m['method']} | {m['fraction'] * 100:g}% | {m['seed']} | {reason} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -361,7 +479,8 @@ def _save_fig(fig, path: Path) -> Path:
 
 
 def report(root: Any) -> Dict[str, Path]:
-    """Re-render results.csv, summary.md and plots from the metrics.json files under `root/runs`."""
+    """Re-render results.csv, summary.md and plots from the metrics.json files under `root/runs`
+    (summary.md marks what the grid of `root/config.yaml` asked for and did not get: `grid_status`)."""
     root = Path(root)
     if not (root / "runs").is_dir():
         raise InputError(f"{root}: not a sweep folder (expected {root / 'runs'}/ with finetune runs)")
@@ -372,7 +491,8 @@ def report(root: Any) -> Dict[str, Path]:
     agg = aggregate(rows)
 
     targets = targets_markdown(agg)
-    write_text_atomic(root / "summary.md", summary_markdown(agg) + ("\n" + targets if targets else ""))
+    status = grid_status(root)
+    write_text_atomic(root / "summary.md", summary_markdown(agg, status) + ("\n" + targets if targets else ""))
     out = {"results": root / "results.csv", "summary": root / "summary.md"}
     for p in plot(agg, root):
         out[p.stem] = p

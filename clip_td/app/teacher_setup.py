@@ -39,17 +39,20 @@ def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
 
 def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
     """Token distillation matches student image tokens to teacher patches on a grid."""
-    grid = getattr(student, "image_grid", None)
-    if not grid or min(grid) < 1:
-        raise InputError(f"student has no image-token grid; it cannot be aligned with teacher {name!r}")
-    if teacher.embed_dim < 1 or min(teacher.grid_size) < 1:
-        raise InputError(f"teacher {name!r} gives no patch tokens; it cannot be aligned with the student")
+    from clip_td.lib.token_grid import check_grid_alignment
+
+    teacher_grid = teacher.grid_size if teacher.embed_dim >= 1 else None
+    check_grid_alignment(getattr(student, "image_grid", None), teacher_grid, teacher=name)
 
 
 def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any, full_train: Any,
                        train_idx: List[int], student: torch.nn.Module) -> TeacherSide:
     """Teacher, distiller and teacher-output source for the resolved `method` (empty when it
-    distils nothing: `none`, or alpha = 0). `task` has been set up on the training rows."""
+    distils nothing: `none`, or alpha = 0). `task` has been set up on the training rows.
+
+    With `teacher.cache` the cache holds the whole training split (`full_train`), built once per
+    (split, teacher) and shared by every fraction, seed and method; the low-shot rows `train_idx`
+    are looked up in it by split index (`batch["index"]`)."""
     from clip_td.lib.distill import create_distiller
     from clip_td.lib.selection import needs_cls_attention
 
@@ -66,8 +69,10 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         from clip_td.lib.teacher_cache import TeacherCache
 
         root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else cache_root() / "teacher_cache"
-        # the low-shot rows only: a sweep's methods share it, and a small fraction stays cheap
-        cache = TeacherCache.build(teacher, task.teacher_texts, full_train, root, name=task.name, indices=train_idx,
+        # the whole training split, once per (split, teacher): every fraction, seed and method of a
+        # sweep reads its low-shot rows (`train_idx`, split indices) from the same cache
+        cache = TeacherCache.build(teacher, task.teacher_texts, full_train, root,
+                                   name=f"{task.name}-{cfg.data.train_split}",
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes,
                                    barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
         return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]))

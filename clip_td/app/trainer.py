@@ -13,6 +13,7 @@ predictions of every eval split under `predictions/`, `checkpoints/`, `best/` an
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from clip_td.base.checkpoints import adapter_only_hook, check_compatible, resolv
 from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
 from clip_td.app.build import Built, build
 from clip_td.app.schema import FinetuneConfig
-from clip_td.base.io import write_json_atomic
+from clip_td.base.io import InputError, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged, run_script
 from clip_td.lib.weighting import SCHEDULES
 from clip_td.app.finetune_model import inference_state_dict, total_loss
@@ -45,7 +46,42 @@ def available_trackers() -> List[str]:
     return [name for name, check in found.items() if check()]
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 natively: oneDNN's bf16 kernels (AVX512-BF16, AMX or AVX512 cores),
+    then a tiny bf16 matmul under CPU autocast that must run and give the fp32 answer."""
+    try:
+        if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        a = torch.arange(16, dtype=torch.float32).reshape(4, 4) / 16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = a @ a
+        return out.dtype == torch.bfloat16 and torch.allclose(out.float(), a @ a, atol=0.05)
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def training_on_cpu() -> bool:
+    """What accelerate will pick: the CPU when no GPU is visible or ACCELERATE_USE_CPU is set."""
+    from accelerate.utils import str_to_bool
+
+    return bool(str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false"))) or not torch.cuda.is_available()
+
+
+def check_mixed_precision(mixed_precision: str) -> None:
+    """`train.mixed_precision=bf16` on hardware without bf16 is one message naming the key."""
+    if str(mixed_precision) != "bf16":
+        return
+    if training_on_cpu():
+        if not cpu_supports_bf16():
+            raise InputError("train.mixed_precision=bf16: this CPU has no bf16 support (no oneDNN bf16 kernels: "
+                             "needs AVX512-BF16, AMX or AVX512); use train.mixed_precision=no")
+    elif not torch.cuda.is_bf16_supported():
+        raise InputError(f"train.mixed_precision=bf16: GPU {torch.cuda.get_device_name()} has no bf16 support; "
+                         f"use train.mixed_precision=fp16 or no")
+
+
 def make_accelerator(cfg: DictConfig) -> Accelerator:
+    check_mixed_precision(cfg.train.mixed_precision)
     trackers = available_trackers()
     return Accelerator(
         mixed_precision=cfg.train.mixed_precision,

@@ -52,6 +52,10 @@ class Registry:
     def create(self, name: str, *args: Any, key: Optional[str] = None, **kwargs: Any) -> Any:
         return self.get(name, key)(*args, **kwargs)
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` (a plug-in or test registration that must not outlive its scope)."""
+        self._table.pop(name, None)
+
     def names(self) -> List[str]:
         return sorted(self._table)
 

@@ -34,7 +34,7 @@ from clip_td.base.registry import Registry
 from clip_td.lib.selection import SELECTORS
 from clip_td.lib.text_align import align_teacher_tokens
 from clip_td.lib.token_grid import grid_from_tokens, resample_grid
-from clip_td.lib.weighting import SCHEDULES, WEIGHTINGS, gold_confidence
+from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, gold_confidence
 
 METHODS = Registry("distillation method")
 
@@ -45,15 +45,6 @@ METHODS = Registry("distillation method")
 def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """1 - cos over the last dim, in fp32. (..., d), (..., d) -> (...)."""
     return 1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-6)
-
-
-def token_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L_tok(i) = mean over selected j of (1 - cos(S[i, j], Z[i, j])); 0 where nothing is selected.
-
-    student_tokens (B, N, d) already projected, teacher_tokens (B, N, d), mask (B, N) bool -> (B,).
-    """
-    dist = cosine_distance(student_tokens, teacher_tokens) * mask.float()
-    return dist.sum(-1) / mask.float().sum(-1).clamp_min(1.0)
 
 
 def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -216,7 +207,7 @@ class Distiller(nn.Module):
         conf = gold_confidence(q, gold)
         student_probs = F.softmax(logits.detach().float() / s.tau, dim=-1)
         w = WEIGHTINGS.create(s.weighting, teacher_probs=q, gold=gold, student_probs=student_probs, gamma=s.gamma)
-        w = w.detach()
+        w = w.detach().clamp(0.0, MAX_WEIGHT)  # every weighting is bounded (weighting.MAX_WEIGHT)
 
         tok, frac = self._token_term(student_out, t, batch)
         out: Dict[str, torch.Tensor] = {"tok_loss": s.alpha * (w * tok).mean()}

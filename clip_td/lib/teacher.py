@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -49,6 +50,7 @@ class FrozenTeacher(nn.Module):
         super().train(False)
         self._fingerprint: Optional[str] = None
         self._candidate_encoder: Any = None  # memoised candidate embeddings (clip_td.lib.teacher_cache)
+        self._warned_truncation = False  # texts over the context length: warned once per teacher
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -58,15 +60,17 @@ class FrozenTeacher(nn.Module):
         import open_clip
 
         _check_exists(model_name)
+        quick_gelu = _tag_wants_quick_gelu(model_name, pretrained)
         try:
-            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device,
+                                                                force_quick_gelu=quick_gelu)
             tokenizer = open_clip.get_tokenizer(model_name)
         except (RuntimeError, ValueError, FileNotFoundError, OSError, KeyError) as e:
             where = f"{model_name!r}" + (f" (pretrained={pretrained!r})" if pretrained else "")
             raise InputError(f"teacher {where}: not a loadable open_clip model ({e})") from None
         cfg = open_clip.get_model_preprocess_cfg(model)
         teacher = cls(model, tokenizer, cfg, name=f"{model_name}|{pretrained or ''}")
-        teacher._config_text = _model_config_text(model_name)
+        teacher._config_text = _model_config_text(model_name) + ("|quick_gelu" if quick_gelu else "")
         return teacher
 
     # ---- frozen behaviour ---------------------------------------------------------------------
@@ -164,8 +168,34 @@ class FrozenTeacher(nn.Module):
     # ---- texts --------------------------------------------------------------------------------
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """list of B strings -> (B, context_length) token ids."""
-        return self.tokenizer(list(texts)).to(self.device)
+        """list of B strings -> (B, context_length) token ids (longer texts are truncated; the first
+        time that happens this teacher warns, naming how many and the context length)."""
+        texts = list(texts)
+        ids = self.tokenizer(texts)
+        if not self._warned_truncation:
+            n = self._count_truncated(texts, ids)
+            if n:
+                self._warned_truncation = True
+                warnings.warn(
+                    f"teacher {self.name!r}: {n} of {len(texts)} texts are longer than its context length of "
+                    f"{self.context_length} tokens and were truncated (warned once per teacher)", stacklevel=3)
+        return ids.to(self.device)
+
+    def _count_truncated(self, texts: List[str], ids: torch.Tensor) -> int:
+        """How many texts did not fit: only rows that fill the whole context are re-tokenised,
+        with one more position (a text that fits exactly leaves that position empty)."""
+        ctx = ids.shape[1]
+        full = [i for i in range(len(texts)) if int(ids[i, -1]) != self._pad_id]
+        if not full:
+            return 0
+        longer = self.tokenizer([texts[i] for i in full], context_length=ctx + 1)
+        return int((longer[:, ctx] != self._pad_id).sum())
+
+    @property
+    def _pad_id(self) -> int:
+        inner = getattr(self.tokenizer, "tokenizer", None)  # open_clip HFTokenizer pads with its pad id
+        pad = getattr(inner, "pad_token_id", None)
+        return 0 if pad is None else int(pad)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], with_tokens: bool = True) -> Dict[str, Any]:
@@ -230,6 +260,21 @@ def _check_exists(model_name: str) -> None:
             raise InputError(f"teacher {model_name!r}: directory not found")
         if not (path / "open_clip_config.json").is_file():
             raise InputError(f"teacher {model_name!r}: not an open_clip model dir (no open_clip_config.json)")
+
+
+def _tag_wants_quick_gelu(model_name: str, pretrained: Optional[str]) -> bool:
+    """True when an open_clip pretrained tag was trained with QuickGELU but the model config uses
+    GELU (e.g. `ViT-B-32` + `openai`): the weights then need QuickGELU to give OpenAI's features."""
+    if not pretrained or ":" in model_name:
+        return False
+    import open_clip
+
+    try:
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+        model_cfg = open_clip.get_model_config(model_name) or {}
+    except Exception:  # an unknown name or tag is reported by create_model_and_transforms
+        return False
+    return bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
 
 
 def _model_config_text(model_name: str) -> str:

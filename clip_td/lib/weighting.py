@@ -1,7 +1,11 @@
 """Dynamic per-instance weights and schedules on the total distillation weight.
 
 `WEIGHTINGS` functions map teacher (and optionally student) answer distributions to w (B,),
-normalised to mean 1 over the batch so they redistribute, not rescale, the distillation loss.
+normalised to mean 1 over the batch so they redistribute, not rescale, the distillation loss,
+and then bounded: every weight is clamped to at most MAX_WEIGHT (= 4). Without the bound a batch
+where only one row has its gold answer among the teacher's candidates (every other c_i = 0) would
+give that row weight B (the batch size) and let it carry the whole distillation term; with it,
+that row gets 4 and the batch's mean weight falls below 1 (such a batch distils less, not more).
 `SCHEDULES` map (step, total_steps) to a factor on alpha.
 """
 
@@ -18,8 +22,13 @@ WEIGHTINGS = Registry("weighting")
 SCHEDULES = Registry("weight schedule")
 
 
+#: Upper bound of every per-instance weight, applied after the mean-1 normalisation.
+MAX_WEIGHT = 4.0
+
+
 def _mean_one(w: torch.Tensor) -> torch.Tensor:
-    return w / w.mean().clamp_min(1e-12)
+    """w / mean(w), then clamped to at most MAX_WEIGHT (the mean is then <= 1)."""
+    return (w / w.mean().clamp_min(1e-12)).clamp_max(MAX_WEIGHT)
 
 
 def gold_confidence(teacher_probs: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
@@ -31,7 +40,8 @@ def gold_confidence(teacher_probs: torch.Tensor, gold: torch.Tensor) -> torch.Te
 
 @WEIGHTINGS.register("confidence")
 def confidence(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1.0, **_: object) -> torch.Tensor:
-    """w_i = c_i^gamma / mean_b(c_b^gamma) with c_i = q_i[gold_i] (the teacher's trust in the right answer).
+    """w_i = min(c_i^gamma / mean_b(c_b^gamma), MAX_WEIGHT) with c_i = q_i[gold_i] (the teacher's
+    trust in the right answer).
 
     teacher_probs (B, C), gold (B,) long (-1: the gold answer is not a candidate, c_i = 0)
     -> (B,). gamma = 0 gives uniform weights.
@@ -48,7 +58,7 @@ def uniform(teacher_probs: torch.Tensor, **_: object) -> torch.Tensor:
 @WEIGHTINGS.register("agreement")
 def agreement(teacher_probs: torch.Tensor, student_probs: Optional[torch.Tensor] = None, gamma: float = 1.0,
               **_: object) -> torch.Tensor:
-    """w_i = (1 - TV(q_i, p_i))^gamma, mean-1 normalised; TV = half the L1 distance.
+    """w_i = (1 - TV(q_i, p_i))^gamma, mean-1 normalised, at most MAX_WEIGHT; TV = half the L1 distance.
 
     Trusts the teacher where student and teacher already roughly agree. teacher_probs,
     student_probs (B, C) -> (B,). The student distribution is treated as a constant.

@@ -65,15 +65,38 @@ def vilt_config(cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
     )
 
 
+def load_vilt(pretrained: str) -> ViltModel:
+    """The ViltModel of a checkpoint folder or hub id; anything else is one InputError.
+
+    transformers would load another model type's folder (or bare weights without config.json)
+    into a randomly initialised ViltModel with only a warning: refuse a config whose model_type
+    is not "vilt", and weights that leave any non-pooler parameter uninitialised."""
+    from transformers import AutoConfig
+
+    key = f"student.pretrained={pretrained!r}"
+    try:
+        config = AutoConfig.from_pretrained(pretrained)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{key}: not a loadable ViLT checkpoint (no usable config.json: {e})") from None
+    if config.model_type != "vilt":
+        raise InputError(f"{key}: a {config.model_type!r} checkpoint; expected a ViLT checkpoint (model_type 'vilt')")
+    try:
+        model, info = ViltModel.from_pretrained(pretrained, output_loading_info=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{key}: not a loadable ViLT checkpoint ({e})") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+    if missing:
+        raise InputError(f"{key}: the weights leave {len(missing)} ViLT parameters uninitialised "
+                         f"(e.g. {', '.join(missing[:3])})")
+    return model
+
+
 @STUDENTS.register("vilt")
 def create_vilt(cfg: Any, vocab_size: int, image_size: int) -> ViltStudent:
     pretrained = getattr(cfg, "pretrained", None)
     if not pretrained:
         return ViltStudent(ViltModel(vilt_config(cfg, vocab_size, image_size)), image_size)
-    try:
-        model = ViltModel.from_pretrained(pretrained)
-    except (OSError, ValueError) as e:
-        raise InputError(f"student.pretrained={pretrained!r}: not a loadable ViLT checkpoint ({e})") from None
+    model = load_vilt(pretrained)
     if model.config.vocab_size != vocab_size:
         raise InputError(f"student.pretrained={pretrained!r}: vocab size {model.config.vocab_size} != tokenizer's "
                          f"{vocab_size}; use the checkpoint's own tokenizer")

@@ -1,0 +1,324 @@
+"""Student pretraining (pretrain_student.py): BERT masking, ITM negatives, a 3-step run on a tiny
+corpus whose export loads through fine-tuning's path, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from clip_td.base.io import InputError
+from pretrain.student import itm_negatives, load_student_config, mask_tokens
+from pretrain.student.train import main, objective_inputs
+
+REPO = Path(__file__).resolve().parent.parent
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+SHAPES = ("circle", "square")
+SHIFT_ONLY_WORD = "hexagon"  # appears only in the shift-style row: it must stay out of the vocabulary
+TINY = ["data.image_size=32", "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+        "model.intermediate_size=64", "model.max_text_len=16", "train.batch_size=4", "eval.batch_size=4"]
+
+
+# ---- a tiny corpus -------------------------------------------------------------------------------
+
+
+def _image(path: Path, colour: str, shape: str) -> None:
+    im = Image.new("RGB", (32, 32), (240, 240, 240))
+    d = ImageDraw.Draw(im)
+    (d.ellipse if shape == "circle" else d.rectangle)((6, 6, 26, 26), fill=COLOURS[colour])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def write_corpus(root: Path, n_train: int = 10, n_val: int = 6, styles: str = "source") -> Path:
+    """<root>/pretrain/{train,val}.tsv (+ images): `n` rows of `styles` and one shift-style row each."""
+    pre = root / "pretrain"
+    for split, n in (("train", n_train), ("val", n_val)):
+        lines = ["filepath\ttitle\tsynthetic_caption\tstyle\tnoise"]
+        for i in range(n):
+            colour, shape = list(COLOURS)[i % 3], SHAPES[(i // 3) % 2]
+            rel = f"images/{split}/{i:03d}.png"
+            _image(pre / rel, colour, shape)
+            lines.append(f"{rel}\ta {colour} {shape}\ta {colour} {shape}\t{styles}\tclean")
+        rel = f"images/{split}/shift.png"
+        _image(pre / rel, "red", "square")
+        lines.append(f"{rel}\ta striped {SHIFT_ONLY_WORD}\ta striped {SHIFT_ONLY_WORD}\tshift\tclean")
+        (pre / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = write_corpus(tmp_path_factory.mktemp("corpus"))
+    out = tmp_path_factory.mktemp("run")
+    metrics = main([f"data.root={root}", f"output_dir={out}", "train.max_steps=3", "train.checkpoint_every=2", *TINY])
+    return root, out, metrics
+
+
+# ---- masking ------------------------------------------------------------------------------------
+
+CLS, SEP, PAD, MASK = 2, 3, 0, 4
+
+
+def _special(ids: torch.Tensor) -> torch.Tensor:
+    return (ids == CLS) | (ids == SEP) | (ids == PAD)
+
+
+def test_masked_positions_are_the_first_draw_below_prob_outside_specials():
+    ids = torch.tensor([[CLS, 10, 11, 12, SEP, PAD], [CLS, 13, 14, SEP, PAD, PAD]])
+    out, labels = mask_tokens(ids, _special(ids), 50, 0.5, torch.Generator().manual_seed(0), MASK)
+    # the first draw of seed 0 is u = [[.496 .768 .089 .132 .307 .634], [.490 .896 .456 .632 .349 .402]]:
+    # u < .5 at (0,0) (0,2) (0,3) (0,4) (1,0) (1,2) (1,4) (1,5); of these only (0,2) (0,3) (1,2) are
+    # content tokens; the second draw there (.294 .519 .682) is < .8: all three become [MASK]
+    u = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0))
+    chosen = (u < 0.5) & ~_special(ids)
+    assert chosen.nonzero().tolist() == [[0, 2], [0, 3], [1, 2]]
+    assert labels.tolist() == [[-100, -100, 11, 12, -100, -100], [-100, -100, 14, -100, -100, -100]]
+    assert out.tolist() == [[CLS, 10, MASK, MASK, SEP, PAD], [CLS, 13, MASK, SEP, PAD, PAD]]
+    assert ids.tolist()[0] == [CLS, 10, 11, 12, SEP, PAD]  # the input is left alone
+
+
+def test_mask_random_and_kept_tokens_by_hand():
+    ids = torch.arange(10, 18).unsqueeze(0)  # eight content tokens, prob 1: all chosen
+    out, labels = mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), 50, 1.0,
+                              torch.Generator().manual_seed(19), MASK)
+    # seed 19: second draw v = [.850 .962 .248 .295 .026 .089 .488 .086], third draw r[0] = 24:
+    # position 0 (.8 <= v < .9) takes the random id 24, position 1 (v >= .9) keeps 11, the rest [MASK]
+    assert out.tolist() == [[24, 11, MASK, MASK, MASK, MASK, MASK, MASK]]
+    assert torch.equal(labels, ids)
+
+
+def test_specials_and_padding_are_never_masked():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 100, (64, 20), generator=g)
+    ids[:, 0], ids[:, -1] = CLS, PAD
+    ids[torch.rand(ids.shape, generator=g) < 0.3] = PAD
+    out, labels = mask_tokens(ids, _special(ids), 100, 1.0, torch.Generator().manual_seed(2), MASK)
+    sp = _special(ids)
+    assert torch.equal(out[sp], ids[sp]) and (labels[sp] == -100).all()
+    assert torch.equal(labels[~sp], ids[~sp])  # prob 1: every content token is a target
+
+
+def test_mask_split_is_15_percent_then_80_10_10():
+    """100,000 content tokens: chosen ~ Binomial(1e5, .15), sd .0011 of the share, so +-.006 is
+    over 5 sd; among the ~15,000 chosen the [MASK] share has sd sqrt(.8*.2/15000) = .0033 and the
+    random / kept shares .0025, so +-.02 and +-.015 are 6 sd. A random id equal to the original
+    (counted as kept) has chance 1/2000 per random draw: negligible at this tolerance."""
+    vocab = 2000
+    ids = torch.randint(5, vocab, (400, 250), generator=torch.Generator().manual_seed(3))
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    out, labels = mask_tokens(ids, special, vocab, 0.15, torch.Generator().manual_seed(4), MASK)
+    chosen = labels != -100
+    n = int(chosen.sum())
+    assert abs(n / ids.numel() - 0.15) < 0.006
+    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(out[~chosen], ids[~chosen])
+    masked = (out[chosen] == MASK).sum().item() / n
+    kept = (out[chosen] == ids[chosen]).sum().item() / n
+    random = 1 - masked - kept
+    assert abs(masked - 0.8) < 0.02 and abs(random - 0.1) < 0.015 and abs(kept - 0.1) < 0.015
+
+
+# ---- ITM negatives ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 4, 7, 8, 32])
+def test_itm_negatives_take_another_images_caption(batch_size):
+    for seed in range(20):
+        perm, is_match = itm_negatives(batch_size, torch.Generator().manual_seed(seed))
+        assert sorted(perm.tolist()) == list(range(batch_size))  # a permutation of the batch
+        assert torch.equal(is_match, perm == torch.arange(batch_size))
+        assert int((~is_match).sum()) == max(2, round(batch_size / 2))  # half (two at least) are negatives
+        neg = (~is_match).nonzero().flatten()
+        assert (perm[neg] != neg).all() and set(perm[neg].tolist()) == set(neg.tolist())  # deranged among themselves
+
+
+def test_itm_negatives_by_hand_and_edge_cases():
+    perm, is_match = itm_negatives(6, torch.Generator().manual_seed(0))
+    # three negatives (2, 3, 5) pass their captions round one cycle: 2 <- 3 <- 5 <- 2
+    assert perm.tolist() == [0, 1, 3, 5, 4, 2] and is_match.tolist() == [True, True, False, False, True, False]
+    assert itm_negatives(1, torch.Generator())[1].tolist() == [True]  # one pair cannot swap
+    assert itm_negatives(5, torch.Generator(), prob=0.0)[1].all()
+    perm, is_match = itm_negatives(5, torch.Generator().manual_seed(1), prob=1.0)
+    assert not is_match.any() and (perm != torch.arange(5)).all()
+
+
+def test_a_caption_borrowed_from_the_same_image_file_is_a_match():
+    """Real corpora hold several captions per image: a swap inside one image stays a positive."""
+    ids = torch.tensor([[CLS, 10, SEP]] * 4)
+    batch = {"pixel_values": torch.zeros(4, 3, 8, 8), "input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "special_mask": _special(ids), "image_id": torch.tensor([7, 7, 9, 9])}
+
+    class Tok:
+        mask_token_id = MASK
+
+        def __len__(self):
+            return 20
+
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        inputs = objective_inputs(batch, g, Tok(), 0.15, 1.0)
+        g = torch.Generator().manual_seed(seed)
+        mask_tokens(ids, _special(ids), 20, 0.15, g, MASK)  # replay the masking draws
+        perm, _ = itm_negatives(4, g, 1.0)
+        same = batch["image_id"][perm] == batch["image_id"]
+        assert inputs["itm_labels"].tolist() == same.long().tolist()
+        assert torch.equal(inputs["itm_ids"], ids[perm])
+
+
+# ---- a 3-step run and its export ----------------------------------------------------------------
+
+
+def test_run_writes_the_folder_and_metrics(run):
+    root, out, metrics = run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["train"]["steps"] == 3 and saved["train"]["rows"] == 10  # the shift-style row is left out
+    for k in ("mlm_loss", "itm_loss"):
+        assert 0 < saved["train"][k] < 20 and 0 < saved["eval"][k] < 20
+    ev = saved["eval"]
+    assert ev["rows"] == 6 and 0 <= ev["itm_accuracy"] <= 100 and 0 <= ev["mlm_accuracy"] <= 100
+    names = {p.name for p in (out / "student").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= names
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2", "step_3"]
+    assert (out / "config.yaml").is_file()
+
+
+def test_folder_loads_through_finetunings_path(run):
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from clip_td.app.build import image_settings
+    from clip_td.app.schema import FinetuneConfig, StudentConfig
+    from clip_td.lib.students import create_student
+    from clip_td.lib.tokenizer import load_pretrained_tokenizer
+
+    _, out, metrics = run
+    folder = str(out / "student")
+    tok = load_pretrained_tokenizer(folder)
+    assert len(tok) == metrics["vocab_size"] and tok.mask_token == "[MASK]"
+    assert SHIFT_ONLY_WORD not in tok.get_vocab() and "circle" in tok.get_vocab()
+    cfg = OmegaConf.structured(FinetuneConfig)
+    cfg.student.pretrained = folder
+    assert image_settings(cfg) == (32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    student = create_student("vilt", StudentConfig(pretrained=folder), vocab_size=len(tok), image_size=32)
+    saved = load_file(str(out / "student" / "model.safetensors"))
+    state = student.model.state_dict()
+    assert set(saved) == set(state) and all(torch.equal(saved[k], state[k]) for k in saved)
+    enc = tok(["a red circle", "a blue square"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        res = student(torch.zeros(2, 3, 32, 32), enc["input_ids"], enc["attention_mask"])
+    assert res["pooled"].shape == (2, 32) and res["image_tokens"].shape == (2, 16, 32)
+
+
+def test_resume_latest_matches_the_uninterrupted_run(run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root, out, _ = run
+    out2 = tmp_path / "resumed"
+    (out2 / "checkpoints").mkdir(parents=True)
+    shutil.copytree(out / "checkpoints" / "step_2", out2 / "checkpoints" / "step_2")
+    metrics = main([f"data.root={root}", f"output_dir={out2}", "train.max_steps=3", "train.resume=latest", *TINY])
+    assert metrics["train"]["steps"] == 3
+    a = load_file(str(out / "student" / "model.safetensors"))
+    b = load_file(str(out2 / "student" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    with pytest.raises(InputError, match="incompatible run"):  # a different set-up is refused
+        main([f"data.root={root}", f"output_dir={out2}", "train.max_steps=4", "train.resume=latest",
+              *TINY, "train.batch_size=2"])
+
+
+# ---- errors a user can cause --------------------------------------------------------------------
+
+
+def test_a_corpus_without_source_rows_is_one_input_error(tmp_path, capsys):
+    from clip_td.base.scripts import run_script
+
+    root = write_corpus(tmp_path / "shift_only", n_train=3, n_val=2, styles="shift")
+    train = root / "pretrain" / "train.tsv"
+    args = [f"data.root={root}", f"output_dir={tmp_path / 'out'}", "train.max_steps=1", *TINY]
+    with pytest.raises(InputError, match="no source-style rows") as e:
+        main(args)
+    assert str(train) in str(e.value)
+    assert run_script(main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(train) in err[0]
+
+
+def test_a_folder_that_is_not_a_vilt_checkpoint_is_one_input_error(run, tmp_path):
+    import shutil
+
+    from clip_td.app.schema import StudentConfig
+    from clip_td.lib.students import create_student
+    from clip_td.lib.tokenizer import load_pretrained_tokenizer
+
+    _, out, _ = run
+    tok_only = tmp_path / "tokenizer_only"
+    tok_only.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(out / "student" / name, tok_only / name)
+    for folder in (out, tok_only):  # the run folder instead of its student/, a tokenizer without weights
+        with pytest.raises(InputError, match=r"student\.pretrained=.*not a loadable ViLT checkpoint"):
+            create_student("vilt", StudentConfig(pretrained=str(folder)), vocab_size=36, image_size=32)
+    # a training checkpoint (weights, no config.json): fine-tuning reads the tokenizer first
+    ckpt = str(out / "checkpoints" / "step_3")
+    with pytest.raises(InputError, match=r"student\.pretrained=.*cannot load its tokenizer"):
+        load_pretrained_tokenizer(ckpt)
+    with pytest.raises(InputError, match=r"student\.pretrained="):  # today via the vocab check (30522 != 36)
+        create_student("vilt", StudentConfig(pretrained=ckpt), vocab_size=36, image_size=32)
+
+
+@pytest.mark.parametrize("kind", ["bert", "bare_weights"])
+def test_a_folder_of_another_model_is_one_input_error(kind, run, tmp_path):
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from clip_td.app.schema import StudentConfig
+    from clip_td.lib.students import create_student
+
+    folder = tmp_path / kind
+    if kind == "bert":
+        BertModel(BertConfig(vocab_size=36, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64)).save_pretrained(folder)
+        vocab = 36
+    else:
+        folder.mkdir()
+        shutil.copy(run[1] / "checkpoints" / "step_3" / "model.safetensors", folder / "model.safetensors")
+        vocab = 30522  # ViltConfig's default: what from_pretrained falls back to without config.json
+    with pytest.raises(InputError, match=r"student\.pretrained="):
+        create_student("vilt", StudentConfig(pretrained=str(folder)), vocab_size=vocab, image_size=32)
+
+
+# ---- the config ---------------------------------------------------------------------------------
+
+
+def test_the_shipped_recipe_loads_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `--config configs/...` resolves to the installed `configs` package
+    cfg = load_student_config("configs/pretrain_student/default.yaml", ["data.size=small"])
+    assert cfg.train.max_steps == load_student_config().train.max_steps > 0
+    assert (cfg.data.size, cfg.data.image_size, cfg.model.vocab_size, cfg.model.hidden_size) == ("small", 64, 2000, 128)
+    assert (cfg.train.mask_prob, cfg.train.itm_prob) == (0.15, 0.5)
+    with pytest.raises(InputError, match="train.mask_probability"):
+        load_student_config(None, ["train.mask_probability=0.2"])
+
+
+def test_model_defaults_match_finetunings_from_scratch_student():
+    from clip_td.app.schema import StudentConfig
+
+    cfg, ft = load_student_config().model, StudentConfig()
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "patch_size", "max_text_len", "vocab_size"):
+        assert cfg[key] == getattr(ft, key), key
