@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from omegaconf import DictConfig
 
-from clip_td.base.io import InputError, cache_root
+from clip_td.base.io import cache_root
 
 
 @dataclass
