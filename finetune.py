@@ -4,7 +4,7 @@
     accelerate launch finetune.py --config configs/finetune/vcr.yaml train.fraction=0.05 seed=1
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 finetune.py   # 2 CPU processes (gloo)
 
-Config = schema defaults (clip_td/finetune_config.py) <- YAML <- dotted overrides. The loop,
+Config = schema defaults (clip_td/app/schema.py) <- YAML <- dotted overrides. The loop,
 shaped like accelerate's examples, is `clip_td.app.trainer.main`; it writes <output_dir>/config.yaml,
 metrics.json and the official-format predictions of every eval split.
 """

@@ -5,7 +5,10 @@
 Writes <output_dir>/results.csv, summary.md and PNG plots; a rerun skips finished cells.
 """
 
+import sys
+
 from clip_td.app.sweep import main
+from clip_td.base.scripts import run_script
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, sys.argv[1:]))

@@ -122,3 +122,17 @@ def test_failed_cells_are_kept_retried_and_reported(tmp_path, monkeypatch, capsy
     assert "| none | 25% | val | accuracy | 51.00 +- 1.00 | 3 |  |  |" in text
     assert "\u2020" not in text and "Missing runs" not in text
     assert report_exit()[0] == 0
+
+
+def test_sweep_script_user_error_is_one_line(tmp_path):
+    """sweep.py shares the scripts' one error path: a bad key is one `error:` line, exit code 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "sweep.py"), "--config", str(repo / "configs/sweep/smoke.yaml"),
+                           f"output_dir={tmp_path}", "grid.bogus=1"], capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "grid.bogus" in lines[0]

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from clip_td.base.config import load_config, parse_script_args, save_config
 from clip_td.app.benchmark_targets import targets_markdown
 from clip_td.base.io import InputError, read_json, write_json_atomic, write_text_atomic
+from clip_td.base.scripts import run_script
 from tasks import find_task
 
 #: Split and metric each task is summarised by in plots (all metrics go to the CSV and tables).
@@ -508,4 +509,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, sys.argv[1:]))
