@@ -24,9 +24,8 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from clip_td.base.checkpoints import check_compatible, resolve_resume, save_checkpoint
+from clip_td.base.checkpoints import save_checkpoint
 from clip_td.base.config import parse_script_args, save_config, to_dict
 from clip_td.base.io import InputError, write_json_atomic
 
@@ -37,6 +36,7 @@ from pretrain.concepts import CONCEPT_TEACHERS, FrozenConceptTeacher, create_con
 from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  (PretrainConfig: the schema)
 from pretrain.data import CaptionDataset, concept_targets, make_collate, read_captions, read_concepts
 from pretrain.export import export_teacher
+from pretrain.loop import ResumableLoop
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
 from pretrain.pretrain_model import PretrainModel
 from pretrain.teacher_eval import evaluate_teacher
@@ -170,9 +170,12 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
 # ---- the loop ------------------------------------------------------------------------------------
 
 
-class PretrainTrainer:
+class PretrainTrainer(ResumableLoop):
     """One run's training state: the prepared objects, the position (step, epoch, micro-batch in
     epoch) and the step times. `fit()` runs the loop; the methods stay short."""
+
+    desc = "pretrain"
+    log = logger
 
     def __init__(self, cfg: DictConfig, accelerator: Accelerator, setup: Setup) -> None:
         self.cfg, self.acc, self.setup, self.out = cfg, accelerator, setup, Path(cfg.output_dir)
@@ -201,43 +204,6 @@ class PretrainTrainer:
         self.times: List[float] = []  # seconds per micro-batch
         self.last: Optional[Dict[str, float]] = None
 
-    def resume(self) -> None:
-        ckpt = resolve_resume(self.cfg.train.resume, self.out)
-        if ckpt is None:
-            return
-        state = check_compatible(ckpt, self.signature, self.model)
-        self.pos.update({k: int(state[k]) for k in self.pos})
-        self.acc.load_state(str(ckpt))
-        logger.info("resumed from %s at step %d", ckpt, self.pos["step"])
-
-    def fit(self) -> Dict[str, Any]:
-        """Train to `total_steps`, save the final checkpoint; returns the train figures."""
-        self.resume()
-        bar = tqdm(total=self.total_steps, initial=self.pos["step"], disable=not self.acc.is_local_main_process,
-                   desc="pretrain")
-        self.model.train()
-        try:
-            while self.pos["step"] < self.total_steps:
-                self.run_epoch(bar)
-        finally:
-            bar.close()
-        self.checkpoint()
-        return self.stats()
-
-    def run_epoch(self, bar: Any) -> None:
-        """One pass (the rest of it when resuming mid-epoch), stopping at `total_steps`."""
-        epoch, skip = self.pos["epoch"], self.pos["batch"]
-        self.loader.set_epoch(epoch)  # the data order depends only on (seed, epoch)
-        loader = self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
-        for batch_i, batch in enumerate(loader, start=skip):
-            terms = self.train_step(batch)
-            if not self.acc.sync_gradients:
-                continue
-            self.pos.update(step=self.pos["step"] + 1, batch=batch_i + 1)
-            self.after_step(terms, bar)
-            if self.pos["step"] >= self.total_steps:
-                return
-        self.pos.update(epoch=epoch + 1, batch=0)
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """The model's named outputs, plus the frozen concept teacher's logits when distilling."""

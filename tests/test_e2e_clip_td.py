@@ -15,16 +15,6 @@ from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tin
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Each run builds its own Accelerator; accelerate keeps process-wide singletons."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def run(world, teacher, out, **overrides) -> int:
     return main(["--config", TINY, *tiny_overrides(world, teacher, out, **overrides)])
 

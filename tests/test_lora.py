@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_finetune import TINY, fresh_accelerate_state  # noqa: F401  (autouse fixture)
+from test_finetune import TINY
 from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
 

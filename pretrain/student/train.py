@@ -23,13 +23,13 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from clip_td.base.checkpoints import check_compatible, resolve_resume, save_checkpoint
+from clip_td.base.checkpoints import save_checkpoint
 from clip_td.base.config import parse_script_args, save_config, to_dict
 from clip_td.base.io import InputError, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
+from pretrain.loop import ResumableLoop
 from pretrain.student.config import load_student_config
 from pretrain.student.data import PairDataset, build_tokenizer, make_collate, resolve_paths, source_rows
 from pretrain.student.export import export_student
@@ -104,9 +104,12 @@ def objective_inputs(batch: Dict[str, torch.Tensor], generator: torch.Generator,
 # ---- the loop -----------------------------------------------------------------------------------
 
 
-class StudentTrainer:
+class StudentTrainer(ResumableLoop):
     """One run's training state: the prepared objects, the position (step, epoch, batch in
     epoch) and the step times. `fit()` runs the loop; the methods stay short."""
+
+    desc = "pretrain student"
+    log = logger
 
     def __init__(self, cfg: DictConfig, accelerator: Accelerator, setup: Setup) -> None:
         self.cfg, self.acc, self.setup, self.out = cfg, accelerator, setup, Path(cfg.output_dir)
@@ -132,41 +135,6 @@ class StudentTrainer:
         self.times: List[float] = []
         self.last: Optional[Dict[str, float]] = None
 
-    def resume(self) -> None:
-        ckpt = resolve_resume(self.cfg.train.resume, self.out)
-        if ckpt is None:
-            return
-        state = check_compatible(ckpt, self.signature, self.model)
-        self.pos.update({k: int(state[k]) for k in self.pos})
-        self.acc.load_state(str(ckpt))
-        logger.info("resumed from %s at step %d", ckpt, self.pos["step"])
-
-    def fit(self) -> Dict[str, Any]:
-        """Train to `total_steps`, save the final checkpoint; returns the train figures."""
-        self.resume()
-        bar = tqdm(total=self.total_steps, initial=self.pos["step"], disable=not self.acc.is_local_main_process,
-                   desc="pretrain student")
-        self.model.train()
-        try:
-            while self.pos["step"] < self.total_steps:
-                self.run_epoch(bar)
-        finally:
-            bar.close()
-        self.checkpoint()
-        return self.stats()
-
-    def run_epoch(self, bar: Any) -> None:
-        """One pass (the rest of it when resuming mid-epoch), stopping at `total_steps`."""
-        epoch, skip = self.pos["epoch"], self.pos["batch"]
-        self.loader.set_epoch(epoch)  # the data order depends only on (seed, epoch)
-        loader = self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
-        for batch_i, batch in enumerate(loader, start=skip):
-            terms = self.train_step(batch)
-            self.pos.update(step=self.pos["step"] + 1, batch=batch_i + 1)
-            self.after_step(terms, bar)
-            if self.pos["step"] >= self.total_steps:
-                return
-        self.pos.update(epoch=epoch + 1, batch=0)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         cfg, t0 = self.cfg.train, time.perf_counter()
