@@ -252,3 +252,14 @@ def test_vqa_answer_sets_from_training_rows():
     assert sets == {"what color is the": (0, 3), "is there a": (1, 2)}
     assert answer_set_mask(sets, "is there a", 5).tolist() == [False, True, True, False, False]
     assert answer_set_mask(sets, "how many", 5).tolist() == [True] * 5  # unseen type: no restriction
+
+
+def test_calibrated_weighting_counts_only_the_scored_candidates():
+    # teacher logits (tau = 1) 0, 5, ln 3 restricted to {0, 2}: q = (0.25, 0, 0.75) over K = 2 candidates;
+    # gold 0: (0.25 - 1/2) / (1/2) < 0 -> 0; gold 2: (0.75 - 1/2) / (1/2) = 0.5
+    dist = _distiller("clip_td", {"tau": 1.0, "weighting": "calibrated"}, 6, 8)
+    student_out, t, batch, _ = _inputs()
+    t = {**t, "cand_logits": torch.tensor([[0.0, 5.0, math.log(3.0)]] * 4), "gold": torch.tensor([0, 2, 0, 2])}
+    mask = torch.tensor([[True, False, True]]).expand(4, 3)
+    out = dist(student_out, t, {**batch, "cand_mask": mask}, torch.zeros(4, 3, requires_grad=True))
+    torch.testing.assert_close(out["weights"], torch.tensor([0.0, 0.5, 0.0, 0.5]), atol=1e-6, rtol=0)

@@ -66,3 +66,24 @@ def test_weights_are_bounded_after_normalisation():
     pa = torch.tensor([[1.0, 0.0]] + [[0.0, 1.0]] * 4)
     wa = WEIGHTINGS.create("agreement", teacher_probs=qa, student_probs=pa, gamma=1.0)
     torch.testing.assert_close(wa, torch.tensor([4.0, 0.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_calibrated_weights_hand_cases():
+    """t = clip((q[gold] - 1/K) / (1 - 1/K), 0, 1), w = t^gamma, no batch normalisation."""
+    from clip_td.lib.weighting import calibrated
+
+    q = torch.tensor([[1 / 3, 1 / 3, 1 / 3],   # uniform teacher: at chance -> 0
+                      [0.0, 1.0, 0.0],         # one-hot right -> 1
+                      [1.0, 0.0, 0.0],         # confident and wrong -> 0
+                      [0.2, 0.6, 0.2],         # (0.6 - 1/3) / (2/3) = 0.4
+                      [0.5, 0.5, 0.0]])        # gold not a candidate (-1) -> 0
+    gold = torch.tensor([0, 1, 2, 1, -1])
+    w = calibrated(q, gold, gamma=1.0)
+    torch.testing.assert_close(w, torch.tensor([0.0, 1.0, 0.0, 0.4, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(calibrated(q, gold, gamma=2.0)[3], torch.tensor(0.16), atol=1e-6, rtol=0)
+    # K_i from the scored candidates: q = (0.5, 0.5, 0) over K = 2 is at chance -> 0; over K = 3, (0.5 - 1/3) / (2/3) = 0.25
+    q2 = torch.tensor([[0.5, 0.5, 0.0]] * 2)
+    w2 = calibrated(q2, torch.tensor([0, 0]), num_candidates=torch.tensor([2, 3]))
+    torch.testing.assert_close(w2, torch.tensor([0.0, 0.25]), atol=1e-6, rtol=0)
+    # a whole batch at chance distils nothing (a mean-1 normalisation would have given every row 1)
+    assert calibrated(torch.full((4, 3), 1 / 3), torch.tensor([0, 1, 2, 0])).sum().item() == 0.0

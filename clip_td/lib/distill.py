@@ -206,7 +206,10 @@ class Distiller(nn.Module):
         gold = t["gold"].long()
         conf = gold_confidence(q, gold)
         student_probs = F.softmax(logits.detach().float() / s.tau, dim=-1)
-        w = WEIGHTINGS.create(s.weighting, teacher_probs=q, gold=gold, student_probs=student_probs, gamma=s.gamma)
+        mask = batch.get("cand_mask")  # K_i: the candidates the teacher scored for instance i
+        n_cand = mask.sum(-1) if mask is not None else torch.full_like(gold, q.shape[1])
+        w = WEIGHTINGS.create(s.weighting, teacher_probs=q, gold=gold, student_probs=student_probs, gamma=s.gamma,
+                              num_candidates=n_cand.to(q.device))
         w = w.detach().clamp(0.0, MAX_WEIGHT)  # every weighting is bounded (weighting.MAX_WEIGHT)
 
         tok, frac = self._token_term(student_out, t, batch)

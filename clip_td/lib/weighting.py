@@ -49,6 +49,29 @@ def confidence(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1
     return _mean_one(gold_confidence(teacher_probs, gold).clamp_min(1e-12) ** gamma)
 
 
+def chance_corrected_trust(confidence: torch.Tensor, num_candidates: torch.Tensor) -> torch.Tensor:
+    """t_i = clip((c_i - 1/K_i) / (1 - 1/K_i), 0, 1): 0 for a teacher at or below chance on the
+    instance, 1 for a one-hot right teacher. confidence (B,), num_candidates K_i (B,) -> (B,)."""
+    chance = 1.0 / num_candidates.float().clamp_min(2.0)  # K_i = 1 would be a certain, uninformative "choice"
+    return ((confidence.float() - chance) / (1.0 - chance)).clamp(0.0, 1.0)
+
+
+@WEIGHTINGS.register("calibrated")
+def calibrated(teacher_probs: torch.Tensor, gold: torch.Tensor, gamma: float = 1.0,
+               num_candidates: Optional[torch.Tensor] = None, **_: object) -> torch.Tensor:
+    """w_i = t_i^gamma with t_i the chance-corrected trust in the gold answer (`chance_corrected_trust`),
+    NOT normalised over the batch: a teacher at chance on every instance contributes nothing, which a
+    mean-1 normalisation would undo. Every w_i is in [0, 1].
+
+    teacher_probs (B, C), gold (B,) (-1: not a candidate, w_i = 0), num_candidates K_i (B,)
+    (default: C, every candidate scored) -> (B,).
+    """
+    if num_candidates is None:
+        num_candidates = torch.full((teacher_probs.shape[0],), teacher_probs.shape[1], device=teacher_probs.device)
+    trust = chance_corrected_trust(gold_confidence(teacher_probs, gold), num_candidates)
+    return trust if gamma == 1 else trust ** gamma
+
+
 @WEIGHTINGS.register("uniform")
 def uniform(teacher_probs: torch.Tensor, **_: object) -> torch.Tensor:
     """w_i = 1. teacher_probs (B, C) -> (B,)."""
