@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from clip_td.base.io import InputError, atomic_path
+from clip_td.base.io import InputError, atomic_path, cache_root
 from clip_td.base.registry import Registry
 
 CONCEPT_TEACHERS = Registry("concept teacher")
@@ -74,10 +73,6 @@ class FrozenConceptTeacher(nn.Module):
         return self.net(x).float()
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
-
-
 def _fingerprint(train_file: str, num_concepts: int, steps: int, seed: int) -> str:
     st = Path(train_file).stat()
     key = json.dumps([str(Path(train_file).resolve()), st.st_size, st.st_mtime_ns, num_concepts, steps, seed])
@@ -113,7 +108,7 @@ def _collate_images(items):
 @CONCEPT_TEACHERS.register("synthetic")
 def synthetic_teacher(train_file: str, dataset, targets: torch.Tensor, steps: int, seed: int, **_) -> nn.Module:
     """Train (once, then cached by corpus fingerprint) the small concept classifier."""
-    path = _cache_root() / "concept_teachers" / f"{_fingerprint(train_file, targets.shape[1], steps, seed)}.safetensors"
+    path = cache_root() / "concept_teachers" / f"{_fingerprint(train_file, targets.shape[1], steps, seed)}.safetensors"
     net = SmallConceptNet(targets.shape[1])
     if path.is_file():
         net.load_state_dict(load_file(str(path)))

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from clip_td.base.io import PathLike
+from clip_td.base.io import PathLike, cache_root
 
 from pretrain.config import load_pretrain_config, recipe_path
 
@@ -26,10 +26,6 @@ from pretrain.config import load_pretrain_config, recipe_path
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
               "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
               "TORCHELASTIC_MAX_RESTARTS", "OMP_NUM_THREADS")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
 
 
 def clean_env() -> dict:

@@ -10,11 +10,26 @@ the recorded step), then `skip_first_batches` inside the interrupted epoch.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any, Dict
 
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from clip_td.base.checkpoints import check_compatible, resolve_resume
+from clip_td.base.config import save_config
+
+
+def start_run(cfg: Any, accelerator: Any) -> None:
+    """What every pretraining run does first: log on the main process, seed, and write the
+    resolved config to `<output_dir>/config.yaml`."""
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(message)s")
+    set_seed(cfg.seed)
+    if accelerator.is_main_process:
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg.output_dir)
 
 
 class ResumableLoop:

@@ -21,12 +21,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from clip_td.base.checkpoints import save_checkpoint
-from clip_td.base.config import parse_script_args, save_config, to_dict
+from clip_td.base.config import parse_script_args, to_dict
 from clip_td.base.io import InputError, write_json_atomic
 
 from pretrain.alip_gates import ALIPGates
@@ -36,7 +36,7 @@ from pretrain.concepts import CONCEPT_TEACHERS, FrozenConceptTeacher, create_con
 from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  (PretrainConfig: the schema)
 from pretrain.data import CaptionDataset, concept_targets, make_collate, read_captions, read_concepts
 from pretrain.export import export_teacher
-from pretrain.loop import ResumableLoop
+from pretrain.loop import ResumableLoop, start_run
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
 from pretrain.pretrain_model import PretrainModel
 from pretrain.teacher_eval import evaluate_teacher
@@ -282,12 +282,7 @@ def finish(cfg: DictConfig, trainer: PretrainTrainer, stats: Dict[str, Any]) -> 
 def run(cfg: DictConfig) -> Dict:
     """Build, train (resuming when asked), export, evaluate; returns metrics.json's content."""
     accelerator = make_accelerator(cfg)
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-                        format="%(asctime)s %(message)s")
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cfg.output_dir)
+    start_run(cfg, accelerator)
     trainer = PretrainTrainer(cfg, accelerator, build(cfg, accelerator))
     if cfg.train.tracker is not None:
         accelerator.init_trackers("pretrain", config=to_dict(cfg))

@@ -20,16 +20,16 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from clip_td.base.checkpoints import save_checkpoint
-from clip_td.base.config import parse_script_args, save_config, to_dict
+from clip_td.base.config import parse_script_args, to_dict
 from clip_td.base.io import InputError, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
-from pretrain.loop import ResumableLoop
+from pretrain.loop import ResumableLoop, start_run
 from pretrain.student.config import load_student_config
 from pretrain.student.data import PairDataset, build_tokenizer, make_collate, resolve_paths, source_rows
 from pretrain.student.export import export_student
@@ -235,12 +235,7 @@ def finish(cfg: DictConfig, trainer: StudentTrainer, stats: Dict[str, Any]) -> D
 def run(cfg: DictConfig) -> Dict:
     """Build, train (resuming when asked), export, evaluate; returns metrics.json's content."""
     accelerator = make_accelerator(cfg)
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-                        format="%(asctime)s %(message)s")
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cfg.output_dir)
+    start_run(cfg, accelerator)
     trainer = StudentTrainer(cfg, accelerator, build(cfg))
     if cfg.train.tracker is not None:
         accelerator.init_trackers("pretrain_student", config=to_dict(cfg))
