@@ -37,6 +37,7 @@ class Built:
     num_workers: int = 0
     teacher: Any = None  # FrozenTeacher, kept outside prepare
     teacher_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default=None, repr=False)
+    teacher_trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decision (metrics.json)
 
     def loader(self, ds: TaskDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
@@ -165,7 +166,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
         task=task, method=method, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,
         collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),
         num_outputs=task.num_outputs, num_processes=accelerator.num_processes, num_workers=cfg.data.num_workers,
-        teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs,
+        teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs, teacher_trust=teacher_side.trust,
     )
 
 

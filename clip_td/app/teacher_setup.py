@@ -7,7 +7,8 @@ Nothing here is trained: the teacher stays outside `accelerator.prepare` and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -17,6 +18,8 @@ from omegaconf import DictConfig
 
 from clip_td.base.io import cache_root
 
+logger = logging.getLogger("clip_td")
+
 
 @dataclass
 class TeacherSide:
@@ -25,6 +28,7 @@ class TeacherSide:
     image_transform: Optional[Callable] = None  # PIL -> (3, S, S) teacher-normalised, live teacher only
     live_texts: bool = False  # the batches carry the teacher's texts (live teacher only)
     outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
+    trust: Optional[Dict[str, Any]] = None  # the task-level trust gate's figures and decision (metrics.json)
 
 
 def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
@@ -63,8 +67,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     name = teacher_name(cfg, accelerator)
     teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
     check_alignment(student, teacher, name)
-    distiller = create_distiller(method, student.hidden_size, teacher.embed_dim)
     cls_attention = needs_cls_attention(method.selection)
+    cache = None
     if cfg.teacher.cache:
         from clip_td.lib.teacher_cache import TeacherCache
 
@@ -75,9 +79,56 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                                    name=f"{task.name}-{cfg.data.train_split}",
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes,
                                    barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
-        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]))
+    trust = None
+    if method.eta:
+        decision = teacher_trust(teacher, task, full_train, train_idx, cache, method.trust_alpha)
+        gated = method.trust_gate and not decision.trusted
+        trust = {**decision.as_dict(), "gate": bool(method.trust_gate), "answer_term": not gated}
+        if gated:
+            logger.info("trust gate: the teacher answers %.1f %% of the %d labelled rows against the label "
+                        "prior's %.1f %% (p = %.3g >= %.3g): the answer-level term is off for this run",
+                        decision.teacher_accuracy, decision.rows, decision.prior_accuracy, decision.p_value,
+                        decision.alpha)
+            method = replace(method, eta=0.0)
+    distiller = create_distiller(method, student.hidden_size, teacher.embed_dim)
+    if cache is not None:
+        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]),
+                           trust=trust)
     return TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
-                       live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention))
+                       live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention), trust=trust)
+
+
+@torch.no_grad()
+def teacher_trust(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any = None,
+                  alpha: float = 0.05, batch_size: int = 256) -> Any:
+    """The trust gate's decision (`clip_td.lib.trust`) from the teacher's answers to the labelled
+    training rows: read from the cache when there is one, else one teacher pass over the rows."""
+    from clip_td.lib.teacher_cache import CandidateEncoder, _load_image, candidate_logits
+    from clip_td.lib.trust import trust_decision
+
+    logits, gold, masks = [], [], []
+    encoder = None if cache is not None else CandidateEncoder(teacher)
+    transform = None if cache is not None else teacher.image_transform()
+    for start in range(0, len(train_idx), batch_size):
+        idx = list(train_idx[start:start + batch_size])
+        rows = [full_train[i] for i in idx]
+        if cache is not None:
+            out = cache.lookup(idx)
+            logits.append(out["cand_logits"].float().cpu())
+            gold.append(out["gold"].long().cpu())
+        else:
+            texts = [task.teacher_texts(r) for r in rows]
+            pixels = torch.stack([_load_image(r["image"], transform) for r in rows]).to(teacher.device)
+            embed = teacher.encode_images(pixels)["image_embed"]
+            logits.append(candidate_logits(teacher, embed, [t[1] for t in texts], encoder).float().cpu())
+            gold.append(torch.tensor([t[2] for t in texts], dtype=torch.long))
+        extras = [task.teacher_extras(r).get("cand_mask") for r in rows]
+        if all(m is not None for m in extras):
+            masks.append(torch.stack([torch.as_tensor(m) for m in extras]))
+    cand_mask = torch.cat(masks) if masks and len(masks) == len(logits) else None
+    if not logits:
+        return trust_decision(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), alpha)
+    return trust_decision(torch.cat(logits), torch.cat(gold), alpha, cand_mask)
 
 
 @torch.no_grad()

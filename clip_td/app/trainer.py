@@ -309,8 +309,10 @@ def save_best(accelerator: Accelerator, model: Any, cfg: DictConfig, out_dir: Pa
     save_weights(state, out_dir, meta)
 
 
-def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files: Dict) -> Path:
-    """`<output_dir>/metrics.json`, exactly docs/contracts.md section 2."""
+def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files: Dict,
+                  teacher_trust: Optional[Dict[str, Any]] = None) -> Path:
+    """`<output_dir>/metrics.json`, exactly docs/contracts.md section 2 (`teacher_trust` when the
+    run has an answer-level term)."""
     metrics = {
         "task": cfg.task.name,
         "method": cfg.method.name,
@@ -321,6 +323,8 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
                   "step_time_s": round(float(figures["step_time_s"]), 5)},
         "files": files,
     }
+    if teacher_trust is not None:
+        metrics["teacher_trust"] = teacher_trust
     path = Path(cfg.output_dir) / "metrics.json"
     write_json_atomic(path, metrics)
     return path
@@ -344,7 +348,7 @@ def run(cfg: DictConfig) -> Path:
     path = out / "metrics.json"
     if accelerator.is_main_process:
         save_best(accelerator, model, cfg, out / "model", {"step": figures["steps"]})
-        path = write_metrics(cfg, figures, scores, files)
+        path = write_metrics(cfg, figures, scores, files, built.teacher_trust)
         summary = ", ".join(f"{s}: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()) for s, m in scores.items())
         print(f"{cfg.task.name} / {cfg.method.name}: {summary}")
         print(f"metrics: {path}")

@@ -119,6 +119,8 @@ class MethodConfig:
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
     answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
+    trust_gate: bool = True  # switch the answer-level term off for the run when the teacher does not beat the label prior on the labelled rows
+    trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
 
 
 @METHODS.register("none")

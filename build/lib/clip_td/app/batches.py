@@ -1,0 +1,144 @@
+"""Task rows -> model tensors: lazy image decoding and transforms, student tokenisation, the
+task's targets, and the row index for teacher-cache lookup.
+
+A batch (dict) holds, for every task:
+    index         (B,)         row index in the full split (teacher-cache key)
+    pixel_values  (B, 3, H, W) student image
+    input_ids     (B*K, T)     K = task.sequences_per_instance (VCR: 4 Q->A then 4 QA->R sequences)
+    attention_mask(B*K, T)
+    offsets       (B*K, T, 2)  character span of each student token in its text (0, 0 = special)
+plus the task's targets (`task.targets(row)`: ints become (B,) long tensors, tensors are
+stacked; e.g. vqa `targets` (B, A), snli_ve `labels` (B,), vcr `answer_label`, `rationale_label`)
+and the task's teacher extras (vqa with answer sets: `cand_mask` (B, A) bool). With the teacher
+running live (no cache) it also holds `teacher_pixels` (B, 3, H', W') and the teacher's texts as
+lists of strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+
+TextPair = Tuple[str, Optional[str]]
+
+
+def student_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
+    """PIL image -> (3, image_size, image_size) float tensor, normalised like the student's checkpoint."""
+    return T.Compose(
+        [
+            T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def load_rgb(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class TaskDataset(Dataset):
+    """One item per task row; images are decoded only when the item is read.
+
+    `source_index[i]` is the row's index in the full split (the low-shot subset keeps it), so
+    teacher-cache entries are shared by every fraction and seed.
+    """
+
+    def __init__(
+        self,
+        task: Any,
+        ds: Any,
+        transform: Callable,
+        source_index: Optional[Sequence[int]] = None,
+        teacher_transform: Optional[Callable] = None,
+        teacher_texts: bool = False,
+        teacher_extras: bool = False,
+    ) -> None:
+        self.task, self.ds, self.transform = task, ds, transform  # task: tasks.Task after setup
+        self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
+        self.teacher_transform = teacher_transform  # live teacher: its image input
+        self.teacher_texts = teacher_texts  # live teacher: its texts (task.teacher_texts)
+        self.teacher_extras = teacher_extras  # distilling: task.teacher_extras (e.g. VQA cand_mask)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        row = self.ds[i]
+        image = load_rgb(row["image"])
+        item: Dict[str, Any] = {
+            "index": self.source_index[i],
+            "pixel_values": self.transform(image),
+            "texts": self.task.student_texts(row),
+            "targets": self.task.targets(row),
+        }
+        if self.teacher_extras:
+            item["targets"].update(self.task.teacher_extras(row))
+        if self.teacher_transform is not None:
+            item["teacher_pixels"] = self.teacher_transform(image)
+        if self.teacher_texts:
+            text, candidates, gold = self.task.teacher_texts(row)
+            item.update(teacher_text=text, teacher_candidates=candidates, teacher_gold=gold)
+        return item
+
+
+def joined_offsets(enc: Any, firsts: Sequence[str]) -> torch.Tensor:
+    """Offsets of a pair encoding re-expressed in the joined string `first + " " + second`.
+
+    The teacher reads the pair as one string (e.g. question + gold answer), so the sub-word
+    alignment needs the second segment's spans shifted past the first. -> (N, T, 2).
+    """
+    offsets = enc["offset_mapping"].clone()
+    for i, first in enumerate(firsts):
+        seq = torch.tensor([s if s is not None else -1 for s in enc.sequence_ids(i)])
+        second = (seq == 1) & (offsets[i, :, 1] > offsets[i, :, 0])
+        offsets[i][second] += len(first) + 1
+    return offsets
+
+
+class Collator:
+    """Stack images and targets, tokenise every (text, pair) with padding and character offsets."""
+
+    def __init__(self, tokenizer: Any, max_len: int) -> None:
+        self.tokenizer, self.max_len = tokenizer, max_len
+
+    def tokenize(self, pairs: Sequence[TextPair]) -> Dict[str, torch.Tensor]:
+        firsts = [a for a, _ in pairs]
+        seconds = [b for _, b in pairs]
+        kwargs = dict(
+            padding=True, truncation=True, max_length=self.max_len, return_offsets_mapping=True, return_tensors="pt"
+        )
+        if all(b is None for b in seconds):
+            enc = self.tokenizer(firsts, **kwargs)
+        else:
+            # Truncate the context first: VCR candidates must stay readable.
+            enc = self.tokenizer(firsts, [b or "" for b in seconds], **{**kwargs, "truncation": "only_first"})
+            enc["offset_mapping"] = joined_offsets(enc, firsts)
+        return {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "offsets": enc["offset_mapping"],
+        }
+
+    def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
+        batch: Dict[str, Any] = {
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+            "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+        }
+        batch.update(self.tokenize([p for it in items for p in it["texts"]]))
+        for key, first in items[0]["targets"].items():  # the task's targets and teacher extras
+            values = [it["targets"][key] for it in items]
+            batch[key] = torch.stack(values) if torch.is_tensor(first) else torch.tensor(values, dtype=torch.long)
+        if "teacher_pixels" in items[0]:
+            batch["teacher_pixels"] = torch.stack([it["teacher_pixels"] for it in items])
+        for key in ("teacher_text", "teacher_candidates", "teacher_gold"):
+            if key in items[0]:
+                batch[key] = [it[key] for it in items]
+        return batch

@@ -1,0 +1,202 @@
+"""Everything `finetune.py` builds before `prepare`: data (synthetic world or a root), the
+low-shot training subset, the student tokenizer, the FinetuneModel, the frozen teacher and its
+cache, and the DataLoaders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from clip_td.app.batches import Collator, TaskDataset, student_transform
+from clip_td.app.finetune_model import FinetuneModel
+from clip_td.base.io import InputError, PathLike
+from clip_td.lib.distill import MethodConfig, resolve_method
+from clip_td.lib.students import add_lora
+
+DEFAULT_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViLT's normalisation
+
+
+@dataclass
+class Built:
+    task: Any  # tasks.Task, set up on the training rows
+    method: MethodConfig  # the resolved method settings (preset applied)
+    train_set: TaskDataset
+    eval_sets: Dict[str, TaskDataset]
+    eval_rows: Dict[str, Any]  # split -> datasets.Dataset (full eval split, row order = predictions order)
+    model: FinetuneModel
+    collator: Collator
+    vocab_size: int
+    num_outputs: int
+    num_processes: int
+    num_workers: int = 0
+    teacher: Any = None  # FrozenTeacher, kept outside prepare
+    teacher_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default=None, repr=False)
+
+    def loader(self, ds: TaskDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
+                          num_workers=self.num_workers)
+
+    def teacher_outputs(self, batch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        return None if self.teacher_fn is None else self.teacher_fn(batch)
+
+    def decode_predictions(self, preds: List[Any]) -> List[Any]:
+        """Class indices -> what task.write_predictions takes (answer strings, ints, pairs)."""
+        return self.task.decode(preds)
+
+
+def check_settings(cfg: DictConfig) -> MethodConfig:
+    """The resolved method; an unknown registry name or a bad fraction is one message naming the key."""
+    method = resolve_method(cfg.method, seed=cfg.seed)
+    if not 0.0 < cfg.train.fraction <= 1.0:
+        raise InputError(f"train.fraction={cfg.train.fraction}; expected a number in (0, 1]")
+    return method
+
+
+def data_root(cfg: DictConfig, accelerator: Any) -> Path:
+    """The folder holding vqa/ snli_ve/ vcr/: data.root, or the synthetic world (built once)."""
+    if cfg.data.root is not None:
+        root = Path(cfg.data.root)
+        if not (root / cfg.task.name).is_dir():
+            raise InputError(f"data.root={cfg.data.root!r}: no {cfg.task.name}/ folder in it")
+        return root
+    from tasks.synthetic import ensure_world
+
+    with accelerator.main_process_first():
+        return Path(ensure_world(size=cfg.data.size, seed=cfg.data.world_seed, image_size=cfg.data.image_size))
+
+
+def lowshot_subset(task: Any, ds: Any, fraction: float, seed: int) -> List[int]:
+    """Stratified, nested low-shot indices of the training split (all rows at fraction 1)."""
+    if fraction >= 1.0:
+        return list(range(len(ds)))
+    from tasks.splits import lowshot_indices
+
+    try:
+        idx = list(lowshot_indices(list(ds[task.label_key]), fraction, seed))
+    except InputError:
+        idx = []  # the split layer refuses an empty selection; say which key caused it
+    if not idx:
+        raise InputError(
+            f"train.fraction={fraction}: the low-shot split of {task.name} {len(ds)} training rows is empty "
+            f"(seed {seed}); use a larger fraction"
+        )
+    return idx
+
+
+def eval_splits(cfg: DictConfig, task: Any, root: Path) -> List[str]:
+    found = set(task.splits_found(root))
+    splits = [s for s in cfg.eval.splits if s in found]
+    if not splits:
+        raise InputError(f"eval.splits={list(cfg.eval.splits)}: none found under {root} (found: {sorted(found)})")
+    return splits
+
+
+def build_student(cfg: DictConfig, vocab_size: int, image_size: int) -> torch.nn.Module:
+    from clip_td.lib.students import create_student
+
+    student = create_student(cfg.student.name, cfg.student, vocab_size=vocab_size, image_size=image_size)
+    lora = cfg.student.lora
+    if lora.enabled:
+        student = add_lora(student, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+    return student
+
+
+def _size_field(size: Any, key: str) -> Any:
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def image_settings(cfg: DictConfig) -> tuple:
+    """(side, mean, std) of the student's input: the checkpoint's processor, else the data's size."""
+    mean, std = DEFAULT_MEAN_STD
+    size = cfg.student.image_size or cfg.data.image_size
+    if cfg.student.pretrained:
+        from transformers import AutoImageProcessor
+
+        try:
+            proc = AutoImageProcessor.from_pretrained(cfg.student.pretrained)
+            mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+            if not cfg.student.image_size:
+                s = proc.size  # an int, a dict or (transformers 5) a SizeDict
+                size = int(s) if isinstance(s, int) else int(_size_field(s, "shortest_edge") or _size_field(s, "height"))
+        except (OSError, ValueError):
+            pass  # no image processor saved: ViLT defaults
+    return int(size), mean, std
+
+
+def build(cfg: DictConfig, accelerator: Any) -> Built:
+    """Data, tokenizer, model and teacher for one run (every process calls this)."""
+    from tasks import get_task
+
+    from clip_td.app.teacher_setup import build_teacher_side
+    from clip_td.lib.tokenizer import student_tokenizer
+
+    method = check_settings(cfg)
+    task = get_task(cfg.task.name)
+    root = data_root(cfg, accelerator)
+    task_root = root / cfg.task.name
+    full_train = task.load(task_root, cfg.data.train_split)
+    train_idx = lowshot_subset(task, full_train, cfg.train.fraction, cfg.seed)
+    train_rows = full_train.select(train_idx)
+    eval_rows = {s: task.load(task_root, s) for s in eval_splits(cfg, task, task_root)}
+
+    with accelerator.main_process_first():  # state saved beside the run (reused on resume)
+        task.setup(train_rows, cfg, state_dir=cfg.output_dir, save=accelerator.is_main_process)
+        tokenizer = student_tokenizer(cfg.student.pretrained, cfg.output_dir, task.corpus_texts(train_rows),
+                                      vocab_size=cfg.student.vocab_size)
+    side, mean, std = image_settings(cfg)
+    torch.manual_seed(cfg.seed)  # same initial weights on every process and every run of a seed
+    student = build_student(cfg, len(tokenizer), side)
+    head = task.build_head(student.hidden_size)
+    teacher_side = build_teacher_side(cfg, method, accelerator, task, full_train, train_idx, student)
+    model = FinetuneModel(task, student, head, teacher_side.distiller)
+
+    transform = student_transform(side, mean, std)
+    train_set = TaskDataset(task, train_rows, transform, source_index=train_idx,
+                            teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
+                            teacher_extras=teacher_side.distiller is not None)
+    eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
+    return Built(
+        task=task, method=method, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,
+        collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),
+        num_outputs=task.num_outputs, num_processes=accelerator.num_processes, num_workers=cfg.data.num_workers,
+        teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs,
+    )
+
+
+def load_for_inference(run_dir: PathLike) -> Dict[str, Any]:
+    """The fine-tuned student of a finished run, without the teacher or the distiller.
+
+    Reads `<run_dir>/config.yaml`, the tokenizer and answer vocabulary saved beside the run and
+    `<run_dir>/model/model.safetensors` (adapters + head with LoRA, over the pretrained base).
+    Returns {"model": FinetuneModel (eval mode), "collator", "transform", "task" (set up), "cfg"}.
+    """
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from clip_td.lib.tokenizer import student_tokenizer
+
+    from tasks import get_task
+
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    task = get_task(cfg.task.name)
+    task.load_state(run_dir, cfg)
+    tokenizer = student_tokenizer(cfg.student.pretrained, run_dir, [])
+    side, mean, std = image_settings(cfg)
+    torch.manual_seed(cfg.seed)  # a from-scratch base under LoRA adapters is re-created, not saved
+    student = build_student(cfg, len(tokenizer), side)
+    head = task.build_head(student.hidden_size)
+    model = FinetuneModel(task, student, head)
+    state = load_file(str(run_dir / "model" / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or (not cfg.student.lora.enabled and missing):
+        raise InputError(f"{run_dir / 'model'}: weights do not fit the run's config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return {"model": model.eval(), "collator": Collator(tokenizer, cfg.student.max_text_len),
+            "transform": student_transform(side, mean, std), "task": task, "cfg": cfg}

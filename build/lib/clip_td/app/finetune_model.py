@@ -1,0 +1,70 @@
+"""`FinetuneModel`: student + task head + distiller, the one module `accelerator.prepare` wraps.
+
+The frozen teacher is not in here: its outputs arrive as an argument, so it stays out of the
+optimizer and of DDP, and the saved student runs without it. Outputs and losses share one
+dict; the training loss is the sum of its `*_loss` entries (task loss + distillation terms).
+What the head's scores mean, the task loss and the distillation view come from the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+
+class FinetuneModel(nn.Module):
+    """Student + head (+ distiller, training only). forward(batch, teacher_out) -> dict.
+
+    Output keys: the task's (`logits` (B, C); VCR `q2a_logits`, `qa2r_logits` (B, 4)), with
+    targets in the batch `task_loss`; with teacher outputs the distiller's `*_loss` terms.
+    """
+
+    def __init__(self, task: Any, student: nn.Module, head: nn.Module, distiller: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.task = task  # tasks.Task: not a module, holds no parameters
+        self.student = student
+        self.head = head
+        self.distiller = distiller
+
+    def forward(
+        self, batch: Dict[str, Any], teacher_out: Optional[Dict[str, Any]] = None, kd_scale: float = 1.0
+    ) -> Dict[str, Any]:
+        pixels = batch["pixel_values"]  # (B, 3, H, W)
+        n_seq = batch["input_ids"].shape[0] // pixels.shape[0]  # task.sequences_per_instance
+        if n_seq > 1:
+            pixels = pixels.repeat_interleave(n_seq, dim=0)  # one image copy per candidate sequence
+        out = self.student(pixels, batch["input_ids"], batch["attention_mask"])
+        result = self.task.outputs(self.head(out["pooled"]), batch)
+        if self.distiller is not None and teacher_out is not None:
+            view, view_batch, answer_logits = self.task.distill_view(out, batch, result)
+            terms = self.distiller(view, teacher_out, view_batch, answer_logits)
+            for key, value in terms.items():
+                result[key] = value * kd_scale if key.endswith("_loss") else value
+        return result
+
+    def predict(self, result: Dict[str, Any]) -> torch.Tensor:
+        """Predicted class per instance: (B,) or, for VCR, (B, 2) [answer, rationale]."""
+        return self.task.predict(result)
+
+
+def total_loss(result: Dict[str, Any]) -> torch.Tensor:
+    """Sum of every `*_loss` entry (a weight of 0 upstream turns a term off)."""
+    return sum(v for k, v in result.items() if k.endswith("_loss"))
+
+
+def inference_state_dict(model: FinetuneModel, lora: bool) -> Dict[str, torch.Tensor]:
+    """What inference needs: the student (only its adapters when LoRA is on) and the head.
+
+    The distiller's projections exist only for training and are left out; the teacher is never
+    part of the model.
+    """
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith("distiller."):
+            continue
+        if lora and name.startswith("student.") and "lora_" not in name:
+            continue  # the frozen base comes from the pretrained checkpoint
+        state[name] = tensor.detach().cpu().contiguous()
+    return state

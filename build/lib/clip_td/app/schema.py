@@ -1,0 +1,101 @@
+"""`FinetuneConfig`: the schema of `finetune.py` (defaults <- YAML <- dotted overrides).
+
+The defaults are the out-of-the-box run: synthetic VQA, 10 % of the training split, `clip_td`
+with the default teacher, sized to finish on 2 CPU cores in a few minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from clip_td.lib.distill import MethodConfig  # the method section is the distiller's own settings
+
+
+@dataclass
+class TaskConfig:
+    name: str = "vqa"  # a registered task (tasks.TASKS): vqa | snli_ve | vcr | any task registered by user code
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # folder holding vqa/ snli_ve/ vcr/ in the official formats; null = synthetic world
+    size: str = "medium"  # synthetic world size (small | medium | large) when root is null (the default teacher's world)
+    image_size: int = 64  # synthetic world image side in pixels when root is null
+    world_seed: int = 0  # synthetic world generator seed when root is null
+    train_split: str = "train"  # split the model trains on (subset by train.fraction)
+    answer_min_count: int = 1  # VQA: an answer enters the vocabulary if it is the top answer this often
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False  # train LoRA adapters (peft) instead of the full student
+    r: int = 8  # adapter rank
+    alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.0  # dropout on the adapter input
+    target_modules: List[str] = field(default_factory=lambda: ["query", "value"])  # module-name suffixes to adapt
+
+
+@dataclass
+class StudentConfig:
+    name: str = "vilt"  # STUDENTS registry name: vilt | dual_stream
+    pretrained: Optional[str] = None  # checkpoint folder or hub id (e.g. dandelin/vilt-b32-mlm); null = from config
+    hidden_size: int = 128  # transformer width (from-config students)
+    num_layers: int = 2  # transformer depth (vilt; dual_stream: text layers) (from-config students)
+    vision_layers: int = 2  # dual_stream: ViT image-encoder layers (from-config students)
+    num_heads: int = 4  # attention heads (from-config students)
+    intermediate_size: int = 256  # MLP width (from-config students)
+    patch_size: int = 8  # image patch side in pixels (from-config students)
+    image_size: Optional[int] = None  # student input side; null = the checkpoint's, else the data's image size
+    max_text_len: int = 40  # text tokens per sequence (longer ones are truncated)
+    vocab_size: int = 2000  # WordPiece vocabulary built for the synthetic world (no checkpoint)
+    dropout: float = 0.0  # hidden / attention dropout (from-config students)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class TeacherConfig:
+    model: Optional[str] = None  # open_clip name, "hf-hub:<id>" or "local-dir:<dir>"; null = the default teacher
+    pretrained: Optional[str] = None  # open_clip pretrained tag or weights file (with an open_clip model name)
+    cache: bool = True  # precompute teacher outputs once per (data, split, teacher) and reuse them
+    cache_dir: Optional[str] = None  # where the cache lives; null = <cache root>/teacher_cache
+
+
+@dataclass
+class TrainConfig:
+    fraction: float = 0.1  # low-shot fraction of the training split (1.0 = all), stratified by label
+    epochs: int = 8  # passes over the (low-shot) training split when max_steps is unset
+    max_steps: Optional[int] = None  # stop after this many optimizer steps; null = epochs
+    batch_size: int = 32  # per-process batch size
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup: float = 0.1  # linear warm-up, as a fraction of the total steps
+    grad_accum: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate)
+    resume: Optional[str] = None  # checkpoint folder or "latest" (newest under <output_dir>/checkpoints)
+    checkpoint_every: int = 0  # save a checkpoint every this many optimizer steps (0 = only at the end)
+    eval_every: int = 0  # evaluate (and keep the best checkpoint) every this many steps (0 = only at the end)
+    keep_checkpoints: int = 2  # periodic checkpoints kept on disk (oldest removed first)
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    log_every: int = 10  # log losses to the trackers every this many optimizer steps
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 64  # per-process eval batch size
+    splits: List[str] = field(default_factory=lambda: ["val", "val_shift"])  # evaluated when present
+    best_split: str = "val"  # split whose first metric picks the best checkpoint
+
+
+@dataclass
+class FinetuneConfig:
+    output_dir: str = "runs/finetune"  # metrics.json, config.yaml, predictions/, checkpoints/ go here
+    seed: int = 0  # seeds the low-shot split, initialisation and data order
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,512 @@
+"""Grids of fine-tuning runs (tasks x methods x fractions x seeds x any config key) and their report.
+
+`sweep.py --config configs/sweep/lowshot.yaml` runs every cell of the grid as a finetune run in
+`<output_dir>/runs/<cell>/`, skipping cells whose metrics.json is complete and recording each failed
+cell in its `failed.json` (the error line, the log's tail, the attempt count) without stopping; a
+rerun retries failed cells (`retry_failed: false` leaves them) and removes `failed.json` once the
+cell succeeds. `report(dir)` (also `clip-td report DIR`) turns the metrics.json files into
+results.csv (docs/contracts.md section 4), summary.md and PNG plots; with the sweep's saved
+`<output_dir>/config.yaml` it knows the grid, marks every table row with fewer seeds than the grid
+asks ("2 of 3 †") and lists the missing runs (`grid_status`), and `clip-td report` then exits 1
+unless given `--allow-missing`.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from clip_td.base.config import load_config, parse_script_args, save_config
+from clip_td.app.benchmark_targets import targets_markdown
+from clip_td.base.io import InputError, read_json, write_json_atomic, write_text_atomic
+from clip_td.base.scripts import run_script
+from tasks import find_task
+
+#: Split and metric each task is summarised by in plots (all metrics go to the CSV and tables).
+
+
+def primary_metric(task: str) -> Optional[str]:
+    """The metric a task's plots and targets rank by (the task's `primary`)."""
+    t = find_task(task)
+    return t.primary if t is not None else None
+BASELINE = "none"
+CSV_COLUMNS = ("task", "method", "train_fraction", "seed", "split", "metric", "value")
+
+
+@dataclass
+class GridConfig:
+    tasks: List[str] = field(default_factory=lambda: ["vqa"])  # task.name values
+    methods: List[str] = field(default_factory=lambda: ["none", "naive_kd", "clip_td"])  # method.name values
+    fractions: List[float] = field(default_factory=lambda: [0.01, 0.05, 0.25, 1.0])  # train.fraction values
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])  # seed values
+    # any other finetune key -> list of values, e.g. {"method.rho": [0.25, 0.5]}; crossed with the rest
+    extra: Dict[str, List[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class SweepConfig:
+    output_dir: str = "runs/sweep"  # results.csv, summary.md, plots and runs/<cell>/ go here
+    seed: int = 0  # unused by the grid itself (cells take grid.seeds); kept for the common script keys
+    finetune_config: Optional[str] = None  # finetune YAML applied to every cell (path relative to the cwd)
+    overrides: List[str] = field(default_factory=list)  # dotted finetune overrides for every cell
+    # per-task dotted overrides, e.g. {"vcr": ["train.batch_size=16"]}
+    task_overrides: Dict[str, List[str]] = field(default_factory=dict)
+    grid: GridConfig = field(default_factory=GridConfig)
+    parallel: int = 1  # cells run at once (each gets cpu_count // parallel threads)
+    launcher: str = "python"  # "python" (one process per cell) or "accelerate" (accelerate launch per cell)
+    launch_args: List[str] = field(default_factory=list)  # extra `accelerate launch` arguments, e.g. ["--num_processes", "2"]
+    retry_failed: bool = True  # rerun cells recorded as failed (false: leave them, and their failed.json)
+    report: bool = True  # write results.csv, summary.md and plots at the end
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    method: str
+    fraction: float
+    seed: int
+    extra: Tuple[Tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        parts = [self.task, self.method, f"f{self.fraction:g}", f"s{self.seed}"]
+        parts += [f"{k}={v}" for k, v in self.extra]
+        return "/".join(p.replace("/", "_") for p in parts)
+
+    def overrides(self) -> List[str]:
+        out = [f"task.name={self.task}", f"method.name={self.method}", f"train.fraction={self.fraction}", f"seed={self.seed}"]
+        return out + [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in self.extra]
+
+
+def expand_grid(grid: Any) -> List[Cell]:
+    """All cells of the grid, in a stable order (task, fraction, seed, method, extra)."""
+    for key in ("tasks", "methods", "fractions", "seeds"):
+        if len(grid[key]) == 0:
+            raise InputError(f"sweep config: grid.{key} is empty; expected at least one value")
+    for f in grid.fractions:
+        if not 0.0 < float(f) <= 1.0:
+            raise InputError(f"sweep config: grid.fractions holds {f}; expected fractions in (0, 1]")
+    extra_keys = sorted(grid.extra)
+    extra_values = [list(grid.extra[k]) for k in extra_keys]
+    cells = []
+    for task, frac, seed, method in itertools.product(grid.tasks, grid.fractions, grid.seeds, grid.methods):
+        for combo in itertools.product(*extra_values) if extra_keys else [()]:
+            cells.append(Cell(str(task), str(method), float(frac), int(seed), tuple(zip(extra_keys, combo))))
+    return cells
+
+
+def is_complete(metrics_path: Path) -> bool:
+    """A finished cell: metrics.json parses and holds every metric of its task for each eval split."""
+    try:
+        m = json.loads(metrics_path.read_text())
+        metrics = find_task(m["task"]).metric_names
+        return bool(m["eval"]) and all(
+            isinstance(split_scores.get(k), (int, float)) for split_scores in m["eval"].values() for k in metrics
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _cell_command(cfg: Any, cell: Cell, run_dir: Path) -> List[str]:
+    args: List[str] = []
+    if cfg.finetune_config:
+        args += ["--config", str(cfg.finetune_config)]
+    args += list(cfg.overrides) + list(cfg.task_overrides.get(cell.task, [])) + cell.overrides()
+    args.append(f"output_dir={run_dir}")
+    if cfg.launcher == "accelerate":
+        return [sys.executable, "-m", "accelerate.commands.launch", *cfg.launch_args, "-m", "clip_td.app.trainer", *args]
+    if cfg.launcher == "python":
+        return [sys.executable, "-m", "clip_td.app.trainer", *args]
+    raise InputError(f"sweep config: launcher={cfg.launcher!r}; expected 'python' or 'accelerate'")
+
+
+LOG_TAIL_LINES = 40  # lines of a failed cell's log kept in its failed.json
+
+
+def _failure_reason(lines: List[str], returncode: int) -> str:
+    """One line saying why a cell failed: its last `error: ...` line (run_script's message), else
+    the log's last line (a traceback's exception), else the exit code."""
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    if errors:
+        return errors[-1]
+    if returncode != 0:
+        last = [ln for ln in lines if ln.strip()]
+        return last[-1].strip() if last else f"exit code {returncode}"
+    return "exit code 0 but metrics.json is missing or incomplete"
+
+
+def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
+    """Run one cell in its own process; never raises for a failed run (the record says why).
+
+    A failure writes `failed.json`: {cell, seconds, returncode, error (one line), log_tail (the
+    last LOG_TAIL_LINES lines of log.txt), log (its path), attempts}; a success removes it."""
+    run_dir = root / "runs" / cell.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    start = time.time()
+    log_path = run_dir / "log.txt"
+    try:
+        with open(log_path, "w") as log:
+            returncode = subprocess.run(_cell_command(cfg, cell, run_dir), stdout=log, stderr=subprocess.STDOUT,
+                                        env=env).returncode
+    except (OSError, InputError) as e:  # the cell could not even start
+        with open(log_path, "a") as log:
+            log.write(f"error: could not start the cell: {e}\n")
+        returncode = -1
+    record: Dict[str, Any] = {"cell": cell.name, "seconds": round(time.time() - start, 1), "returncode": returncode}
+    failed = run_dir / "failed.json"
+    if returncode != 0 or not is_complete(run_dir / "metrics.json"):
+        lines = log_path.read_text(errors="replace").rstrip().splitlines() if log_path.is_file() else []
+        attempts = 1
+        if failed.is_file():
+            try:
+                attempts += int(read_json(failed).get("attempts", 1))
+            except (InputError, AttributeError, TypeError, ValueError):
+                pass
+        record.update(error=_failure_reason(lines, returncode), log_tail=lines[-LOG_TAIL_LINES:],
+                      log=str(log_path), attempts=attempts)
+        write_json_atomic(failed, record)
+    else:
+        failed.unlink(missing_ok=True)
+    return record
+
+
+def run_sweep(cfg: Any) -> Dict[str, Any]:
+    """Run the missing cells of the grid and write the report; returns a summary of what ran."""
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root)
+    cells = expand_grid(cfg.grid)
+    todo = []
+    for cell in cells:
+        run_dir = root / "runs" / cell.name
+        if is_complete(run_dir / "metrics.json"):
+            continue
+        if (run_dir / "failed.json").exists() and not cfg.retry_failed:
+            continue
+        todo.append(cell)
+    parallel = max(1, int(cfg.parallel))
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} done or failed before, {len(todo)} to run", flush=True)
+    records: List[Dict[str, Any]] = []
+    start = time.time()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = [pool.submit(run_cell, cfg, cell, root, threads) for cell in todo]
+        for i, fut in enumerate(futures, start=1):
+            rec = fut.result()
+            records.append(rec)
+            status = "ok" if "error" not in rec else "FAILED: " + rec["error"].splitlines()[-1]
+            print(f"[{i}/{len(todo)}] {rec['cell']} ({rec['seconds']} s) {status}", flush=True)
+    missing = [c.name for c in cells if not is_complete(root / "runs" / c.name / "metrics.json")]
+    summary = {
+        "cells": len(cells),
+        "ran": len(records),
+        "failed": [r["cell"] for r in records if "error" in r],
+        "skipped": len(cells) - len(todo),
+        "missing": missing,  # every grid cell without a complete metrics.json now (failed before or now)
+        "wall_s": round(time.time() - start, 1),
+    }
+    write_json_atomic(root / "sweep_run.json", summary)
+    if missing:
+        print(f"sweep: {len(missing)} of {len(cells)} cells have no complete metrics.json (their failed.json "
+              f"says why; a rerun retries them): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+              file=sys.stderr, flush=True)
+    if cfg.report:
+        report(root)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def collect_rows(root: Path) -> List[Dict[str, Any]]:
+    """results.csv rows from every complete `runs/**/metrics.json` under `root`."""
+    rows = []
+    for path in sorted((Path(root) / "runs").rglob("metrics.json")):
+        if not is_complete(path):
+            continue
+        m = read_json(path)
+        method = m["method"]
+        tag = _extra_tag(path.parent, root)
+        if tag:
+            method = f"{method}[{tag}]"
+        for split, scores in m["eval"].items():
+            for metric, value in scores.items():
+                rows.append(
+                    {"task": m["task"], "method": method, "train_fraction": float(m["train_fraction"]),
+                     "seed": int(m["seed"]), "split": split, "metric": metric, "value": float(value)}
+                )
+    return rows
+
+
+def _extra_tag(run_dir: Path, root: Path) -> str:
+    """Extra grid keys are the path parts after task/method/fraction/seed."""
+    parts = run_dir.relative_to(Path(root) / "runs").parts
+    return ",".join(parts[4:])
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(rows: Iterable[Dict[str, Any]]) -> Dict[Tuple[str, str, float, str, str], Dict[str, Any]]:
+    """(task, method, fraction, split, metric) -> {mean, std, n, seeds}."""
+    groups: Dict[Tuple[str, str, float, str, str], Dict[int, float]] = {}
+    for r in rows:
+        key = (r["task"], r["method"], r["train_fraction"], r["split"], r["metric"])
+        groups.setdefault(key, {})[r["seed"]] = r["value"]
+    out = {}
+    for key, by_seed in groups.items():
+        mean, std = mean_std([by_seed[s] for s in sorted(by_seed)])
+        out[key] = {"mean": mean, "std": std, "n": len(by_seed), "seeds": sorted(by_seed)}
+    return out
+
+
+def _gain(agg, key) -> Optional[Tuple[float, float]]:
+    """(absolute, relative %) gain of key's method over `none` on the same cell; None if no baseline."""
+    task, method, frac, split, metric = key
+    base = agg.get((task, BASELINE, frac, split, metric))
+    if base is None or method == BASELINE:
+        return None
+    diff = agg[key]["mean"] - base["mean"]
+    rel = 100.0 * diff / base["mean"] if base["mean"] else float("nan")
+    return diff, rel
+
+
+SHORT = "\u2020"  # marks a table row with fewer seeds than the grid asks
+
+
+@dataclass
+class GridStatus:
+    """What the sweep's grid asked for, and which of its cells have no complete metrics.json."""
+
+    seeds: Dict[Tuple[str, str, float], List[int]]  # (task, method label as in results.csv, fraction) -> seeds
+    missing: List[Dict[str, Any]]  # {cell, task, method, fraction, seed, reason}
+    cells: int
+
+
+def _method_label(cell: Cell) -> str:
+    """The cell's method as `collect_rows` labels it: `method[extra tag]` with extra grid keys."""
+    tag = ",".join(cell.name.split("/")[4:])
+    return f"{cell.method}[{tag}]" if tag else cell.method
+
+
+def grid_status(root: Any) -> Optional[GridStatus]:
+    """The grid of the sweep's saved `<root>/config.yaml` checked against `runs/`; None without one."""
+    root = Path(root)
+    path = root / "config.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.load(path))
+        cells = expand_grid(cfg.grid)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    except Exception as e:  # YAML or schema errors of a hand-edited file
+        raise InputError(f"{path}: not a sweep config ({str(e).splitlines()[0]})") from None
+    seeds: Dict[Tuple[str, str, float], List[int]] = {}
+    missing = []
+    for cell in cells:
+        seeds.setdefault((cell.task, _method_label(cell), cell.fraction), []).append(cell.seed)
+        run_dir = root / "runs" / cell.name
+        if is_complete(run_dir / "metrics.json"):
+            continue
+        reason = "not run (or its metrics.json is incomplete)"
+        if (run_dir / "failed.json").is_file():
+            try:
+                reason = "failed: " + (str(read_json(run_dir / "failed.json").get("error", "")).splitlines() or [""])[-1]
+            except (InputError, AttributeError):
+                reason = "failed (unreadable failed.json)"
+        missing.append({"cell": cell.name, "task": cell.task, "method": _method_label(cell),
+                        "fraction": cell.fraction, "seed": cell.seed, "reason": reason})
+    return GridStatus(seeds=seeds, missing=missing, cells=len(cells))
+
+
+def _n_text(entry: Dict[str, Any], asked: Optional[List[int]]) -> str:
+    """n, or "n of N †" when the grid asked for N > n seeds."""
+    wanted = len(set(asked)) if asked else 0
+    return f"{entry['n']} of {wanted} {SHORT}" if entry["n"] < wanted else str(entry["n"])
+
+
+def summary_markdown(agg, status: Optional[GridStatus] = None) -> str:
+    """Per-task tables of mean +- std, n and gain; with the grid's `status`, rows with fewer seeds
+    than asked show "n of N †" (a footnote says so) and the missing runs are listed."""
+    lines = ["# Sweep summary", "",
+             "Mean +- sample std over seeds (n = number of seeds). Gain = method minus `none` on the",
+             "same task, fraction and split (absolute points, and relative %).", ""]
+    tasks = sorted({k[0] for k in agg})
+    short = False
+    for task in tasks:
+        lines += [f"## {task}", "", "| method | fraction | split | metric | mean +- std | n | gain vs none | rel. gain |",
+                  "|---|---|---|---|---|---|---|---|"]
+        keys = sorted((k for k in agg if k[0] == task), key=lambda k: (k[4], k[3], k[2], _method_order(k[1])))
+        for key in keys:
+            a = agg[key]
+            g = _gain(agg, key)
+            gain = f"{g[0]:+.2f}" if g else ""
+            rel = f"{g[1]:+.1f}%" if g and not math.isnan(g[1]) else ""
+            n = _n_text(a, status.seeds.get(key[:3]) if status else None)
+            short = short or SHORT in n
+            lines.append(f"| {key[1]} | {key[2] * 100:g}% | {key[3]} | {key[4]} | {a['mean']:.2f} +- {a['std']:.2f} | {n} | {gain} | {rel} |")
+        lines.append("")
+    if short:
+        lines += [f"{SHORT} Fewer seeds than the sweep's grid asks: mean and std cover only the seeds that finished",
+                  "(see Missing runs).", ""]
+    if status and status.missing:
+        lines += ["## Missing runs", "",
+                  f"{len(status.missing)} of {status.cells} grid cells have no complete metrics.json "
+                  "(a rerun of the sweep retries failed cells):", "",
+                  "| task | method | fraction | seed | reason |", "|---|---|---|---|---|"]
+        for m in status.missing:
+            reason = m["reason"].replace("|", "\\|")
+            lines.append(f"| {m['task']} | {m['method']} | {m['fraction'] * 100:g}% | {m['seed']} | {reason} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _colour(method: str) -> str:
+    """One colour per method across every panel and plot."""
+    fixed = {"none": "tab:blue", "naive_kd": "tab:orange", "clip_td": "tab:green"}
+    others = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    return fixed.get(method) or others[sum(map(ord, method)) % len(others)]
+
+
+def _method_order(method: str) -> Tuple[int, str]:
+    order = {"none": 0, "naive_kd": 1, "clip_td": 2}
+    return order.get(method, 3), method
+
+
+def write_results_csv(rows: List[Dict[str, Any]], path: Path) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    key = lambda r: (r["task"], _method_order(r["method"]), r["train_fraction"], r["seed"], r["split"], r["metric"])
+    for r in sorted(rows, key=key):
+        writer.writerow({**r, "value": f"{r['value']:.4f}"})
+    write_text_atomic(path, buf.getvalue())
+
+
+def plot(agg, out_dir: Path) -> List[Path]:
+    """metric-vs-fraction panels (task x split) with std bands, and an in-domain vs shifted gain plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    tasks = sorted({k[0] for k in agg})
+    splits = sorted({k[3] for k in agg}, key=lambda s: (s != "val", s))
+    fig, axes = plt.subplots(len(splits), len(tasks), figsize=(4.2 * len(tasks), 3.4 * len(splits)), squeeze=False)
+    for c, task in enumerate(tasks):
+        metric = primary_metric(task)
+        for r, split in enumerate(splits):
+            ax = axes[r][c]
+            methods = sorted({k[1] for k in agg if k[0] == task and k[3] == split}, key=_method_order)
+            for method in methods:
+                fr = sorted(k[2] for k in agg if k[:2] == (task, method) and k[3:] == (split, metric))
+                if not fr:
+                    continue
+                mean = [agg[(task, method, f, split, metric)]["mean"] for f in fr]
+                std = [agg[(task, method, f, split, metric)]["std"] for f in fr]
+                x = [100 * f for f in fr]
+                ax.plot(x, mean, marker="o", label=method, color=_colour(method))
+                ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, color=_colour(method))
+            ax.set_xscale("log")
+            ax.set_xlabel("training fraction (%)")
+            ax.set_ylabel(f"{metric} (%)")
+            ax.set_title(f"{task} / {split}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save_fig(fig, out_dir / "metric_vs_fraction.png"))
+    plt.close(fig)
+
+    # gain over `none` on val vs val_shift, per task and method, one point per fraction
+    if {"val", "val_shift"} <= set(splits):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        for c, task in enumerate(tasks):
+            ax = axes[0][c]
+            metric = primary_metric(task)
+            for method in sorted({k[1] for k in agg if k[0] == task and k[1] != BASELINE}, key=_method_order):
+                pts = []
+                for f in sorted({k[2] for k in agg if k[:2] == (task, method)}):
+                    g_in = _gain(agg, (task, method, f, "val", metric)) if (task, method, f, "val", metric) in agg else None
+                    g_sh = _gain(agg, (task, method, f, "val_shift", metric)) if (task, method, f, "val_shift", metric) in agg else None
+                    if g_in and g_sh:
+                        pts.append((g_in[0], g_sh[0], f))
+                if pts:
+                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=method, color=_colour(method))
+                    for p in pts:
+                        ax.annotate(f"{100 * p[2]:g}%", (p[0], p[1]), fontsize=7)
+            lims = ax.get_xlim() + ax.get_ylim()
+            lo, hi = min(lims), max(lims)
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("gain over none, val (points)")
+            ax.set_ylabel("gain over none, val_shift (points)")
+            ax.set_title(f"{task} ({metric})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(_save_fig(fig, out_dir / "gain_shift_vs_indomain.png"))
+        plt.close(fig)
+    return paths
+
+
+def _save_fig(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    return path
+
+
+def report(root: Any) -> Dict[str, Path]:
+    """Re-render results.csv, summary.md and plots from the metrics.json files under `root/runs`
+    (summary.md marks what the grid of `root/config.yaml` asked for and did not get: `grid_status`)."""
+    root = Path(root)
+    if not (root / "runs").is_dir():
+        raise InputError(f"{root}: not a sweep folder (expected {root / 'runs'}/ with finetune runs)")
+    rows = collect_rows(root)
+    if not rows:
+        raise InputError(f"{root / 'runs'}: no complete metrics.json found")
+    write_results_csv(rows, root / "results.csv")
+    agg = aggregate(rows)
+
+    targets = targets_markdown(agg)
+    status = grid_status(root)
+    write_text_atomic(root / "summary.md", summary_markdown(agg, status) + ("\n" + targets if targets else ""))
+    out = {"results": root / "results.csv", "summary": root / "summary.md"}
+    for p in plot(agg, root):
+        out[p.stem] = p
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    config_path, overrides = parse_script_args(argv, description="Run a grid of finetune runs")
+    cfg = load_config(SweepConfig, config_path, overrides)
+    summary = run_sweep(cfg)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main, sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""The teacher's side of a fine-tuning run: the frozen teacher, the distiller (training-only
+projections) and where each batch's teacher outputs come from (the cache, or the teacher live).
+
+Nothing here is trained: the teacher stays outside `accelerator.prepare` and the optimizer.
+`none` (or alpha = 0) builds no teacher at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from clip_td.base.io import cache_root
+
+
+@dataclass
+class TeacherSide:
+    teacher: Any = None  # FrozenTeacher
+    distiller: Optional[torch.nn.Module] = None
+    image_transform: Optional[Callable] = None  # PIL -> (3, S, S) teacher-normalised, live teacher only
+    live_texts: bool = False  # the batches carry the teacher's texts (live teacher only)
+    outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
+
+
+def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
+    """open_clip model name of the teacher; null = the default teacher (trained on first use)."""
+    if cfg.teacher.model:
+        return str(cfg.teacher.model)
+    from pretrain.default_teacher import ensure_default_teacher
+
+    with accelerator.main_process_first():  # one process trains it, the others then load it
+        return f"local-dir:{ensure_default_teacher()}"
+
+
+def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
+    """Token distillation matches student image tokens to teacher patches on a grid."""
+    from clip_td.lib.token_grid import check_grid_alignment
+
+    teacher_grid = teacher.grid_size if teacher.embed_dim >= 1 else None
+    check_grid_alignment(getattr(student, "image_grid", None), teacher_grid, teacher=name)
+
+
+def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any, full_train: Any,
+                       train_idx: List[int], student: torch.nn.Module) -> TeacherSide:
+    """Teacher, distiller and teacher-output source for the resolved `method` (empty when it
+    distils nothing: `none`, or alpha = 0). `task` has been set up on the training rows.
+
+    With `teacher.cache` the cache holds the whole training split (`full_train`), built once per
+    (split, teacher) and shared by every fraction, seed and method; the low-shot rows `train_idx`
+    are looked up in it by split index (`batch["index"]`)."""
+    from clip_td.lib.distill import create_distiller
+    from clip_td.lib.selection import needs_cls_attention
+
+    if method.alpha == 0:
+        return TeacherSide()
+    from clip_td.lib.teacher import FrozenTeacher
+
+    name = teacher_name(cfg, accelerator)
+    teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
+    check_alignment(student, teacher, name)
+    distiller = create_distiller(method, student.hidden_size, teacher.embed_dim)
+    cls_attention = needs_cls_attention(method.selection)
+    if cfg.teacher.cache:
+        from clip_td.lib.teacher_cache import TeacherCache
+
+        root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else cache_root() / "teacher_cache"
+        # the whole training split, once per (split, teacher): every fraction, seed and method of a
+        # sweep reads its low-shot rows (`train_idx`, split indices) from the same cache
+        cache = TeacherCache.build(teacher, task.teacher_texts, full_train, root,
+                                   name=f"{task.name}-{cfg.data.train_split}",
+                                   process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                                   barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
+        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]))
+    return TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
+                       live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention))
+
+
+@torch.no_grad()
+def live_outputs(teacher: Any, batch: Dict[str, Any], cls_attention: bool = False) -> Dict[str, Any]:
+    """Teacher outputs of one batch computed on the fly (teacher.cache=false)."""
+    from clip_td.lib.teacher_cache import teacher_outputs
+
+    return teacher_outputs(teacher, batch["teacher_pixels"].to(teacher.device), batch["teacher_text"],
+                           batch["teacher_candidates"], batch["teacher_gold"], cls_attention=cls_attention)

@@ -1,0 +1,246 @@
+"""CLIP-TD distillation losses and methods (docs/method.md).
+
+    method = resolve_method(cfg.method, seed=cfg.seed)          # preset applied once
+    distiller = create_distiller(method, student_dim=192, teacher_dim=512)
+    terms = distiller(student_out, teacher_out, batch, logits)   # {"tok_loss", "glob_loss", "ans_loss", "weights", ...}
+
+L_distill = alpha * mean_i w_i * (L_tok(i) + beta * L_glob(i) + eta * L_ans(i)); the three
+returned `*_loss` entries are those weighted terms (their sum is L_distill), so the training
+loss is the sum of every `*_loss` key. The projections P_v, P_t, P_g live only here: the saved
+student never holds them. All loss math runs in fp32.
+
+teacher_out (from `TeacherCache.lookup` or `teacher_outputs`), per instance:
+    patch_tokens (B, Nv, d), image_embed (B, d), text_embed (B, d) of the task text,
+    token_feats (B, Nt, d), token_mask (B, Nt) bool, token_offsets (B, Nt, 2) of the task text,
+    cand_logits (B, C) the teacher's zero-shot logits over the candidates, gold (B,) (-1 = none),
+    optional cls_attention (B, Nv).
+batch may hold `cand_mask` (B, C) bool (VQA: the answers of the question's type); the teacher's
+distribution q_i is then renormalised over those candidates (the others get probability 0).
+student_out: pooled (B, h), image_tokens (B, Ns, h), text_tokens (B, T, h) -- one sequence per
+instance. batch: `offsets` (B, T, 2) of the student's tokens ((0, 0) = special) for the text term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_td.base.io import InputError
+from clip_td.base.registry import Registry
+from clip_td.lib.selection import SELECTORS
+from clip_td.lib.text_align import align_teacher_tokens
+from clip_td.lib.token_grid import grid_from_tokens, resample_grid
+from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, gold_confidence
+
+METHODS = Registry("distillation method")
+
+
+# ---- loss terms (pure functions) ----------------------------------------------------------------
+
+
+def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1 - cos over the last dim, in fp32. (..., d), (..., d) -> (...)."""
+    return 1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-6)
+
+
+def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """L_ans(i) = KL(q_i || softmax(student / tau)) * tau^2, q_i = softmax(teacher / tau).
+
+    teacher_logits, student_logits (B, C) -> (B,).
+    """
+    log_q = F.log_softmax(teacher_logits.float() / tau, dim=-1)
+    log_p = F.log_softmax(student_logits.float() / tau, dim=-1)
+    return (log_q.exp() * (log_q - log_p)).sum(-1) * tau**2
+
+
+MASKED_LOGIT = -1e4  # exp(-1e4 / tau) is exactly 0 in fp32, and 0 * log 0 stays finite in the KL
+
+
+def masked_candidates(cand_logits: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """fp32 teacher candidate logits with the candidates outside `mask` set to MASKED_LOGIT.
+
+    cand_logits (B, C), mask (B, C) bool or None (no restriction) -> (B, C).
+    """
+    logits = cand_logits.float()
+    if mask is None:
+        return logits
+    return logits.masked_fill(~mask.to(logits.device), MASKED_LOGIT)
+
+
+def first_segment_offsets(offsets: torch.Tensor) -> torch.Tensor:
+    """Keep the spans of the first text segment only; zero the rest.
+
+    HF offsets of a pair restart at 0 in the second segment (VCR's answer), so only the first
+    segment (the question / hypothesis, a prefix of the teacher's task text) can be aligned.
+    offsets (B, T, 2) -> (B, T, 2).
+    """
+    special = offsets[..., 0] >= offsets[..., 1]  # (B, T): (0, 0) spans
+    seen_content = (~special).long().cumsum(-1) > 0
+    after_first = (special & seen_content).long().cumsum(-1) > 0  # from the first special after content
+    keep = ~special & ~after_first
+    return offsets * keep.unsqueeze(-1).to(offsets.dtype)
+
+
+def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """Per-instance sum of (1 - cos(P S[j], Z[j])) over masked j, projecting only those tokens.
+
+    student (B, N, h), teacher (B, N, d), mask (B, N) bool -> (B,).
+    """
+    rows, cols = mask.nonzero(as_tuple=True)
+    dist = cosine_distance(proj(student[rows, cols]), teacher[rows, cols])  # (n_selected,)
+    return torch.zeros(mask.shape[0], device=dist.device).index_add(0, rows, dist)
+
+
+# ---- methods -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodConfig:
+    """The `method` section of the fine-tuning config, and what the distiller reads.
+
+    A preset (`name`) is applied once by `resolve_method`; the result is the one set of
+    settings the run uses (naive_kd and the ablations override some fields)."""
+
+    name: str = "clip_td"  # METHODS preset: none | naive_kd | clip_td | clip_td_nosel | clip_td_noweight
+    alpha: float = 1.0  # weight of the whole distillation term (0 = off)
+    beta: float = 0.5  # weight of the global-embedding term
+    eta: float = 1.0  # weight of the answer-level term
+    tau: float = 2.0  # temperature of the answer-level term
+    rho: float = 0.25  # fraction of teacher image tokens kept per instance
+    gamma: float = 1.0  # confidence exponent of the dynamic weight
+    selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
+    weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
+    text_tokens: bool = True  # also distil the text tokens (content tokens of the first text segment)
+    selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
+    answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
+    schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
+
+
+@METHODS.register("none")
+def method_none(m: MethodConfig) -> MethodConfig:
+    return replace(m, alpha=0.0)
+
+
+@METHODS.register("naive_kd")
+def method_naive_kd(m: MethodConfig) -> MethodConfig:
+    return replace(m, selection="all", weighting="uniform", eta=0.0)
+
+
+@METHODS.register("clip_td")
+def method_clip_td(m: MethodConfig) -> MethodConfig:
+    return m
+
+
+@METHODS.register("clip_td_nosel")
+def method_clip_td_nosel(m: MethodConfig) -> MethodConfig:
+    return replace(m, selection="all")
+
+
+@METHODS.register("clip_td_noweight")
+def method_clip_td_noweight(m: MethodConfig) -> MethodConfig:
+    return replace(m, weighting="uniform")
+
+
+def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
+    """The run's method settings: `cfg` (a DictConfig / mapping / MethodConfig of the `method`
+    section) with its preset applied and every registry name checked; `seed` fills a null
+    `selection_seed`."""
+    if isinstance(cfg, MethodConfig):
+        m = cfg
+    else:
+        from omegaconf import OmegaConf
+
+        items = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+        known = {f.name for f in fields(MethodConfig)}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise InputError(f"unknown config key(s) method.{unknown[0]}; expected one of: {', '.join(sorted(known))}")
+        m = MethodConfig(**items)
+    m = METHODS.create(m.name, m, key="method.name")
+    SELECTORS.get(m.selection, key="method.selection")
+    WEIGHTINGS.get(m.weighting, key="method.weighting")
+    SCHEDULES.get(m.schedule, key="method.schedule")
+    if m.selection_seed is None:
+        m = replace(m, selection_seed=int(seed))
+    return m
+
+
+def create_distiller(method: MethodConfig, student_dim: int, teacher_dim: int) -> nn.Module:
+    """The training-only distillation module of a resolved method (`resolve_method`)."""
+    if method.alpha == 0.0:
+        return NoDistillation()
+    return Distiller(method, student_dim, teacher_dim)
+
+
+class NoDistillation(nn.Module):
+    """`none`: no projections, no terms."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:
+        return {}
+
+
+class Distiller(nn.Module):
+    """Projections P_v, P_t, P_g and the weighted CLIP-TD terms."""
+
+    def __init__(self, settings: MethodConfig, student_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.proj_v = nn.Linear(student_dim, teacher_dim)
+        self.proj_t = nn.Linear(student_dim, teacher_dim)
+        self.proj_g = nn.Linear(student_dim, teacher_dim)
+        self.generator = torch.Generator().manual_seed(settings.selection_seed or 0)
+
+    def forward(self, student_out: Dict[str, torch.Tensor], teacher_out: Dict[str, Any], batch: Dict[str, Any],
+                logits: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """-> {"tok_loss", "glob_loss", "ans_loss" (scalars, already weighted; a term whose weight
+        is 0 is left out), "weights" (B,) w_i, "teacher_conf" (B,) c_i, "selected_frac"}."""
+        s = self.settings
+        t = {k: v.to(logits.device) if torch.is_tensor(v) else v for k, v in teacher_out.items()}
+        cand_logits = masked_candidates(t["cand_logits"], batch.get("cand_mask"))
+        q = F.softmax(cand_logits / s.tau, dim=-1)  # (B, C)
+        gold = t["gold"].long()
+        conf = gold_confidence(q, gold)
+        student_probs = F.softmax(logits.detach().float() / s.tau, dim=-1)
+        mask = batch.get("cand_mask")  # K_i: the candidates the teacher scored for instance i
+        n_cand = mask.sum(-1) if mask is not None else torch.full_like(gold, q.shape[1])
+        w = WEIGHTINGS.create(s.weighting, teacher_probs=q, gold=gold, student_probs=student_probs, gamma=s.gamma,
+                              num_candidates=n_cand.to(q.device))
+        w = w.detach().clamp(0.0, MAX_WEIGHT)  # every weighting is bounded (weighting.MAX_WEIGHT)
+
+        tok, frac = self._token_term(student_out, t, batch)
+        out: Dict[str, torch.Tensor] = {"tok_loss": s.alpha * (w * tok).mean()}
+        if s.beta:
+            g = self.proj_g(student_out["pooled"]).float()  # (B, d)
+            glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
+            out["glob_loss"] = s.alpha * s.beta * (w * glob).mean()
+        if s.eta:
+            out["ans_loss"] = s.alpha * s.eta * (w * answer_kl(cand_logits, logits, s.tau)).mean()
+        out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
+        return out
+
+    def _token_term(self, student_out: Dict[str, torch.Tensor], t: Dict[str, Any],
+                    batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """L_tok(i) over the selected image tokens and the aligned text tokens. -> (B,), scalar."""
+        s = self.settings
+        hv = student_out["image_tokens"]  # (B, Ns, h)
+        zv, n_teacher = t["patch_tokens"].float(), t["patch_tokens"].shape[1]
+        dst = grid_from_tokens(hv.shape[1])
+        zv = resample_grid(zv, grid_from_tokens(n_teacher), dst)  # (B, Ns, d)
+        cls_att = t.get("cls_attention")
+        if cls_att is not None and cls_att.shape[1] != hv.shape[1]:
+            cls_att = resample_grid(cls_att.float().unsqueeze(-1), grid_from_tokens(n_teacher), dst).squeeze(-1)
+        mask_v = SELECTORS.create(s.selection, zv, task_embed=t["text_embed"], cls_attention=cls_att, rho=s.rho,
+                                  generator=self.generator)
+        dist_sum = _masked_distance_sum(self.proj_v, hv, zv, mask_v)
+        count = mask_v.float().sum(-1)
+        if s.text_tokens and "offsets" in batch and "token_feats" in t:
+            offsets = first_segment_offsets(batch["offsets"].to(hv.device))
+            aligned, valid = align_teacher_tokens(t["token_feats"], t["token_offsets"], t["token_mask"], offsets)
+            dist_sum = dist_sum + _masked_distance_sum(self.proj_t, student_out["text_tokens"], aligned, valid)
+            count = count + valid.float().sum(-1)
+        return dist_sum / count.clamp_min(1.0), mask_v.float().mean().detach()

@@ -1,0 +1,68 @@
+"""The default teacher: trained once per resolved recipe, cached, shared by every process.
+
+`ensure_default_teacher()` returns `<cache root>/teachers/<config hash>/teacher`, training it
+on first use in a fresh subprocess (`python -m pretrain`, distributed env vars removed, so it
+works from inside an Accelerate job). A file lock makes concurrent callers wait for one build.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from clip_td.base.io import PathLike, cache_root
+
+from pretrain.config import load_pretrain_config, recipe_path
+
+# set by torchrun / accelerate launch; a child that inherits them would try to join the parent's group
+_DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+              "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+              "TORCHELASTIC_MAX_RESTARTS", "OMP_NUM_THREADS")
+
+
+def clean_env() -> dict:
+    """The current environment without distributed-launch variables."""
+    return {k: v for k, v in os.environ.items() if k not in _DIST_VARS and not k.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
+
+
+def recipe_hash(overrides: Sequence[str]) -> str:
+    """Hash of the resolved default recipe (output_dir excluded): the cache key."""
+    cfg = OmegaConf.to_container(load_pretrain_config(recipe_path(), list(overrides)), resolve=True)
+    cfg.pop("output_dir")
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()).hexdigest()[:16]
+
+
+def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> Path:
+    """Teacher dir (open_clip `local-dir:`) of the default recipe on `data_root` (None = the
+    synthetic world, built on first use). `overrides` are extra dotted keys (tests, benchmarks)."""
+    overrides = ([f"data.root={Path(data_root).resolve()}"] if data_root else []) + list(overrides)
+    key = recipe_hash(overrides)
+    run_dir = cache_root() / "teachers" / key
+    teacher = run_dir / "teacher"
+    if (run_dir / "metrics.json").is_file():
+        return teacher
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # others block here until the first build is in place
+        if not (run_dir / "metrics.json").is_file():
+            _train(run_dir, overrides)
+    return teacher
+
+
+def _train(run_dir: Path, overrides: Sequence[str]) -> None:
+    tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pretrain", "--config", str(recipe_path()), f"output_dir={tmp}", *overrides]
+    subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parent.parent))
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the cache keeps the teacher and its report only
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    os.replace(tmp, run_dir)

@@ -1,0 +1,22 @@
+"""Export a trained CLIP as an open_clip `local-dir:` folder (the writer itself is
+`clip_td.base.open_clip_dir`, shared with the tiny test checkpoints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import torch.nn as nn
+
+from clip_td.base.io import PathLike
+from clip_td.base.open_clip_dir import CONFIG_NAME, WEIGHTS_NAME, save_open_clip_dir, write_open_clip_config
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "export_teacher", "write_open_clip_config"]
+
+
+def export_teacher(model: nn.Module, model_cfg: Dict[str, Any], preprocess_cfg: Dict[str, Any], out_dir: PathLike) -> Path:
+    """Write `open_clip_config.json` and `open_clip_model.safetensors` into `out_dir`, atomically
+    (the folder appears complete or not at all). `model` must be the bare open_clip model:
+    training-only heads are not exported."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    return save_open_clip_dir(state, model_cfg, preprocess_cfg, Path(out_dir))

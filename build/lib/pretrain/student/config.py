@@ -1,0 +1,87 @@
+"""`StudentPretrainConfig`: the schema of pretrain_student.py (defaults <- YAML <- command line).
+
+The shipped recipe `configs/pretrain_student/default.yaml` (read from the installed `configs`
+package) holds only its differences from these defaults. The model defaults are those of
+fine-tuning's from-scratch student (`clip_td.app.schema.StudentConfig`), so a pretrained
+student drops into a default fine-tuning run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from omegaconf import DictConfig
+
+from clip_td.base.config import load_config, packaged_configs
+from clip_td.base.io import PathLike
+
+
+def default_recipe() -> Path:
+    """The shipped recipe: `<configs package>/pretrain_student/default.yaml`."""
+    return packaged_configs() / "pretrain_student" / "default.yaml"
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # a synthetic-world-shaped folder (holds pretrain/); null = build/reuse the synthetic world
+    size: str = "medium"  # synthetic world size (small | medium | large) when root and train are null
+    image_size: int = 64  # student input side; also the synthetic world's image size when it is built
+    world_seed: int = 0  # synthetic world generator seed when root and train are null
+    train: Optional[str] = None  # captions TSV/CSV (filepath, title, style, ...); null = <root>/pretrain/train.tsv
+    val: Optional[str] = None  # held-out captions; null = <root>/pretrain/val.tsv when present (none: no evaluation)
+    text_column: str = "title"  # the caption column: title | synthetic_caption
+    max_rows: int = 0  # use only the first N source-style training rows (0 = all)
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class ModelConfig:
+    hidden_size: int = 128  # transformer width
+    num_layers: int = 2  # transformer depth
+    num_heads: int = 4  # attention heads
+    intermediate_size: int = 256  # MLP width
+    patch_size: int = 8  # image patch side in pixels
+    max_text_len: int = 40  # text tokens per sequence (longer captions are truncated)
+    vocab_size: int = 2000  # WordPiece vocabulary size built on the source-style captions (an upper bound)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1  # passes over the source-style rows when max_steps is unset
+    max_steps: Optional[int] = None  # stop after this many optimizer steps; null = epochs
+    batch_size: int = 32  # per process
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # linear warm-up, as a fraction of the total steps (then cosine decay)
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    mask_prob: float = 0.15  # MLM: fraction of content tokens chosen (80 % [MASK], 10 % random, 10 % kept)
+    itm_prob: float = 0.5  # ITM: fraction of pairs given another image's caption
+    mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate)
+    resume: Optional[str] = None  # checkpoint folder or "latest" (highest step under <output_dir>/checkpoints)
+    checkpoint_every: int = 0  # save a checkpoint every N optimizer steps (0 = only at the end)
+    keep_checkpoints: int = 2  # checkpoints kept on disk, oldest removed first (0 = all)
+    log_every: int = 10  # optimizer steps between log lines
+    tracker: Optional[str] = None  # accelerate tracker name (tensorboard, wandb, ...) when installed; null = none
+
+
+@dataclass
+class EvalConfig:
+    max_rows: int = 512  # the held-out slice: the first N source-style rows of data.val
+    batch_size: int = 64
+
+
+@dataclass
+class StudentPretrainConfig:
+    output_dir: str = "runs/pretrain_student"  # student/, metrics.json, config.yaml, checkpoints/ go here
+    seed: int = 0  # initialisation, data order, masks and ITM negatives
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_student_config(config_path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """StudentPretrainConfig <- recipe (default: the shipped one) <- dotted overrides; read-only."""
+    return load_config(StudentPretrainConfig, default_recipe() if config_path is None else config_path, overrides)

@@ -1,0 +1,248 @@
+"""The student pretraining loop (accelerate): `python pretrain_student.py` / `python -m pretrain.student`.
+
+Config = StudentPretrainConfig <- YAML <- dotted overrides. Writes `<output_dir>/config.yaml`,
+`student/` (the ViLT folder fine-tuning loads, export.py), `metrics.json` and
+`checkpoints/step_<n>/` (accelerate state + run_state.json, written by `clip_td.base.checkpoints`
+as the teacher's and fine-tuning's are). `train.resume` takes a checkpoint folder or "latest";
+a checkpoint of a different set-up is refused with one message. Masks and ITM negatives come
+from a generator seeded by (seed, step, process), so a resumed run draws the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from clip_td.base.checkpoints import save_checkpoint
+from clip_td.base.config import parse_script_args, to_dict
+from clip_td.base.io import InputError, write_json_atomic
+from clip_td.base.scripts import TrainingDiverged
+
+from pretrain.loop import ResumableLoop, start_run
+from pretrain.student.config import load_student_config
+from pretrain.student.data import PairDataset, build_tokenizer, make_collate, resolve_paths, source_rows
+from pretrain.student.export import export_student
+from pretrain.student.model import StudentPretrainModel, vilt_config
+from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens
+
+logger = logging.getLogger("pretrain.student")
+LOSS_NAMES = ("mlm_loss", "itm_loss")
+
+
+# ---- set-up -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What one run trains, built before `accelerator.prepare`."""
+
+    paths: Dict[str, Optional[Path]]
+    rows: List[Dict[str, str]]  # the source-style training rows
+    val_rows: List[Dict[str, str]]  # the held-out slice (empty without a val file)
+    tokenizer: Any  # WordPiece built on those rows' captions
+    dataset: PairDataset
+    model: StudentPretrainModel
+
+
+def build(cfg: DictConfig) -> Setup:
+    if cfg.data.image_size % cfg.model.patch_size:
+        raise InputError(f"config keys data.image_size={cfg.data.image_size} and model.patch_size="
+                         f"{cfg.model.patch_size}: the image side must be a multiple of the patch side")
+    paths = resolve_paths(cfg)
+    rows = source_rows(paths["train"], cfg.data.text_column, cfg.data.max_rows)
+    val = paths["val"]  # read now: a bad val file fails before training, not after
+    val_rows = source_rows(val, cfg.data.text_column, cfg.eval.max_rows) if val is not None else []
+    tokenizer = build_tokenizer(rows, cfg.data.text_column, cfg.model.vocab_size)
+    model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size))
+    return Setup(paths, rows, val_rows, tokenizer, PairDataset(rows, cfg.data.text_column, cfg.data.image_size), model)
+
+
+def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
+    """What a checkpoint must share with the run resuming from it (JSON-normalised)."""
+    return json.loads(json.dumps({
+        "model": to_dict(cfg.model), "vocab_size": len(setup.tokenizer), "image_size": cfg.data.image_size,
+        "text_column": cfg.data.text_column, "train_rows": len(setup.rows), "batch_size": cfg.train.batch_size,
+        "num_processes": num_processes,
+    }))
+
+
+# ---- one batch's objectives ---------------------------------------------------------------------
+
+
+def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
+    """The generator of one step's masks and negatives: a function of (seed, step, process) only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1024 + process)
+
+
+def objective_inputs(batch: Dict[str, torch.Tensor], generator: torch.Generator, tokenizer: Any,
+                     mask_prob: float, itm_prob: float) -> Dict[str, torch.Tensor]:
+    """The model's keyword inputs: masked captions for MLM, deranged captions for ITM. A pair
+    whose borrowed caption comes from the same image file is labelled a match."""
+    ids, labels = mask_tokens(batch["input_ids"], batch["special_mask"], len(tokenizer), mask_prob, generator,
+                              tokenizer.mask_token_id)
+    perm, _ = itm_negatives(ids.shape[0], generator, itm_prob)
+    perm = perm.to(ids.device)
+    return {
+        "pixel_values": batch["pixel_values"], "attention_mask": batch["attention_mask"],
+        "mlm_ids": ids, "mlm_labels": labels,
+        "itm_ids": batch["input_ids"][perm], "itm_attention_mask": batch["attention_mask"][perm],
+        "itm_labels": (batch["image_id"][perm] == batch["image_id"]).long(),
+    }
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+
+class StudentTrainer(ResumableLoop):
+    """One run's training state: the prepared objects, the position (step, epoch, batch in
+    epoch) and the step times. `fit()` runs the loop; the methods stay short."""
+
+    desc = "pretrain student"
+    log = logger
+
+    def __init__(self, cfg: DictConfig, accelerator: Accelerator, setup: Setup) -> None:
+        self.cfg, self.acc, self.setup, self.out = cfg, accelerator, setup, Path(cfg.output_dir)
+        loader = DataLoader(setup.dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.data.num_workers,
+                            collate_fn=make_collate(setup.tokenizer, cfg.model.max_text_len))
+        if len(loader) == 0:
+            raise InputError(f"config key train.batch_size: {cfg.train.batch_size} exceeds the "
+                             f"{len(setup.dataset)} source-style training pairs")
+        n = accelerator.num_processes
+        steps_per_epoch = max(len(loader) // n, 1)
+        self.total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
+        optimizer = torch.optim.AdamW(setup.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        from transformers import get_cosine_schedule_with_warmup
+
+        # the prepared scheduler advances once per process per step (accelerate's convention)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.train.warmup * self.total_steps) * n,
+                                                    self.total_steps * n)
+        self.model, self.optimizer, self.loader, self.scheduler = accelerator.prepare(
+            setup.model, optimizer, loader, scheduler)
+        self.signature = run_signature(cfg, setup, n)
+        self.pos: Dict[str, int] = {"step": 0, "epoch": 0, "batch": 0}
+        self.times: List[float] = []
+        self.last: Optional[Dict[str, float]] = None
+
+
+    def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        cfg, t0 = self.cfg.train, time.perf_counter()
+        gen = step_generator(self.cfg.seed, self.pos["step"], self.acc.process_index)
+        out = self.model(**objective_inputs(batch, gen, self.setup.tokenizer, cfg.mask_prob, cfg.itm_prob))
+        self.acc.backward(out["mlm_loss"] + out["itm_loss"])
+        if cfg.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        self.times.append(time.perf_counter() - t0)
+        return {k: float(out[k].detach()) for k in LOSS_NAMES}
+
+    def after_step(self, terms: Dict[str, float], bar: Any) -> None:
+        step, cfg = self.pos["step"], self.cfg.train
+        if not all(math.isfinite(v) for v in terms.values()):
+            raise TrainingDiverged(f"non-finite loss at step {step}: " + ", ".join(f"{k}={v:.6g}" for k, v in terms.items()))
+        self.last = terms
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == self.total_steps:
+            self.acc.log({**terms, "loss": sum(terms.values()), "lr": self.scheduler.get_last_lr()[0]}, step=step)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
+            logger.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in terms.items()))
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**self.pos, "signature": self.signature},
+                        self.cfg.train.keep_checkpoints)
+
+    def stats(self) -> Dict[str, Any]:
+        """Steady-state step time (the first steps are warm-up), throughput, the last losses."""
+        steady = self.times[min(5, len(self.times) // 2):] or self.times or [float("nan")]
+        step_time = sum(steady) / len(steady)
+        samples = self.cfg.train.batch_size * self.acc.num_processes
+        return {"steps": self.pos["step"], "rows": len(self.setup.rows), **(self.last or {}),
+                "step_time_s": step_time, "samples_per_s": samples / step_time}
+
+
+# ---- held-out evaluation ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any, rows: Sequence[Dict[str, str]],
+             device: Any) -> Dict:
+    """MLM and ITM on held-out rows (the first `eval.max_rows` source-style rows of data.val)
+    with fixed masks and negatives (a generator seeded by `seed`): losses, masked-token and ITM
+    accuracy (%)."""
+    loader = DataLoader(PairDataset(rows, cfg.data.text_column, cfg.data.image_size), batch_size=cfg.eval.batch_size,
+                        collate_fn=make_collate(tokenizer, cfg.model.max_text_len))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sums = {"mlm_loss": 0.0, "itm_loss": 0.0, "mlm_correct": 0, "masked": 0, "itm_correct": 0}
+    was_training = model.training
+    model.eval()
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        inputs = objective_inputs(batch, gen, tokenizer, cfg.train.mask_prob, cfg.train.itm_prob)
+        out = model(**inputs)
+        chosen = inputs["mlm_labels"] != IGNORE
+        sums["masked"] += int(chosen.sum())
+        sums["mlm_loss"] += float(out["mlm_loss"]) * int(chosen.sum())
+        sums["mlm_correct"] += int((out["mlm_logits"].argmax(-1) == inputs["mlm_labels"])[chosen].sum())
+        sums["itm_loss"] += float(out["itm_loss"]) * batch["image_id"].shape[0]
+        sums["itm_correct"] += int((out["itm_logits"].argmax(-1) == inputs["itm_labels"]).sum())
+    model.train(was_training)
+    n, masked = len(rows), max(sums["masked"], 1)
+    return {"rows": n, "mlm_loss": sums["mlm_loss"] / masked, "itm_loss": sums["itm_loss"] / n,
+            "mlm_accuracy": 100.0 * sums["mlm_correct"] / masked, "itm_accuracy": 100.0 * sums["itm_correct"] / n}
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def make_accelerator(cfg: DictConfig) -> Accelerator:
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=cfg.train.tracker,
+                       project_dir=cfg.output_dir, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+
+
+def finish(cfg: DictConfig, trainer: StudentTrainer, stats: Dict[str, Any]) -> Dict:
+    """Export the ViltModel (no MLM / ITM heads), evaluate it on held-out rows, write metrics.json."""
+    acc, out, setup = trainer.acc, trainer.out, trainer.setup
+    acc.wait_for_everyone()
+    metrics: Dict = {}
+    if acc.is_main_process:
+        model = acc.unwrap_model(trainer.model)
+        folder = export_student(model.mlm.vilt, setup.tokenizer, cfg.data.image_size, out / "student")
+        ev = {}
+        if setup.val_rows:
+            ev = {"file": str(setup.paths["val"]), **evaluate(model, cfg, setup.tokenizer, setup.val_rows, acc.device)}
+        metrics = {"student": str(folder), "vocab_size": len(setup.tokenizer), "train": stats, "eval": ev}
+        write_json_atomic(out / "metrics.json", metrics)
+        logger.info("metrics: %s", json.dumps(ev))
+    acc.end_training()
+    return metrics
+
+
+def run(cfg: DictConfig) -> Dict:
+    """Build, train (resuming when asked), export, evaluate; returns metrics.json's content."""
+    accelerator = make_accelerator(cfg)
+    start_run(cfg, accelerator)
+    trainer = StudentTrainer(cfg, accelerator, build(cfg))
+    if cfg.train.tracker is not None:
+        accelerator.init_trackers("pretrain_student", config=to_dict(cfg))
+    return finish(cfg, trainer, trainer.fit())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """Entry point of pretrain_student.py / `python -m pretrain.student` (wrapped in `run_script`)."""
+    config_path, overrides = parse_script_args(argv, description="Pretrain a ViLT student (MLM + ITM, source style)")
+    return run(load_student_config(config_path, overrides))

@@ -1,0 +1,1 @@
+"""SNLI-VE: loader and accuracy."""

@@ -1,0 +1,1 @@
+"""VCR: loader, object-reference rendering, Q->A / QA->R / Q->AR."""

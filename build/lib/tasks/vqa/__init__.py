@@ -1,0 +1,1 @@
+"""VQA v2: loader, answer vocabulary, official accuracy."""

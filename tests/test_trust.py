@@ -1,0 +1,100 @@
+"""The task-level trust gate on hand-computed cases, and in a fine-tuning run's metrics.json."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from clip_td.app.trainer import main
+from clip_td.lib.trust import binomial_sf, prior_correct, trust_decision
+from test_finetune_helpers import small_world, tiny_overrides, tiny_teacher  # noqa: F401
+
+
+def test_binomial_tail_hand_computed():
+    # n = 3, p = 1/2: P(X >= 2) = (3 + 1) / 8; P(X >= 3) = 1/8; P(X >= 0) = 1; P(X >= 4) = 0
+    assert binomial_sf(2, 3, 0.5) == pytest.approx(0.5)
+    assert binomial_sf(3, 3, 0.5) == pytest.approx(0.125)
+    assert binomial_sf(0, 3, 0.5) == 1.0 and binomial_sf(4, 3, 0.5) == 0.0
+    # n = 10, p = 0.3, k = 7: sum_{j=7}^{10} C(10, j) 0.3^j 0.7^(10-j)
+    exact = sum(math.comb(10, j) * 0.3 ** j * 0.7 ** (10 - j) for j in range(7, 11))
+    assert binomial_sf(7, 10, 0.3) == pytest.approx(exact, rel=1e-12)
+    # large n stays finite and in [0, 1] (log-space sum): 600 of 1000 at p = 0.5 is far out in the tail
+    tail = binomial_sf(600, 1000, 0.5)
+    assert 0.0 < tail < 1e-9
+    assert binomial_sf(1, 5, 0.0) == 0.0 and binomial_sf(1, 5, 1.0) == 1.0
+
+
+def test_prior_is_the_most_frequent_gold_per_candidate_set():
+    gold = [0, 0, 1, 2, 2, 2, -1]
+    assert prior_correct(gold) == 3  # label 2, three times; the -1 row is never right
+    # two groups: (0, 0, 1) -> 2 right, (2, 2, 2, -1) -> 3 right
+    assert prior_correct(gold, ["a", "a", "a", "b", "b", "b", "b"]) == 5
+
+
+def test_a_teacher_at_chance_is_not_trusted_and_a_right_one_is():
+    gold = torch.tensor([0, 1, 2] * 10)  # prior: 10 of 30
+    right = torch.nn.functional.one_hot(gold, 3).float() * 5.0
+    d = trust_decision(right, gold, alpha=0.05)
+    # 30 of 30 against p0 = 1/3: p = (1/3)^30
+    assert (d.rows, d.teacher_accuracy, d.trusted) == (30, 100.0, True)
+    assert d.prior_accuracy == pytest.approx(100.0 / 3)
+    assert d.p_value == pytest.approx((1 / 3) ** 30, rel=1e-9)
+    chance = torch.nn.functional.one_hot(torch.tensor([0, 2, 1] * 10), 3).float()  # right on 10 of 30
+    d = trust_decision(chance, gold, alpha=0.05)
+    assert d.teacher_accuracy == pytest.approx(100.0 / 3) and not d.trusted
+    assert d.p_value == pytest.approx(binomial_sf(10, 30, 1 / 3))
+    assert d.p_value > 0.5
+
+
+def test_the_mask_restricts_the_teacher_and_groups_the_prior():
+    # 4 rows, 3 candidates; the teacher's raw argmax is always candidate 0, which the mask of
+    # rows 2-3 forbids: restricted, it answers 1 there (right on both)
+    logits = torch.tensor([[3.0, 1.0, 0.0]] * 4)
+    gold = torch.tensor([0, 2, 1, 1])
+    mask = torch.tensor([[True, True, True], [True, True, True], [False, True, True], [False, True, True]])
+    d = trust_decision(logits, gold, alpha=0.5, cand_mask=mask)
+    assert d.teacher_accuracy == pytest.approx(75.0)  # rows 0, 2, 3
+    assert d.prior_accuracy == pytest.approx(75.0)  # group 1: one of (0, 2); group 2: both 1s
+    assert d.p_value == pytest.approx(binomial_sf(3, 4, 0.75))
+    d_unmasked = trust_decision(logits, gold, alpha=0.5)
+    assert d_unmasked.teacher_accuracy == pytest.approx(25.0)
+
+
+def test_gold_outside_the_candidates_counts_as_an_error():
+    logits = torch.tensor([[1.0, 0.0]] * 4)
+    gold = torch.tensor([0, 0, -1, -1])
+    d = trust_decision(logits, gold)
+    assert d.teacher_accuracy == pytest.approx(50.0) and d.prior_accuracy == pytest.approx(50.0)
+    assert trust_decision(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)).trusted is False
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_metrics_record_the_gate_and_it_switches_the_answer_term(small_world, tiny_teacher, tmp_path, monkeypatch,
+                                                                   gate):
+    """At trust_alpha = 0 no teacher is significant: the gate (on) drops the answer-level term from
+    every step and says so in metrics.json; with the gate off the term stays."""
+    import clip_td.app.finetune_model as model_mod
+
+    terms = []
+    real_forward = model_mod.FinetuneModel.forward
+
+    def forward(self, batch, teacher_out=None, kd_scale=1.0):
+        out = real_forward(self, batch, teacher_out, kd_scale)
+        if self.training:
+            terms.append(sorted(k for k in out if k.endswith("_loss")))
+        return out
+
+    monkeypatch.setattr(model_mod.FinetuneModel, "forward", forward)
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+    out = tmp_path / "run"
+    overrides = tiny_overrides(small_world, tiny_teacher, out, **{
+        "task.name": "snli_ve", "method.name": "clip_td", "train.max_steps": 2,
+        "method.trust_gate": str(gate).lower(), "method.trust_alpha": 0.0})
+    assert main(["--config", tiny, *overrides]) == 0
+    t = json.loads((out / "metrics.json").read_text())["teacher_trust"]
+    assert (t["trusted"], t["gate"], t["answer_term"], t["alpha"]) == (False, gate, not gate, 0.0)
+    assert t["rows"] > 0 and 0.0 <= t["teacher_accuracy"] <= 100.0 and 0.0 < t["prior_accuracy"] <= 100.0
+    expected = ["glob_loss", "task_loss", "tok_loss"] + (["ans_loss"] if not gate else [])
+    assert terms == [sorted(expected)] * 2
