@@ -100,3 +100,29 @@ def test_report_knows_the_grid_from_the_saved_config(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path)]) == 1
     assert "vqa/clip_td/f0.05/s1/method.rho=0.25" in capsys.readouterr().err
     assert cli_main(["report", str(tmp_path), "--allow-missing"]) == 0
+
+
+def test_a_results_folder_without_its_runs_re_renders_from_results_csv(tmp_path, capsys):
+    """docs/results keeps results.csv + config.yaml only: the report reads the CSV (unchanged) and
+    still marks the seeds the grid asked for and the CSV lacks."""
+    from clip_td.app.sweep import SweepConfig
+    from clip_td.base.config import save_config
+
+    grid = GridConfig(tasks=["snli_ve"], methods=["none", "clip_td"], fractions=[0.25], seeds=[0, 1, 2])
+    save_config(OmegaConf.structured(SweepConfig(output_dir=str(tmp_path), grid=grid)), tmp_path)
+    lines = ["task,method,train_fraction,seed,split,metric,value"]
+    lines += [f"snli_ve,none,0.25,{s},val,accuracy,{60 + s}.0000" for s in (0, 1, 2)]
+    lines += [f"snli_ve,clip_td,0.25,{s},val,accuracy,{70 + 2 * s}.0000" for s in (1, 2)]  # seed 0 lost
+    csv_text = "\n".join(lines) + "\n"
+    (tmp_path / "results.csv").write_text(csv_text)
+    summary = report(tmp_path)["summary"].read_text()
+    assert (tmp_path / "results.csv").read_text() == csv_text
+    assert "| none | 25% | val | accuracy | 61.00 +- 1.00 | 3 |" in summary
+    # clip_td: mean of 72 and 74 = 73, std sqrt(2) = 1.41, marked 2 of 3; gain 73 - 61 = +12
+    assert "| clip_td | 25% | val | accuracy | 73.00 +- 1.41 | 2 of 3 \u2020 | +12.00 |" in summary
+    assert "| snli_ve | clip_td | 25% | 0 | not run (or its metrics.json is incomplete) |" in summary
+    assert cli_main(["report", str(tmp_path)]) == 1
+    assert "snli_ve/clip_td/f0.25/s0" in capsys.readouterr().err
+    (tmp_path / "results.csv").write_text("task,method,train_fraction,seed,split,metric,value\nsnli_ve,none,x,0,val,accuracy,1\n")
+    with pytest.raises(InputError, match=r"results.csv:2: train_fraction, seed and value must be numbers"):
+        report(tmp_path)

@@ -250,6 +250,23 @@ def collect_rows(root: Path) -> List[Dict[str, Any]]:
     return rows
 
 
+def read_results_csv(path: Path) -> List[Dict[str, Any]]:
+    """The rows of a saved results.csv (contract columns), checked line by line."""
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or list(reader.fieldnames) != list(CSV_COLUMNS):
+            raise InputError(f"{path}:1: header {reader.fieldnames}; expected {','.join(CSV_COLUMNS)}")
+        for line, r in enumerate(reader, start=2):
+            try:
+                rows.append({**r, "train_fraction": float(r["train_fraction"]), "seed": int(r["seed"]),
+                             "value": float(r["value"])})
+            except (TypeError, ValueError):
+                raise InputError(f"{path}:{line}: train_fraction, seed and value must be numbers; got "
+                                 f"{r.get('train_fraction')!r}, {r.get('seed')!r}, {r.get('value')!r}") from None
+    return rows
+
+
 def _extra_tag(run_dir: Path, root: Path) -> str:
     """Extra grid keys are the path parts after task/method/fraction/seed."""
     parts = run_dir.relative_to(Path(root) / "runs").parts
@@ -324,10 +341,15 @@ def grid_status(root: Any) -> Optional[GridStatus]:
         raise InputError(f"{path}: not a sweep config ({str(e).splitlines()[0]})") from None
     seeds: Dict[Tuple[str, str, float], List[int]] = {}
     missing = []
+    saved = None  # a results folder kept without its runs/: the cells its results.csv holds
+    if not (root / "runs").is_dir() and (root / "results.csv").is_file():
+        saved = {(r["task"], r["method"], r["train_fraction"], r["seed"]) for r in read_results_csv(root / "results.csv")}
     for cell in cells:
         seeds.setdefault((cell.task, _method_label(cell), cell.fraction), []).append(cell.seed)
         run_dir = root / "runs" / cell.name
-        if is_complete(run_dir / "metrics.json"):
+        if saved is not None and (cell.task, _method_label(cell), cell.fraction, cell.seed) in saved:
+            continue
+        if saved is None and is_complete(run_dir / "metrics.json"):
             continue
         reason = "not run (or its metrics.json is incomplete)"
         if (run_dir / "failed.json").is_file():
@@ -481,14 +503,22 @@ def _save_fig(fig, path: Path) -> Path:
 
 def report(root: Any) -> Dict[str, Path]:
     """Re-render results.csv, summary.md and plots from the metrics.json files under `root/runs`
-    (summary.md marks what the grid of `root/config.yaml` asked for and did not get: `grid_status`)."""
+    (summary.md marks what the grid of `root/config.yaml` asked for and did not get: `grid_status`).
+    A results folder kept without its runs (results.csv + config.yaml) re-renders from its
+    results.csv, which is left as it is."""
     root = Path(root)
-    if not (root / "runs").is_dir():
-        raise InputError(f"{root}: not a sweep folder (expected {root / 'runs'}/ with finetune runs)")
-    rows = collect_rows(root)
-    if not rows:
-        raise InputError(f"{root / 'runs'}: no complete metrics.json found")
-    write_results_csv(rows, root / "results.csv")
+    if (root / "runs").is_dir():
+        rows = collect_rows(root)
+        if not rows:
+            raise InputError(f"{root / 'runs'}: no complete metrics.json found")
+        write_results_csv(rows, root / "results.csv")
+    elif (root / "results.csv").is_file():
+        rows = read_results_csv(root / "results.csv")
+        if not rows:
+            raise InputError(f"{root / 'results.csv'}: no result rows")
+    else:
+        raise InputError(f"{root}: not a sweep folder (expected {root / 'runs'}/ with finetune runs, or a "
+                         f"results.csv)")
     agg = aggregate(rows)
 
     targets = targets_markdown(agg)
