@@ -65,6 +65,7 @@ class LossConfig:
     beta: float = 0.0  # HN-NCE: hardness of the negative importance weights (0 = uniform)
     alip_momentum: float = 0.99  # ALIP: running-mean momentum of the gate similarities
     alip_sharpness: float = 2.0  # ALIP: the 2 in exp(2 (s - m))
+    text_negatives: bool = False  # infonce: NegCLIP hard negative texts (one noun/adjective of the caption's parse swapped)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import random
+import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -81,15 +83,73 @@ def concept_targets(rows: Sequence[Dict[str, str]], vocab: Sequence[str], source
     return out
 
 
+class TextNegatives:
+    """NegCLIP-style hard negative texts (Yuksekgonul et al., ICLR 2023): the caption with one
+    content word (a NOUN or an ADJ of its `parse`) replaced by another word of the same part of
+    speech seen in the corpus. A batch's in-batch negatives rarely differ from the positive in a
+    single attribute, so contrastive training can ignore whatever a batch never needs (here:
+    object shape, which colour combinations already tell apart); these negatives ask for it.
+
+    Deterministic per (seed, row index), so a resumed run sees the same negatives."""
+
+    def __init__(self, rows: Sequence[Dict[str, str]], seed: int = 0, tags: Sequence[str] = ("NOUN", "ADJ"),
+                 source: str = "corpus") -> None:
+        words: Dict[str, set] = {t: set() for t in tags}
+        for n, row in enumerate(rows, start=2):
+            for word, tag in self._tokens(row, source, n):
+                if tag in words:
+                    words[tag].add(word.lower())
+        self.vocab = {t: sorted(w) for t, w in words.items() if len(w) >= 2}
+        if not self.vocab:
+            raise InputError(f"{source}: loss.text_negatives needs a `parse` column with at least two distinct "
+                             f"words of one of {', '.join(tags)}; none found")
+        self.seed = seed
+        self.source = source
+
+    @staticmethod
+    def _tokens(row: Dict[str, str], source: str, line: int) -> List[tuple]:
+        raw = row.get("parse") or ""
+        if not raw:
+            return []
+        try:
+            return [(str(t[0]), str(t[1])) for t in json.loads(raw)]
+        except (ValueError, TypeError, IndexError):
+            raise InputError(f"{source}:{line}: column 'parse': not a JSON list of [word, tag, ...] tokens") from None
+
+    def __call__(self, row: Dict[str, str], index: int) -> Optional[str]:
+        """The negative text of `row`, or None when it has no replaceable word."""
+        tokens = self._tokens(row, self.source, index + 2)
+        slots = [k for k, (w, t) in enumerate(tokens) if t in self.vocab and w.lower() in self.vocab[t]]
+        if not slots:
+            return None
+        rng = random.Random(f"text-negative|{self.seed}|{index}")
+        k = rng.choice(slots)
+        word, tag = tokens[k]
+        new = rng.choice([w for w in self.vocab[tag] if w != word.lower()])
+        text = row["title"]
+        cursor = 0  # find the k-th token's span in the caption, left to right
+        for j, (w, _) in enumerate(tokens[: k + 1]):
+            m = re.compile(re.escape(w), re.IGNORECASE).search(text, cursor)
+            if m is None:
+                return " ".join(new if i == k else t for i, (t, _) in enumerate(tokens))
+            if j == k:
+                return text[: m.start()] + new + text[m.end():]
+            cursor = m.end()
+        return None
+
+
 class CaptionDataset(Dataset):
-    """Items: {"image": (3, H, W), "text": str, "caption": str, "index": int}.
+    """Items: {"image": (3, H, W), "text": str, "caption": str, "index": int}, plus "negative"
+    (str, or "" with "negative_valid" False) when built with `TextNegatives`.
 
     `caption` is the synthetic caption (ALIP's second path) or the raw text when absent.
     """
 
-    def __init__(self, rows: Sequence[Dict[str, str]], transform: Callable) -> None:
+    def __init__(self, rows: Sequence[Dict[str, str]], transform: Callable,
+                 negatives: Optional[TextNegatives] = None) -> None:
         self.rows = list(rows)
         self.transform = transform
+        self.negatives = negatives
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -98,19 +158,27 @@ class CaptionDataset(Dataset):
         row = self.rows[i]
         with Image.open(row["image"]) as im:
             image = self.transform(im.convert("RGB"))
-        return {"image": image, "text": row["title"], "caption": row.get("synthetic_caption") or row["title"], "index": i}
+        item = {"image": image, "text": row["title"], "caption": row.get("synthetic_caption") or row["title"], "index": i}
+        if self.negatives is not None:
+            neg = self.negatives(row, i)
+            item.update(negative=neg or "", negative_valid=neg is not None)
+        return item
 
 
 def make_collate(tokenizer: Callable) -> Callable:
     """Batch items and tokenise both text paths: image (B,3,H,W), text/caption (B, L), index (B,)."""
 
     def collate(items: List[Dict]) -> Dict[str, torch.Tensor]:
-        return {
+        batch = {
             "image": torch.stack([it["image"] for it in items]),
             "text": tokenizer([it["text"] for it in items]),
             "caption": tokenizer([it["caption"] for it in items]),
             "index": torch.tensor([it["index"] for it in items]),
         }
+        if "negative" in items[0]:  # TextNegatives: (B, L) ids and (B,) bool
+            batch["negative"] = tokenizer([it["negative"] for it in items])
+            batch["negative_valid"] = torch.tensor([it["negative_valid"] for it in items], dtype=torch.bool)
+        return batch
 
     return collate
 

@@ -62,7 +62,27 @@ class InfoNCELoss(ClipLoss):
         super().__init__(local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
 
     def forward_outputs(self, out: Outputs) -> Outputs:
+        if "negative_features" in out:
+            return {"contrastive_loss": infonce_with_text_negatives(
+                out["image_features"], out["text_features"], out["negative_features"], out["negative_valid"],
+                out["logit_scale"])}
         return {"contrastive_loss": self(out["image_features"], out["text_features"], out["logit_scale"])}
+
+
+def infonce_with_text_negatives(image: torch.Tensor, text: torch.Tensor, negative: torch.Tensor,
+                                valid: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE whose image-to-text side also ranks each image's hard negative texts
+    (NegCLIP): row i of the image-to-text logits is [S v_i.t_j for all j] + [S v_i.n_j for valid j].
+    image, text, negative (b, d) L2-normalised; valid (b,) bool; gathered over processes."""
+    valid_f = valid.to(image.dtype).unsqueeze(-1)
+    img, txt, neg, val = gather_with_grad(image, text, negative, valid_f)
+    scale = logit_scale.float()
+    labels = torch.arange(img.shape[0], device=img.device)
+    i2t = scale * img.float() @ torch.cat([txt, neg]).float().T  # (N, 2N)
+    mask = torch.cat([torch.ones_like(val.squeeze(-1), dtype=torch.bool), val.squeeze(-1) > 0.5])
+    i2t = i2t.masked_fill(~mask.unsqueeze(0), float("-inf"))
+    t2i = scale * txt.float() @ img.float().T
+    return (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
 
 
 def hn_nce_rows(logits: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:

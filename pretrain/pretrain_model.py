@@ -23,10 +23,11 @@ class PretrainModel(nn.Module):
             embed_dim = clip.visual.output_dim
         self.concept_head = nn.Linear(embed_dim, num_concepts) if num_concepts else None
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, caption: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, text: torch.Tensor, caption: Optional[torch.Tensor] = None,
+                negative: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """image (B, 3, H, W), text / caption (B, L) token ids -> {"image_features",
         "text_features"} (B, d) L2-normalised, "logit_scale" (exp'd scalar), with a caption
-        "caption_features" (B, d) and, with a concept head, "concept_logits" (B, K)."""
+        "caption_features" (B, d), with negatives "negative_features" (B, d) and, with a concept head, "concept_logits" (B, K)."""
         raw = self.clip.encode_image(image)  # (B, d) before normalisation: the concept head reads this
         out = {
             "image_features": F.normalize(raw, dim=-1),
@@ -35,6 +36,8 @@ class PretrainModel(nn.Module):
         }
         if caption is not None:
             out["caption_features"] = self.clip.encode_text(caption, normalize=True)
+        if negative is not None:  # hard negative texts (loss.text_negatives)
+            out["negative_features"] = self.clip.encode_text(negative, normalize=True)
         if self.concept_head is not None:
             out["concept_logits"] = self.concept_head(raw)
         return out

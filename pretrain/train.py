@@ -34,7 +34,8 @@ from pretrain.cat_filter import OCRS, PARSERS, CATRules, cat_filter, make_backen
 from pretrain.clip_factory import BuiltModel, build_model
 from pretrain.concepts import CONCEPT_TEACHERS, FrozenConceptTeacher, create_concept_teacher
 from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  (PretrainConfig: the schema)
-from pretrain.data import CaptionDataset, concept_targets, make_collate, read_captions, read_concepts
+from pretrain.data import (CaptionDataset, TextNegatives, concept_targets, make_collate, read_captions,
+                           read_concepts)
 from pretrain.export import export_teacher
 from pretrain.loop import ResumableLoop, start_run
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
@@ -145,7 +146,12 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     paths = resolve_paths(cfg)
     rows = load_rows(cfg, paths["train"], Path(cfg.output_dir), accelerator.is_main_process)
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg)
-    dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val)
+    negatives = None
+    if cfg.loss.text_negatives:
+        if cfg.loss.name != "infonce":
+            raise InputError(f"config key loss.text_negatives: works with loss.name=infonce, not {cfg.loss.name!r}")
+        negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]))
+    dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
     size = built.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -162,6 +168,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     head = setup.model.concept_head
     return json.loads(json.dumps({
         "model_cfg": setup.built.model_cfg, "model_name": cfg.model.name, "loss": cfg.loss.name,
+        "text_negatives": bool(cfg.loss.text_negatives),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
     }))
@@ -207,7 +214,10 @@ class PretrainTrainer(ResumableLoop):
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """The model's named outputs, plus the frozen concept teacher's logits when distilling."""
-        out = self.model(batch["image"], batch["text"], batch["caption"] if self.bipath else None)
+        out = self.model(batch["image"], batch["text"], batch["caption"] if self.bipath else None,
+                         batch.get("negative"))
+        if "negative_valid" in batch:
+            out["negative_valid"] = batch["negative_valid"]
         if self.setup.concept_teacher is not None:
             out["concept_teacher_logits"] = self.setup.concept_teacher(batch["image"])
         return out

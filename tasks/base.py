@@ -220,6 +220,11 @@ class Task:
         """Extra per-row tensors the distiller reads (VQA: `cand_mask`, the allowed answers)."""
         return {}
 
+    def trust_group(self, row: Dict[str, Any]) -> Optional[str]:
+        """The group whose rows share one trust-gate test (`method.trust_gate=group`); None = the
+        whole task is one group."""
+        return None
+
 
 def check_same_ids(predicted: Any, gold: Sequence[Any], id_name: str, predictions: PathLike,
                    annotations: PathLike, noun: str = "prediction") -> None:

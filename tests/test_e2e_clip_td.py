@@ -44,7 +44,7 @@ def test_clip_td_end_to_end(small_world, tiny_teacher, tmp_path, monkeypatch, ta
     out = tmp_path / task
     # the gate off: every term runs whatever the tiny teacher's accuracy (tests/test_trust.py tests the gate)
     assert run(small_world, tiny_teacher, out, **{"task.name": task, "method.name": "clip_td",
-                                                   "train.max_steps": 3, "method.trust_gate": "false"}) == 0
+                                                   "train.max_steps": 3, "method.trust_gate": "off"}) == 0
     m = read_metrics(out)
     assert (m["task"], m["method"], m["train"]["steps"]) == (task, "clip_td", 3)
     assert all(0.0 <= v <= 100.0 for scores in m["eval"].values() for v in scores.values())

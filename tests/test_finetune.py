@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_with_step_and_terms(small_world, tiny_teacher, tm
         return out
 
     monkeypatch.setattr(model_mod.FinetuneModel, "forward", poisoned)
-    assert run(small_world, tiny_teacher, tmp_path / "nan", **{"method.name": "clip_td", "method.trust_gate": "false"}) == 3
+    assert run(small_world, tiny_teacher, tmp_path / "nan", **{"method.name": "clip_td", "method.trust_gate": "off"}) == 3
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")][-1]
     assert err.startswith("error: non-finite loss at step 3: task_loss=nan, tok_loss=")
     assert "glob_loss=" in err and "ans_loss=" in err

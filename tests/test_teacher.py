@@ -130,3 +130,35 @@ def test_bad_paths_are_one_clear_error(tmp_path):
         FrozenTeacher.from_name(f"local-dir:{tmp_path / 'empty'}")
     with pytest.raises(InputError, match="not a loadable open_clip model"):
         FrozenTeacher.from_name("no-such-architecture")
+
+
+def test_resnet_tower_gives_value_path_tokens_and_clip_embedding(tmp_path):
+    """A ModifiedResNet teacher (CLIP's RN family): image_embed is open_clip's, and the dense
+    tokens are the attention pool's value path, checked through the pool's own output: with one
+    head the pooled vector is sum_j a_j c_proj(v_j) over the mean token and the positions, with
+    a = softmax(q_0 . k_j / sqrt(C)) computed here by hand."""
+    import open_clip
+
+    d = save_tiny_teacher(tmp_path / "rn", resnet=True, image_size=64, width=64)
+    t = FrozenTeacher.from_name(f"local-dir:{d}")
+    visual = t.model.visual
+    assert visual.attnpool.num_heads == 1 and t.grid_size == (2, 2)
+    torch.manual_seed(0)
+    pixels = torch.randn(3, 3, 64, 64)
+    out = t.encode_images(pixels)
+    assert out["patch_tokens"].shape == (3, 4, t.embed_dim)
+    ref = open_clip.create_model_and_transforms(f"local-dir:{d}")[0].eval()
+    with torch.no_grad():
+        torch.testing.assert_close(out["image_embed"], torch.nn.functional.normalize(ref.encode_image(pixels), dim=-1),
+                                   rtol=1e-4, atol=1e-5)
+        pool = visual.attnpool
+        fmap = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))
+        x = torch.cat([fmap.flatten(2).mean(-1, keepdim=True), fmap.flatten(2)], dim=2).transpose(1, 2)
+        x = x + pool.positional_embedding  # (B, 1 + HW, C)
+        q, k = pool.q_proj(x[:, :1]), pool.k_proj(x)
+        a = torch.softmax((q @ k.transpose(1, 2)) / x.shape[-1] ** 0.5, dim=-1)  # (B, 1, 1 + HW)
+        mean_token = pool.c_proj(pool.v_proj(x[:, :1]))  # (B, 1, d)
+        values = torch.cat([mean_token, out["patch_tokens"]], dim=1)
+        torch.testing.assert_close((a @ values).squeeze(1), pool(fmap), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="use relevance_topk"):
+        t.encode_images(pixels, cls_attention=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clip_td.app.trainer import main
-from clip_td.lib.trust import binomial_sf, prior_correct, trust_decision
+from clip_td.lib.trust import binomial_sf, group_decisions, prior_correct, trust_decision
 from test_finetune_helpers import small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
 
@@ -70,31 +70,82 @@ def test_gold_outside_the_candidates_counts_as_an_error():
     assert trust_decision(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)).trusted is False
 
 
-@pytest.mark.parametrize("gate", [True, False])
+def test_group_decisions_test_each_group_on_its_own_rows():
+    # group "colour": teacher right on 10 of 10 (prior 5 of 10); group "count": right on 2 of 10
+    # (prior 10 of 10, every gold 0)
+    gold = torch.tensor([0, 1] * 5 + [0] * 10)
+    pred = torch.cat([gold[:10], torch.tensor([0, 0] + [1] * 8)])
+    logits = torch.nn.functional.one_hot(pred, 2).float()
+    d = group_decisions(logits, gold, ["colour"] * 10 + ["count"] * 10, alpha=0.05)
+    assert d["colour"].trusted and not d["count"].trusted
+    assert d["colour"].p_value == pytest.approx(0.5 ** 10)
+    assert (d["count"].teacher_accuracy, d["count"].prior_accuracy, d["count"].p_value) == (20.0, 100.0, 1.0)
+
+
+@pytest.mark.parametrize("gate", ["task", "off"])
 def test_metrics_record_the_gate_and_it_switches_the_answer_term(small_world, tiny_teacher, tmp_path, monkeypatch,
                                                                    gate):
-    """At trust_alpha = 0 no teacher is significant: the gate (on) drops the answer-level term from
-    every step and says so in metrics.json; with the gate off the term stays."""
-    import clip_td.app.finetune_model as model_mod
+    """At trust_alpha = 0 no teacher is significant: the gate drops the answer-level term from every
+    step and says so in metrics.json; with the gate off the term stays (the figures are recorded)."""
+    terms = _capture_loss_terms(monkeypatch)
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", gate, 0.0)
+    assert (t["trusted"], t["gate"], t["answer_term"], t["alpha"]) == (False, gate, gate == "off", 0.0)
+    assert t["rows"] > 0 and 0.0 <= t["teacher_accuracy"] <= 100.0 and 0.0 < t["prior_accuracy"] <= 100.0
+    expected = ["glob_loss", "task_loss", "tok_loss"] + (["ans_loss"] if gate == "off" else [])
+    assert terms["names"] == [sorted(expected)] * 2
 
-    terms = []
-    real_forward = model_mod.FinetuneModel.forward
+
+def test_group_gate_keeps_the_answer_term_for_the_rows_of_trusted_groups(small_world, tiny_teacher, tmp_path,
+                                                                          monkeypatch):
+    """VQA's trust groups are its question types. At trust_alpha = 1 every group whose p-value is
+    below 1 passes: the per-row gate the distiller sees is 1 exactly for the rows of those groups."""
+    from tasks import get_task
+
+    terms = _capture_loss_terms(monkeypatch)
+    t = _run(small_world, tiny_teacher, tmp_path, "vqa", "group", 1.0)
+    groups = t["groups"]
+    task = get_task("vqa")
+    qtype = [str(q) for q in task.load(small_world / "vqa", "train")["question_type"]]  # by split index
+    assert set(groups) <= set(qtype) and len(groups) >= 2
+    assert sum(g["rows"] for g in groups.values()) == t["rows"]
+    kept = sum(g["rows"] for g in groups.values() if g["trusted"])
+    assert all(g["trusted"] == (g["p_value"] < 1.0) for g in groups.values())
+    assert t["answer_term_rows"] == pytest.approx(round(100.0 * kept / t["rows"], 4))
+    assert t["answer_term"] == (kept > 0)
+    if 0 < kept < t["rows"]:
+        assert len(terms["gates"]) == 2
+    for gate, index in terms["gates"]:  # every batch: gate 1 exactly for rows of trusted groups
+        assert gate == [1.0 if groups[qtype[i]]["trusted"] else 0.0 for i in index]
+
+
+def _capture_loss_terms(monkeypatch):
+    import clip_td.app.finetune_model as model_mod
+    from clip_td.lib.distill import Distiller
+
+    seen = {"names": [], "gates": []}
+    real_forward, real_distill = model_mod.FinetuneModel.forward, Distiller.forward
 
     def forward(self, batch, teacher_out=None, kd_scale=1.0):
         out = real_forward(self, batch, teacher_out, kd_scale)
         if self.training:
-            terms.append(sorted(k for k in out if k.endswith("_loss")))
+            seen["names"].append(sorted(k for k in out if k.endswith("_loss")))
         return out
 
+    def distill(self, student_out, teacher_out, batch, logits):
+        if teacher_out.get("answer_gate") is not None:
+            seen["gates"].append((teacher_out["answer_gate"].tolist(), batch["index"].tolist()))
+        return real_distill(self, student_out, teacher_out, batch, logits)
+
     monkeypatch.setattr(model_mod.FinetuneModel, "forward", forward)
+    monkeypatch.setattr(Distiller, "forward", distill)
+    return seen
+
+
+def _run(world, teacher, tmp_path, task, gate, alpha):
     tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
     out = tmp_path / "run"
-    overrides = tiny_overrides(small_world, tiny_teacher, out, **{
-        "task.name": "snli_ve", "method.name": "clip_td", "train.max_steps": 2,
-        "method.trust_gate": str(gate).lower(), "method.trust_alpha": 0.0})
+    overrides = tiny_overrides(world, teacher, out, **{
+        "task.name": task, "method.name": "clip_td", "train.max_steps": 2,
+        "method.trust_gate": gate, "method.trust_alpha": alpha})
     assert main(["--config", tiny, *overrides]) == 0
-    t = json.loads((out / "metrics.json").read_text())["teacher_trust"]
-    assert (t["trusted"], t["gate"], t["answer_term"], t["alpha"]) == (False, gate, not gate, 0.0)
-    assert t["rows"] > 0 and 0.0 <= t["teacher_accuracy"] <= 100.0 and 0.0 < t["prior_accuracy"] <= 100.0
-    expected = ["glob_loss", "task_loss", "tok_loss"] + (["ans_loss"] if not gate else [])
-    assert terms == [sorted(expected)] * 2
+    return json.loads((out / "metrics.json").read_text())["teacher_trust"]

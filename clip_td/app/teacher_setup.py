@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -79,32 +79,71 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                                    name=f"{task.name}-{cfg.data.train_split}",
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes,
                                    barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
-    trust = None
+    trust, gate = None, None
     if method.eta:
-        decision = teacher_trust(teacher, task, full_train, train_idx, cache, method.trust_alpha)
-        gated = method.trust_gate and not decision.trusted
-        trust = {**decision.as_dict(), "gate": bool(method.trust_gate), "answer_term": not gated}
-        if gated:
+        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method)
+        if method.trust_gate == "off":  # recorded, not applied (the ablation)
+            trust["answer_term"], gate = True, None
+        elif not trust["answer_term"]:
             logger.info("trust gate: the teacher answers %.1f %% of the %d labelled rows against the label "
-                        "prior's %.1f %% (p = %.3g >= %.3g): the answer-level term is off for this run",
-                        decision.teacher_accuracy, decision.rows, decision.prior_accuracy, decision.p_value,
-                        decision.alpha)
+                        "prior's %.1f %% (p = %.3g): the answer-level term is off for this run",
+                        trust["teacher_accuracy"], trust["rows"], trust["prior_accuracy"], trust["p_value"])
             method = replace(method, eta=0.0)
+        elif gate is not None:
+            logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
+                        trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
     distiller = create_distiller(method, student.hidden_size, teacher.embed_dim)
     if cache is not None:
-        return TeacherSide(teacher=teacher, distiller=distiller, outputs=lambda batch: cache.lookup(batch["index"]),
+        outputs = lambda batch: cache.lookup(batch["index"])  # noqa: E731
+        side = TeacherSide(teacher=teacher, distiller=distiller, outputs=outputs, trust=trust)
+    else:
+        side = TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
+                           live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention),
                            trust=trust)
-    return TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
-                       live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention), trust=trust)
+    if gate is not None:
+        side.outputs = partial(_with_answer_gate, side.outputs, gate)
+    return side
+
+
+def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs plus `answer_gate` (B,): 1 where the row's trust group passed the gate."""
+    out = outputs(batch)
+    out["answer_gate"] = gate[torch.as_tensor(batch["index"]).cpu().long()]
+    return out
+
+
+def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
+               method: Any) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+    """The trust gate of a run -> (metrics.json's `teacher_trust`, per-split-row gate or None).
+
+    `task`: one test over every labelled row. `group`: one test per trust group of the task
+    (`Task.trust_group`); the answer-level term then runs for the rows of the groups that pass
+    (a gate of 0/1 over the split's rows, None when every group passes or none does)."""
+    from clip_td.lib.trust import group_decisions, trust_decision
+
+    logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache)
+    overall = trust_decision(logits, gold, method.trust_alpha, mask)
+    trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
+    groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []
+    if not groups or all(g is None for g in groups):
+        return trust, None
+    decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)
+    kept = [decisions[g].trusted for g in groups]
+    trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),
+                 groups={str(g): d.as_dict() for g, d in sorted(decisions.items(), key=lambda kv: str(kv[0]))})
+    if all(kept) or not any(kept):
+        return trust, None
+    gate = torch.zeros(len(full_train))
+    gate[torch.tensor([i for i, k in zip(train_idx, kept) if k], dtype=torch.long)] = 1.0
+    return trust, gate
 
 
 @torch.no_grad()
-def teacher_trust(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any = None,
-                  alpha: float = 0.05, batch_size: int = 256) -> Any:
-    """The trust gate's decision (`clip_td.lib.trust`) from the teacher's answers to the labelled
-    training rows: read from the cache when there is one, else one teacher pass over the rows."""
+def teacher_answers(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any = None,
+                    batch_size: int = 256) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The teacher's candidate scores of the labelled training rows -> (cand_logits (N, C), gold
+    (N,), cand_mask (N, C) or None): read from the cache when there is one, else one teacher pass."""
     from clip_td.lib.teacher_cache import CandidateEncoder, _load_image, candidate_logits
-    from clip_td.lib.trust import trust_decision
 
     logits, gold, masks = [], [], []
     encoder = None if cache is not None else CandidateEncoder(teacher)
@@ -127,8 +166,8 @@ def teacher_trust(teacher: Any, task: Any, full_train: Any, train_idx: List[int]
             masks.append(torch.stack([torch.as_tensor(m) for m in extras]))
     cand_mask = torch.cat(masks) if masks and len(masks) == len(logits) else None
     if not logits:
-        return trust_decision(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), alpha)
-    return trust_decision(torch.cat(logits), torch.cat(gold), alpha, cand_mask)
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), None
+    return torch.cat(logits), torch.cat(gold), cand_mask
 
 
 @torch.no_grad()

@@ -99,6 +99,9 @@ def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.
 # ---- methods -----------------------------------------------------------------------------------
 
 
+TRUST_GATES = ("group", "task", "off")  # method.trust_gate values (clip_td.lib.trust)
+
+
 @dataclass
 class MethodConfig:
     """The `method` section of the fine-tuning config, and what the distiller reads.
@@ -119,7 +122,7 @@ class MethodConfig:
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
     answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
-    trust_gate: bool = True  # switch the answer-level term off for the run when the teacher does not beat the label prior on the labelled rows
+    trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
 
 
@@ -167,6 +170,11 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     SELECTORS.get(m.selection, key="method.selection")
     WEIGHTINGS.get(m.weighting, key="method.weighting")
     SCHEDULES.get(m.schedule, key="method.schedule")
+    if str(m.trust_gate).lower() in ("false", "off", "no"):  # YAML reads a bare `off` as false
+        m = replace(m, trust_gate="off")
+    if str(m.trust_gate) not in TRUST_GATES:
+        raise InputError(f"config key method.trust_gate: unknown value {m.trust_gate!r}; expected one of: "
+                         f"{', '.join(TRUST_GATES)}")
     if m.selection_seed is None:
         m = replace(m, selection_seed=int(seed))
     return m
@@ -221,7 +229,10 @@ class Distiller(nn.Module):
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
             out["glob_loss"] = s.alpha * s.beta * (w * glob).mean()
         if s.eta:
-            out["ans_loss"] = s.alpha * s.eta * (w * answer_kl(cand_logits, logits, s.tau)).mean()
+            ans = answer_kl(cand_logits, logits, s.tau)
+            if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
+                ans = ans * t["answer_gate"].to(ans.dtype)
+            out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
         out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
         return out
 

@@ -32,15 +32,17 @@ Span = Tuple[int, int]
 
 
 class FrozenTeacher(nn.Module):
-    """Wraps an open_clip CLIP-like model (ViT image tower) as a frozen feature extractor."""
+    """Wraps an open_clip CLIP-like model (a ViT or a ModifiedResNet image tower) as a frozen
+    feature extractor."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, preprocess_cfg: Dict[str, Any], name: str = "") -> None:
         super().__init__()
         visual = getattr(model, "visual", None)
-        if visual is None or not hasattr(visual, "conv1") or not hasattr(visual, "ln_post"):
+        vit = visual is not None and hasattr(visual, "conv1") and hasattr(visual, "ln_post")
+        if not vit and not (visual is not None and _is_resnet(visual)):
             raise InputError(
-                f"teacher {name!r}: token-level distillation needs an open_clip VisionTransformer image "
-                f"tower (got {type(visual).__name__}); pick a ViT teacher"
+                f"teacher {name!r}: token-level distillation needs an open_clip VisionTransformer or "
+                f"ModifiedResNet image tower (got {type(visual).__name__}); pick a ViT or RN teacher"
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -94,7 +96,11 @@ class FrozenTeacher(nn.Module):
 
     @property
     def grid_size(self) -> Tuple[int, int]:
-        g = self.model.visual.grid_size
+        visual = self.model.visual
+        if _is_resnet(visual):  # the attention pool's square feature map (image side / 32)
+            n = int(round(math.sqrt(visual.attnpool.positional_embedding.shape[0] - 1)))
+            return (n, n)
+        g = visual.grid_size
         return (int(g[0]), int(g[1]))
 
     @property
@@ -147,6 +153,12 @@ class FrozenTeacher(nn.Module):
         """
         visual = self.model.visual
         pixels = pixels.to(self.device, next(visual.parameters()).dtype)
+        if _is_resnet(visual):
+            if cls_attention:
+                raise InputError(f"teacher {self.name!r}: cls_attention_topk needs a ViT image tower (this one is "
+                                 f"a ResNet); use relevance_topk instead")
+            pooled, tokens = _resnet_pool_and_tokens(visual, pixels)
+            return {"patch_tokens": tokens.float(), "image_embed": F.normalize(pooled.float(), dim=-1)}
         x = visual._embeds(pixels)  # (B, 1 + Nv, width)
         captured: Dict[str, torch.Tensor] = {}
         hook = None
@@ -309,6 +321,25 @@ def _special_ids(tokenizer: Any) -> List[int]:
         return list(tokenizer.all_special_ids)
     inner = getattr(tokenizer, "tokenizer", None)  # open_clip HFTokenizer
     return list(getattr(inner, "all_special_ids", []))
+
+
+def _is_resnet(visual: nn.Module) -> bool:
+    """open_clip's ModifiedResNet image tower (CLIP's RN50 family): conv trunk + attention pool."""
+    return hasattr(visual, "attnpool") and hasattr(visual, "stem")
+
+
+def _resnet_pool_and_tokens(visual: nn.Module, pixels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """ModifiedResNet -> (pooled (B, d), dense tokens (B, H*W, d) row-major).
+
+    The pooled embedding is the attention pool's output, as CLIP computes it. The dense tokens
+    take each position of the final feature map through the pool's value path (v_proj then
+    c_proj, with its positional embedding), as MaskCLIP does: the same projections that carry
+    the pooled embedding into the joint space, so the tokens live in that space too."""
+    x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (B, C, H, W)
+    pool = visual.attnpool
+    pooled = pool(x)
+    tokens = x.flatten(2).transpose(1, 2) + pool.positional_embedding[1:].to(x.dtype)  # (B, HW, C)
+    return pooled, pool.c_proj(pool.v_proj(tokens))
 
 
 def _attach_cls_attention_hook(visual: nn.Module, captured: Dict[str, torch.Tensor], name: str):

@@ -144,7 +144,8 @@ EXTRACTION_CODE = {
     "clip_td.lib.teacher": ("FrozenTeacher.encode_images", "FrozenTeacher.encode_texts", "FrozenTeacher._text_tower",
                             "FrozenTeacher._content_mask", "FrozenTeacher.image_transform", "FrozenTeacher.tokenize",
                             "FrozenTeacher.logit_scale", "_attach_cls_attention_hook", "token_offsets",
-                            "_special_ids", "_project", "_preprocess_settings"),
+                            "_special_ids", "_project", "_preprocess_settings", "_is_resnet",
+                            "_resnet_pool_and_tokens", "FrozenTeacher.grid_size"),
 }
 
 

@@ -12,6 +12,10 @@ beats that prior:
 with k the teacher's correct rows out of n. Below significance (p >= alpha) the answer-level
 term is switched off for the run (eta = 0); the token and global terms stay. A row whose gold
 answer is not among the teacher's candidates counts as a teacher error.
+
+With trust groups (a task's `trust_group`, e.g. VQA's question type) the test runs per group,
+and the answer-level term is kept for the rows of the groups that pass it: a teacher can be
+right about colours and guess at counts.
 """
 
 from __future__ import annotations
@@ -91,3 +95,16 @@ def trust_decision(cand_logits: torch.Tensor, gold: torch.Tensor, alpha: float =
     p0 = k0 / n
     p = binomial_sf(k, n, p0)
     return TrustDecision(n, 100.0 * k / n, 100.0 * p0, p, alpha, p < alpha)
+
+
+def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Sequence[Hashable], alpha: float = 0.05,
+                    cand_mask: Optional[torch.Tensor] = None) -> Dict[Hashable, TrustDecision]:
+    """`trust_decision` for each trust group's rows. groups: one hashable per row."""
+    members: Dict[Hashable, list] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    out = {}
+    for g, rows in members.items():
+        idx = torch.tensor(rows, dtype=torch.long)
+        out[g] = trust_decision(cand_logits[idx], gold[idx], alpha, None if cand_mask is None else cand_mask[idx])
+    return out

@@ -17,12 +17,16 @@ from clip_td.base.open_clip_dir import save_open_clip_dir
 
 
 def tiny_clip_config(image_size: int = 32, patch_size: int = 8, width: int = 32, embed_dim: int = 32,
-                     context_length: int = 24, layers: int = 1) -> Dict[str, Any]:
-    """An open_clip `model_cfg` for a small ViT + text transformer (`layers` deep)."""
+                     context_length: int = 24, layers: int = 1, resnet: bool = False) -> Dict[str, Any]:
+    """An open_clip `model_cfg` for a small ViT (or, `resnet`, a ModifiedResNet with stem width
+    `width // 4`, one block per stage and a one-head attention pool) + text transformer."""
+    vision = {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers,
+              "head_width": 32 if width >= 64 else width // 2}
+    if resnet:
+        vision = {"image_size": image_size, "layers": [1, 1, 1, 1], "width": width // 4, "head_width": width * 8}
     return {
         "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers,
-                       "head_width": 32 if width >= 64 else width // 2},
+        "vision_cfg": vision,
         "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width,
                      "heads": max(2, width // 32), "layers": layers},
     }

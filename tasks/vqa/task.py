@@ -289,6 +289,10 @@ class VQATask(Task):
             return {}
         return {"cand_mask": answer_set_mask(self.answer_sets, row["question_type"], len(self.answer_vocab))}
 
+    def trust_group(self, row: Dict[str, Any]) -> Optional[str]:
+        """The trust gate tests the teacher per question type (it may know colours, not counts)."""
+        return str(row["question_type"])
+
 
 def vqa_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy on VQA soft scores, summed over answers (the usual VQA recipe).

@@ -1,0 +1,62 @@
+"""NegCLIP hard negative texts: the swap on hand-made parses, and the loss on a hand case."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from clip_td.base.io import InputError
+from pretrain.data import TextNegatives
+from pretrain.losses import infonce_with_text_negatives
+
+
+def _row(title, tokens):
+    return {"title": title, "parse": json.dumps([[w, t, "dep", -1] for w, t in tokens])}
+
+
+ROWS = [
+    _row("a red circle", [("a", "DET"), ("red", "ADJ"), ("circle", "NOUN")]),
+    _row("A Blue square, left", [("A", "DET"), ("Blue", "ADJ"), ("square", "NOUN"), (",", "PUNCT"), ("left", "ADV")]),
+    _row("shapes", [("shapes", "X")]),
+]
+
+
+def test_one_content_word_is_swapped_for_another_of_its_part_of_speech():
+    neg = TextNegatives(ROWS, seed=0)
+    assert neg.vocab == {"NOUN": ["circle", "square"], "ADJ": ["blue", "red"]}
+    seen = set()
+    for i in range(40):  # the row is the same; the index seeds the choice
+        out = neg(ROWS[0], i)
+        assert out in {"a blue circle", "a red square"}
+        seen.add(out)
+        assert neg(ROWS[0], i) == out  # deterministic per (seed, index)
+    assert seen == {"a blue circle", "a red square"}
+    # the span is replaced in the caption as written (case, punctuation kept elsewhere)
+    assert {neg(ROWS[1], i) for i in range(40)} == {"A red square, left", "A Blue circle, left"}
+    assert neg(ROWS[2], 0) is None  # nothing to swap: no negative
+
+
+def test_a_corpus_without_usable_parses_is_refused():
+    with pytest.raises(InputError, match="loss.text_negatives needs a `parse` column"):
+        TextNegatives([ROWS[2]], source="train.tsv")
+    with pytest.raises(InputError, match=r"train.tsv:3: column 'parse'"):
+        TextNegatives([ROWS[0], {"title": "x", "parse": "not json"}], source="train.tsv")
+
+
+def test_loss_hand_case():
+    # 2 images = e1, e2; texts t1 = e1, t2 = e2; negatives n1 = (e1 + e2)/sqrt2 (valid), n2 invalid
+    s = torch.tensor(2.0)
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    img, txt = torch.stack([e1, e2]), torch.stack([e1, e2])
+    neg = torch.stack([(e1 + e2) / math.sqrt(2), e2])
+    valid = torch.tensor([True, False])
+    loss = infonce_with_text_negatives(img, txt, neg, valid, s)
+    c = 1 / math.sqrt(2)
+    # image 1 ranks t1 (2), t2 (0), n1 (2c); image 2 ranks t1 (0), t2 (2), n1 (2c); n2 is masked
+    i2t = (-2 + math.log(math.exp(2) + 1 + math.exp(2 * c)) - 2 + math.log(1 + math.exp(2) + math.exp(2 * c))) / 2
+    t2i = -2 + math.log(math.exp(2) + 1)
+    assert loss.item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+    # with no valid negative it is plain symmetric InfoNCE
+    plain = infonce_with_text_negatives(img, txt, neg, torch.tensor([False, False]), s)
+    assert plain.item() == pytest.approx(t2i, rel=1e-6)
