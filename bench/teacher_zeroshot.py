@@ -13,6 +13,8 @@ builds q_i:
            of the type), which needs no image
   snli_ve  3-way accuracy over the label templates
   vcr      Q->A accuracy over the 4 answers
+Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
+single-object images, per image style (prompt-ensembled class embeddings, as CLIP does).
 Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
 probability and the mean probability of the gold candidate (c_i before the batch
 normalisation of the confidence weight). Chance: SNLI-VE 33.3, VCR 25.0. Compare with the
@@ -98,6 +100,24 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]]) 
             **sharpness(teacher, logits, gold)}
 
 
+def concept_scores(teacher: FrozenTeacher, zeroshot_root: Path) -> Dict[str, Dict[str, float]]:
+    """{style: {label set: accuracy %}} over `<zeroshot_root>/zeroshot.json`'s label sets."""
+    from pretrain.data import read_zeroshot
+
+    out: Dict[str, Dict[str, float]] = {}
+    for name, spec in read_zeroshot(zeroshot_root).items():
+        per_class = [torch.nn.functional.normalize(text_embeds(teacher, [t.format(c) for t in spec["templates"]]), dim=-1)
+                     .mean(0) for c in spec["classnames"]]
+        weights = torch.nn.functional.normalize(torch.stack(per_class), dim=-1)  # (K, d)
+        pred = (image_embeds(teacher, [{"image": p} for p in spec["images"]]) @ weights.T).argmax(1)
+        right = pred == torch.tensor(spec["labels"])
+        styles = spec["styles"]
+        for style in sorted(set(styles)):
+            sel = torch.tensor([s == style for s in styles])
+            out.setdefault(style or "all", {})[name] = 100.0 * right[sel].float().mean().item()
+    return out
+
+
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", default=None, help="open_clip name / local-dir:DIR (default: the default teacher)")
@@ -135,6 +155,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             res = score_open_answers(teacher, task, train, rows) if open_answers else score_choice(teacher, task, rows)
             results["tasks"].setdefault(task_name, {})[split] = res
 
+    if (root / "pretrain" / "zeroshot.json").is_file():
+        results["concepts"] = concept_scores(teacher, root / "pretrain")
+        for style, accs in results["concepts"].items():
+            print(f"concepts ({style}): " + ", ".join(f"{k} {v:.1f}" for k, v in accs.items()))
     print(f"{'task':<9}{'split':<11}{'scorer':<32}{'score':>7}")
     for task_name, splits in results["tasks"].items():
         for split, res in splits.items():

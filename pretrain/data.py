@@ -184,7 +184,8 @@ def make_collate(tokenizer: Callable) -> Callable:
 
 
 def read_zeroshot(root: PathLike) -> Dict[str, Dict]:
-    """Label sets of `<root>/zeroshot.json`: name -> {"classnames", "templates", "images", "labels"}."""
+    """Label sets of `<root>/zeroshot.json`: name -> {"classnames", "templates", "images", "labels",
+    "styles"} (a row's `style` column, "" when the file has none)."""
     from clip_td.base.io import read_json
 
     root = Path(root)
@@ -205,5 +206,6 @@ def read_zeroshot(root: PathLike) -> Dict[str, Dict]:
                 labels.append(classes.index(lab))
             else:
                 raise InputError(f"{root / entry['file']}:{n}: column 'label': {lab!r} is neither a class index nor a class name")
-        sets[name] = {"classnames": classes, "templates": list(entry["templates"]), "images": [r["image"] for r in rows], "labels": labels}
+        sets[name] = {"classnames": classes, "templates": list(entry["templates"]), "images": [r["image"] for r in rows],
+                      "labels": labels, "styles": [r.get("style") or "" for r in rows]}
     return sets
