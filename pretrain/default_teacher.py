@@ -25,7 +25,9 @@ from pretrain.config import load_pretrain_config, recipe_path
 # set by torchrun / accelerate launch; a child that inherits them would try to join the parent's group
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
               "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
-              "TORCHELASTIC_MAX_RESTARTS", "OMP_NUM_THREADS")
+              "TORCHELASTIC_MAX_RESTARTS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# thread counts are dropped too: a sweep cell runs with 1 thread, and the teacher it builds on
+# first use must be the same bits as the one a plain run builds (MKL's sums depend on threads)
 
 
 def clean_env() -> dict:

@@ -40,3 +40,17 @@ def test_trains_once_and_caches(tmp_path, monkeypatch):
     assert default_teacher.ensure_default_teacher(root, extra) == teacher and len(calls) == 1
     # a different recipe is a different cache entry
     assert default_teacher.recipe_hash(extra) != default_teacher.recipe_hash(extra + ["train.lr=0.5"])
+
+
+def test_the_teacher_build_does_not_inherit_a_callers_thread_settings(monkeypatch):
+    """A sweep cell runs with OMP/MKL_NUM_THREADS=1; the default teacher it builds on first use must
+    get the machine's default threads like any other first run (MKL's reductions depend on them)."""
+    from pretrain.default_teacher import clean_env
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("CLIP_TD_SOMETHING", "kept")
+    env = clean_env()
+    assert "OMP_NUM_THREADS" not in env and "MKL_NUM_THREADS" not in env and "RANK" not in env
+    assert env["CLIP_TD_SOMETHING"] == "kept"
