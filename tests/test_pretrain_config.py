@@ -14,7 +14,7 @@ from clip_td.base.config import packaged_configs
 from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
-RECIPES = ("default", "clip", "diht", "alip")
+RECIPES = ("default", "clip", "diht", "alip", "rn_negclip")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -27,6 +27,9 @@ def test_recipes_load_from_packaged_configs():
     assert default.loss.name == "alip" and default.train.max_steps == 220
     diht = load_pretrain_config(recipe_path("diht"))
     assert diht.loss.name == "hn_nce" and diht.cat.enabled and diht.concept.weight == 1.0
+    rn = load_pretrain_config(recipe_path("rn_negclip"))  # the ResNet tower merged over the tiny ViT defaults
+    assert rn.loss.name == "infonce" and rn.loss.text_negatives and rn.concept.weight == 1.0
+    assert list(rn.model.model_cfg.vision_cfg.layers) == [1, 1, 1, 1] and rn.model.model_cfg.vision_cfg.width == 16
     # no path computed from the source tree: a non-editable install reads the same recipes
     assert "__file__" not in inspect.getsource(pretrain.config)
 
