@@ -1,1 +1,0 @@
-"""SNLI-VE: loader and accuracy."""

@@ -1,1 +1,0 @@
-"""VCR: loader, object-reference rendering, Q->A / QA->R / Q->AR."""

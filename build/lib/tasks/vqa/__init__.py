@@ -1,1 +1,0 @@
-"""VQA v2: loader, answer vocabulary, official accuracy."""
