@@ -103,13 +103,13 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]]) 
 def concept_scores(teacher: FrozenTeacher, zeroshot_root: Path) -> Dict[str, Dict[str, float]]:
     """{style: {label set: accuracy %}} over `<zeroshot_root>/zeroshot.json`'s label sets."""
     from pretrain.data import read_zeroshot
+    from pretrain.metrics import zeroshot_weights
 
     out: Dict[str, Dict[str, float]] = {}
     for name, spec in read_zeroshot(zeroshot_root).items():
-        per_class = [torch.nn.functional.normalize(text_embeds(teacher, [t.format(c) for t in spec["templates"]]), dim=-1)
-                     .mean(0) for c in spec["classnames"]]
-        weights = torch.nn.functional.normalize(torch.stack(per_class), dim=-1)  # (K, d)
-        pred = (image_embeds(teacher, [{"image": p} for p in spec["images"]]) @ weights.T).argmax(1)
+        weights = zeroshot_weights(teacher.model, teacher.tokenizer, spec["classnames"], spec["templates"],
+                                   teacher.device)  # (d, K), open_clip's prompt-ensemble builder
+        pred = (image_embeds(teacher, [{"image": p} for p in spec["images"]]).cpu() @ weights).argmax(1)
         right = pred == torch.tensor(spec["labels"])
         styles = spec["styles"]
         for style in sorted(set(styles)):

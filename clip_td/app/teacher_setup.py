@@ -28,7 +28,7 @@ class TeacherSide:
     image_transform: Optional[Callable] = None  # PIL -> (3, S, S) teacher-normalised, live teacher only
     live_texts: bool = False  # the batches carry the teacher's texts (live teacher only)
     outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
-    trust: Optional[Dict[str, Any]] = None  # the task-level trust gate's figures and decision (metrics.json)
+    trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decisions (metrics.json `teacher_trust`)
 
 
 def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
