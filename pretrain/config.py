@@ -93,6 +93,14 @@ class ConceptConfig:
 
 
 @dataclass
+class ImageInitConfig:
+    steps: int = 0  # supervised BCE steps on the corpus' `concepts` column before the contrastive stage (LiT-style init; 0 = off)
+    lr: float = 2e-3  # peak learning rate of that stage (warm-up, then cosine decay)
+    batch_size: int = 128
+    lock: bool = False  # keep the image tower frozen in the contrastive stage (LiT's locked image)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 1  # passes over the (filtered) corpus when max_steps is unset
     max_steps: Optional[int] = None  # stop after this many optimizer steps
@@ -129,6 +137,7 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     cat: CATConfig = field(default_factory=CATConfig)
     concept: ConceptConfig = field(default_factory=ConceptConfig)
+    image_init: ImageInitConfig = field(default_factory=ImageInitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

@@ -25,7 +25,7 @@ from accelerate.utils import DataLoaderConfiguration
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from clip_td.base.checkpoints import save_checkpoint
+from clip_td.base.checkpoints import resolve_resume, save_checkpoint
 from clip_td.base.config import parse_script_args, to_dict
 from clip_td.base.io import InputError, write_json_atomic
 
@@ -37,6 +37,7 @@ from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  
 from pretrain.data import (CaptionDataset, TextNegatives, concept_targets, make_collate, read_captions,
                            read_concepts)
 from pretrain.export import export_teacher
+from pretrain.image_init import concept_bce_steps
 from pretrain.loop import ResumableLoop, start_run
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
 from pretrain.pretrain_model import PretrainModel
@@ -139,6 +140,7 @@ class Setup:
     concept_teacher: Optional[FrozenConceptTeacher]  # frozen, outside the model
     gates: ALIPGates  # ALIP running means: training state, checkpointed
     losses: List[nn.Module]  # each has forward_outputs(out) -> {"*_loss": scalar, ...}
+    image_init: Dict[str, float]  # the supervised image-init stage's first / last BCE ({} when off or resumed)
 
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
@@ -155,12 +157,32 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
     size = built.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
+    image_init = init_image_tower(cfg, built, rows, paths, size, accelerator)
     gates = ALIPGates(cfg.loss.alip_momentum, cfg.loss.alip_sharpness)
     losses = [create_loss(cfg.loss.name, key="loss.name", alpha=cfg.loss.alpha, beta=cfg.loss.beta, gates=gates)]
     if teacher is not None:
         losses.append(ConceptLoss(cfg.concept.weight, cfg.concept.temperature))
-    return Setup(paths, rows, built, dataset, PretrainModel(built.model, _num_concepts(teacher, size)), teacher,
-                 gates, losses)
+    model = PretrainModel(built.model, _num_concepts(teacher, size), lock_image=bool(cfg.image_init.lock))
+    return Setup(paths, rows, built, dataset, model, teacher, gates, losses, image_init)
+
+
+def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths, image_size: int,
+                     accelerator: Accelerator) -> Dict[str, float]:
+    """LiT-style supervised start of the image tower (`image_init.*`); skipped when resuming, since
+    the checkpoint holds the weights. Returns the stage's first and last BCE ({} when off)."""
+    ic = cfg.image_init
+    if ic.steps <= 0:
+        if ic.lock:
+            logger.warning("warning: image_init.lock=true with image_init.steps=0 locks a randomly initialised image tower")
+        return {}
+    if resolve_resume(cfg.train.resume, Path(cfg.output_dir)) is not None:
+        return {}
+    if paths["concepts"] is None:
+        raise InputError("config key image_init.steps: the supervised image init needs data.concepts (concepts.json)")
+    targets = concept_targets(rows, read_concepts(paths["concepts"]), str(paths["train"]))
+    return concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
+                             lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
+                             show_progress=accelerator.is_local_main_process)
 
 
 def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
@@ -170,6 +192,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "model_cfg": setup.built.model_cfg, "model_name": cfg.model.name, "loss": cfg.loss.name,
         "text_negatives": bool(cfg.loss.text_negatives),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
+        "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock)},
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
     }))
 
@@ -192,7 +215,7 @@ class PretrainTrainer(ResumableLoop):
             raise InputError(f"config key train.batch_size: {cfg.train.batch_size} exceeds the {len(setup.dataset)} training pairs")
         steps_per_epoch = max(len(loader) // (cfg.train.grad_accum * accelerator.num_processes), 1)
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else cfg.train.epochs * steps_per_epoch
-        optimizer = torch.optim.AdamW(setup.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in setup.model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         from transformers import get_cosine_schedule_with_warmup
 
         # the prepared scheduler advances once per process per step (accelerate's convention)
@@ -281,8 +304,9 @@ def finish(cfg: DictConfig, trainer: PretrainTrainer, stats: Dict[str, Any]) -> 
         clip = acc.unwrap_model(trainer.model).clip.eval()
         export_teacher(clip, setup.built.model_cfg, setup.built.preprocess_cfg, out / "teacher")
         ev = evaluate_teacher(clip, setup.built, setup.paths, cfg.eval, cfg.seed, acc.device) if cfg.eval.enabled else {}
-        metrics = {"eval": ev, "train": stats, "recipe": {"loss": cfg.loss.name, "cat": cfg.cat.enabled,
-                                                         "concept_weight": cfg.concept.weight}}
+        metrics = {"eval": ev, "train": {**stats, "image_init": setup.image_init},
+                   "recipe": {"loss": cfg.loss.name, "cat": cfg.cat.enabled, "concept_weight": cfg.concept.weight,
+                              "image_init_steps": int(cfg.image_init.steps), "image_lock": bool(cfg.image_init.lock)}}
         write_json_atomic(out / "metrics.json", metrics)
         logger.info("metrics: %s", json.dumps(ev))
     acc.end_training()

@@ -1,0 +1,95 @@
+"""Supervised initialisation of the image tower before contrastive training (LiT's recipe).
+
+LiT (Zhai et al., CVPR 2022) starts contrastive image-text training from an image tower
+pretrained on a labelled dataset, and often keeps it locked while the text tower learns to read
+it. Here the labels are the corpus' `concepts` column (the shapes, colours and sizes present in
+each image: multi-label, so BCE): the same labels the synthetic concept teacher of concept
+distillation is trained on, used to train the CLIP image tower itself.
+
+`image_init.steps=0` (the default) skips the stage. The stage runs before `accelerator.prepare`,
+on every process with the same seed and data order; DDP then broadcasts rank 0's weights anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from clip_td.base.io import InputError
+
+logger = logging.getLogger("pretrain")
+
+
+def image_output_dim(visual: nn.Module, image_size: int) -> int:
+    """Width of the image tower's pooled output (open_clip towers differ in where they keep it)."""
+    dim = getattr(visual, "output_dim", None)
+    if isinstance(dim, int) and dim > 0:
+        return dim
+    with torch.no_grad():
+        return int(visual(torch.zeros(1, 3, image_size, image_size)).shape[-1])
+
+
+def concept_bce_steps(visual: nn.Module, dataset: Dataset, targets: torch.Tensor, steps: int, lr: float,
+                      batch_size: int, seed: int, image_size: int, weight_decay: float = 1e-4,
+                      warmup_frac: float = 0.05, show_progress: bool = True) -> Dict[str, float]:
+    """Train `visual` in place with BCE on multi-hot `targets` (N, K) through a linear head on its
+    pooled output (the head is thrown away afterwards). `dataset[i]` must give {"image": (3, H, W)}
+    for row i. Linear warm-up over `warmup_frac` of the steps, then cosine decay. Returns {"first_loss", "last_loss"}
+    (means over the first and the last 10 % of steps)."""
+    if steps <= 0:
+        return {}
+    if targets.shape[0] != len(dataset):
+        raise ValueError(f"targets has {targets.shape[0]} rows for a dataset of {len(dataset)}")
+    if not bool(targets.any()):
+        raise InputError("config key image_init.steps: the training rows have no concepts (empty `concepts` column)")
+    gen = torch.Generator().manual_seed(seed)
+    head = nn.Linear(image_output_dim(visual, image_size), targets.shape[1])
+    nn.init.zeros_(head.weight)  # a zero head: the first BCE is exactly log 2
+    nn.init.zeros_(head.bias)
+    params = [p for p in visual.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, min(steps - 1, max(1, round(warmup_frac * steps))), steps)
+    batch_size = min(batch_size, len(dataset))
+    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=True, drop_last=True, generator=gen,
+                        collate_fn=_collate)
+    visual.train()
+    losses: List[float] = []
+    bar = tqdm(total=steps, desc="image init", disable=not show_progress)
+    while len(losses) < steps:
+        for batch in loader:
+            logits = head(visual(batch["image"]))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), targets[batch["index"]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(bce=f"{losses[-1]:.4f}")
+            if len(losses) >= steps:
+                break
+    bar.close()
+    tail = max(1, steps // 10)
+    return {"first_loss": sum(losses[:tail]) / tail, "last_loss": sum(losses[-tail:]) / tail}
+
+
+class _Indexed(Dataset):
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Dict:
+        return {"image": self.dataset[i]["image"], "index": i}
+
+
+def _collate(items: Sequence[Dict]) -> Dict[str, torch.Tensor]:
+    return {"image": torch.stack([it["image"] for it in items]), "index": torch.tensor([it["index"] for it in items])}

@@ -1,0 +1,105 @@
+"""The LiT-style supervised image init (`image_init.*`) of teacher pretraining, and its lock."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clip_td.base.io import InputError
+from pretrain.clip_factory import build_model
+from pretrain.config import recipe_path
+from pretrain.data import CaptionDataset, concept_targets, read_captions, read_concepts
+from pretrain.image_init import concept_bce_steps
+from pretrain.train import main
+from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
+
+# a tiny ModifiedResNet image tower (conv trunk with batch norm + attention pool) on 32-px images
+RN_OVERRIDES = [o for o in TINY_OVERRIDES if "vision_cfg" not in o] + [
+    "model.model_cfg.vision_cfg.image_size=32", "model.model_cfg.vision_cfg.layers=[1,1,1,1]",
+    "model.model_cfg.vision_cfg.width=8"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("world"))
+
+
+def _args(root, out, *extra):
+    return ["--config", str(recipe_path("clip")), f"data.root={root}", f"output_dir={out}", "train.batch_size=8",
+            "train.max_steps=3", "eval.enabled=false", *RN_OVERRIDES, *extra]
+
+
+def _tiny_rn():
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    return build_model(model_cfg=cfg, preprocess_cfg={"size": 32})
+
+
+def test_the_stage_learns_the_concepts_and_touches_only_the_image_tower(corpus):
+    torch.manual_seed(0)
+    built = _tiny_rn()
+    pre = corpus / "pretrain"
+    rows = read_captions(pre / "train.tsv")
+    targets = concept_targets(rows, read_concepts(pre / "concepts.json"))
+    before = {k: v.clone() for k, v in built.model.state_dict().items()}
+    stats = concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=40,
+                              lr=3e-3, batch_size=16, seed=0, image_size=32, show_progress=False)
+    after = built.model.state_dict()
+    # the head starts at zero: the first BCE is log 2 on every logit
+    assert stats["first_loss"] < 0.70 and stats["last_loss"] < 0.5 * stats["first_loss"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+    assert "visual.attnpool.c_proj.weight" in changed and "visual.bn1.running_mean" in changed
+
+
+def test_the_first_step_bce_is_log_two(corpus):
+    built = _tiny_rn()
+    pre = corpus / "pretrain"
+    rows = read_captions(pre / "train.tsv")
+    targets = concept_targets(rows, read_concepts(pre / "concepts.json"))
+    stats = concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=1,
+                              lr=1e-3, batch_size=8, seed=0, image_size=32, show_progress=False)
+    assert stats["first_loss"] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)
+
+
+def test_locked_tower_stays_bitwise_fixed_through_contrastive_training(corpus, tmp_path):
+    out = tmp_path / "run"
+    main(_args(corpus, out, "image_init.steps=4", "image_init.batch_size=8", "image_init.lock=true"))
+    init_only = tmp_path / "init_only"  # same seed, same init stage, no contrastive step
+    main(_args(corpus, init_only, "image_init.steps=4", "image_init.batch_size=8", "image_init.lock=true",
+               "train.max_steps=0"))
+    a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
+    b = load_file(str(init_only / "teacher" / "open_clip_model.safetensors"))
+    vis = [k for k in a if k.startswith("visual.")]
+    assert vis and all(torch.equal(a[k], b[k]) for k in vis)  # weights and batch-norm statistics
+    assert not torch.equal(a["token_embedding.weight"], b["token_embedding.weight"])  # the text tower learned
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["recipe"]["image_init_steps"] == 4 and m["recipe"]["image_lock"] is True
+    assert set(m["train"]["image_init"]) == {"first_loss", "last_loss"}
+
+
+def test_unlocked_tower_moves_and_a_resumed_run_skips_the_stage(corpus, tmp_path):
+    out = tmp_path / "run"
+    main(_args(corpus, out, "image_init.steps=4", "image_init.batch_size=8", "train.checkpoint_every=2"))
+    base = tmp_path / "no_init"
+    main(_args(corpus, base))
+    a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
+    b = load_file(str(base / "teacher" / "open_clip_model.safetensors"))
+    assert not torch.equal(a["visual.attnpool.c_proj.weight"], b["visual.attnpool.c_proj.weight"])
+    resumed = tmp_path / "resumed"
+    main(_args(corpus, resumed, "image_init.steps=4", "image_init.batch_size=8",
+               f"train.resume={out / 'checkpoints' / 'step_2'}"))
+    m = json.loads((resumed / "metrics.json").read_text())
+    assert m["train"]["image_init"] == {}  # the checkpoint holds the weights: no second init
+    c = load_file(str(resumed / "teacher" / "open_clip_model.safetensors"))
+    assert all(torch.allclose(a[k], c[k], atol=1e-5) for k in a)
+
+
+def test_no_concepts_file_is_one_error_naming_the_key(corpus, tmp_path):
+    (tmp_path / "pretrain").mkdir()
+    for name in ("train.tsv", "val.tsv"):
+        (tmp_path / "pretrain" / name).write_text((corpus / "pretrain" / name).read_text())
+    (tmp_path / "pretrain" / "images").symlink_to(corpus / "pretrain" / "images")
+    with pytest.raises(InputError, match="image_init.steps"):
+        main(_args(tmp_path, tmp_path / "run", "image_init.steps=2"))
