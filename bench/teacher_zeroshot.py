@@ -11,7 +11,10 @@ builds q_i:
            full training split, with and without the question-type answer sets
            (`method.answer_sets`); plus the question-type prior (most frequent training answer
            of the type), which needs no image
-  snli_ve  3-way accuracy over the label templates
+  snli_ve  3-way accuracy over the label templates; and, since the three templates share the
+           hypothesis h (the softmax cancels cos(image, h)), one-feature probes on cos(image, h)
+           fitted on the first --max-rows training rows: 3-way, and entailment vs contradiction
+           (the best training threshold; chance 50), with the mean cos(image, h) per label
   vcr      Q->A accuracy over the 4 answers
 Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
 single-object images, per image style (prompt-ensembled class embeddings, as CLIP does).
@@ -90,14 +93,54 @@ def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List
             "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}
 
 
-def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
+def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
+                 train_rows: List[Dict[str, Any]] = ()) -> Dict[str, float]:
     texts = [task.teacher_texts(r) for r in rows]
     n_cand = len(texts[0][1])
+    img = image_embeds(teacher, rows)
     cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
-    logits = torch.einsum("nd,ncd->nc", image_embeds(teacher, rows), cand)
+    logits = torch.einsum("nd,ncd->nc", img, cand)
     gold = torch.tensor([t[2] for t in texts])
-    return {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand,
-            **sharpness(teacher, logits, gold)}
+    out = {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand,
+           **sharpness(teacher, logits, gold)}
+    names = getattr(task, "label_names", None)
+    if names and train_rows:  # fixed label meanings: what cos(image, task text) alone says
+        out.update(scalar_probes(teacher, task, rows, img, logits, gold, train_rows))
+    return out
+
+
+def task_text_cos(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor) -> torch.Tensor:
+    """(N,) cos(image, task text): the image-text similarity of each row's own text (SNLI-VE: h)."""
+    return (img * text_embeds(teacher, [task.teacher_texts(r)[0] for r in rows])).sum(-1)
+
+
+def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor,
+                  logits: torch.Tensor, gold: torch.Tensor, train_rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    """One-feature probes on s = cos(image, task text), fitted on `train_rows` and scored on `rows`:
+    all classes (multinomial logistic regression on s) and the task's `contrast_labels` pair (the
+    best training threshold, scored on the rows of those two labels); plus the label templates'
+    argmax restricted to that pair, for comparison. Chance of the pair: 50."""
+    from clip_td.lib.probe import fit_scalar_softmax, fit_threshold, threshold_predict
+
+    names = list(task.label_names)
+    s = task_text_cos(teacher, task, rows, img)
+    s_tr = task_text_cos(teacher, task, train_rows, image_embeds(teacher, train_rows))
+    y_tr = torch.tensor([task.teacher_texts(r)[2] for r in train_rows])
+    probe = fit_scalar_softmax(s_tr, y_tr, len(names))
+    out = {f"probe on cos(image, text), {len(names)}-way": 100.0 * (probe.probs(s).argmax(1) == gold).float().mean().item()}
+    pair = getattr(task, "contrast_labels", None)
+    if pair:
+        a, b = names.index(pair[0]), names.index(pair[1])
+        tr, ev = (y_tr == a) | (y_tr == b), (gold == a) | (gold == b)
+        t, above = fit_threshold(s_tr[tr], (y_tr[tr] == b).long())
+        pred = threshold_predict(s[ev], t, above)
+        out[f"{pair[0]} vs {pair[1]}, threshold on cos(image, text)"] = 100.0 * (pred == (gold[ev] == b).long()).float().mean().item()
+        tmpl = torch.where(logits[ev, b] > logits[ev, a], b, a)
+        out[f"{pair[0]} vs {pair[1]}, label templates"] = 100.0 * (tmpl == gold[ev]).float().mean().item()
+    for k, name in enumerate(names):
+        if bool((gold == k).any()):
+            out[f"mean cos(image, text) | {name}"] = float(s[gold == k].mean())
+    return out
 
 
 def concept_scores(teacher: FrozenTeacher, zeroshot_root: Path) -> Dict[str, Dict[str, float]]:
@@ -152,18 +195,22 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             ds = task.load(root / task_name, split)
             rows = [ds[i] for i in range(min(args.max_rows, len(ds)))]
             open_answers = getattr(task, "answer_vocab", None) is not None  # one shared answer vocabulary
-            res = score_open_answers(teacher, task, train, rows) if open_answers else score_choice(teacher, task, rows)
+            fit_rows = [train[i] for i in range(min(args.max_rows, len(train)))]  # the probes' training rows
+            res = (score_open_answers(teacher, task, train, rows) if open_answers
+                   else score_choice(teacher, task, rows, fit_rows))
             results["tasks"].setdefault(task_name, {})[split] = res
 
     if (root / "pretrain" / "zeroshot.json").is_file():
         results["concepts"] = concept_scores(teacher, root / "pretrain")
         for style, accs in results["concepts"].items():
             print(f"concepts ({style}): " + ", ".join(f"{k} {v:.1f}" for k, v in accs.items()))
-    print(f"{'task':<9}{'split':<11}{'scorer':<32}{'score':>7}")
+    width = max(len(k) for splits in results["tasks"].values() for res in splits.values() for k in res) + 2
+    print(f"{'task':<9}{'split':<11}{'scorer':<{width}}{'score':>7}")
     for task_name, splits in results["tasks"].items():
         for split, res in splits.items():
             for scorer, value in res.items():
-                print(f"{task_name:<9}{split:<11}{scorer:<32}{value:>7.1f}")
+                fmt = ".3f" if scorer.startswith("mean cos") else ".1f"
+                print(f"{task_name:<9}{split:<11}{scorer:<{width}}{value:>7{fmt}}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, results)

@@ -53,6 +53,9 @@ class SnliVeTask(Task):
     label_key = "label"
     metric_names = ("accuracy",)
     num_classes = len(LABELS)
+    label_names = LABELS  # the meaning of label k is the same on every row
+    # the two labels image-text similarity can tell apart (what neutral adds is not in the image)
+    contrast_labels = ("entailment", "contradiction")
     lowshot_target_gain = 5.0
 
     def __init__(self, paths: Any = None) -> None:
