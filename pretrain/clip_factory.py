@@ -40,10 +40,24 @@ def _plain(obj: Any) -> Any:
     return OmegaConf.to_container(obj, resolve=True) if isinstance(obj, (DictConfig, ListConfig)) else obj
 
 
+def fitted_text_cfg(text_cfg: Dict[str, Any], tokenizer: Any) -> Dict[str, Any]:
+    """`text_cfg` for a text tower reading `tokenizer` (a fitted WordPiece vocabulary): its size,
+    pooling at the [SEP] token (open_clip's `eos` pool; CLIP's `argmax` pool assumes the end
+    token has the highest id) and its padding id. `hf_tokenizer_name` makes open_clip load the
+    tokenizer stored in a `local-dir:` folder."""
+    return {**text_cfg, "vocab_size": len(tokenizer), "hf_tokenizer_name": FITTED_TOKENIZER_NAME, "pool_type": "eos",
+            "eos_id": int(tokenizer.sep_token_id), "pad_id": int(tokenizer.pad_token_id)}
+
+
+FITTED_TOKENIZER_NAME = "clip-td-fitted-wordpiece"  # a marker: open_clip reads a local-dir's own tokenizer files
+
+
 def build_model(name: Optional[str] = None, pretrained: Optional[str] = None, model_cfg: Optional[Dict] = None,
-                preprocess_cfg: Optional[Dict] = None) -> BuiltModel:
+                preprocess_cfg: Optional[Dict] = None, tokenizer: Any = None) -> BuiltModel:
     """`name` (open_clip arch, `hf-hub:...`, `local-dir:...`) + `pretrained` tag/file, or, with
-    no name, the declared `model_cfg` (random init) with `preprocess_cfg`."""
+    no name, the declared `model_cfg` (random init) with `preprocess_cfg`. `tokenizer` (a
+    transformers fast tokenizer, declared architectures only) replaces CLIP's BPE vocabulary:
+    the text tower is sized to it (`fitted_text_cfg`) and the returned tokenizer reads it."""
     if name is not None:
         try:
             model, pp_train, pp_val = open_clip.create_model_and_transforms(name, pretrained=pretrained)
@@ -55,9 +69,13 @@ def build_model(name: Optional[str] = None, pretrained: Optional[str] = None, mo
         return BuiltModel(model, arch, dict(model.visual.preprocess_cfg), pp_train, pp_val, open_clip.get_tokenizer(name))
     arch = _plain(model_cfg) or TINY_MODEL_CFG  # None or {} = the default tiny architecture
     pp = _plain(preprocess_cfg) or TINY_PREPROCESS_CFG
+    if tokenizer is not None:
+        arch = {**arch, "text_cfg": fitted_text_cfg(arch.get("text_cfg", {}), tokenizer)}
     # a declared architecture goes through open_clip's own factory via a config-only local dir
     with tempfile.TemporaryDirectory() as d:
         write_open_clip_config(d, arch, pp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(d)
         try:
             model, pp_train, pp_val = open_clip.create_model_and_transforms(f"local-dir:{d}")
         except (TypeError, KeyError, ValueError) as e:

@@ -56,6 +56,9 @@ class ModelConfig:
     pretrained: Optional[str] = None  # open_clip pretrained tag or checkpoint file (with a plain arch name)
     model_cfg: Dict[str, Any] = field(default_factory=lambda: dict(TINY_MODEL_CFG))  # declared architecture
     preprocess_cfg: Dict[str, Any] = field(default_factory=lambda: dict(TINY_PREPROCESS_CFG))
+    # > 0: replace CLIP's 49,408-token BPE with a WordPiece vocabulary of at most this many tokens
+    # fitted on the training captions (declared architectures only); it is saved in the teacher folder
+    fitted_vocab_size: int = 0
 
 
 @dataclass

@@ -147,7 +147,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     check_names(cfg)
     paths = resolve_paths(cfg)
     rows = load_rows(cfg, paths["train"], Path(cfg.output_dir), accelerator.is_main_process)
-    built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg)
+    built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg,
+                        tokenizer=fit_vocabulary(cfg, rows))
     negatives = None
     if cfg.loss.text_negatives:
         if cfg.loss.name != "infonce":
@@ -164,6 +165,21 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         losses.append(ConceptLoss(cfg.concept.weight, cfg.concept.temperature))
     model = PretrainModel(built.model, _num_concepts(teacher, size), lock_image=bool(cfg.image_init.lock))
     return Setup(paths, rows, built, dataset, model, teacher, gates, losses, image_init)
+
+
+def fit_vocabulary(cfg: DictConfig, rows: List[Dict]) -> Any:
+    """`model.fitted_vocab_size > 0`: a deterministic WordPiece tokenizer fitted on the training
+    captions (raw texts and synthetic captions); None keeps CLIP's BPE."""
+    size = int(cfg.model.fitted_vocab_size)
+    if size <= 0:
+        return None
+    if cfg.model.name is not None:
+        raise InputError(f"config key model.fitted_vocab_size: works with a declared architecture (model.model_cfg), "
+                         f"not with model.name={cfg.model.name!r}, whose text tower has its own vocabulary")
+    from clip_td.base.wordpiece import build_wordpiece
+
+    texts = [r["title"] for r in rows] + [r["synthetic_caption"] for r in rows if r.get("synthetic_caption")]
+    return build_wordpiece(texts, vocab_size=size)
 
 
 def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths, image_size: int,
@@ -302,7 +318,7 @@ def finish(cfg: DictConfig, trainer: PretrainTrainer, stats: Dict[str, Any]) -> 
     metrics: Dict = {}
     if acc.is_main_process:
         clip = acc.unwrap_model(trainer.model).clip.eval()
-        export_teacher(clip, setup.built.model_cfg, setup.built.preprocess_cfg, out / "teacher")
+        export_teacher(clip, setup.built.model_cfg, setup.built.preprocess_cfg, out / "teacher", setup.built.tokenizer)
         ev = evaluate_teacher(clip, setup.built, setup.paths, cfg.eval, cfg.seed, acc.device) if cfg.eval.enabled else {}
         metrics = {"eval": ev, "train": {**stats, "image_init": setup.image_init},
                    "recipe": {"loss": cfg.loss.name, "cat": cfg.cat.enabled, "concept_weight": cfg.concept.weight,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from clip_td.base.io import PathLike, atomic_path
 
@@ -25,9 +25,10 @@ def write_open_clip_config(folder: PathLike, model_cfg: Dict[str, Any], preproce
 
 
 def save_open_clip_dir(state: Dict[str, Any], model_cfg: Dict[str, Any], preprocess_cfg: Dict[str, Any],
-                       out_dir: PathLike) -> Path:
+                       out_dir: PathLike, extra: Optional[Callable[[str], Any]] = None) -> Path:
     """Write the config and the weights (`state`: name -> tensor) into `out_dir`, atomically (the
-    folder appears complete or not at all)."""
+    folder appears complete or not at all). `extra(folder)` writes more files into it (a
+    tokenizer's `save_pretrained`)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -35,4 +36,6 @@ def save_open_clip_dir(state: Dict[str, Any], model_cfg: Dict[str, Any], preproc
         tmp.mkdir(parents=True)
         write_open_clip_config(tmp, model_cfg, preprocess_cfg)
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_NAME))
+        if extra is not None:
+            extra(str(tmp))
     return out_dir
