@@ -42,11 +42,20 @@ def recipe_hash(overrides: Sequence[str]) -> str:
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()).hexdigest()[:16]
 
 
-def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> Path:
+def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequence[str] = (),
+                           use_shipped: bool = True) -> Path:
     """Teacher dir (open_clip `local-dir:`) of the default recipe on `data_root` (None = the
-    synthetic world, built on first use). `overrides` are extra dotted keys (tests, benchmarks)."""
+    synthetic world, built on first use). `overrides` are extra dotted keys (tests, benchmarks).
+    The plain default (no data_root, no overrides) is the copy shipped in the package when it
+    verifies (pretrain.shipped); otherwise the recipe is trained once into the cache."""
     overrides = ([f"data.root={Path(data_root).resolve()}"] if data_root else []) + list(overrides)
     key = recipe_hash(overrides)
+    if use_shipped and not overrides:
+        from pretrain.shipped import shipped_default_teacher
+
+        shipped = shipped_default_teacher(key)
+        if shipped is not None:
+            return shipped
     run_dir = cache_root() / "teachers" / key
     teacher = run_dir / "teacher"
     if (run_dir / "metrics.json").is_file():
@@ -57,6 +66,13 @@ def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequ
         if not (run_dir / "metrics.json").is_file():
             _train(run_dir, overrides)
     return teacher
+
+
+def train_default_teacher(run_dir: Path) -> Path:
+    """Train the plain default recipe into `run_dir` now (no shipped copy, no cache); returns
+    `run_dir/teacher`. What `python -m pretrain.shipped` ships."""
+    _train(Path(run_dir), ())
+    return Path(run_dir) / "teacher"
 
 
 def _train(run_dir: Path, overrides: Sequence[str]) -> None:

@@ -1,0 +1,74 @@
+"""The shipped default teacher: used only when its manifest matches the recipe and every file
+hashes as recorded; otherwise one warning naming the file, and the recipe is trained instead."""
+
+import json
+
+import pytest
+
+from clip_td.testing.tiny_checkpoints import save_tiny_teacher
+from pretrain import default_teacher, shipped
+
+
+@pytest.fixture()
+def shipped_folder(tmp_path):
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+    return shipped.write_shipped(teacher, "abc123", tmp_path / "shipped", "python -m pretrain.shipped")
+
+
+def test_manifest_lists_every_file_with_its_sha256(shipped_folder):
+    m = json.loads((shipped_folder / "manifest.json").read_text())
+    names = sorted(p.name for p in shipped_folder.iterdir() if p.name != "manifest.json")
+    assert sorted(m["files"]) == names and "open_clip_model.safetensors" in names
+    for name, digest in m["files"].items():
+        assert digest == shipped.sha256_file(shipped_folder / name) and len(digest) == 64
+    assert m["recipe_hash"] == "abc123" and m["command"] == "python -m pretrain.shipped"
+    assert shipped.verify(shipped_folder, "abc123") is None
+
+
+def test_a_changed_file_is_named_with_both_hashes(shipped_folder):
+    weights = shipped_folder / "open_clip_model.safetensors"
+    expected = json.loads((shipped_folder / "manifest.json").read_text())["files"][weights.name]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor byte
+    weights.write_bytes(bytes(data))
+    problem = shipped.verify(shipped_folder, "abc123")
+    assert problem == (f"{weights}: sha256 {shipped.sha256_file(weights)} does not match {expected} "
+                       f"recorded in manifest.json")
+
+
+def test_missing_file_stale_recipe_and_no_manifest(shipped_folder, tmp_path):
+    assert "built from default recipe abc123, but the default recipe is now zzz" in shipped.verify(shipped_folder, "zzz")
+    (shipped_folder / "open_clip_config.json").unlink()
+    assert shipped.verify(shipped_folder, "abc123") == (
+        f"{shipped_folder / 'open_clip_config.json'}: missing (listed in manifest.json)")
+    assert shipped.verify(tmp_path, "abc123") == f"{tmp_path / 'manifest.json'}: not found"
+
+
+def test_ensure_uses_a_verified_copy_and_trains_when_it_does_not_verify(shipped_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(shipped, "shipped_dir", lambda: shipped_folder)
+    monkeypatch.setattr(default_teacher, "recipe_hash", lambda overrides: "other" if overrides else "abc123")
+    trained = []
+
+    def fake_train(run_dir, overrides):  # stands for the subprocess build of the recipe
+        trained.append(run_dir)
+        save_tiny_teacher(run_dir / "teacher")
+        (run_dir / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(default_teacher, "_train", fake_train)
+    assert default_teacher.ensure_default_teacher() == shipped_folder and not trained
+    # an override is another recipe: never the shipped copy
+    assert default_teacher.ensure_default_teacher(overrides=["train.max_steps=1"]) != shipped_folder
+    assert len(trained) == 1
+    (shipped_folder / "open_clip_model.safetensors").write_bytes(b"not the weights")
+    got = default_teacher.ensure_default_teacher()
+    assert got == tmp_path / "cache" / "teachers" / "abc123" / "teacher" and len(trained) == 2
+    err = capsys.readouterr().err
+    assert err.count("not using the shipped default teacher") == 1 and "open_clip_model.safetensors: sha256" in err
+
+
+def test_the_package_ships_a_teacher_that_verifies_against_todays_recipe():
+    folder = shipped.shipped_dir()
+    if not folder.exists():
+        pytest.skip("no shipped default teacher in this checkout")
+    assert shipped.verify(folder, default_teacher.recipe_hash(())) is None
