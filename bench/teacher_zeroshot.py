@@ -90,7 +90,21 @@ def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List
     masked = masked_candidates(logits, mask)
     return {"teacher, all answers": acc(logits.argmax(1)),
             "teacher, answer sets": acc(masked.argmax(1)),
+            "teacher, question + answer, answer sets": acc(question_conditioned(teacher, task, rows, mask)),
             "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}
+
+
+def question_conditioned(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], mask: torch.Tensor) -> torch.Tensor:
+    """(N,) argmax over each row's answer set of cos(image, "<question> <answer>"): candidates that
+    depend on the question (the teacher's task text has this form), against bare answer words."""
+    vocab = task.answer_vocab
+    img = image_embeds(teacher, rows)
+    preds = []
+    for n, row in enumerate(rows):
+        idx = mask[n].nonzero().flatten()
+        texts = [f"{row['text']} {vocab.decode(int(i))}" for i in idx]
+        preds.append(int(idx[(text_embeds(teacher, texts) @ img[n]).argmax()]))
+    return torch.tensor(preds)
 
 
 def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],

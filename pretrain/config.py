@@ -69,6 +69,7 @@ class LossConfig:
     alip_momentum: float = 0.99  # ALIP: running-mean momentum of the gate similarities
     alip_sharpness: float = 2.0  # ALIP: the 2 in exp(2 (s - m))
     text_negatives: bool = False  # infonce: NegCLIP hard negative texts (one noun/adjective of the caption's parse swapped)
+    text_negative_swap: float = 0.0  # share of those negatives that exchange two words of one part of speech (binding)
 
 
 @dataclass

@@ -93,7 +93,7 @@ class TextNegatives:
     Deterministic per (seed, row index), so a resumed run sees the same negatives."""
 
     def __init__(self, rows: Sequence[Dict[str, str]], seed: int = 0, tags: Sequence[str] = ("NOUN", "ADJ"),
-                 source: str = "corpus") -> None:
+                 source: str = "corpus", swap: float = 0.0) -> None:
         words: Dict[str, set] = {t: set() for t in tags}
         for n, row in enumerate(rows, start=2):
             for word, tag in self._tokens(row, source, n):
@@ -103,8 +103,11 @@ class TextNegatives:
         if not self.vocab:
             raise InputError(f"{source}: loss.text_negatives needs a `parse` column with at least two distinct "
                              f"words of one of {', '.join(tags)}; none found")
+        if not 0.0 <= swap <= 1.0:
+            raise InputError(f"config key loss.text_negative_swap: a probability in [0, 1], got {swap}")
         self.seed = seed
         self.source = source
+        self.swap = swap
 
     @staticmethod
     def _tokens(row: Dict[str, str], source: str, line: int) -> List[tuple]:
@@ -117,25 +120,42 @@ class TextNegatives:
             raise InputError(f"{source}:{line}: column 'parse': not a JSON list of [word, tag, ...] tokens") from None
 
     def __call__(self, row: Dict[str, str], index: int) -> Optional[str]:
-        """The negative text of `row`, or None when it has no replaceable word."""
+        """The negative text of `row`, or None when it has no replaceable word. With `swap` > 0,
+        that share of the negatives (where the caption allows) exchange two different words of
+        one part of speech instead ("a red star and a blue circle" -> "a blue star and a red
+        circle": NegCLIP's order swap, which only binding tells apart)."""
         tokens = self._tokens(row, self.source, index + 2)
         slots = [k for k, (w, t) in enumerate(tokens) if t in self.vocab and w.lower() in self.vocab[t]]
         if not slots:
             return None
         rng = random.Random(f"text-negative|{self.seed}|{index}")
+        if self.swap > 0 and rng.random() < self.swap:
+            pairs = [(j, k) for j in slots for k in slots
+                     if j < k and tokens[j][1] == tokens[k][1] and tokens[j][0].lower() != tokens[k][0].lower()]
+            if pairs:
+                j, k = rng.choice(pairs)
+                return self._rewrite(row["title"], tokens, {j: tokens[k][0], k: tokens[j][0]})
         k = rng.choice(slots)
         word, tag = tokens[k]
         new = rng.choice([w for w in self.vocab[tag] if w != word.lower()])
-        text = row["title"]
-        cursor = 0  # find the k-th token's span in the caption, left to right
-        for j, (w, _) in enumerate(tokens[: k + 1]):
+        return self._rewrite(row["title"], tokens, {k: new})
+
+    @staticmethod
+    def _rewrite(text: str, tokens: List[tuple], new: Dict[int, str]) -> str:
+        """`text` with token k replaced by new[k], each found left to right in the caption as
+        written (case and punctuation elsewhere kept); the tokens joined by spaces when a token
+        cannot be found."""
+        spans, cursor = [], 0
+        for w, _ in tokens[: max(new) + 1]:
             m = re.compile(re.escape(w), re.IGNORECASE).search(text, cursor)
             if m is None:
-                return " ".join(new if i == k else t for i, (t, _) in enumerate(tokens))
-            if j == k:
-                return text[: m.start()] + new + text[m.end():]
+                return " ".join(new.get(i, t) for i, (t, _) in enumerate(tokens))
+            spans.append((m.start(), m.end()))
             cursor = m.end()
-        return None
+        for k in sorted(new, reverse=True):  # right to left: earlier spans stay valid
+            start, end = spans[k]
+            text = text[:start] + new[k] + text[end:]
+        return text
 
 
 class CaptionDataset(Dataset):

@@ -153,7 +153,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     if cfg.loss.text_negatives:
         if cfg.loss.name != "infonce":
             raise InputError(f"config key loss.text_negatives: works with loss.name=infonce, not {cfg.loss.name!r}")
-        negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]))
+        negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]),
+                                  swap=float(cfg.loss.text_negative_swap))
     dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
     size = built.model.visual.image_size
@@ -206,7 +207,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     head = setup.model.concept_head
     return json.loads(json.dumps({
         "model_cfg": setup.built.model_cfg, "model_name": cfg.model.name, "loss": cfg.loss.name,
-        "text_negatives": bool(cfg.loss.text_negatives),
+        "text_negatives": bool(cfg.loss.text_negatives), "text_negative_swap": float(cfg.loss.text_negative_swap),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
         "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock)},
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,

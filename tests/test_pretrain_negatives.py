@@ -60,3 +60,19 @@ def test_loss_hand_case():
     # with no valid negative it is plain symmetric InfoNCE
     plain = infonce_with_text_negatives(img, txt, neg, torch.tensor([False, False]), s)
     assert plain.item() == pytest.approx(t2i, rel=1e-6)
+
+
+def test_swap_negatives_exchange_two_words_of_one_part_of_speech():
+    row = _row("a red star and a Blue circle", [("a", "DET"), ("red", "ADJ"), ("star", "NOUN"), ("and", "CCONJ"),
+                                               ("a", "DET"), ("Blue", "ADJ"), ("circle", "NOUN")])
+    neg = TextNegatives([row, ROWS[0]], seed=0, swap=1.0)
+    outs = {neg(row, i) for i in range(60)}
+    # every negative is an exchange (as written: the words keep their own case)
+    assert outs == {"a Blue star and a red circle", "a red circle and a Blue star"}
+    # a caption with no exchangeable pair falls back to a replacement
+    assert {neg(ROWS[0], i) for i in range(40)} <= {"a blue circle", "a red square", "a red star", "a blue circle"}
+    half = TextNegatives([row, ROWS[0]], seed=0, swap=0.5)
+    kinds = [neg_text in outs for neg_text in (half(row, i) for i in range(400))]
+    assert 0.4 < sum(kinds) / len(kinds) < 0.6
+    with pytest.raises(InputError, match="loss.text_negative_swap"):
+        TextNegatives([row], swap=1.5)
