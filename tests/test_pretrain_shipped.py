@@ -72,3 +72,22 @@ def test_the_package_ships_a_teacher_that_verifies_against_todays_recipe():
     if not folder.exists():
         pytest.skip("no shipped default teacher in this checkout")
     assert shipped.verify(folder, default_teacher.recipe_hash(())) is None
+
+
+def test_the_recipe_path_rebuilds_bit_for_bit(tmp_path):
+    """What `python -m pretrain.shipped` relies on: the same recipe on the same machine gives
+    the same bytes (image init, fitted vocabulary and exchange negatives included)."""
+    from pretrain.config import recipe_path
+    from pretrain.train import main
+    from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
+
+    root = write_tiny_corpus(tmp_path / "world", n_train=24, n_val=4)
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        main(["--config", str(recipe_path("clip")), f"data.root={root}", f"output_dir={out}", "train.batch_size=8",
+              "train.max_steps=3", "eval.enabled=false", "image_init.steps=3", "image_init.batch_size=8",
+              "model.fitted_vocab_size=100", "loss.text_negatives=true", "loss.text_negative_swap=0.5",
+              *TINY_OVERRIDES])
+        digests.append({p.name: shipped.sha256_file(p) for p in sorted((out / "teacher").iterdir())})
+    assert digests[0] == digests[1] and "open_clip_model.safetensors" in digests[0]
