@@ -102,6 +102,8 @@ class ImageInitConfig:
     lr: float = 2e-3  # peak learning rate of that stage (warm-up, then cosine decay)
     batch_size: int = 128
     lock: bool = False  # keep the image tower frozen in the contrastive stage (LiT's locked image)
+    phrases: bool = False  # also predict the captions' adjective-noun phrases (bound attributes, from the `parse` column)
+    phrase_min_count: int = 5  # a phrase is a label when at least this many training captions hold it
 
 
 @dataclass

@@ -12,8 +12,10 @@ on every process with the same seed and data order; DDP then broadcasts rank 0's
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Dict, List, Sequence
+from collections import Counter
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -25,6 +27,37 @@ from transformers import get_cosine_schedule_with_warmup
 from clip_td.base.io import InputError
 
 logger = logging.getLogger("pretrain")
+
+
+def caption_phrases(row: Dict[str, str]) -> List[str]:
+    """Adjective-noun phrases of a caption, read off its `parse` column ([word, POS, dep, head]):
+    one "<adj> <noun>" per adjective modifying a noun ("a large red star" -> "large star",
+    "red star"). Bound attributes: which colour goes with which shape, that a bag of concepts
+    cannot say. Empty when the row has no parse."""
+    raw = row.get("parse") or ""
+    if not raw:
+        return []
+    tokens = json.loads(raw)
+    out = []
+    for word, pos, _dep, head in tokens:
+        if pos == "ADJ" and 0 <= int(head) < len(tokens) and tokens[int(head)][1] == "NOUN":
+            out.append(f"{word.lower()} {tokens[int(head)][0].lower()}")
+    return sorted(set(out))
+
+
+def phrase_targets(rows: Sequence[Dict[str, str]], min_count: int = 5) -> Tuple[List[str], torch.Tensor]:
+    """The phrases seen in at least `min_count` rows (sorted) and the (N, P) multi-hot targets:
+    weak labels from the captions themselves (Joulin et al., 2016), as noisy as the captions."""
+    per_row = [caption_phrases(r) for r in rows]
+    counts = Counter(p for ps in per_row for p in ps)
+    vocab = sorted(p for p, n in counts.items() if n >= min_count)
+    index = {p: i for i, p in enumerate(vocab)}
+    out = torch.zeros(len(rows), len(vocab))
+    for n, ps in enumerate(per_row):
+        for p in ps:
+            if p in index:
+                out[n, index[p]] = 1.0
+    return vocab, out
 
 
 def image_output_dim(visual: nn.Module, image_size: int) -> int:

@@ -37,7 +37,7 @@ from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  
 from pretrain.data import (CaptionDataset, TextNegatives, concept_targets, make_collate, read_captions,
                            read_concepts)
 from pretrain.export import export_teacher
-from pretrain.image_init import concept_bce_steps
+from pretrain.image_init import concept_bce_steps, phrase_targets
 from pretrain.loop import ResumableLoop, start_run
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
 from pretrain.pretrain_model import PretrainModel
@@ -197,6 +197,12 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
     if paths["concepts"] is None:
         raise InputError("config key image_init.steps: the supervised image init needs data.concepts (concepts.json)")
     targets = concept_targets(rows, read_concepts(paths["concepts"]), str(paths["train"]))
+    if ic.phrases:
+        vocab, phrases = phrase_targets(rows, int(ic.phrase_min_count))
+        if not vocab:
+            raise InputError(f"config key image_init.phrases: no adjective-noun phrase occurs in "
+                             f"image_init.phrase_min_count={ic.phrase_min_count} training captions of {paths['train']}")
+        targets = torch.cat([targets, phrases], dim=1)
     return concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
                              lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
                              show_progress=accelerator.is_local_main_process)
@@ -209,7 +215,8 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "model_cfg": setup.built.model_cfg, "model_name": cfg.model.name, "loss": cfg.loss.name,
         "text_negatives": bool(cfg.loss.text_negatives), "text_negative_swap": float(cfg.loss.text_negative_swap),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
-        "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock)},
+        "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock),
+                       "phrases": bool(cfg.image_init.phrases)},
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
     }))
 

@@ -103,3 +103,28 @@ def test_no_concepts_file_is_one_error_naming_the_key(corpus, tmp_path):
     (tmp_path / "pretrain" / "images").symlink_to(corpus / "pretrain" / "images")
     with pytest.raises(InputError, match="image_init.steps"):
         main(_args(tmp_path, tmp_path / "run", "image_init.steps=2"))
+
+
+def test_caption_phrases_bind_each_adjective_to_its_noun():
+    from pretrain.image_init import caption_phrases, phrase_targets
+
+    parse = [["a", "DET", "det", 3], ["large", "ADJ", "amod", 3], ["Red", "ADJ", "amod", 3], ["star", "NOUN", "ROOT", -1],
+             ["and", "CCONJ", "cc", 3], ["a", "DET", "det", 7], ["blue", "ADJ", "amod", 7], ["circle", "NOUN", "conj", 3]]
+    row = {"title": "a large Red star and a blue circle", "parse": json.dumps(parse)}
+    assert caption_phrases(row) == ["blue circle", "large star", "red star"]
+    assert caption_phrases({"title": "x", "parse": ""}) == []
+    other = {"parse": json.dumps([["red", "ADJ", "amod", 1], ["star", "NOUN", "ROOT", -1]])}
+    vocab, t = phrase_targets([row, other, other], min_count=2)
+    assert vocab == ["red star"] and t.tolist() == [[1.0], [1.0], [1.0]]
+    vocab, t = phrase_targets([row, other], min_count=1)
+    assert vocab == ["blue circle", "large star", "red star"] and t.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_phrases_add_their_labels_to_the_stage(corpus, tmp_path):
+    out = tmp_path / "run"
+    main(_args(corpus, out, "image_init.steps=2", "image_init.batch_size=8", "image_init.phrases=true",
+               "image_init.phrase_min_count=1"))
+    assert json.loads((out / "metrics.json").read_text())["recipe"]["image_init_steps"] == 2
+    with pytest.raises(InputError, match="image_init.phrases"):
+        main(_args(corpus, tmp_path / "r2", "image_init.steps=2", "image_init.phrases=true",
+                   "image_init.phrase_min_count=100000"))
