@@ -14,7 +14,7 @@ from clip_td.base.config import packaged_configs
 from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
-RECIPES = ("default", "clip", "diht", "alip", "rn_negclip")
+RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -23,8 +23,12 @@ def test_recipes_load_from_packaged_configs():
     for name in RECIPES:
         assert recipe_path(name).parent == packaged_configs() / "pretrain"
         load_pretrain_config(recipe_path(name))
-    default = load_pretrain_config()  # no --config: the shipped default recipe (ALIP via _base_)
-    assert default.loss.name == "alip" and default.train.max_steps == 220
+    default = load_pretrain_config()  # no --config: the shipped default recipe (LiT via _base_)
+    assert default == load_pretrain_config(recipe_path("lit"))
+    assert default.loss.name == "infonce" and default.image_init.steps == 2000 and default.image_init.lock
+    assert default.model.fitted_vocab_size == 1000 and default.model.model_cfg.vision_cfg.width == 16
+    old = load_pretrain_config(recipe_path("alip_vit"))  # the previous default
+    assert old.loss.name == "alip" and old.train.max_steps == 220 and old.image_init.steps == 0
     diht = load_pretrain_config(recipe_path("diht"))
     assert diht.loss.name == "hn_nce" and diht.cat.enabled and diht.concept.weight == 1.0
     rn = load_pretrain_config(recipe_path("rn_negclip"))  # the ResNet tower merged over the tiny ViT defaults
@@ -40,7 +44,7 @@ def test_shipped_recipe_by_relative_name_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_unknown_recipe_lists_choices():
-    with pytest.raises(InputError, match="expected one of: alip, clip, default, diht"):
+    with pytest.raises(InputError, match="expected one of: alip, alip_vit, clip, default, diht, lit"):
         recipe_path("siglip")
 
 

@@ -23,7 +23,8 @@ def test_trains_once_and_caches(tmp_path, monkeypatch):
         return real_run(cmd, **kw)
 
     monkeypatch.setattr(default_teacher.subprocess, "run", counting_run)
-    extra = [*TINY_OVERRIDES, "train.max_steps=1", "train.batch_size=8", "eval.enabled=false"]
+    extra = [*TINY_OVERRIDES, "train.max_steps=1", "train.batch_size=8", "eval.enabled=false", "image_init.steps=1",
+             "image_init.batch_size=8"]
     results = []
     threads = [threading.Thread(target=lambda: results.append(default_teacher.ensure_default_teacher(root, extra))) for _ in range(2)]
     for t in threads:
