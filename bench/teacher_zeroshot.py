@@ -16,7 +16,8 @@ builds q_i:
            fitted on the first --max-rows training rows: 3-way, and entailment vs contradiction
            (the best training threshold; chance 50), with the mean cos(image, h) per label
   vcr      Q->A accuracy over the 4 answers
-Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
+Also `by_group`: the main scorer's accuracy by question type (VQA, answer sets) or by the
+question's first two words (choice tasks). Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
 single-object images, per image style (prompt-ensembled class embeddings, as CLIP does).
 Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
 probability and the mean probability of the gold candidate (c_i before the batch
@@ -68,6 +69,18 @@ def sharpness(teacher: FrozenTeacher, cos: torch.Tensor, gold: torch.Tensor) -> 
             f"mean q[gold] (tau={MethodConfig.tau:g})": 100.0 * conf.mean().item()}
 
 
+BREAKDOWN: List[Dict[str, Dict[str, float]]] = []  # the last scored split's accuracy by group
+
+
+def by_group(groups: List[str], right: List[float]) -> Dict[str, Dict[str, float]]:
+    """{group: {"n", "accuracy"}} of the teacher's main scorer (VQA: answer sets, by question
+    type; choice tasks: by the question's first two words)."""
+    out: Dict[str, List[float]] = defaultdict(list)
+    for g, r in zip(groups, right):
+        out[g].append(r)
+    return {g: {"n": len(v), "accuracy": 100.0 * sum(v) / len(v)} for g, v in sorted(out.items(), key=lambda kv: -len(kv[1]))}
+
+
 def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
     """VQA-style tasks (one shared answer vocabulary): all answers, answer sets, and the prior."""
     vocab = task.answer_vocab
@@ -88,6 +101,8 @@ def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List
                           for r in rows])
     gold = torch.tensor([-1 if (i := vocab.encode(r["multiple_choice_answer"])) is None else i for r in rows])
     masked = masked_candidates(logits, mask)
+    BREAKDOWN.append(by_group([r["question_type"] for r in rows],
+                              [s.get(int(p), 0.0) for s, p in zip(scores, masked.argmax(1))]))
     return {"teacher, all answers": acc(logits.argmax(1)),
             "teacher, answer sets": acc(masked.argmax(1)),
             "teacher, question + answer, answer sets": acc(question_conditioned(teacher, task, rows, mask)),
@@ -115,6 +130,8 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
     cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
     logits = torch.einsum("nd,ncd->nc", img, cand)
     gold = torch.tensor([t[2] for t in texts])
+    BREAKDOWN.append(by_group([" ".join(str(r["text"]).split()[:2]) for r in rows],
+                              (logits.argmax(1) == gold).float().tolist()))
     out = {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand,
            **sharpness(teacher, logits, gold)}
     names = getattr(task, "label_names", None)
@@ -213,6 +230,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             res = (score_open_answers(teacher, task, train, rows) if open_answers
                    else score_choice(teacher, task, rows, fit_rows))
             results["tasks"].setdefault(task_name, {})[split] = res
+            results.setdefault("by_group", {}).setdefault(task_name, {})[split] = BREAKDOWN.pop()
 
     if (root / "pretrain" / "zeroshot.json").is_file():
         results["concepts"] = concept_scores(teacher, root / "pretrain")
