@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,9 @@ def fit_vocabulary(cfg: DictConfig, rows: List[Dict]) -> Any:
     from clip_td.base.wordpiece import build_wordpiece
 
     texts = [r["title"] for r in rows] + [r["synthetic_caption"] for r in rows if r.get("synthetic_caption")]
-    return build_wordpiece(texts, vocab_size=size)
+    # every printable ASCII character stays spellable: task texts name objects ("triangle1") and
+    # end with "?", which captions never do
+    return build_wordpiece(texts, vocab_size=size, alphabet=string.ascii_lowercase + string.digits + string.punctuation)
 
 
 def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths, image_size: int,
