@@ -59,3 +59,13 @@ def test_a_named_architecture_keeps_its_own_vocabulary(tmp_path):
     with pytest.raises(InputError, match="model.fitted_vocab_size"):
         main(["--config", str(recipe_path("clip")), f"data.root={root}", f"output_dir={tmp_path / 'run'}",
               "model.name=RN50", "model.fitted_vocab_size=100"])
+
+
+def test_words_the_captions_never_show_are_spelt_not_unknown(teacher_dir):
+    tok = open_clip.get_tokenizer(f"local-dir:{teacher_dir}")
+    vocab = json.loads((teacher_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    ids = tok(["Is circle2 red?"])[0]
+    pieces = [t for t, i in sorted(vocab.items(), key=lambda kv: kv[1])]
+    words = [pieces[i] for i in ids.tolist() if i != vocab["[PAD]"]]
+    # digits and '?' never occur in the tiny corpus' captions, yet nothing becomes [UNK]
+    assert words == ["[CLS]", "i", "##s", "circle", "##2", "red", "?", "[SEP]"]
