@@ -175,9 +175,10 @@ def fit_vocabulary(cfg: DictConfig, rows: List[Dict]) -> Any:
     size = int(cfg.model.fitted_vocab_size)
     if size <= 0:
         return None
-    if cfg.model.name is not None:
-        raise InputError(f"config key model.fitted_vocab_size: works with a declared architecture (model.model_cfg), "
-                         f"not with model.name={cfg.model.name!r}, whose text tower has its own vocabulary")
+    if cfg.model.name is not None:  # e.g. continuing from a teacher folder with the default recipe
+        logger.warning("warning: model.fitted_vocab_size=%d ignored: model.name=%r keeps its own vocabulary",
+                       size, cfg.model.name)
+        return None
     from clip_td.base.wordpiece import build_wordpiece
 
     texts = [r["title"] for r in rows] + [r["synthetic_caption"] for r in rows if r.get("synthetic_caption")]
@@ -192,7 +193,7 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
     the checkpoint holds the weights. Returns the stage's first and last BCE ({} when off)."""
     ic = cfg.image_init
     if ic.steps <= 0:
-        if ic.lock:
+        if ic.lock and cfg.model.name is None and cfg.model.pretrained is None:
             logger.warning("warning: image_init.lock=true with image_init.steps=0 locks a randomly initialised image tower")
         return {}
     if resolve_resume(cfg.train.resume, Path(cfg.output_dir)) is not None:

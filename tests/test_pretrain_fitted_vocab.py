@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clip_td.base.io import InputError
 from clip_td.lib.teacher import FrozenTeacher
 from pretrain.config import recipe_path
 from pretrain.train import main
@@ -54,11 +53,17 @@ def test_open_clip_reads_it_and_the_teacher_encodes_with_it(teacher_dir):
     assert out["offsets"][0] == [(0, 1), (2, 5), (6, 12)]
 
 
-def test_a_named_architecture_keeps_its_own_vocabulary(tmp_path):
-    root = write_tiny_corpus(tmp_path / "world", n_train=8, n_val=2)
-    with pytest.raises(InputError, match="model.fitted_vocab_size"):
-        main(["--config", str(recipe_path("clip")), f"data.root={root}", f"output_dir={tmp_path / 'run'}",
-              "model.name=RN50", "model.fitted_vocab_size=100"])
+def test_a_named_architecture_keeps_its_own_vocabulary(caplog):
+    from pretrain.config import load_pretrain_config
+    from pretrain.train import fit_vocabulary
+
+    rows = [{"title": "a red circle", "synthetic_caption": ""}]
+    cfg = load_pretrain_config(recipe_path("clip"), ["model.fitted_vocab_size=100"])
+    assert len(fit_vocabulary(cfg, rows)) > 5
+    named = load_pretrain_config(recipe_path("clip"), ["model.name=RN50", "model.fitted_vocab_size=100"])
+    with caplog.at_level("WARNING", logger="pretrain"):
+        assert fit_vocabulary(named, rows) is None
+    assert "model.fitted_vocab_size=100 ignored: model.name='RN50' keeps its own vocabulary" in caplog.text
 
 
 def test_words_the_captions_never_show_are_spelt_not_unknown(teacher_dir):

@@ -172,7 +172,7 @@ def test_start_from_exported_checkpoint_and_eval_any_captions_file(run, corpus, 
     out, _ = run
     teacher = out / "teacher"
     metrics = main(_args(corpus, tmp_path / "ft", f"model.name=local-dir:{teacher}", "train.max_steps=1", "train.lr=0",
-                         "train.warmup_steps=0", "eval.enabled=false"))
+                         "train.warmup_steps=0", "eval.enabled=false", "image_init.steps=0"))
     assert metrics["train"]["steps"] == 1
     a = load_file(str(teacher / "open_clip_model.safetensors"))
     b = load_file(str(tmp_path / "ft" / "teacher" / "open_clip_model.safetensors"))
