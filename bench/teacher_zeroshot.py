@@ -31,7 +31,7 @@ import argparse
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -69,9 +69,6 @@ def sharpness(teacher: FrozenTeacher, cos: torch.Tensor, gold: torch.Tensor) -> 
             f"mean q[gold] (tau={MethodConfig.tau:g})": 100.0 * conf.mean().item()}
 
 
-BREAKDOWN: List[Dict[str, Dict[str, float]]] = []  # the last scored split's accuracy by group
-
-
 def by_group(groups: List[str], right: List[float]) -> Dict[str, Dict[str, float]]:
     """{group: {"n", "accuracy"}} of the teacher's main scorer (VQA: answer sets, by question
     type; choice tasks: by the question's first two words)."""
@@ -81,7 +78,7 @@ def by_group(groups: List[str], right: List[float]) -> Dict[str, Dict[str, float
     return {g: {"n": len(v), "accuracy": 100.0 * sum(v) / len(v)} for g, v in sorted(out.items(), key=lambda kv: -len(kv[1]))}
 
 
-def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List[Dict[str, Any]]) -> Dict[str, float]:
+def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List[Dict[str, Any]]) -> Tuple[Dict, Dict]:
     """VQA-style tasks (one shared answer vocabulary): all answers, answer sets, and the prior."""
     vocab = task.answer_vocab
     _, candidates, _ = task.teacher_texts(rows[0])
@@ -101,12 +98,11 @@ def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List
                           for r in rows])
     gold = torch.tensor([-1 if (i := vocab.encode(r["multiple_choice_answer"])) is None else i for r in rows])
     masked = masked_candidates(logits, mask)
-    BREAKDOWN.append(by_group([r["question_type"] for r in rows],
-                              [s.get(int(p), 0.0) for s, p in zip(scores, masked.argmax(1))]))
+    groups = by_group([r["question_type"] for r in rows], [s.get(int(p), 0.0) for s, p in zip(scores, masked.argmax(1))])
     return {"teacher, all answers": acc(logits.argmax(1)),
             "teacher, answer sets": acc(masked.argmax(1)),
             "teacher, question + answer, answer sets": acc(question_conditioned(teacher, task, rows, mask)),
-            "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}
+            "question-type prior (no image)": acc(prior), **sharpness(teacher, masked, gold)}, groups
 
 
 def question_conditioned(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], mask: torch.Tensor) -> torch.Tensor:
@@ -123,21 +119,22 @@ def question_conditioned(teacher: FrozenTeacher, task: Any, rows: List[Dict[str,
 
 
 def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
-                 train_rows: List[Dict[str, Any]] = ()) -> Dict[str, float]:
+                 fit: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[Dict, Dict]:
+    """Accuracy over each row's candidates, its sharpness, and (with `fit`, the training rows'
+    cos(image, task text) and labels from `probe_inputs`) the one-feature probes; plus the
+    accuracy by the question's first two words."""
     texts = [task.teacher_texts(r) for r in rows]
     n_cand = len(texts[0][1])
     img = image_embeds(teacher, rows)
     cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
     logits = torch.einsum("nd,ncd->nc", img, cand)
     gold = torch.tensor([t[2] for t in texts])
-    BREAKDOWN.append(by_group([" ".join(str(r["text"]).split()[:2]) for r in rows],
-                              (logits.argmax(1) == gold).float().tolist()))
+    groups = by_group([" ".join(str(r["text"]).split()[:2]) for r in rows], (logits.argmax(1) == gold).float().tolist())
     out = {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand,
            **sharpness(teacher, logits, gold)}
-    names = getattr(task, "label_names", None)
-    if names and train_rows:  # fixed label meanings: what cos(image, task text) alone says
-        out.update(scalar_probes(teacher, task, rows, img, logits, gold, train_rows))
-    return out
+    if fit is not None:  # fixed label meanings: what cos(image, task text) alone says
+        out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit))
+    return out, groups
 
 
 def task_text_cos(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor) -> torch.Tensor:
@@ -145,9 +142,15 @@ def task_text_cos(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
     return (img * text_embeds(teacher, [task.teacher_texts(r)[0] for r in rows])).sum(-1)
 
 
+def probe_inputs(teacher: FrozenTeacher, task: Any, train_rows: List[Dict[str, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The probes' training data: (N,) cos(image, task text) of `train_rows` and their (N,) labels."""
+    s_tr = task_text_cos(teacher, task, train_rows, image_embeds(teacher, train_rows))
+    return s_tr, torch.tensor([task.teacher_texts(r)[2] for r in train_rows])
+
+
 def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor,
-                  logits: torch.Tensor, gold: torch.Tensor, train_rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    """One-feature probes on s = cos(image, task text), fitted on `train_rows` and scored on `rows`:
+                  logits: torch.Tensor, gold: torch.Tensor, s_tr: torch.Tensor, y_tr: torch.Tensor) -> Dict[str, float]:
+    """One-feature probes on s = cos(image, task text), fitted on training rows (`s_tr`, `y_tr`) and scored on `rows`:
     all classes (multinomial logistic regression on s) and the task's `contrast_labels` pair (the
     best training threshold, scored on the rows of those two labels); plus the label templates'
     argmax restricted to that pair, for comparison. Chance of the pair: 50."""
@@ -155,8 +158,6 @@ def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
 
     names = list(task.label_names)
     s = task_text_cos(teacher, task, rows, img)
-    s_tr = task_text_cos(teacher, task, train_rows, image_embeds(teacher, train_rows))
-    y_tr = torch.tensor([task.teacher_texts(r)[2] for r in train_rows])
     probe = fit_scalar_softmax(s_tr, y_tr, len(names))
     out = {f"probe on cos(image, text), {len(names)}-way": 100.0 * (probe.probs(s).argmax(1) == gold).float().mean().item()}
     pair = getattr(task, "contrast_labels", None)
@@ -222,15 +223,17 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         task = get_task(task_name)
         train = task.load(root / task_name, "train")
         task.setup(train, settings)  # e.g. VQA's answer vocabulary and answer sets
+        open_answers = getattr(task, "answer_vocab", None) is not None  # one shared answer vocabulary
+        fit = None
+        if not open_answers and getattr(task, "label_names", None):  # the probes' training rows, encoded once
+            fit = probe_inputs(teacher, task, [train[i] for i in range(min(args.max_rows, len(train)))])
         for split in ("val", "val_shift"):
             ds = task.load(root / task_name, split)
             rows = [ds[i] for i in range(min(args.max_rows, len(ds)))]
-            open_answers = getattr(task, "answer_vocab", None) is not None  # one shared answer vocabulary
-            fit_rows = [train[i] for i in range(min(args.max_rows, len(train)))]  # the probes' training rows
-            res = (score_open_answers(teacher, task, train, rows) if open_answers
-                   else score_choice(teacher, task, rows, fit_rows))
+            res, groups = (score_open_answers(teacher, task, train, rows) if open_answers
+                           else score_choice(teacher, task, rows, fit))
             results["tasks"].setdefault(task_name, {})[split] = res
-            results.setdefault("by_group", {}).setdefault(task_name, {})[split] = BREAKDOWN.pop()
+            results.setdefault("by_group", {}).setdefault(task_name, {})[split] = groups
 
     if (root / "pretrain" / "zeroshot.json").is_file():
         results["concepts"] = concept_scores(teacher, root / "pretrain")

@@ -16,7 +16,6 @@ catches a corrupted or stale one before open_clip reads it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import platform
 import shutil
@@ -25,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from clip_td.base.io import InputError, atomic_path, read_json, write_json_atomic
+from clip_td.base.io import InputError, atomic_path, read_json, sha256_file, write_json_atomic
 
 
 MANIFEST = "manifest.json"
@@ -33,14 +32,6 @@ MANIFEST = "manifest.json"
 
 def shipped_dir() -> Path:
     return Path(__file__).resolve().parent / "shipped" / "default_teacher"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(folder: Path, key: str) -> Optional[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import contextlib
 import json
 import os
@@ -82,3 +84,12 @@ def cache_root() -> Path:
     import os
 
     return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from clip_td.base.io import InputError, PathLike, atomic_path, write_json_atomic
+from clip_td.base.io import InputError, PathLike, atomic_path, sha256_file, write_json_atomic
 
 CACHE_VERSION = 2  # on-disk layout (2: one cache per split; gold and shared-list logits computed on open)
 FEATURE_VERSION = 1  # bump when stored values change for a reason the hashed sources (EXTRACTION_CODE) miss
@@ -195,14 +195,10 @@ def code_version() -> str:
 
 
 def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read image ({e.strerror or e})") from None
-    return h.hexdigest()
 
 
 def image_digests(paths: Sequence[str]) -> Dict[str, str]:
