@@ -70,6 +70,7 @@ class LossConfig:
     alip_sharpness: float = 2.0  # ALIP: the 2 in exp(2 (s - m))
     text_negatives: bool = False  # infonce: NegCLIP hard negative texts (one noun/adjective of the caption's parse swapped)
     text_negative_swap: float = 0.0  # share of those negatives that exchange two words of one part of speech (binding)
+    text_negative_relation: float = 0.0  # share of those negatives that reverse the caption's spatial relation (layout)
 
 
 @dataclass

@@ -83,9 +83,15 @@ def concept_targets(rows: Sequence[Dict[str, str]], vocab: Sequence[str], source
     return out
 
 
+# Relation words of the caption grammar ("to the left of": `left` is the NOUN; "above": an ADP)
+# and their reversal.
+RELATION_FLIPS = {("left", "NOUN"): "right", ("right", "NOUN"): "left", ("above", "ADP"): "below",
+                  ("below", "ADP"): "above"}
+
+
 class TextNegatives:
     """NegCLIP-style hard negative texts (Yuksekgonul et al., ICLR 2023): the caption with one
-    content word (a NOUN or an ADJ of its `parse`) replaced by another word of the same part of
+    content word (a NOUN or an ADJ of its `parse`, relation words excepted) replaced by another word of the same part of
     speech seen in the corpus. A batch's in-batch negatives rarely differ from the positive in a
     single attribute, so contrastive training can ignore whatever a batch never needs (here:
     object shape, which colour combinations already tell apart); these negatives ask for it.
@@ -93,21 +99,26 @@ class TextNegatives:
     Deterministic per (seed, row index), so a resumed run sees the same negatives."""
 
     def __init__(self, rows: Sequence[Dict[str, str]], seed: int = 0, tags: Sequence[str] = ("NOUN", "ADJ"),
-                 source: str = "corpus", swap: float = 0.0) -> None:
+                 source: str = "corpus", swap: float = 0.0, relation: float = 0.0) -> None:
         words: Dict[str, set] = {t: set() for t in tags}
         for n, row in enumerate(rows, start=2):
             for word, tag in self._tokens(row, source, n):
-                if tag in words:
+                if tag in words and (word.lower(), tag) not in RELATION_FLIPS:  # "left" is no shape
                     words[tag].add(word.lower())
         self.vocab = {t: sorted(w) for t, w in words.items() if len(w) >= 2}
         if not self.vocab:
             raise InputError(f"{source}: loss.text_negatives needs a `parse` column with at least two distinct "
                              f"words of one of {', '.join(tags)}; none found")
-        if not 0.0 <= swap <= 1.0:
-            raise InputError(f"config key loss.text_negative_swap: a probability in [0, 1], got {swap}")
+        for key, p in (("text_negative_swap", swap), ("text_negative_relation", relation)):
+            if not 0.0 <= p <= 1.0:
+                raise InputError(f"config key loss.{key}: a probability in [0, 1], got {p}")
+        if swap + relation > 1.0:
+            raise InputError(f"config keys loss.text_negative_swap + loss.text_negative_relation: shares of one "
+                             f"negative, so at most 1 together; got {swap} + {relation}")
         self.seed = seed
         self.source = source
         self.swap = swap
+        self.relation = relation
 
     @staticmethod
     def _tokens(row: Dict[str, str], source: str, line: int) -> List[tuple]:
@@ -123,13 +134,24 @@ class TextNegatives:
         """The negative text of `row`, or None when it has no replaceable word. With `swap` > 0,
         that share of the negatives (where the caption allows) exchange two different words of
         one part of speech instead ("a red star and a blue circle" -> "a blue star and a red
-        circle": NegCLIP's order swap, which only binding tells apart)."""
+        circle": NegCLIP's order swap, which only binding tells apart). With `relation` > 0, that
+        share of the captions that state a spatial relation get it reversed instead ("a star sits
+        to the left of a ring" -> "... to the right of a ring"): only the layout tells them apart."""
         tokens = self._tokens(row, self.source, index + 2)
         slots = [k for k, (w, t) in enumerate(tokens) if t in self.vocab and w.lower() in self.vocab[t]]
+        rng = random.Random(f"text-negative|{self.seed}|{index}")
+        if self.relation > 0:
+            u = rng.random()
+            flips = [k for k, (w, t) in enumerate(tokens) if (w.lower(), t) in RELATION_FLIPS]
+            if u < self.relation and flips:
+                k = rng.choice(flips)
+                word = tokens[k][0]
+                new = RELATION_FLIPS[(word.lower(), tokens[k][1])]
+                return self._rewrite(row["title"], tokens, {k: new.capitalize() if word[:1].isupper() else new})
+            u -= self.relation
         if not slots:
             return None
-        rng = random.Random(f"text-negative|{self.seed}|{index}")
-        if self.swap > 0 and rng.random() < self.swap:
+        if self.swap > 0 and (u if self.relation > 0 else rng.random()) < self.swap:
             pairs = [(j, k) for j in slots for k in slots
                      if j < k and tokens[j][1] == tokens[k][1] and tokens[j][0].lower() != tokens[k][0].lower()]
             if pairs:

@@ -35,10 +35,19 @@ def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in _DIST_VARS and not k.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
 
 
+# Schema keys added after the shipped default teacher was built, with the value at which they
+# change nothing: left out of the hash at that value, so adding an option does not invalidate the
+# shipped teacher (and every cache built from it). Any other value is hashed as usual.
+NEUTRAL_AT = {("loss", "text_negative_relation"): 0.0}
+
+
 def recipe_hash(overrides: Sequence[str]) -> str:
     """Hash of the resolved default recipe (output_dir excluded): the cache key."""
     cfg = OmegaConf.to_container(load_pretrain_config(recipe_path(), list(overrides)), resolve=True)
     cfg.pop("output_dir")
+    for (section, key), neutral in NEUTRAL_AT.items():
+        if cfg.get(section, {}).get(key) == neutral:
+            del cfg[section][key]
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()).hexdigest()[:16]
 
 

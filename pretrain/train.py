@@ -155,7 +155,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         if cfg.loss.name != "infonce":
             raise InputError(f"config key loss.text_negatives: works with loss.name=infonce, not {cfg.loss.name!r}")
         negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]),
-                                  swap=float(cfg.loss.text_negative_swap))
+                                  swap=float(cfg.loss.text_negative_swap),
+                                  relation=float(cfg.loss.text_negative_relation))
     dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
     size = built.model.visual.image_size
@@ -218,6 +219,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     return json.loads(json.dumps({
         "model_cfg": setup.built.model_cfg, "model_name": cfg.model.name, "loss": cfg.loss.name,
         "text_negatives": bool(cfg.loss.text_negatives), "text_negative_swap": float(cfg.loss.text_negative_swap),
+        "text_negative_relation": float(cfg.loss.text_negative_relation),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
         "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock),
                        "phrases": bool(cfg.image_init.phrases)},

@@ -76,3 +76,29 @@ def test_swap_negatives_exchange_two_words_of_one_part_of_speech():
     assert 0.4 < sum(kinds) / len(kinds) < 0.6
     with pytest.raises(InputError, match="loss.text_negative_swap"):
         TextNegatives([row], swap=1.5)
+
+
+def test_relation_negatives_reverse_the_stated_relation():
+    left = _row("A red star sits to the left of a ring", [
+        ("A", "DET"), ("red", "ADJ"), ("star", "NOUN"), ("sits", "VERB"), ("to", "ADP"), ("the", "DET"),
+        ("left", "NOUN"), ("of", "ADP"), ("a", "DET"), ("ring", "NOUN")])
+    above = _row("a ring hovers above a blue star", [
+        ("a", "DET"), ("ring", "NOUN"), ("hovers", "VERB"), ("above", "ADP"), ("a", "DET"), ("blue", "ADJ"),
+        ("star", "NOUN")])
+    rows = [left, above, ROWS[0]]
+    neg = TextNegatives(rows, seed=0, relation=1.0)
+    assert {neg(left, i) for i in range(30)} == {"A red star sits to the right of a ring"}
+    assert {neg(above, i) for i in range(30)} == {"a ring hovers below a blue star"}
+    # a caption without a relation falls back to a one-word replacement (vocab: circle/ring/star, blue/red)
+    assert {neg(ROWS[0], i) for i in range(60)} == {"a blue circle", "a red ring", "a red star"}
+    # shares: relation 0.5 of the captions that have one, the rest plain replacements
+    half = TextNegatives(rows, seed=0, relation=0.5)
+    flipped = [half(above, i) == "a ring hovers below a blue star" for i in range(400)]
+    assert 0.4 < sum(flipped) / len(flipped) < 0.6
+    # relation = 0 keeps the negatives of earlier runs (the random stream is unchanged)
+    assert [TextNegatives(rows, seed=0)(above, i) for i in range(20)] == \
+           [TextNegatives(rows, seed=0, relation=0.0)(above, i) for i in range(20)]
+    with pytest.raises(InputError, match="loss.text_negative_relation"):
+        TextNegatives(rows, relation=-0.1)
+    with pytest.raises(InputError, match="at most 1 together"):
+        TextNegatives(rows, swap=0.6, relation=0.6)

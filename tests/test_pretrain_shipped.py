@@ -91,3 +91,10 @@ def test_the_recipe_path_rebuilds_bit_for_bit(tmp_path):
               *TINY_OVERRIDES])
         digests.append({p.name: shipped.sha256_file(p) for p in sorted((out / "teacher").iterdir())})
     assert digests[0] == digests[1] and "open_clip_model.safetensors" in digests[0]
+
+
+def test_an_option_added_later_changes_the_hash_only_away_from_its_neutral_value():
+    base = default_teacher.recipe_hash(())
+    for (section, key), neutral in default_teacher.NEUTRAL_AT.items():
+        assert default_teacher.recipe_hash((f"{section}.{key}={neutral}",)) == base
+        assert default_teacher.recipe_hash((f"{section}.{key}=0.25",)) != base
