@@ -94,7 +94,7 @@ def main() -> None:
     n_images = len({r["image"] for r in rows})
 
     tok = build_wordpiece([r["text"] for r in rows], vocab_size=200)
-    scfg = StudentConfig()
+    scfg = StudentConfig(pretrained=None)  # the from-config student (the cost per step, not the weights)
     student = create_student("vilt", scfg, vocab_size=len(tok), image_size=64).to(device)
     head = MLPHead(student.hidden_size, len(vocab)).to(device)
     distiller = create_distiller(resolve_method(MethodConfig()), student.hidden_size, teacher.embed_dim).to(device)

@@ -33,3 +33,15 @@ def fresh_accelerate_state():
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def no_default_student_training(monkeypatch):
+    """A test that reaches `student.pretrained=default` would train the real default student for
+    minutes: fail it at once instead (tests use a from-scratch student or a tiny folder)."""
+    from pretrain.student import default_student
+
+    def refuse(run_dir, overrides):
+        raise AssertionError("a test asked for the default pretrained student; set student.pretrained=null")
+
+    monkeypatch.setattr(default_student, "_train", refuse)

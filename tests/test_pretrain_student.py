@@ -322,3 +322,61 @@ def test_model_defaults_match_finetunings_from_scratch_student():
     cfg, ft = load_student_config().model, StudentConfig()
     for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "patch_size", "max_text_len", "vocab_size"):
         assert cfg[key] == getattr(ft, key), key
+
+
+def test_the_default_recipe_reads_the_synthetic_captions():
+    cfg = load_student_config()
+    assert (cfg.data.text_column, cfg.train.max_steps) == ("synthetic_caption", 3000)
+
+
+# ---- the default pretrained student (fine-tuning's student.pretrained=default) --------------------
+
+
+def test_default_student_is_trained_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from pretrain.student import default_student
+
+    monkeypatch.setattr(default_student, "cache_root", lambda: tmp_path)
+    calls = []
+
+    def fake_train(run_dir, overrides):
+        calls.append((run_dir, tuple(overrides)))
+        (run_dir / "student").mkdir(parents=True)
+        (run_dir / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(default_student, "_train", fake_train)
+    first = default_student.ensure_default_student()
+    assert first == tmp_path / "students" / default_student.recipe_hash() / "student"
+    assert default_student.ensure_default_student() == first and len(calls) == 1
+    # another recipe is another cache entry
+    other = default_student.ensure_default_student(["train.max_steps=5"])
+    assert other != first and len(calls) == 2 and calls[1][1] == ("train.max_steps=5",)
+    assert default_student.recipe_hash() != default_student.recipe_hash(["train.max_steps=5"])
+
+
+class _Acc:
+    def main_process_first(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("name,given,expected", [
+    ("vilt", "default", "/cache/students/abc/student"),   # the default: the cached pretrained ViLT
+    ("dual_stream", "default", None),                      # no dual-stream recipe: from scratch
+    ("vilt", None, None),                                  # null: from scratch (the ablation)
+    ("vilt", "some/folder", "some/folder"),                # an explicit folder or hub id is kept
+])
+def test_finetuning_resolves_student_pretrained_default(name, given, expected, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from clip_td.app.build import resolve_student
+    from clip_td.app.schema import FinetuneConfig
+    from pretrain.student import default_student
+
+    monkeypatch.setattr(default_student, "ensure_default_student", lambda: Path("/cache/students/abc/student"))
+    cfg = OmegaConf.structured(FinetuneConfig)
+    assert cfg.student.pretrained == "default"  # the schema default
+    cfg.student.name, cfg.student.pretrained = name, given
+    OmegaConf.set_readonly(cfg, True)
+    resolve_student(cfg, _Acc())
+    assert cfg.student.pretrained == expected

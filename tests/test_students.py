@@ -11,7 +11,8 @@ from clip_td.base.io import InputError
 from clip_td.lib.students import LORA_TARGET_MODULES, STUDENTS, create_student
 from clip_td.lib.students.vilt import vilt_config
 
-CFG = StudentConfig(hidden_size=32, num_layers=2, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8)
+CFG = StudentConfig(hidden_size=32, num_layers=2, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8,
+                    pretrained=None)
 
 
 def _inputs(b=3, t=7):

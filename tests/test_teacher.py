@@ -27,7 +27,8 @@ def test_stays_frozen_through_a_real_training_step(teacher):
     assert all(not p.requires_grad for p in teacher.parameters())
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     torch.manual_seed(0)
-    cfg = StudentConfig(hidden_size=32, num_layers=1, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8)
+    cfg = StudentConfig(hidden_size=32, num_layers=1, vision_layers=1, num_heads=2, intermediate_size=64, patch_size=8,
+                        pretrained=None)
     student = create_student("vilt", cfg, vocab_size=50, image_size=32)
     head = torch.nn.Linear(32, 3)
     distiller = create_distiller(resolve_method({"name": "clip_td", "tau": 1.0}), 32, teacher.embed_dim)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 from torch.utils.data import DataLoader
 
 from clip_td.app.batches import Collator, TaskDataset, student_transform
@@ -38,6 +38,8 @@ class Built:
     teacher: Any = None  # FrozenTeacher, kept outside prepare
     teacher_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default=None, repr=False)
     teacher_trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decision (metrics.json)
+    holdout_set: Optional[TaskDataset] = None  # train.holdout: the held-out training rows (early stopping)
+    holdout_rows: Any = None  # their datasets.Dataset (row order = predictions order)
 
     def loader(self, ds: TaskDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
@@ -56,7 +58,57 @@ def check_settings(cfg: DictConfig) -> MethodConfig:
     method = resolve_method(cfg.method, seed=cfg.seed)
     if not 0.0 < cfg.train.fraction <= 1.0:
         raise InputError(f"train.fraction={cfg.train.fraction}; expected a number in (0, 1]")
+    if cfg.train.holdout and cfg.train.eval_every <= 0:
+        raise InputError(f"train.holdout={cfg.train.holdout} needs train.eval_every > 0 (how often the held-out "
+                         f"rows are scored)")
+    if cfg.train.patience and not cfg.train.holdout:
+        raise InputError(f"train.patience={cfg.train.patience} needs train.holdout > 0: early stopping reads held-out "
+                         f"training rows, never the val splits")
+    if cfg.train.patience < 0:
+        raise InputError(f"train.patience={cfg.train.patience}; expected an integer >= 0")
     return method
+
+
+def split_holdout(task: Any, ds: Any, train_idx: List[int], share: float, seed: int) -> tuple:
+    """(training indices, held-out indices) of the low-shot rows `train_idx`: a stratified `share`
+    of them (by the task's label, fixed per seed, drawn independently of the low-shot subset) is
+    held out for early stopping; ([...], []) when share is 0."""
+    if share == 0:
+        return train_idx, []
+    if not 0.0 < share < 1.0:
+        raise InputError(f"train.holdout={share}; expected a share in [0, 1)")
+    from tasks.splits import lowshot_indices
+
+    column = ds[task.label_key]
+    labels = [column[i] for i in train_idx]
+    try:
+        picked = set(lowshot_indices(labels, share, seed + 7919))  # another stream than the low-shot draw
+    except InputError:
+        picked = set()
+    if not picked or len(picked) == len(train_idx):
+        raise InputError(f"train.holdout={share} of the {len(train_idx)} training rows leaves "
+                         f"{len(picked)} held out and {len(train_idx) - len(picked)} to train on; "
+                         f"both need at least one row (raise train.fraction or change train.holdout)")
+    return ([i for k, i in enumerate(train_idx) if k not in picked],
+            [i for k, i in enumerate(train_idx) if k in picked])
+
+
+def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
+    """`student.pretrained=default` (the schema default) -> the folder of the default pretrained
+    student (pretrain_student.py's shipped recipe on the synthetic world, trained once and cached),
+    written into `cfg` so config.yaml names the folder that was loaded. The default pretrained
+    student is a ViLT: with `student.name=dual_stream` "default" means from scratch (there is no
+    dual-stream pretraining recipe)."""
+    from pretrain.student.default_student import DEFAULT, ensure_default_student
+
+    if cfg.student.pretrained != DEFAULT:
+        return
+    path = None
+    if cfg.student.name == "vilt":
+        with accelerator.main_process_first():  # one process trains it, the others then load it
+            path = str(ensure_default_student())
+    with read_write(cfg):
+        cfg.student.pretrained = path
 
 
 def data_root(cfg: DictConfig, accelerator: Any) -> Path:
@@ -138,11 +190,13 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     from clip_td.lib.tokenizer import student_tokenizer
 
     method = check_settings(cfg)
+    resolve_student(cfg, accelerator)
     task = get_task(cfg.task.name)
     root = data_root(cfg, accelerator)
     task_root = root / cfg.task.name
     full_train = task.load(task_root, cfg.data.train_split)
     train_idx = lowshot_subset(task, full_train, cfg.train.fraction, cfg.seed)
+    train_idx, holdout_idx = split_holdout(task, full_train, train_idx, cfg.train.holdout, cfg.seed)
     train_rows = full_train.select(train_idx)
     eval_rows = {s: task.load(task_root, s) for s in eval_splits(cfg, task, task_root)}
 
@@ -162,11 +216,14 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
                             teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
                             teacher_extras=teacher_side.distiller is not None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
+    holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
     return Built(
         task=task, method=method, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,
         collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),
         num_outputs=task.num_outputs, num_processes=accelerator.num_processes, num_workers=cfg.data.num_workers,
         teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs, teacher_trust=teacher_side.trust,
+        holdout_rows=holdout_rows,
+        holdout_set=None if holdout_rows is None else TaskDataset(task, holdout_rows, transform),
     )
 
 

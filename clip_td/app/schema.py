@@ -40,7 +40,9 @@ class LoraConfig:
 @dataclass
 class StudentConfig:
     name: str = "vilt"  # STUDENTS registry name: vilt | dual_stream
-    pretrained: Optional[str] = None  # checkpoint folder or hub id (e.g. dandelin/vilt-b32-mlm); null = from config
+    # checkpoint folder or hub id (e.g. dandelin/vilt-b32-mlm); "default" = the default pretrained student
+    # (pretrain_student.py's recipe on the synthetic world, trained once and cached); null = from config
+    pretrained: Optional[str] = "default"
     hidden_size: int = 128  # transformer width (from-config students)
     num_layers: int = 2  # transformer depth (vilt; dual_stream: text layers) (from-config students)
     vision_layers: int = 2  # dual_stream: ViT image-encoder layers (from-config students)
@@ -76,6 +78,11 @@ class TrainConfig:
     resume: Optional[str] = None  # checkpoint folder or "latest" (newest under <output_dir>/checkpoints)
     checkpoint_every: int = 0  # save a checkpoint every this many optimizer steps (0 = only at the end)
     eval_every: int = 0  # evaluate (and keep the best checkpoint) every this many steps (0 = only at the end)
+    # share of the low-shot training rows kept out of training (stratified by label, fixed per seed) to
+    # stop on: every eval_every steps the student is scored on them, the best weights are kept, and the
+    # run ends with those (the val splits never choose anything); 0 = no held-out rows
+    holdout: float = 0.0
+    patience: int = 0  # with holdout: stop after this many evaluations without a better held-out score (0 = never)
     keep_checkpoints: int = 2  # periodic checkpoints kept on disk (oldest removed first)
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
     log_every: int = 10  # log losses to the trackers every this many optimizer steps

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from clip_td.base.checkpoints import adapter_only_hook, check_compatible, resolve_resume, save_checkpoint, save_weights
 from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
-from clip_td.app.build import Built, build
+from clip_td.app.build import Built, build, resolve_student
 from clip_td.app.schema import FinetuneConfig
 from clip_td.base.io import InputError, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged, run_script
@@ -139,18 +139,21 @@ def predict_split(accelerator: Accelerator, model: Any, loader: DataLoader, n: i
     return preds
 
 
-def evaluate(accelerator: Accelerator, model: Any, built: Built, loaders: Dict[str, DataLoader], out_dir: Path):
+def evaluate(accelerator: Accelerator, model: Any, built: Built, loaders: Dict[str, DataLoader], out_dir: Path,
+             rows: Optional[Dict[str, Any]] = None):
     """Predict, write official-format files, score them with the task's scorer (main process).
+    `rows`: split -> its rows (default: `built.eval_rows`).
 
     Returns ({split: {metric: percent}}, {split: {file kind: path}}) on the main process.
     """
+    rows = built.eval_rows if rows is None else rows
     scores: Dict[str, Dict[str, float]] = {}
     files: Dict[str, Dict[str, str]] = {}
     for split, loader in loaders.items():
-        preds = predict_split(accelerator, model, loader, len(built.eval_rows[split]))
+        preds = predict_split(accelerator, model, loader, len(rows[split]))
         if accelerator.is_main_process:
             decoded = built.decode_predictions(preds)
-            files[split] = built.task.write_predictions(built.eval_rows[split], decoded, out_dir, split)
+            files[split] = built.task.write_predictions(rows[split], decoded, out_dir, split)
             scores[split] = {k: float(v) for k, v in built.task.score_files(files[split]).items()}
     return scores, files
 
@@ -189,10 +192,15 @@ class Trainer:
             built.model, optimizer, train_dl, scheduler, *eval_dls.values()
         )
         self.eval_dls = dict(zip(eval_dls, eval_list))
+        self.holdout_dl = None  # train.holdout: scored every eval_every steps to keep the best and stop
+        if built.holdout_set is not None:
+            self.holdout_dl = accelerator.prepare(built.loader(built.holdout_set, cfg.eval.batch_size, shuffle=False))
         if cfg.student.lora.enabled:
             accelerator.register_save_state_pre_hook(adapter_only_hook)
         self.signature = run_signature(cfg, built)
-        self.pos: Dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None}
+        self.pos: Dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None,
+                                    "bad_evals": 0}
+        self.stop = False  # early stopping: train.patience evaluations without a better held-out score
         self.samples, self.train_time = 0, 0.0
         if built.teacher is not None:
             built.teacher.to(accelerator.device)
@@ -204,6 +212,8 @@ class Trainer:
             self.acc.load_state(str(ckpt), strict=not self.cfg.student.lora.enabled)
             self.acc.print(f"resumed from {ckpt} at step {self.pos['step']}")
         self.start_step = self.pos["step"]
+        patience = self.cfg.train.patience
+        self.stop = bool(patience) and self.pos.get("bad_evals", 0) >= patience  # a run that had stopped stays stopped
 
     def fit(self) -> Dict[str, Any]:
         """Train to `total_steps`; returns the train figures of metrics.json."""
@@ -214,15 +224,55 @@ class Trainer:
         self.model.train()
         try:
             for epoch in range(self.pos["epoch"], n_epochs):
-                if self.pos["step"] >= self.total_steps or self.run_epoch(epoch, bar):
+                if self.pos["step"] >= self.total_steps or self.stop or self.run_epoch(epoch, bar):
                     break
                 self.pos.update(epoch=epoch + 1, batch=0)
         finally:
             bar.close()  # before any error message, so it stays on its own line
         self.checkpoint()
         steps_run = max(self.pos["step"] - self.start_step, 1)
-        return {"steps": self.pos["step"], "samples_per_s": self.samples / max(self.train_time, 1e-9),
-                "step_time_s": self.train_time / steps_run}
+        figures = {"steps": self.pos["step"], "samples_per_s": self.samples / max(self.train_time, 1e-9),
+                   "step_time_s": self.train_time / steps_run}
+        if self.holdout_dl is not None:
+            figures["holdout"] = self.finish_holdout()
+        return figures
+
+    def finish_holdout(self) -> Dict[str, Any]:
+        """Score the last weights on the held-out rows too, end with the best weights seen, and
+        return metrics.json's `train.holdout` figures."""
+        if self.pos["best_step"] != self.pos["step"]:
+            self.keep_best_holdout(count_patience=False)
+        best_dir = self.out / "best"
+        if self.pos["best_step"] is not None and self.pos["best_step"] != self.pos["step"]:
+            from safetensors.torch import load_file
+
+            self.acc.wait_for_everyone()
+            state = load_file(str(best_dir / "model.safetensors"))
+            self.acc.unwrap_model(self.model).load_state_dict(state, strict=False)
+        return {"rows": len(self.built.holdout_rows), "best": self.pos["best"], "best_step": self.pos["best_step"],
+                "stopped_early": bool(self.stop)}
+
+    def keep_best_holdout(self, count_patience: bool = True) -> None:
+        """Score the held-out training rows; keep the weights as `<output_dir>/best` when they improve
+        (ties keep the earlier step); after `train.patience` evaluations without improvement, stop."""
+        scores, _ = evaluate(self.acc, self.model, self.built, {"holdout": self.holdout_dl},
+                             self.out / "predictions" / "holdout", rows={"holdout": self.built.holdout_rows})
+        improved = False
+        if self.acc.is_main_process:
+            score = next(iter(scores["holdout"].values()))
+            self.acc.log({"eval/holdout": score}, step=self.pos["step"])
+            if self.pos["best"] is None or score > self.pos["best"]:
+                improved = True
+                self.pos.update(best=score, best_step=self.pos["step"])
+                save_best(self.acc, self.model, self.cfg, self.out / "best", self.pos)
+        self.pos["best"] = broadcast_float(self.acc, self.pos["best"])
+        improved = broadcast_float(self.acc, float(improved)) == 1.0
+        best_step = broadcast_float(self.acc, None if self.pos["best_step"] is None else float(self.pos["best_step"]))
+        self.pos["best_step"] = None if best_step is None else int(best_step)
+        if count_patience:
+            self.pos["bad_evals"] = 0 if improved else self.pos["bad_evals"] + 1
+            patience = self.cfg.train.patience
+            self.stop = bool(patience) and self.pos["bad_evals"] >= patience
 
     def run_epoch(self, epoch: int, bar: Any) -> bool:
         """One pass (the rest of it when resuming mid-epoch); True once total_steps is reached."""
@@ -238,7 +288,7 @@ class Trainer:
             self.train_time += time.perf_counter() - tick
             self.after_step(result, bar)  # evaluation and checkpoints are not training time
             tick = time.perf_counter()
-            if self.pos["step"] >= self.total_steps:
+            if self.pos["step"] >= self.total_steps or self.stop:
                 return True
         self.train_time += time.perf_counter() - tick
         return False
@@ -267,13 +317,16 @@ class Trainer:
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
             self.acc.log({**{f"train/{k}": v for k, v in terms.items()}, "lr": self.scheduler.get_last_lr()[0]},
                          step=step)
-        if cfg.eval_every and step % cfg.eval_every == 0 and self.cfg.eval.best_split in self.eval_dls:
-            self.keep_best()
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            if self.holdout_dl is not None:
+                self.keep_best_holdout()
+            elif self.cfg.eval.best_split in self.eval_dls:
+                self.keep_best()
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best")}
+        state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best", "best_step", "bad_evals")}
         save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**state, "signature": self.signature},
                         self.cfg.train.keep_checkpoints)
 
@@ -320,7 +373,8 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
         "seed": int(cfg.seed),
         "eval": scores,
         "train": {"steps": int(figures["steps"]), "samples_per_s": round(float(figures["samples_per_s"]), 3),
-                  "step_time_s": round(float(figures["step_time_s"]), 5)},
+                  "step_time_s": round(float(figures["step_time_s"]), 5),
+                  **({"holdout": figures["holdout"]} if "holdout" in figures else {})},
         "files": files,
     }
     if teacher_trust is not None:
@@ -335,6 +389,7 @@ def run(cfg: DictConfig) -> Path:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
+    resolve_student(cfg, accelerator)  # config.yaml names the student folder actually loaded
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)

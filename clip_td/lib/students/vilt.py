@@ -74,6 +74,10 @@ def load_vilt(pretrained: str) -> ViltModel:
     from transformers import AutoConfig
 
     key = f"student.pretrained={pretrained!r}"
+    if pretrained == "default":
+        raise InputError(f"{key} names the default pretrained student, which fine-tuning resolves to its cached "
+                         f"folder (clip_td.app.build.resolve_student); pass that folder, or null for a "
+                         f"from-config student")
     try:
         config = AutoConfig.from_pretrained(pretrained)
     except (OSError, ValueError) as e:

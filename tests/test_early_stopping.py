@@ -1,0 +1,88 @@
+"""Early stopping on held-out training rows (train.holdout, train.patience): the split, the
+patience rule on a scripted score sequence, and a tiny run that ends with its best weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clip_td.app import trainer as trainer_mod
+from clip_td.app.build import split_holdout
+from clip_td.app.trainer import Trainer, main
+from clip_td.base.io import InputError
+from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+
+
+class _Labels:
+    label_key = "label"
+
+
+def test_holdout_is_a_stratified_disjoint_share_of_the_lowshot_rows():
+    ds = {"label": [k % 3 for k in range(60)]}
+    train_idx = list(range(0, 60, 2))  # 30 low-shot rows, 10 per label
+    fit, held = split_holdout(_Labels(), ds, train_idx, 0.2, seed=0)
+    assert len(held) == 6 and len(fit) == 24
+    assert sorted(fit + held) == train_idx and not set(fit) & set(held)
+    assert sorted(ds["label"][i] for i in held) == [0, 0, 1, 1, 2, 2]  # 2 per label
+    assert split_holdout(_Labels(), ds, train_idx, 0.2, seed=0) == (fit, held)  # fixed per seed
+    assert split_holdout(_Labels(), ds, train_idx, 0.2, seed=1) != (fit, held)
+    assert split_holdout(_Labels(), ds, train_idx, 0.0, seed=0) == (train_idx, [])
+    with pytest.raises(InputError, match="train.holdout=1.0"):
+        split_holdout(_Labels(), ds, train_idx, 1.0, seed=0)
+    with pytest.raises(InputError, match="both need at least one row"):
+        split_holdout(_Labels(), ds, [0], 0.5, seed=0)
+
+
+def _fake_trainer(patience: int, tmp_path: Path):
+    acc = SimpleNamespace(is_main_process=True, num_processes=1, log=lambda *a, **k: None)
+    cfg = SimpleNamespace(train=SimpleNamespace(patience=patience))
+    fake = SimpleNamespace(acc=acc, cfg=cfg, model=None, out=tmp_path, holdout_dl=None, stop=False,
+                           built=SimpleNamespace(holdout_rows=[]),
+                           pos={"step": 0, "best": None, "best_step": None, "bad_evals": 0})
+    return fake
+
+
+def test_patience_counts_evaluations_without_a_better_held_out_score(tmp_path, monkeypatch):
+    scores = iter([50.0, 55.0, 55.0, 54.0, 60.0, 59.0, 58.0])  # a tie is no improvement
+    saved = []
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: ({"holdout": {"acc": next(scores)}}, {}))
+    monkeypatch.setattr(trainer_mod, "save_best", lambda acc, model, cfg, out, pos: saved.append(pos["step"]))
+    fake = _fake_trainer(patience=2, tmp_path=tmp_path)
+    history = []
+    for step in range(10, 80, 10):
+        fake.pos["step"] = step
+        Trainer.keep_best_holdout(fake)
+        history.append((fake.pos["best"], fake.pos["best_step"], fake.pos["bad_evals"], fake.stop))
+    assert history == [(50.0, 10, 0, False), (55.0, 20, 0, False), (55.0, 20, 1, False), (55.0, 20, 2, True),
+                       (60.0, 50, 0, False), (60.0, 50, 1, False), (60.0, 50, 2, True)]
+    assert saved == [10, 20, 50]
+
+
+def test_a_run_with_holdout_ends_with_its_best_weights(small_world, tiny_teacher, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_overrides(small_world, tiny_teacher, out, **{
+        "method.name": "none", "train.fraction": 1.0, "train.max_steps": 6, "train.eval_every": 2,
+        "train.holdout": 0.2, "train.patience": 0})
+    assert main(["--config", TINY, *args]) == 0
+    m = read_metrics(out)
+    h = m["train"]["holdout"]
+    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "holdout"]
+    assert h["best_step"] in (2, 4, 6) and h["stopped_early"] is False and m["train"]["steps"] == 6
+    assert h["rows"] > 0 and h["best"] is not None
+    final, best = load_file(str(out / "model" / "model.safetensors")), load_file(str(out / "best" / "model.safetensors"))
+    assert final.keys() == best.keys() and all(torch.equal(final[k], best[k]) for k in final)
+    assert sorted(m["eval"]) == ["val", "val_shift"]  # the held-out rows are not an eval split
+
+
+def test_patience_without_holdout_and_holdout_without_eval_every_are_refused(small_world, tiny_teacher, tmp_path,
+                                                                             capsys):
+    for extra, needle in (({"train.patience": 2}, "train.patience=2 needs train.holdout"),
+                          ({"train.holdout": 0.2}, "train.holdout=0.2 needs train.eval_every")):
+        code = main(["--config", TINY, *tiny_overrides(small_world, tiny_teacher, tmp_path / "x", **extra)])
+        assert code != 0 and needle in capsys.readouterr().err
