@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -66,15 +66,33 @@ def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequ
         if shipped is not None:
             return shipped
     run_dir = cache_root() / "teachers" / key
-    teacher = run_dir / "teacher"
+    train_once(run_dir, lambda d: _train(d, overrides))
+    return run_dir / "teacher"
+
+
+def train_once(run_dir: Path, train: Callable[[Path], None]) -> None:
+    """`train(run_dir)` unless `run_dir/metrics.json` exists; concurrent callers wait on a file
+    lock beside it (`.<name>.lock`) for that one build, then find it done."""
     if (run_dir / "metrics.json").is_file():
-        return teacher
+        return
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{key}.lock", "w") as lock:
+    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # others block here until the first build is in place
         if not (run_dir / "metrics.json").is_file():
-            _train(run_dir, overrides)
-    return teacher
+            train(run_dir)
+
+
+def run_module_into(run_dir: Path, args: Sequence[str]) -> None:
+    """`python -m <args> output_dir=<temporary folder>` in a clean environment, then the folder
+    (without its checkpoints) moved to `run_dir` in one step: it appears complete or not at all."""
+    tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [sys.executable, "-m", *args, f"output_dir={tmp}"]
+    subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parent.parent))
+    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the cache keeps the model and its report only
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    os.replace(tmp, run_dir)
 
 
 def train_default_teacher(run_dir: Path) -> Path:
@@ -85,11 +103,4 @@ def train_default_teacher(run_dir: Path) -> Path:
 
 
 def _train(run_dir: Path, overrides: Sequence[str]) -> None:
-    tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pretrain", "--config", str(recipe_path()), f"output_dir={tmp}", *overrides]
-    subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parent.parent))
-    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the cache keeps the teacher and its report only
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    os.replace(tmp, run_dir)
+    run_module_into(run_dir, ["pretrain", "--config", str(recipe_path()), *overrides])

@@ -11,11 +11,7 @@ student.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +20,7 @@ from omegaconf import OmegaConf
 
 from clip_td.base.io import cache_root
 
-from pretrain.default_teacher import clean_env
+from pretrain.default_teacher import run_module_into, train_once
 from pretrain.student.config import default_recipe, load_student_config
 
 #: The value of `student.pretrained` that names this student.
@@ -40,27 +36,12 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
 
 def ensure_default_student(overrides: Sequence[str] = ()) -> Path:
     """The default student's folder, trained into the cache when it is not there yet."""
-    key = recipe_hash(overrides)
-    run_dir = cache_root() / "students" / key
-    student = run_dir / "student"
-    if (run_dir / "metrics.json").is_file():
-        return student
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # others block here until the first build is in place
-        if not (run_dir / "metrics.json").is_file():
-            _train(run_dir, overrides)
-    return student
+    run_dir = cache_root() / "students" / recipe_hash(overrides)
+    train_once(run_dir, lambda d: _train(d, overrides))
+    return run_dir / "student"
 
 
 def _train(run_dir: Path, overrides: Sequence[str]) -> None:
-    tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     print(f"clip-td: training the default pretrained student once ({default_recipe().name}); "
           f"cached in {run_dir}", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pretrain.student", f"output_dir={tmp}", *overrides]
-    subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parents[2]))
-    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the cache keeps the student and its report only
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    os.replace(tmp, run_dir)
+    run_module_into(run_dir, ["pretrain.student", *overrides])
