@@ -93,3 +93,21 @@ def test_corpus_covers_every_student_text(small_world):
         for a, b in task.student_texts(row):
             assert b in corpus
         assert row["text"] in corpus
+
+
+def test_a_candidate_longer_than_max_len_cuts_both_segments_instead_of_failing():
+    tok = build_wordpiece(["a b c d e f g h"], vocab_size=50)
+    collate = Collator(tok, max_len=8)
+    short = ("a b", "c d")  # fits: 2 + 2 + 3 specials = 7
+    long = ("a b c", "d e f g h a b c d")  # the candidate alone (9 tokens) exceeds 8
+    enc = collate.tokenize([short, long])
+    assert enc["input_ids"].shape == (2, 8)
+    ids = enc["input_ids"][1].tolist()
+    words = tok.convert_ids_to_tokens(ids)
+    # longest first: the 9-token candidate is cut down while the 3-token context keeps what fits
+    assert words[0] == "[CLS]" and words[-1] == "[SEP]" and words.count("[SEP]") == 2
+    assert sum(enc["attention_mask"][1].tolist()) == 8
+    # a batch whose candidates all fit keeps the context-first rule (the candidate is kept whole)
+    enc = collate.tokenize([("a b c d e f", "g h")])
+    words = tok.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    assert words[-3:] == ["g", "h", "[SEP]"]

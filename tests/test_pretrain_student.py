@@ -380,3 +380,26 @@ def test_finetuning_resolves_student_pretrained_default(name, given, expected, m
     OmegaConf.set_readonly(cfg, True)
     resolve_student(cfg, _Acc())
     assert cfg.student.pretrained == expected
+
+
+def test_the_vocabulary_covers_the_chosen_columns_and_every_digit_and_mark(tmp_path):
+    from pretrain.student.data import ALPHABET, build_tokenizer
+
+    rows = [{"title": "a star sits above a ring", "synthetic_caption": "a red star"},
+            {"title": "shapes", "synthetic_caption": "a blue ring"}]
+    tok = build_tokenizer(rows, ["title", "synthetic_caption"], vocab_size=500, source="train.tsv")
+    vocab = tok.get_vocab()
+    assert {"sits", "above", "red", "blue"} <= set(vocab)
+    # a task text with words and characters the captions never showed has no [UNK]
+    ids = tok("What color is circle0? It is red.")["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert all(c in vocab or f"##{c}" in vocab for c in ALPHABET)
+    only = build_tokenizer(rows, ["synthetic_caption"], vocab_size=500)
+    assert "sits" not in only.get_vocab() and "red" in only.get_vocab()
+    with pytest.raises(InputError, match=r"train.tsv: no column 'caption'.*data.vocab_columns"):
+        build_tokenizer(rows, ["caption"], vocab_size=500, source="train.tsv")
+
+
+def test_the_default_recipe_fits_its_vocabulary_on_both_caption_columns():
+    assert list(load_student_config().data.vocab_columns) == ["title", "synthetic_caption"]
+    assert list(load_student_config(None, ["data.vocab_columns=[]"]).data.vocab_columns) == []

@@ -16,12 +16,15 @@ lists of strings.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+
+logger = logging.getLogger("clip_td")
 
 
 TextPair = Tuple[str, Optional[str]]
@@ -108,6 +111,14 @@ class Collator:
 
     def __init__(self, tokenizer: Any, max_len: int) -> None:
         self.tokenizer, self.max_len = tokenizer, max_len
+        self._warned = False
+
+    def _warn_truncated(self) -> None:
+        if not self._warned:
+            logger.warning("a text pair's second segment alone is longer than student.max_text_len=%d tokens: both "
+                           "segments are cut (longest first) in such batches; a tokenizer that knows the task's "
+                           "words, or a larger max_text_len, avoids it", self.max_len)
+            self._warned = True
 
     def tokenize(self, pairs: Sequence[TextPair]) -> Dict[str, torch.Tensor]:
         firsts = [a for a, _ in pairs]
@@ -119,7 +130,16 @@ class Collator:
             enc = self.tokenizer(firsts, **kwargs)
         else:
             # Truncate the context first: VCR candidates must stay readable.
-            enc = self.tokenizer(firsts, [b or "" for b in seconds], **{**kwargs, "truncation": "only_first"})
+            seconds = [b or "" for b in seconds]
+            try:
+                enc = self.tokenizer(firsts, seconds, **{**kwargs, "truncation": "only_first"})
+            except Exception as e:  # the tokenizers library raises a bare Exception
+                if "Truncation error" not in str(e):
+                    raise
+                # a candidate that does not fit on its own (a tokenizer that spells unseen words
+                # piece by piece): cut the longer segment first rather than fail the batch
+                self._warn_truncated()
+                enc = self.tokenizer(firsts, seconds, **{**kwargs, "truncation": "longest_first"})
             enc["offset_mapping"] = joined_offsets(enc, firsts)
         return {
             "input_ids": enc["input_ids"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -32,6 +32,9 @@ class DataConfig:
     train: Optional[str] = None  # captions TSV/CSV (filepath, title, style, ...); null = <root>/pretrain/train.tsv
     val: Optional[str] = None  # held-out captions; null = <root>/pretrain/val.tsv when present (none: no evaluation)
     text_column: str = "title"  # the caption column: title | synthetic_caption
+    # the columns whose text the WordPiece vocabulary is fitted on ([] = text_column); digits and
+    # punctuation are always in it
+    vocab_columns: List[str] = field(default_factory=list)
     max_rows: int = 0  # use only the first N source-style training rows (0 = all)
     num_workers: int = 0  # DataLoader worker processes
 

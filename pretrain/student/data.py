@@ -3,6 +3,7 @@ built on them, and (image, caption) batches with the special-token mask MLM need
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
@@ -34,9 +35,23 @@ def source_rows(path: PathLike, text_column: str = "title", max_rows: int = 0) -
     return kept[:max_rows] if max_rows else kept
 
 
-def build_tokenizer(rows: Sequence[Dict[str, str]], text_column: str, vocab_size: int):
-    """The WordPiece tokenizer of the rows' captions (deterministic: a resume rebuilds the same one)."""
-    return build_wordpiece([r[text_column] for r in rows], vocab_size=vocab_size)
+#: Always spellable by the student's tokenizer, whatever the captions showed: the task texts name
+#: objects ("circle0") and end in "?" or ".".
+ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
+
+
+def build_tokenizer(rows: Sequence[Dict[str, str]], columns: Sequence[str], vocab_size: int,
+                    source: str = "the captions file"):
+    """The WordPiece tokenizer fitted on the rows' text in `columns` (deterministic: a resume
+    rebuilds the same one), every character of ALPHABET included. A column missing from the
+    rows is an InputError naming the file (`source`) and the key."""
+    texts = []
+    for column in columns:
+        if any(column not in r for r in rows):
+            raise InputError(f"{source}: no column {column!r}, which config key data.vocab_columns asks the "
+                             f"student's vocabulary to be fitted on")
+        texts.extend(r[column] for r in rows)
+    return build_wordpiece(texts, vocab_size=vocab_size, alphabet=ALPHABET)
 
 
 def image_transform(image_size: int) -> Callable:

@@ -63,7 +63,8 @@ def build(cfg: DictConfig) -> Setup:
     rows = source_rows(paths["train"], cfg.data.text_column, cfg.data.max_rows)
     val = paths["val"]  # read now: a bad val file fails before training, not after
     val_rows = source_rows(val, cfg.data.text_column, cfg.eval.max_rows) if val is not None else []
-    tokenizer = build_tokenizer(rows, cfg.data.text_column, cfg.model.vocab_size)
+    tokenizer = build_tokenizer(rows, list(cfg.data.vocab_columns) or [cfg.data.text_column], cfg.model.vocab_size,
+                                source=str(paths["train"]))
     model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size))
     return Setup(paths, rows, val_rows, tokenizer, PairDataset(rows, cfg.data.text_column, cfg.data.image_size), model)
 
