@@ -8,6 +8,8 @@ fine-tuning loads with `student.pretrained=<output_dir>/student`.
     model.py       StudentPretrainModel: ViltForMaskedLM + the ITM head, losses as a dict
     export.py      the student folder: ViltModel weights, tokenizer, ViltImageProcessor config
     train.py       the loop (accelerate), the held-out evaluation, run / main
+    default_student.py  the default pretrained student (finetune.py's student.pretrained=default),
+                   trained once into the cache
 
 The ITM head is a `nn.Linear(hidden, 2)` on ViLT's pooled output (ViLT's own ITM head, cross
 entropy), kept in the training wrapper and not exported; the pooler it trains is exported.
