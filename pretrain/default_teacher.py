@@ -44,10 +44,15 @@ NEUTRAL_AT = {("loss", "text_negative_relation"): 0.0}
 def recipe_hash(overrides: Sequence[str]) -> str:
     """Hash of the resolved default recipe (output_dir excluded): the cache key."""
     cfg = OmegaConf.to_container(load_pretrain_config(recipe_path(), list(overrides)), resolve=True)
-    cfg.pop("output_dir")
     for (section, key), neutral in NEUTRAL_AT.items():
         if cfg.get(section, {}).get(key) == neutral:
             del cfg[section][key]
+    return config_hash(cfg)
+
+
+def config_hash(cfg: dict) -> str:
+    """16 hex digits of the sha256 of a resolved config's YAML, `output_dir` left out."""
+    cfg = {k: v for k, v in cfg.items() if k != "output_dir"}
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()).hexdigest()[:16]
 
 

@@ -45,6 +45,7 @@ def _fake_trainer(patience: int, tmp_path: Path):
     fake = SimpleNamespace(acc=acc, cfg=cfg, model=None, out=tmp_path, holdout_dl=None, stop=False,
                            built=SimpleNamespace(holdout_rows=[]),
                            pos={"step": 0, "best": None, "best_step": None, "bad_evals": 0})
+    fake.score_and_keep = lambda *args: Trainer.score_and_keep(fake, *args)
     return fake
 
 

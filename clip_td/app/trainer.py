@@ -238,38 +238,25 @@ class Trainer:
         return figures
 
     def finish_holdout(self) -> Dict[str, Any]:
-        """Score the last weights on the held-out rows too, end with the best weights seen, and
-        return metrics.json's `train.holdout` figures."""
-        if self.pos["best_step"] != self.pos["step"]:
+        """Score the last weights on the held-out rows too (unless the last step was just scored),
+        end with the best weights seen, and return metrics.json's `train.holdout` figures."""
+        if self.pos["step"] % self.cfg.train.eval_every != 0:
             self.keep_best_holdout(count_patience=False)
-        best_dir = self.out / "best"
         if self.pos["best_step"] is not None and self.pos["best_step"] != self.pos["step"]:
             from safetensors.torch import load_file
 
             self.acc.wait_for_everyone()
-            state = load_file(str(best_dir / "model.safetensors"))
+            state = load_file(str(self.out / "best" / "model.safetensors"))
             self.acc.unwrap_model(self.model).load_state_dict(state, strict=False)
         return {"rows": len(self.built.holdout_rows), "best": self.pos["best"], "best_step": self.pos["best_step"],
                 "stopped_early": bool(self.stop)}
 
     def keep_best_holdout(self, count_patience: bool = True) -> None:
-        """Score the held-out training rows; keep the weights as `<output_dir>/best` when they improve
-        (ties keep the earlier step); after `train.patience` evaluations without improvement, stop."""
-        scores, _ = evaluate(self.acc, self.model, self.built, {"holdout": self.holdout_dl},
-                             self.out / "predictions" / "holdout", rows={"holdout": self.built.holdout_rows})
-        improved = False
-        if self.acc.is_main_process:
-            score = next(iter(scores["holdout"].values()))
-            self.acc.log({"eval/holdout": score}, step=self.pos["step"])
-            if self.pos["best"] is None or score > self.pos["best"]:
-                improved = True
-                self.pos.update(best=score, best_step=self.pos["step"])
-                save_best(self.acc, self.model, self.cfg, self.out / "best", self.pos)
-        self.pos["best"] = broadcast_float(self.acc, self.pos["best"])
-        improved = broadcast_float(self.acc, float(improved)) == 1.0
-        best_step = broadcast_float(self.acc, None if self.pos["best_step"] is None else float(self.pos["best_step"]))
-        self.pos["best_step"] = None if best_step is None else int(best_step)
+        """Score the held-out training rows and keep the best weights (`score_and_keep`); after
+        `train.patience` evaluations without improvement, stop."""
+        self.score_and_keep("holdout", self.holdout_dl, self.built.holdout_rows, self.out / "predictions" / "holdout")
         if count_patience:
+            improved = self.pos["best_step"] == self.pos["step"]
             self.pos["bad_evals"] = 0 if improved else self.pos["bad_evals"] + 1
             patience = self.cfg.train.patience
             self.stop = bool(patience) and self.pos["bad_evals"] >= patience
@@ -333,14 +320,22 @@ class Trainer:
     def keep_best(self) -> None:
         """Evaluate `eval.best_split`; save the student + head as `<output_dir>/best` when it improves."""
         split = self.cfg.eval.best_split
-        scores, _ = evaluate(self.acc, self.model, self.built, {split: self.eval_dls[split]}, self.out / "predictions")
+        self.score_and_keep(split, self.eval_dls[split], self.built.eval_rows[split], self.out / "predictions")
+
+    def score_and_keep(self, split: str, loader: DataLoader, rows: Any, pred_dir: Path) -> None:
+        """Score `split`; when it beats `pos["best"]` (ties keep the earlier step), record the score
+        and the step and save the student + head as `<output_dir>/best`. Every process ends with
+        the main process's `best` and `best_step`."""
+        scores, _ = evaluate(self.acc, self.model, self.built, {split: loader}, pred_dir, rows={split: rows})
         if self.acc.is_main_process:
             score = next(iter(scores[split].values()))
             self.acc.log({f"eval/{split}": score}, step=self.pos["step"])
             if self.pos["best"] is None or score > self.pos["best"]:
-                self.pos["best"] = score
+                self.pos.update(best=score, best_step=self.pos["step"])
                 save_best(self.acc, self.model, self.cfg, self.out / "best", self.pos)
         self.pos["best"] = broadcast_float(self.acc, self.pos["best"])
+        best_step = broadcast_float(self.acc, None if self.pos["best_step"] is None else float(self.pos["best_step"]))
+        self.pos["best_step"] = None if best_step is None else int(best_step)
 
 
 def broadcast_float(accelerator: Accelerator, value: Optional[float]) -> Optional[float]:

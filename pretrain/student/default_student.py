@@ -11,7 +11,6 @@ student.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,7 @@ from omegaconf import OmegaConf
 
 from clip_td.base.io import cache_root
 
-from pretrain.default_teacher import run_module_into, train_once
+from pretrain.default_teacher import config_hash, run_module_into, train_once
 from pretrain.student.config import default_recipe, load_student_config
 
 #: The value of `student.pretrained` that names this student.
@@ -29,9 +28,7 @@ DEFAULT = "default"
 
 def recipe_hash(overrides: Sequence[str] = ()) -> str:
     """Hash of the resolved default student recipe (output_dir excluded): the cache key."""
-    cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
-    cfg.pop("output_dir")
-    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()).hexdigest()[:16]
+    return config_hash(OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True))
 
 
 def ensure_default_student(overrides: Sequence[str] = ()) -> Path:
