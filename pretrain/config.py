@@ -105,6 +105,8 @@ class ImageInitConfig:
     lock: bool = False  # keep the image tower frozen in the contrastive stage (LiT's locked image)
     phrases: bool = False  # also predict the captions' adjective-noun phrases (bound attributes, from the `parse` column)
     phrase_min_count: int = 5  # a phrase is a label when at least this many training captions hold it
+    facts: bool = False  # also predict the `facts` column's scene graph ("red circle", "circle left of square")
+    fact_min_count: int = 5  # a fact is a label when at least this many training rows hold it
 
 
 @dataclass

@@ -4,7 +4,9 @@ LiT (Zhai et al., CVPR 2022) starts contrastive image-text training from an imag
 pretrained on a labelled dataset, and often keeps it locked while the text tower learns to read
 it. Here the labels are the corpus' `concepts` column (the shapes, colours and sizes present in
 each image: multi-label, so BCE): the same labels the synthetic concept teacher of concept
-distillation is trained on, used to train the CLIP image tower itself.
+distillation is trained on, used to train the CLIP image tower itself. `image_init.facts` adds the
+`facts` column's scene graph (bound attributes and spatial relations, `fact_targets`), which a
+pooled embedding trained on a bag of concepts never learns.
 
 `image_init.steps=0` (the default) skips the stage. The stage runs before `accelerator.prepare`,
 on every process with the same seed and data order; DDP then broadcasts rank 0's weights anyway.
@@ -57,6 +59,29 @@ def phrase_targets(rows: Sequence[Dict[str, str]], min_count: int = 5) -> Tuple[
         for p in ps:
             if p in index:
                 out[n, index[p]] = 1.0
+    return vocab, out
+
+
+def fact_targets(rows: Sequence[Dict[str, str]], min_count: int = 5, source: str = "corpus",
+                 sep: str = "|") -> Tuple[List[str], torch.Tensor]:
+    """Scene-graph labels from the `facts` column ("red circle|circle left of square|..."): the facts
+    seen in at least `min_count` rows (sorted) and the (N, F) multi-hot targets. Unlike a bag of
+    concepts they say which attribute goes with which object and where objects are relative to each
+    other (annotations of the Visual Genome kind)."""
+    if rows and "facts" not in rows[0]:
+        raise InputError(f"{source}: image_init.facts=true needs a `facts` column (facts separated by {sep!r}); "
+                         f"the columns are {sorted(rows[0])}")
+    per_row = [[f.strip() for f in (r.get("facts") or "").split(sep) if f.strip()] for r in rows]
+    counts = Counter(f for fs in per_row for f in set(fs))
+    vocab = sorted(f for f, n in counts.items() if n >= min_count)
+    if not vocab:
+        raise InputError(f"{source}: no fact in the `facts` column occurs in image_init.fact_min_count={min_count} rows")
+    index = {f: i for i, f in enumerate(vocab)}
+    out = torch.zeros(len(rows), len(vocab))
+    for n, fs in enumerate(per_row):
+        for f in fs:
+            if f in index:
+                out[n, index[f]] = 1.0
     return vocab, out
 
 

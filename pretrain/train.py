@@ -38,7 +38,7 @@ from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  
 from pretrain.data import (CaptionDataset, TextNegatives, concept_targets, make_collate, read_captions,
                            read_concepts)
 from pretrain.export import export_teacher
-from pretrain.image_init import concept_bce_steps, phrase_targets
+from pretrain.image_init import concept_bce_steps, fact_targets, phrase_targets
 from pretrain.loop import ResumableLoop, start_run
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
 from pretrain.pretrain_model import PretrainModel
@@ -208,6 +208,9 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
             raise InputError(f"config key image_init.phrases: no adjective-noun phrase occurs in "
                              f"image_init.phrase_min_count={ic.phrase_min_count} training captions of {paths['train']}")
         targets = torch.cat([targets, phrases], dim=1)
+    if ic.facts:
+        _, facts = fact_targets(rows, int(ic.fact_min_count), str(paths["train"]))
+        targets = torch.cat([targets, facts], dim=1)
     return concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
                              lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
                              show_progress=accelerator.is_local_main_process)
@@ -222,7 +225,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "text_negative_relation": float(cfg.loss.text_negative_relation),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
         "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock),
-                       "phrases": bool(cfg.image_init.phrases)},
+                       "phrases": bool(cfg.image_init.phrases), "facts": bool(cfg.image_init.facts)},
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
     }))
 

@@ -128,3 +128,52 @@ def test_phrases_add_their_labels_to_the_stage(corpus, tmp_path):
     with pytest.raises(InputError, match="image_init.phrases"):
         main(_args(corpus, tmp_path / "r2", "image_init.steps=2", "image_init.phrases=true",
                    "image_init.phrase_min_count=100000"))
+
+
+def test_facts_of_a_hand_made_scene_bind_attributes_and_state_clear_relations():
+    from tasks.synthetic.pretrain_corpus import FACT_SEP, facts_of
+
+    scene = {"style": "source", "objects": [
+        {"shape": "circle", "colour": "red", "size": "large", "x": 0.2, "y": 0.5, "r": 0.15},
+        {"shape": "square", "colour": "blue", "size": "small", "x": 0.8, "y": 0.55, "r": 0.08},
+        # below the circle, but diagonal to the square (dx 0.45 vs dy 0.35): no clear relation
+        {"shape": "star", "colour": "red", "size": "small", "x": 0.35, "y": 0.9, "r": 0.08}]}
+    assert facts_of(scene) == ["blue square", "circle above star", "circle left of square", "large circle",
+                               "red circle", "red star", "small square", "small star", "square right of circle",
+                               "star below circle"]
+    assert FACT_SEP not in "".join(facts_of(scene))
+
+
+def test_fact_targets_count_rows_not_mentions_and_name_a_missing_column():
+    from pretrain.image_init import fact_targets
+
+    rows = [{"facts": "red circle|circle left of square"}, {"facts": "red circle|red circle"}, {"facts": ""}]
+    vocab, t = fact_targets(rows, min_count=1)
+    assert vocab == ["circle left of square", "red circle"]
+    assert t.tolist() == [[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]
+    vocab, t = fact_targets(rows, min_count=2)  # "red circle" twice in one row counts once; in two rows, twice
+    assert vocab == ["red circle"] and t.tolist() == [[1.0], [1.0], [0.0]]
+    with pytest.raises(InputError, match=r"corpus.tsv: no fact .* image_init.fact_min_count=3"):
+        fact_targets(rows, min_count=3, source="corpus.tsv")
+    with pytest.raises(InputError, match=r"corpus.tsv: image_init.facts=true needs a `facts` column"):
+        fact_targets([{"title": "a red circle"}], source="corpus.tsv")
+
+
+def test_facts_add_their_labels_to_the_stage(tmp_path):
+    root = write_tiny_corpus(tmp_path / "world")
+    train = root / "pretrain" / "train.tsv"
+    lines = train.read_text().splitlines()
+    # a `facts` column: each row's bound attribute ("<colour> <shape>", read off its concepts)
+    out_lines = [lines[0] + "\tfacts"]
+    for line in lines[1:]:
+        shape, colour = line.split("\t")[5].split()
+        out_lines.append(f"{line}\t{colour} {shape}")
+    train.write_text("\n".join(out_lines) + "\n")
+    out = tmp_path / "run"
+    main(_args(root, out, "image_init.steps=2", "image_init.batch_size=8", "image_init.facts=true",
+               "image_init.fact_min_count=1"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"]["image_init_steps"] == 2 and metrics["train"]["image_init"]["last_loss"] < 0.7
+    with pytest.raises(InputError, match=r"train.tsv: image_init.facts=true needs a `facts` column"):
+        main(_args(write_tiny_corpus(tmp_path / "plain"), tmp_path / "r2", "image_init.steps=2",
+                   "image_init.facts=true"))

@@ -17,10 +17,11 @@ from typing import Dict, List, Tuple
 
 from tasks.synthetic.common import RenderJob, item_rng, job
 from tasks.synthetic.language import caption, low_complexity, short_phrase, synthetic_caption
-from tasks.synthetic.scene import sample_scene
+from tasks.synthetic.scene import clear_pairs, sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, STYLES
 
-COLUMNS = ("filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "style", "noise")
+COLUMNS = ("filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "facts", "style", "noise")
+FACT_SEP = "|"  # separates the facts of one row in the `facts` column
 ZEROSHOT_SETS = {
     "shape": (SHAPES, ("a photo of a {}.", "a {} shape.", "a drawing of a {}.", "a picture of a {}.")),
     "colour": (COLOUR_NAMES, ("a photo of a {} object.", "a {} shape.", "something {}.", "a drawing of a {} thing.")),
@@ -51,6 +52,17 @@ def concepts_of(scene: Dict) -> List[str]:
     """Concept names present in the scene (shapes, colours, sizes), in vocabulary order."""
     present = {o[k] for o in scene["objects"] for k in ("shape", "colour", "size")}
     return [c for c in concept_vocab() if c in present]
+
+
+def facts_of(scene: Dict) -> List[str]:
+    """The scene graph as sorted phrases: each object's bound attributes ("red circle", "large
+    circle") and every clear spatial relation between two objects ("circle left of square"; the
+    relations VCR's questions ask about). What a bag of concepts cannot say: which colour goes with
+    which shape, and where things are relative to each other. Annotations like Visual Genome's."""
+    objs = scene["objects"]
+    out = {f"{o[k]} {o['shape']}" for o in objs for k in ("colour", "size")}
+    out |= {f"{objs[i]['shape']} {rel} {objs[j]['shape']}" for i, j, rel in clear_pairs(scene)}
+    return sorted(out)
 
 
 def concept_vocab() -> List[str]:
@@ -91,6 +103,7 @@ def pair(seed: int, split: str, i: int, cfg: NoiseConfig, noisy: bool) -> Tuple[
         "ocr_text": ocr,
         "parse": json.dumps(p.tokens, separators=(",", ":")),
         "concepts": " ".join(concepts_of(scene)),
+        "facts": FACT_SEP.join(facts_of(scene)),
         "style": scene["style"],
         "noise": kind,
     }

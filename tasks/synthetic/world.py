@@ -19,7 +19,7 @@ from tasks.synthetic.render import encode_jpeg, render_scene
 from tasks.synthetic.scene import sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, MOVIES, RELATIONS, SHAPES, SIZE_NAMES, movie_theme
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the pretraining corpus gained the `facts` column
 SPLITS = ("train", "val", "val_shift")
 SPLIT_STYLE = {"train": "source", "val": "source", "val_shift": "shift"}
 
@@ -271,6 +271,14 @@ def _world_json(seed: int, size: str, image_size: int, counts: Dict, noise: pret
 
 
 
+def _current(root: Path) -> bool:
+    """Whether `root` holds a complete world written by this generator version."""
+    try:
+        return json.loads((root / "world.json").read_text()).get("version") == GENERATOR_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_world(size: str = "medium", seed: int = 0, image_size: int = 64) -> Path:
     """Build the world once under the cache root and return its folder.
 
@@ -278,13 +286,13 @@ def ensure_world(size: str = "medium", seed: int = 0, image_size: int = 64) -> P
     atomic rename, so a waiting process finds the winner's complete output and reuses it.
     """
     root = cache_root() / "synthetic" / f"{size}-s{seed}-{image_size}px"
-    if (root / "world.json").is_file():
+    if _current(root):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not (root / "world.json").is_file():
+            if not _current(root):  # missing, or written by an older generator: rebuilt in place, atomically
                 build_world(root, seed=seed, size=size, image_size=image_size)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
