@@ -178,6 +178,11 @@ class Task:
         """What the student reads for one row: `sequences_per_instance` (text, second) pairs."""
         return [(row["text"], None)]
 
+    def label_free_text(self, row: Dict[str, Any]) -> str:
+        """The student's text for an unlabelled row (`method.label_free`): the question or the
+        hypothesis (`text`), which needs no annotation; never an answer."""
+        return str(row["text"])
+
     def corpus_texts(self, ds: Any) -> List[str]:
         """Every string the student reads on `ds` (a tokenizer's training corpus)."""
         return list(ds["text"])

@@ -42,6 +42,14 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
     )
 
 
+def photometric_augment() -> Callable:
+    """PIL -> PIL: generic photometric augmentation (brightness, contrast, saturation, a small hue
+    shift, blur) for the label-free term's student copies. Not modelled on any evaluation style:
+    hues move at most 0.03 of the wheel, so every colour keeps its name."""
+    return T.Compose([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.03),
+                      T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)])
+
+
 def load_rgb(path: str) -> Image.Image:
     with Image.open(path) as im:
         return im.convert("RGB")
@@ -63,12 +71,17 @@ class TaskDataset(Dataset):
         teacher_transform: Optional[Callable] = None,
         teacher_texts: bool = False,
         teacher_extras: bool = False,
+        label_free: bool = False,
+        augment: Optional[Callable] = None,
     ) -> None:
         self.task, self.ds, self.transform = task, ds, transform  # task: tasks.Task after setup
         self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
         self.teacher_transform = teacher_transform  # live teacher: its image input
         self.teacher_texts = teacher_texts  # live teacher: its texts (task.teacher_texts)
         self.teacher_extras = teacher_extras  # distilling: task.teacher_extras (e.g. VQA cand_mask)
+        # unlabelled rows (method.label_free): one text per row, `task.label_free_text` (the question
+        # or hypothesis, never an answer), no targets; `augment` (PIL -> PIL) applies to the student's copy
+        self.label_free, self.augment = label_free, augment
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -76,6 +89,10 @@ class TaskDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, Any]:
         row = self.ds[i]
         image = load_rgb(row["image"])
+        if self.label_free:
+            shown = self.augment(image) if self.augment is not None else image
+            return {"index": self.source_index[i], "pixel_values": self.transform(shown),
+                    "texts": [(self.task.label_free_text(row), None)], "targets": {}}
         item: Dict[str, Any] = {
             "index": self.source_index[i],
             "pixel_values": self.transform(image),

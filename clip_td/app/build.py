@@ -40,6 +40,7 @@ class Built:
     teacher_trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decision (metrics.json)
     holdout_set: Optional[TaskDataset] = None  # train.holdout: the held-out training rows (early stopping)
     holdout_rows: Any = None  # their datasets.Dataset (row order = predictions order)
+    label_free_set: Optional[TaskDataset] = None  # method.label_free: the training split's unlabelled rows
 
     def loader(self, ds: TaskDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
@@ -91,6 +92,26 @@ def split_holdout(task: Any, ds: Any, train_idx: List[int], share: float, seed: 
                          f"both need at least one row (raise train.fraction or change train.holdout)")
     return ([i for k, i in enumerate(train_idx) if k not in picked],
             [i for k, i in enumerate(train_idx) if k in picked])
+
+
+def label_free_indices(n_rows: int, train_idx: List[int], holdout_idx: List[int], method: MethodConfig,
+                       cache: bool) -> List[int]:
+    """Rows of the training split the label-free term reads (`method.label_free` > 0): every row
+    that is neither a labelled training row nor held out, plus the labelled rows themselves when
+    `method.label_free_augment` shows the student augmented copies. [] when the term is off."""
+    if not method.label_free or method.alpha == 0:
+        return []
+    if method.label_free < 0:
+        raise InputError(f"method.label_free={method.label_free}; expected a weight >= 0")
+    if not cache:
+        raise InputError("method.label_free needs teacher.cache=true: the unlabelled rows' teacher features are "
+                         "read from the cache of the whole training split")
+    used = set(train_idx) | set(holdout_idx)
+    rows = [i for i in range(n_rows) if i not in set(holdout_idx) and (i not in used or method.label_free_augment)]
+    if not rows:
+        raise InputError(f"method.label_free: train.fraction leaves no unlabelled rows of the {n_rows} in the training "
+                         f"split; set method.label_free_augment=true to use augmented copies of the training images")
+    return rows
 
 
 def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
@@ -217,6 +238,13 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
                             teacher_extras=teacher_side.distiller is not None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
+    free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
+    free_set = None
+    if free_idx:
+        from clip_td.app.batches import photometric_augment
+
+        free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,
+                               augment=photometric_augment() if method.label_free_augment else None)
     return Built(
         task=task, method=method, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,
         collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),
@@ -224,6 +252,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
         teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs, teacher_trust=teacher_side.trust,
         holdout_rows=holdout_rows,
         holdout_set=None if holdout_rows is None else TaskDataset(task, holdout_rows, transform),
+        label_free_set=free_set,
     )
 
 

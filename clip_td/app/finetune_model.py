@@ -8,7 +8,7 @@ What the head's scores mean, the task loss and the distillation view come from t
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,8 +29,12 @@ class FinetuneModel(nn.Module):
         self.distiller = distiller
 
     def forward(
-        self, batch: Dict[str, Any], teacher_out: Optional[Dict[str, Any]] = None, kd_scale: float = 1.0
+        self, batch: Dict[str, Any], teacher_out: Optional[Dict[str, Any]] = None, kd_scale: float = 1.0,
+        unlabelled: Optional[Tuple[Dict[str, Any], Dict[str, Any], float]] = None,
     ) -> Dict[str, Any]:
+        """`unlabelled` = (batch of unlabelled rows, their teacher outputs, weight): adds
+        `free_loss`, the label-free term (`Distiller.label_free`), computed in this same forward so
+        that one backward (and one DDP reduction) covers both batches."""
         pixels = batch["pixel_values"]  # (B, 3, H, W)
         n_seq = batch["input_ids"].shape[0] // pixels.shape[0]  # task.sequences_per_instance
         if n_seq > 1:
@@ -42,6 +46,10 @@ class FinetuneModel(nn.Module):
             terms = self.distiller(view, teacher_out, view_batch, answer_logits)
             for key, value in terms.items():
                 result[key] = value * kd_scale if key.endswith("_loss") else value
+        if unlabelled is not None and self.distiller is not None:
+            free_batch, free_teacher, weight = unlabelled
+            free_out = self.student(free_batch["pixel_values"], free_batch["input_ids"], free_batch["attention_mask"])
+            result["free_loss"] = weight * kd_scale * self.distiller.label_free(free_out, free_teacher)
         return result
 
     def predict(self, result: Dict[str, Any]) -> torch.Tensor:

@@ -195,6 +195,10 @@ class Trainer:
         self.holdout_dl = None  # train.holdout: scored every eval_every steps to keep the best and stop
         if built.holdout_set is not None:
             self.holdout_dl = accelerator.prepare(built.loader(built.holdout_set, cfg.eval.batch_size, shuffle=False))
+        self.free_dl, self.free_iter = None, None  # method.label_free: unlabelled rows, drawn one batch per micro-batch
+        if built.label_free_set is not None:
+            self.free_dl = accelerator.prepare(built.loader(built.label_free_set, cfg.train.batch_size, shuffle=True))
+            self.free_epoch = 0
         if cfg.student.lora.enabled:
             accelerator.register_save_state_pre_hook(adapter_only_hook)
         self.signature = run_signature(cfg, built)
@@ -235,6 +239,8 @@ class Trainer:
                    "step_time_s": self.train_time / steps_run}
         if self.holdout_dl is not None:
             figures["holdout"] = self.finish_holdout()
+        if self.built.label_free_set is not None:
+            figures["label_free_rows"] = len(self.built.label_free_set)
         return figures
 
     def finish_holdout(self) -> Dict[str, Any]:
@@ -280,11 +286,29 @@ class Trainer:
         self.train_time += time.perf_counter() - tick
         return False
 
+    def next_unlabelled(self) -> Optional[tuple]:
+        """(batch, teacher outputs, weight) of the label-free term, or None when it is off. The
+        unlabelled rows are cycled on their own (their order depends on the seed and their own
+        epoch; a resumed run starts their pass afresh)."""
+        if self.free_dl is None:
+            return None
+        while True:
+            if self.free_iter is None:
+                self.free_dl.set_epoch(self.free_epoch)
+                self.free_iter = iter(self.free_dl)
+            try:
+                free = next(self.free_iter)
+                break
+            except StopIteration:
+                self.free_iter, self.free_epoch = None, self.free_epoch + 1
+        return free, self.built.teacher_outputs(free), float(self.built.method.label_free)
+
     def train_step(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         cfg, acc = self.cfg, self.acc
         with acc.accumulate(self.model):
             teacher_out = self.built.teacher_outputs(batch)  # frozen teacher or its cache, outside the model
-            result = self.model(batch, teacher_out, kd_scale(self.built.method.schedule, self.pos["step"], self.total_steps))
+            result = self.model(batch, teacher_out, kd_scale(self.built.method.schedule, self.pos["step"], self.total_steps),
+                                unlabelled=self.next_unlabelled())
             loss = total_loss(result)
             check_finite(acc, loss, result, self.pos["step"])
             acc.backward(loss)
@@ -369,7 +393,8 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
         "eval": scores,
         "train": {"steps": int(figures["steps"]), "samples_per_s": round(float(figures["samples_per_s"]), 3),
                   "step_time_s": round(float(figures["step_time_s"]), 5),
-                  **({"holdout": figures["holdout"]} if "holdout" in figures else {})},
+                  **({"holdout": figures["holdout"]} if "holdout" in figures else {}),
+                  **({"label_free_rows": int(figures["label_free_rows"])} if "label_free_rows" in figures else {})},
         "files": files,
     }
     if teacher_trust is not None:

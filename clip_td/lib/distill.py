@@ -124,6 +124,8 @@ class MethodConfig:
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
+    label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
+    label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
 
 
 @METHODS.register("none")
@@ -235,6 +237,22 @@ class Distiller(nn.Module):
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
         out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
         return out
+
+    def label_free(self, student_out: Dict[str, torch.Tensor], teacher_out: Dict[str, Any]) -> torch.Tensor:
+        """L_free = alpha * mean_i [mean_j (1 - cos(P_v h_ij, z_ij)) + beta * (1 - cos(P_g g_i, e_i))] on
+        unlabelled images: every image token against the teacher's patch grid and the pooled output
+        against the teacher's image embedding, with the projections of the labelled terms. Nothing
+        here reads a label or a task text that holds one (no gold, no relevance to the answer, no
+        instance weight), so it runs on any image. -> scalar (not yet scaled by method.label_free)."""
+        s = self.settings
+        hv = student_out["image_tokens"]  # (B, Ns, h)
+        zv = teacher_out["patch_tokens"].to(hv.device).float()
+        zv = resample_grid(zv, grid_from_tokens(zv.shape[1]), grid_from_tokens(hv.shape[1]))
+        tok = cosine_distance(self.proj_v(hv), zv).mean(-1)  # (B,)
+        if s.beta:
+            g = self.proj_g(student_out["pooled"])
+            tok = tok + s.beta * cosine_distance(g, teacher_out["image_embed"].to(hv.device))
+        return s.alpha * tok.mean()
 
     def _token_term(self, student_out: Dict[str, torch.Tensor], t: Dict[str, Any],
                     batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:

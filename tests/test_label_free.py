@@ -1,0 +1,103 @@
+"""Label-free distillation (method.label_free): the term on hand-computed cases, which rows it
+reads, and a tiny run that trains on the unlabelled rows of the training split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clip_td.app.build import label_free_indices
+from clip_td.app.finetune_model import FinetuneModel
+from clip_td.app.trainer import main
+from clip_td.base.io import InputError
+from clip_td.lib.distill import MethodConfig, create_distiller, resolve_method
+from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+
+
+def _identity_distiller(**settings):
+    dist = create_distiller(resolve_method(MethodConfig(**settings)), 2, 2)
+    for p in (dist.proj_v, dist.proj_t, dist.proj_g):
+        with torch.no_grad():
+            p.weight.copy_(torch.eye(2))
+            p.bias.zero_()
+    return dist
+
+
+def _free_case():
+    # 2 images, 1 student token each (a 1x1 grid) against a 1x1 teacher grid
+    student = {"image_tokens": torch.tensor([[[3.0, 4.0]], [[1.0, 0.0]]]),
+               "pooled": torch.tensor([[1.0, 0.0], [1.0, 1.0]])}
+    teacher = {"patch_tokens": torch.tensor([[[4.0, 3.0]], [[0.0, 2.0]]]),
+               "image_embed": torch.tensor([[1.0, 0.0], [-1.0, -1.0]])}
+    return student, teacher
+
+
+def test_label_free_term_hand_case():
+    student, teacher = _free_case()
+    dist = _identity_distiller(alpha=0.5, beta=0.5)
+    # tokens: 1 - cos((3,4),(4,3)) = 1 - 24/25 = 0.04; 1 - cos((1,0),(0,2)) = 1
+    # pooled: 1 - cos((1,0),(1,0)) = 0; 1 - cos((1,1),(-1,-1)) = 2
+    # alpha * mean_i [tok_i + beta * glob_i] = 0.5 * ((0.04 + 0) + (1 + 0.5 * 2)) / 2 = 0.51
+    assert dist.label_free(student, teacher).item() == pytest.approx(0.51, abs=1e-6)
+    assert _identity_distiller(alpha=1.0, beta=0.0).label_free(student, teacher).item() == pytest.approx(0.52, abs=1e-6)
+
+
+def test_the_model_adds_the_weighted_label_free_term_in_the_same_forward():
+    student_out, teacher = _free_case()
+
+    class _Student(torch.nn.Module):
+        def forward(self, pixels, ids, mask):
+            return student_out
+
+    class _Task:
+        def outputs(self, scores, batch):
+            return {"logits": scores}
+
+    dist = _identity_distiller(alpha=1.0, beta=0.5)
+    model = FinetuneModel(_Task(), _Student(), torch.nn.Identity(), dist)
+    batch = {"pixel_values": torch.zeros(2, 3, 4, 4), "input_ids": torch.zeros(2, 3, dtype=torch.long),
+             "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    out = model(batch, None, kd_scale=0.5, unlabelled=(batch, teacher, 2.0))
+    # 2.0 * 0.5 * ((0.04 + 0) + (1 + 0.5 * 2)) / 2
+    assert out["free_loss"].item() == pytest.approx(1.02, abs=1e-6)
+    assert "free_loss" not in model(batch, None)
+
+
+def test_label_free_rows_are_the_unlabelled_ones_and_bad_settings_are_named():
+    on = resolve_method(MethodConfig(label_free=1.0))
+    assert label_free_indices(8, [0, 1, 2], [3], on, cache=True) == [4, 5, 6, 7]
+    augment = resolve_method(MethodConfig(label_free=1.0, label_free_augment=True))
+    assert label_free_indices(8, [0, 1, 2], [3], augment, cache=True) == [0, 1, 2, 4, 5, 6, 7]  # never held-out rows
+    assert label_free_indices(8, [0, 1, 2], [], resolve_method(MethodConfig()), cache=True) == []  # off by default
+    assert label_free_indices(8, [0], [], resolve_method(MethodConfig(name="none", label_free=1.0)), cache=True) == []
+    with pytest.raises(InputError, match="method.label_free needs teacher.cache=true"):
+        label_free_indices(8, [0], [], on, cache=False)
+    with pytest.raises(InputError, match="set method.label_free_augment=true"):
+        label_free_indices(4, [0, 1, 2, 3], [], on, cache=True)
+    with pytest.raises(InputError, match="method.label_free=-1.0"):
+        label_free_indices(4, [0], [], resolve_method(MethodConfig(label_free=-1.0)), cache=True)
+
+
+def test_a_tiny_run_distils_on_the_unlabelled_rows(small_world, tiny_teacher, tmp_path):
+    runs = {}
+    for name, extra in (("off", {}), ("on", {"method.label_free": 1.0, "method.label_free_augment": "true"})):
+        out = tmp_path / name
+        args = tiny_overrides(small_world, tiny_teacher, out, **{
+            "task.name": "snli_ve", "method.name": "clip_td", "train.fraction": 0.5, "train.max_steps": 2,
+            "seed": 0, **extra})
+        assert main(["--config", TINY, *args]) == 0
+        runs[name] = read_metrics(out)
+    from tasks import get_task
+
+    n_train = len(get_task("snli_ve").load(small_world / "snli_ve", "train"))
+    assert "label_free_rows" not in runs["off"]["train"]
+    assert runs["on"]["train"]["label_free_rows"] == n_train  # augmented copies: the labelled rows too
+    # same seed, same labelled batches: only the label-free term can make the students differ
+    from safetensors.torch import load_file
+
+    off, on = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("off", "on"))
+    assert off.keys() == on.keys() and any(not torch.equal(off[k], on[k]) for k in off)
