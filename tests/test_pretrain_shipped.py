@@ -97,4 +97,5 @@ def test_an_option_added_later_changes_the_hash_only_away_from_its_neutral_value
     base = default_teacher.recipe_hash(())
     for (section, key), neutral in default_teacher.NEUTRAL_AT.items():
         assert default_teacher.recipe_hash((f"{section}.{key}={neutral}",)) == base
-        assert default_teacher.recipe_hash((f"{section}.{key}=0.25",)) != base
+        other = (not neutral) if isinstance(neutral, bool) else neutral + 1 if isinstance(neutral, int) else 0.25
+        assert default_teacher.recipe_hash((f"{section}.{key}={other}",)) != base

@@ -240,7 +240,7 @@ def test_ensure_world_builds_once_under_concurrency(tmp_path, monkeypatch):
         calls.append(out)
         time.sleep(0.3)  # long enough for the other caller to arrive and wait on the lock
         Path(out).mkdir(parents=True)
-        (Path(out) / "world.json").write_text("{}")
+        (Path(out) / "world.json").write_text(json.dumps({"version": world_mod.GENERATOR_VERSION}))
 
     monkeypatch.setattr(world_mod, "build_world", fake_build)
     results = []
@@ -251,3 +251,19 @@ def test_ensure_world_builds_once_under_concurrency(tmp_path, monkeypatch):
         t.join()
     assert len(calls) == 1
     assert results == [tmp_path / "synthetic" / "small-s3-32px"] * 3
+
+
+def test_ensure_world_rebuilds_a_world_of_an_older_generator(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path))
+    root = tmp_path / "synthetic" / "small-s3-32px"
+    root.mkdir(parents=True)
+    (root / "world.json").write_text(json.dumps({"version": world_mod.GENERATOR_VERSION - 1}))
+    calls = []
+
+    def fake_build(out, seed, size, image_size):
+        calls.append(out)
+        (Path(out) / "world.json").write_text(json.dumps({"version": world_mod.GENERATOR_VERSION}))
+
+    monkeypatch.setattr(world_mod, "build_world", fake_build)
+    assert ensure_world("small", 3, 32) == root and calls == [root]
+    assert ensure_world("small", 3, 32) == root and calls == [root]  # current now: not rebuilt again
