@@ -177,3 +177,23 @@ def test_facts_add_their_labels_to_the_stage(tmp_path):
     with pytest.raises(InputError, match=r"train.tsv: image_init.facts=true needs a `facts` column"):
         main(_args(write_tiny_corpus(tmp_path / "plain"), tmp_path / "r2", "image_init.steps=2",
                    "image_init.facts=true"))
+
+
+def test_teacher_relations_bench_reads_relations_and_single_colour_bindings():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("teacher_relations", Path(__file__).resolve().parents[1] / "bench" / "teacher_relations.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"facts": "blue circle|circle left of square|large circle|red circle|red square|square right of circle|"
+                    "square below square|star above circle"}
+    rels, bound = bench.parse_facts(row, ["circle", "square", "star"], ["red", "blue"])
+    # "square below square" names one shape twice: no 4-way question can tell its objects apart
+    assert rels == [("circle", "left of", "square"), ("square", "right of", "circle"), ("star", "above", "circle")]
+    assert bound == {"square": "red"}  # the circle is bound to two colours: left out
+    scores = bench.score(lambda n, texts, keys: torch.tensor([1.0 if k[-1] == "square" and k[0] == "red" or
+                                                             k[1:] == ("left of", "square") else 0.0 for k in keys]),
+                         [(rels, bound)], ["red", "blue"])
+    # relation: argmax picks index 0 ("left of") every time: right for the first fact only
+    assert scores == {"relation": pytest.approx(100.0 / 3), "relation_n": 3, "binding": 100.0, "binding_n": 1}
