@@ -48,6 +48,7 @@ class DataConfig:
     max_train_rows: int = 0  # use only the first N training rows (0 = all)
     num_workers: int = 0  # DataLoader worker processes
     augment: bool = False  # open_clip's train transform (random resized crop); off = exact resume, positions kept
+    fact_captions: float = 0.0  # share of rows whose text is written from their `facts` ("a red circle to the left of a blue square")
 
 
 @dataclass

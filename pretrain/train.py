@@ -35,7 +35,7 @@ from pretrain.cat_filter import OCRS, PARSERS, CATRules, cat_filter, make_backen
 from pretrain.clip_factory import BuiltModel, build_model
 from pretrain.concepts import CONCEPT_TEACHERS, FrozenConceptTeacher, create_concept_teacher
 from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  (PretrainConfig: the schema)
-from pretrain.data import (CaptionDataset, TextNegatives, concept_targets, make_collate, read_captions,
+from pretrain.data import (CaptionDataset, FactCaptions, TextNegatives, concept_targets, make_collate, read_captions,
                            read_concepts)
 from pretrain.export import export_teacher
 from pretrain.image_init import concept_bce_steps, fact_targets, phrase_targets
@@ -157,7 +157,14 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]),
                                   swap=float(cfg.loss.text_negative_swap),
                                   relation=float(cfg.loss.text_negative_relation))
-    dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives)
+    facts = None
+    if cfg.data.fact_captions:
+        from tasks.synthetic.vocab import COLOUR_NAMES
+
+        facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
+                             source=str(paths["train"]))
+    dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives,
+                             facts)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
     size = built.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size

@@ -102,3 +102,28 @@ def test_relation_negatives_reverse_the_stated_relation():
         TextNegatives(rows, relation=-0.1)
     with pytest.raises(InputError, match="at most 1 together"):
         TextNegatives(rows, swap=0.6, relation=0.6)
+
+
+def test_fact_captions_state_one_relation_with_its_reversal_as_the_negative():
+    from pretrain.data import FactCaptions
+
+    row = {"facts": "blue square|circle left of square|large circle|red circle|red star|small square|"
+                    "square right of circle|blue star"}
+    every = FactCaptions(1.0, seed=0, colours=["red", "blue"])
+    seen = {every(row, i) for i in range(40)}
+    # the star has two colours: it is never named with one; the relations are the two stated
+    assert seen == {("a red circle to the left of a blue square", "a red circle to the right of a blue square"),
+                    ("a blue square to the right of a red circle", "a blue square to the left of a red circle")}
+    assert every(row, 3) == every(row, 3)  # fixed per (seed, row)
+    # no clear relation: one bound colour, the negative another colour the shape does not have
+    text, negative = every({"facts": "red circle|small circle|blue star|red star"}, 0)
+    assert text == "a red circle" and negative == "a blue circle"
+    assert every({"facts": "small circle"}, 0) is None  # nothing to state
+    none = FactCaptions(0.0, colours=["red"])
+    assert all(none(row, i) is None for i in range(20))
+    half = FactCaptions(0.5, colours=["red", "blue"])
+    assert 60 <= sum(half(row, i) is not None for i in range(200)) <= 140
+    with pytest.raises(InputError, match="data.fact_captions: a share in"):
+        FactCaptions(1.5)
+    with pytest.raises(InputError, match="corpus.tsv: data.fact_captions needs a `facts` column"):
+        FactCaptions(1.0, source="corpus.tsv")({"title": "x"}, 0)
