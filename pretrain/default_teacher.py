@@ -39,7 +39,8 @@ def clean_env() -> dict:
 # change nothing: left out of the hash at that value, so adding an option does not invalidate the
 # shipped teacher (and every cache built from it). Any other value is hashed as usual.
 NEUTRAL_AT = {("loss", "text_negative_relation"): 0.0, ("image_init", "facts"): False,
-              ("image_init", "fact_min_count"): 5, ("data", "fact_captions"): 0.0}
+              ("image_init", "fact_min_count"): 5, ("data", "fact_captions"): 0.0,
+              ("image_init", "standardise"): False}
 
 
 def recipe_hash(overrides: Sequence[str]) -> str:

@@ -138,6 +138,35 @@ def concept_bce_steps(visual: nn.Module, dataset: Dataset, targets: torch.Tensor
     return {"first_loss": sum(losses[:tail]) / tail, "last_loss": sum(losses[-tail:]) / tail}
 
 
+@torch.no_grad()
+def standardise_output(visual: nn.Module, dataset: Dataset, rows: int = 4096, batch_size: int = 256) -> Dict[str, float]:
+    """Fold a per-dimension standardisation of the tower's pooled output into its last linear
+    layer: y' = (W x + b - mean) / std over the first `rows` images of `dataset`, so every output
+    dimension has mean 0 and variance 1 on them. After a supervised init the frequent labels
+    (colour, shape) span the high-variance directions and rarer ones (spatial relations) survive only
+    in low-variance ones, which a cosine with a text embedding barely registers; standardised,
+    they count as much. The architecture is unchanged (only W and b are rewritten), so the exported
+    folder loads as before. Needs a tower whose output is an nn.Linear with a bias (open_clip's
+    ModifiedResNet: `attnpool.c_proj`). Returns the spread of the std before the fold."""
+    proj = getattr(getattr(visual, "attnpool", None), "c_proj", None)
+    if not isinstance(proj, nn.Linear) or proj.bias is None:
+        raise InputError("config key image_init.standardise: needs an image tower whose output layer is a linear "
+                         "layer with a bias (open_clip's ModifiedResNet, attnpool.c_proj)")
+    was_training = visual.training
+    visual.eval()
+    n = min(rows, len(dataset))
+    outs = []
+    for start in range(0, n, batch_size):
+        images = torch.stack([dataset[i]["image"] for i in range(start, min(n, start + batch_size))])
+        outs.append(visual(images).float())
+    y = torch.cat(outs)
+    mean, std = y.mean(0), y.std(0).clamp_min(1e-6)
+    proj.weight.div_(std.unsqueeze(1).to(proj.weight.dtype))
+    proj.bias.sub_(mean.to(proj.bias.dtype)).div_(std.to(proj.bias.dtype))
+    visual.train(was_training)
+    return {"std_min": float(std.min()), "std_max": float(std.max()), "rows": n}
+
+
 class _Indexed(Dataset):
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset

@@ -200,12 +200,12 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
     """LiT-style supervised start of the image tower (`image_init.*`); skipped when resuming, since
     the checkpoint holds the weights. Returns the stage's first and last BCE ({} when off)."""
     ic = cfg.image_init
+    if resolve_resume(cfg.train.resume, Path(cfg.output_dir)) is not None:
+        return {}
     if ic.steps <= 0:
         if ic.lock and cfg.model.name is None and cfg.model.pretrained is None:
             logger.warning("warning: image_init.lock=true with image_init.steps=0 locks a randomly initialised image tower")
-        return {}
-    if resolve_resume(cfg.train.resume, Path(cfg.output_dir)) is not None:
-        return {}
+        return _standardise(cfg, built, rows, {})
     if paths["concepts"] is None:
         raise InputError("config key image_init.steps: the supervised image init needs data.concepts (concepts.json)")
     targets = concept_targets(rows, read_concepts(paths["concepts"]), str(paths["train"]))
@@ -218,9 +218,20 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
     if ic.facts:
         _, facts = fact_targets(rows, int(ic.fact_min_count), str(paths["train"]))
         targets = torch.cat([targets, facts], dim=1)
-    return concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
-                             lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
-                             show_progress=accelerator.is_local_main_process)
+    stats = concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
+                              lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
+                              show_progress=accelerator.is_local_main_process)
+    return _standardise(cfg, built, rows, stats)
+
+
+def _standardise(cfg: DictConfig, built: BuiltModel, rows: List[Dict], stats: Dict[str, float]) -> Dict[str, float]:
+    """`image_init.standardise`: fold a per-dimension standardisation into the image tower's output."""
+    if not cfg.image_init.standardise:
+        return stats
+    from pretrain.image_init import standardise_output
+
+    spread = standardise_output(built.model.visual, CaptionDataset(rows, built.preprocess_val))
+    return {**stats, **{f"standardise_{k}": v for k, v in spread.items()}}
 
 
 def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
@@ -232,7 +243,8 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "text_negative_relation": float(cfg.loss.text_negative_relation),
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
         "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock),
-                       "phrases": bool(cfg.image_init.phrases), "facts": bool(cfg.image_init.facts)},
+                       "phrases": bool(cfg.image_init.phrases), "facts": bool(cfg.image_init.facts),
+                       "standardise": bool(cfg.image_init.standardise)},
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
     }))
 

@@ -197,3 +197,30 @@ def test_teacher_relations_bench_reads_relations_and_single_colour_bindings():
                          [(rels, bound)], ["red", "blue"])
     # relation: argmax picks index 0 ("left of") every time: right for the first fact only
     assert scores == {"relation": pytest.approx(100.0 / 3), "relation_n": 3, "binding": 100.0, "binding_n": 1}
+
+
+def test_standardise_output_gives_every_output_dimension_mean_zero_and_unit_variance(corpus):
+    from pretrain.image_init import standardise_output
+
+    torch.manual_seed(0)
+    built = _tiny_rn()
+    visual = built.model.visual.eval()
+    rows = read_captions(corpus / "pretrain" / "train.tsv")
+    ds = CaptionDataset(rows, built.preprocess_val)
+    images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    with torch.no_grad():
+        before = visual(images)
+    stats = standardise_output(visual, ds, rows=len(ds), batch_size=16)
+    with torch.no_grad():
+        after = visual(images)
+    assert stats["rows"] == len(ds) and stats["std_min"] <= stats["std_max"]
+    torch.testing.assert_close(after.mean(0), torch.zeros(after.shape[1]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(after.std(0), torch.ones(after.shape[1]), atol=1e-3, rtol=0)
+    # an affine map of the old output, dimension by dimension
+    torch.testing.assert_close(after, (before - before.mean(0)) / before.std(0), atol=1e-3, rtol=1e-3)
+    vit = build_model(model_cfg={"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                                                                 "patch_size": 8},
+                                 "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                                              "layers": 1}}, preprocess_cfg={"size": 32})
+    with pytest.raises(InputError, match="image_init.standardise: needs an image tower whose output layer"):
+        standardise_output(vit.model.visual, ds)
