@@ -218,7 +218,7 @@ def test_standardise_output_gives_every_output_dimension_mean_zero_and_unit_vari
     torch.testing.assert_close(after.std(0), torch.ones(after.shape[1]), atol=1e-3, rtol=0)
     # an affine map of the old output, dimension by dimension
     torch.testing.assert_close(after, (before - before.mean(0)) / before.std(0), atol=1e-3, rtol=1e-3)
-    vit = build_model(model_cfg={"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+    vit = build_model(model_cfg={"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                                                  "patch_size": 8},
                                  "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
                                               "layers": 1}}, preprocess_cfg={"size": 32})
