@@ -108,7 +108,7 @@ class ImageInitConfig:
     phrase_min_count: int = 5  # a phrase is a label when at least this many training captions hold it
     facts: bool = False  # also predict the `facts` column's scene graph ("red circle", "circle left of square")
     fact_min_count: int = 5  # a fact is a label when at least this many training rows hold it
-    standardise: bool = False  # then rescale the tower's pooled output to mean 0, variance 1 per dimension (rare labels count in a cosine)
+    standardise: bool = False  # then rescale the tower's pooled output to mean 0, variance 1 per dimension (folded into its last layer)
 
 
 @dataclass

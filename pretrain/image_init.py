@@ -142,10 +142,10 @@ def concept_bce_steps(visual: nn.Module, dataset: Dataset, targets: torch.Tensor
 def standardise_output(visual: nn.Module, dataset: Dataset, rows: int = 4096, batch_size: int = 256) -> Dict[str, float]:
     """Fold a per-dimension standardisation of the tower's pooled output into its last linear
     layer: y' = (W x + b - mean) / std over the first `rows` images of `dataset`, so every output
-    dimension has mean 0 and variance 1 on them. After a supervised init the frequent labels
-    (colour, shape) span the high-variance directions and rarer ones (spatial relations) survive only
-    in low-variance ones, which a cosine with a text embedding barely registers; standardised,
-    they count as much. The architecture is unchanged (only W and b are rewritten), so the exported
+    dimension has mean 0 and variance 1 on them: the shared offset of every image's embedding is
+    removed and no dimension dominates the cosine with a text embedding (measured on the scene-graph
+    teacher: better colour binding and size read zero-shot; docs/results/teacher_recipes section 7).
+    The architecture is unchanged (only W and b are rewritten), so the exported
     folder loads as before. Needs a tower whose output is an nn.Linear with a bias (open_clip's
     ModifiedResNet: `attnpool.c_proj`). Returns the spread of the std before the fold."""
     proj = getattr(getattr(visual, "attnpool", None), "c_proj", None)
