@@ -14,7 +14,7 @@ from clip_td.base.config import packaged_configs
 from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
-RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit")
+RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -29,6 +29,10 @@ def test_recipes_load_from_packaged_configs():
     assert default.model.fitted_vocab_size == 1000 and default.model.model_cfg.vision_cfg.width == 16
     old = load_pretrain_config(recipe_path("alip_vit"))  # the previous default
     assert old.loss.name == "alip" and old.train.max_steps == 220 and old.image_init.steps == 0
+    facts = load_pretrain_config(recipe_path("lit_facts_captions"))  # lit_facts.yaml <- lit.yaml
+    assert facts.image_init.facts and facts.image_init.steps == 3000 and facts.data.fact_captions == 0.5
+    assert facts.model.model_cfg.vision_cfg.width == 32 and facts.loss.text_negative_relation == 0.4
+    assert facts.model.fitted_vocab_size == 1000 and facts.image_init.lock and not facts.image_init.standardise
     diht = load_pretrain_config(recipe_path("diht"))
     assert diht.loss.name == "hn_nce" and diht.cat.enabled and diht.concept.weight == 1.0
     rn = load_pretrain_config(recipe_path("rn_negclip"))  # the ResNet tower merged over the tiny ViT defaults

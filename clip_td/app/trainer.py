@@ -307,8 +307,9 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         with acc.accumulate(self.model):
             teacher_out = self.built.teacher_outputs(batch)  # frozen teacher or its cache, outside the model
+            free = self.next_unlabelled()  # passed only when the label-free term is on
             result = self.model(batch, teacher_out, kd_scale(self.built.method.schedule, self.pos["step"], self.total_steps),
-                                unlabelled=self.next_unlabelled())
+                                **({"unlabelled": free} if free is not None else {}))
             loss = total_loss(result)
             check_finite(acc, loss, result, self.pos["step"])
             acc.backward(loss)
