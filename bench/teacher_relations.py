@@ -33,24 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clip_td.base.io import write_json_atomic  # noqa: E402
 
-RELATIONS = ("left of", "right of", "above", "below")
-PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+from pretrain.data import RELATION_PHRASES as PHRASE, split_facts  # noqa: E402
+
+RELATIONS = tuple(PHRASE)  # left of, right of, above, below
 
 
 def parse_facts(row: Dict[str, str], shapes: Sequence[str], colours: Sequence[str]):
     """-> (relations [(a, rel, b)] with a != b, bindings {shape: colour} for shapes bound to one colour)."""
-    facts = [f for f in (row.get("facts") or "").split("|") if f]
-    rels: list = []
-    bound: Dict[str, set] = {}
-    for f in facts:
-        words = f.split()
-        for rel in RELATIONS:
-            r = rel.split()
-            if words[1:1 + len(r)] == r and len(words) == 2 + len(r) and words[0] != words[-1]:
-                rels.append((words[0], rel, words[-1]))
-        if len(words) == 2 and words[0] in colours and words[1] in shapes:
-            bound.setdefault(words[1], set()).add(words[0])
-    return rels, {s: next(iter(c)) for s, c in bound.items() if len(c) == 1}
+    rels, bound = split_facts(row.get("facts") or "", colours)
+    return rels, {s: c[0] for s, c in bound.items() if s in shapes and len(set(c)) == 1}
 
 
 def score(embed_fn, rows_facts, colours) -> Dict[str, float]:

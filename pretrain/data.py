@@ -13,7 +13,7 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
@@ -184,6 +184,22 @@ RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of", 
 REVERSED = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
+def split_facts(facts: str, colours: Sequence[str] = (), sep: str = "|") -> Tuple[List[tuple], Dict[str, List[str]]]:
+    """A `facts` value -> (relations [(a, rel, b)] between two different shapes, bound {shape: the
+    attributes two-word facts give it}; with `colours`, only those attributes)."""
+    relations: List[tuple] = []
+    bound: Dict[str, List[str]] = {}
+    for fact in (f for f in (facts or "").split(sep) if f):
+        words = fact.split()
+        for rel in RELATION_PHRASES:
+            r = rel.split()
+            if len(words) == 2 + len(r) and words[1:1 + len(r)] == r and words[0] != words[-1]:
+                relations.append((words[0], rel, words[-1]))
+        if len(words) == 2 and (not colours or words[0] in colours):
+            bound.setdefault(words[1], []).append(words[0])
+    return relations, bound
+
+
 class FactCaptions:
     """Captions written from the `facts` column (the scene graph; region descriptions of the Visual
     Genome kind), each with a hard negative that only the image can refute: for a share `share` of
@@ -205,16 +221,7 @@ class FactCaptions:
             return None
         if "facts" not in row:
             raise InputError(f"{self.source}: data.fact_captions needs a `facts` column (facts separated by '|')")
-        facts = [f for f in (row.get("facts") or "").split("|") if f]
-        relations, bound = [], {}
-        for f in facts:
-            words = f.split()
-            for rel in RELATION_PHRASES:
-                r = rel.split()
-                if len(words) == 2 + len(r) and words[1:1 + len(r)] == r and words[0] != words[-1]:
-                    relations.append((words[0], rel, words[-1]))
-            if len(words) == 2 and (not self.colours or words[0] in self.colours):
-                bound.setdefault(words[1], []).append(words[0])
+        relations, bound = split_facts(row.get("facts") or "", self.colours)
 
         def np(shape: str) -> str:
             colours = bound.get(shape, [])

@@ -50,15 +50,20 @@ def caption_phrases(row: Dict[str, str]) -> List[str]:
 def phrase_targets(rows: Sequence[Dict[str, str]], min_count: int = 5) -> Tuple[List[str], torch.Tensor]:
     """The phrases seen in at least `min_count` rows (sorted) and the (N, P) multi-hot targets:
     weak labels from the captions themselves (Joulin et al., 2016), as noisy as the captions."""
-    per_row = [caption_phrases(r) for r in rows]
-    counts = Counter(p for ps in per_row for p in ps)
-    vocab = sorted(p for p, n in counts.items() if n >= min_count)
-    index = {p: i for i, p in enumerate(vocab)}
-    out = torch.zeros(len(rows), len(vocab))
-    for n, ps in enumerate(per_row):
-        for p in ps:
-            if p in index:
-                out[n, index[p]] = 1.0
+    return _multi_hot([caption_phrases(r) for r in rows], min_count)
+
+
+def _multi_hot(per_row: Sequence[Sequence[str]], min_count: int) -> Tuple[List[str], torch.Tensor]:
+    """The labels held by at least `min_count` rows (sorted; a label repeated in one row counts
+    once) and the (N, L) multi-hot targets of `per_row` over them."""
+    counts = Counter(label for labels in per_row for label in set(labels))
+    vocab = sorted(label for label, n in counts.items() if n >= min_count)
+    index = {label: i for i, label in enumerate(vocab)}
+    out = torch.zeros(len(per_row), len(vocab))
+    for n, labels in enumerate(per_row):
+        for label in labels:
+            if label in index:
+                out[n, index[label]] = 1.0
     return vocab, out
 
 
@@ -71,17 +76,10 @@ def fact_targets(rows: Sequence[Dict[str, str]], min_count: int = 5, source: str
     if rows and "facts" not in rows[0]:
         raise InputError(f"{source}: image_init.facts=true needs a `facts` column (facts separated by {sep!r}); "
                          f"the columns are {sorted(rows[0])}")
-    per_row = [[f.strip() for f in (r.get("facts") or "").split(sep) if f.strip()] for r in rows]
-    counts = Counter(f for fs in per_row for f in set(fs))
-    vocab = sorted(f for f, n in counts.items() if n >= min_count)
+    vocab, out = _multi_hot([[f.strip() for f in (r.get("facts") or "").split(sep) if f.strip()] for r in rows],
+                            min_count)
     if not vocab:
         raise InputError(f"{source}: no fact in the `facts` column occurs in image_init.fact_min_count={min_count} rows")
-    index = {f: i for i, f in enumerate(vocab)}
-    out = torch.zeros(len(rows), len(vocab))
-    for n, fs in enumerate(per_row):
-        for f in fs:
-            if f in index:
-                out[n, index[f]] = 1.0
     return vocab, out
 
 

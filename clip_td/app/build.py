@@ -106,8 +106,8 @@ def label_free_indices(n_rows: int, train_idx: List[int], holdout_idx: List[int]
     if not cache:
         raise InputError("method.label_free needs teacher.cache=true: the unlabelled rows' teacher features are "
                          "read from the cache of the whole training split")
-    used = set(train_idx) | set(holdout_idx)
-    rows = [i for i in range(n_rows) if i not in set(holdout_idx) and (i not in used or method.label_free_augment)]
+    held, labelled = set(holdout_idx), set(train_idx)
+    rows = [i for i in range(n_rows) if i not in held and (i not in labelled or method.label_free_augment)]
     if not rows:
         raise InputError(f"method.label_free: train.fraction leaves no unlabelled rows of the {n_rows} in the training "
                          f"split; set method.label_free_augment=true to use augmented copies of the training images")
