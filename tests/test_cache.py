@@ -234,6 +234,38 @@ def test_shared_candidate_list_is_computed_on_open_not_keyed(world, tmp_path):
     assert not torch.allclose(first.lookup([0])["cand_logits"][:, 7], other.lookup([0])["cand_logits"][:, 7])
 
 
+def test_recurring_candidate_lists_are_encoded_on_lookup(world, tmp_path):
+    """VQA's question-conditioned candidates: one list object per question, recurring across rows.
+    The split's cache is the one the shared vocabulary uses (no per-row logits stored), and each
+    list is encoded once, when a looked-up row first needs it; the logits equal the live teacher's."""
+    _, rows, teacher_a, _ = world
+    vocab = [f"answer {i}" for i in range(5)]
+    lists = {q: [f"{q} {a}" for a in vocab] for q in ("what colour", "how many")}
+
+    def texts(row):
+        return row["text"], lists["what colour" if row["label"] else "how many"], row["label"] - 1
+
+    shared = TeacherCache.build(_load(teacher_a), lambda r: (r["text"], vocab, 0), rows, tmp_path, batch_size=4)
+    teacher = _load(teacher_a)
+    CountingTeacher.calls = 0
+    cache = TeacherCache.build(teacher, texts, rows, tmp_path, batch_size=4)
+    assert cache.path == shared.path and CountingTeacher.calls == 0  # same arrays; nothing encoded yet
+    assert "cand_logits" not in cache.shards[0]
+    got = cache.lookup(torch.tensor([0, 3, 6]))  # labels 0, 0, 0: one list ("how many")
+    assert CountingTeacher.calls == 1
+    got_all = cache.lookup(torch.arange(len(rows)))
+    assert CountingTeacher.calls == 2  # the second list, once
+    transform = teacher.image_transform()
+    pixels = torch.stack([transform(Image.open(r["image"]).convert("RGB")) for r in rows])
+    ref = teacher_outputs(teacher, pixels, *zip(*[texts(r) for r in rows]))
+    torch.testing.assert_close(got_all["cand_logits"], ref["cand_logits"], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got["cand_logits"], ref["cand_logits"][[0, 3, 6]], atol=1e-4, rtol=1e-5)
+    assert got_all["gold"].tolist() == [r["label"] - 1 for r in rows]
+    # rows with lists of their own (SNLI-VE, VCR) keep the logits stored per row
+    own = TeacherCache.build(_load(teacher_a), lambda r: (r["text"], list(vocab), 0), rows, tmp_path, batch_size=4)
+    assert own.path != shared.path and "cand_logits" in own.shards[0]
+
+
 def test_an_incomplete_cache_folder_is_never_read(world, tmp_path):
     from clip_td.base.io import InputError
 

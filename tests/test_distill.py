@@ -220,6 +220,33 @@ def test_token_term_uses_resampled_teacher_grid_and_text():
     assert out["tok_loss"].item() == pytest.approx(2.0 / 18, rel=1e-4)
 
 
+def test_answer_bernoulli_kl_hand_case():
+    """Sigmoid head (VQA): teacher [0, ln 3] at tau 1 -> q = [1/4, 3/4]; student logits 0 -> p = 1/2 each.
+    KL(Bern(1/4) || Bern(1/2)) = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812, the same for q = 3/4."""
+    from clip_td.lib.distill import answer_bernoulli_kl
+
+    teacher = torch.tensor([[0.0, math.log(3.0)]])
+    one = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert one == pytest.approx(0.130812, abs=1e-6)
+    assert answer_bernoulli_kl(teacher, torch.zeros(1, 2), 1.0).item() == pytest.approx(2 * one, rel=1e-5)
+    masked = answer_bernoulli_kl(teacher, torch.zeros(1, 2), 1.0, torch.tensor([[True, False]]))
+    assert masked.item() == pytest.approx(one, rel=1e-5)
+    matched = torch.tensor([[math.log(0.25 / 0.75), math.log(0.75 / 0.25)]])  # logit(q)
+    assert answer_bernoulli_kl(teacher, matched, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_answer_loss_follows_the_task_head():
+    from clip_td.lib.distill import for_task
+    from tasks import get_task
+
+    m = resolve_method({"name": "clip_td"})
+    assert for_task(m, get_task("vqa")).answer_loss == "bernoulli"
+    assert for_task(m, get_task("snli_ve")).answer_loss == "kl" == for_task(m, get_task("vcr")).answer_loss
+    assert for_task(resolve_method({"answer_loss": "kl"}), get_task("vqa")).answer_loss == "kl"
+    with pytest.raises(InputError, match="method.answer_loss: unknown value 'mse'"):
+        resolve_method({"answer_loss": "mse"})
+
+
 def test_answer_set_mask_restricts_the_teacher_distribution():
     # hand case: 3 answers, the question type allows {0, 2}; teacher logits (tau = 1) 0, 5, ln 3
     teacher = torch.tensor([[0.0, 5.0, math.log(3.0)]])

@@ -53,3 +53,19 @@ def test_scalar_softmax_orders_three_classes_by_score():
     assert m.probs(torch.tensor([0.0, 1.0, 2.0])).argmax(1).tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         fit_scalar_softmax(s, torch.tensor([0, 0, 1, 1, 2, 3]), 3)
+
+
+def test_cross_fitted_probs_never_see_the_row_they_predict():
+    """Leave-one-out (folds = N) on two score values: each row's p(y | s) is the label frequency at
+    its score among the *other* rows (the exact MLE of a two-point logistic fit)."""
+    from clip_td.lib.probe import cross_fitted_probs
+
+    s = torch.tensor([-1.0] * 6 + [1.0] * 6)
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+    p = cross_fitted_probs(s, y, 2, folds=12, l2=0.0)
+    assert p.shape == (12, 2)
+    # a left-out 0 at s = -1 leaves 3 zeros and 2 ones there; a left-out 1 leaves 4 zeros and 1 one
+    assert p[0, 0].item() == pytest.approx(3 / 5, abs=1e-4) and p[4, 0].item() == pytest.approx(4 / 5, abs=1e-4)
+    assert p[6, 1].item() == pytest.approx(3 / 5, abs=1e-4) and p[10, 1].item() == pytest.approx(4 / 5, abs=1e-4)
+    torch.testing.assert_close(p.sum(1), torch.ones(12))
+    torch.testing.assert_close(cross_fitted_probs(s[:1], y[:1], 3), torch.full((1, 3), 1 / 3))  # one row: nothing to fit on

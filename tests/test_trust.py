@@ -149,3 +149,55 @@ def _run(world, teacher, tmp_path, task, gate, alpha):
         "method.trust_gate": gate, "method.trust_alpha": alpha})
     assert main(["--config", tiny, *overrides]) == 0
     return json.loads((out / "metrics.json").read_text())["teacher_trust"]
+
+
+def test_similarity_probe_table_is_the_cross_fitted_probe_of_cos_image_text():
+    """method.similarity_probe: each labelled row's teacher distribution is p(label | cos(image, h))
+    from a probe fitted on the other folds; the table holds tau * log p there and 0 elsewhere."""
+    from types import SimpleNamespace
+
+    from clip_td.app.teacher_setup import similarity_probe_logits
+    from clip_td.lib.probe import cross_fitted_probs
+
+    rows = [{"text": f"h{i}", "label": i % 3} for i in range(12)]
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(12, 4, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(12, 4, generator=g), dim=-1)
+
+    class Cache:
+        def lookup(self, idx):
+            return {"image_embed": image[idx], "text_embed": text[idx]}
+
+    task = SimpleNamespace(teacher_texts=lambda r: (r["text"], ["e", "n", "c"], r["label"]))
+    method = SimpleNamespace(tau=2.0, selection_seed=3)
+    labelled = [1, 2, 4, 5, 7, 8, 9, 10, 11]
+    table = similarity_probe_logits(None, task, rows, labelled, Cache(), method)
+    cos = (image * text).sum(-1)[labelled]
+    p = cross_fitted_probs(cos, torch.tensor([rows[i]["label"] for i in labelled]), 3, seed=3)
+    torch.testing.assert_close(table[labelled], 2.0 * p.clamp_min(1e-6).log())  # no -inf for a certain probe
+    assert table[[0, 3, 6]].abs().sum().item() == 0.0
+    torch.testing.assert_close(torch.softmax(table[labelled] / 2.0, -1), p, atol=1e-5, rtol=0)
+
+
+def test_snli_ve_run_with_the_similarity_probe_distils_probabilities(small_world, tiny_teacher, tmp_path, monkeypatch):
+    from clip_td.lib.distill import Distiller
+
+    seen = []
+    real = Distiller.forward
+
+    def distill(self, student_out, teacher_out, batch, logits):
+        seen.append(teacher_out["cand_logits"].clone())
+        return real(self, student_out, teacher_out, batch, logits)
+
+    monkeypatch.setattr(Distiller, "forward", distill)
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+    out = tmp_path / "run"
+    overrides = tiny_overrides(small_world, tiny_teacher, out, **{
+        "task.name": "snli_ve", "method.name": "clip_td", "train.max_steps": 2, "method.trust_gate": "off",
+        "method.similarity_probe": True})
+    assert main(["--config", tiny, *overrides]) == 0
+    trust = json.loads((out / "metrics.json").read_text())["teacher_trust"]
+    assert trust["teacher_distribution"] == "similarity_probe" and trust["answer_term"]
+    assert len(seen) == 2
+    for cand in seen:  # tau * log p: the distiller's softmax(cand / tau) is a probability row
+        torch.testing.assert_close(torch.logsumexp(cand / 2.0, -1), torch.zeros(len(cand)), atol=1e-5, rtol=0)

@@ -124,3 +124,28 @@ def test_answer_vocab(tmp_path):
     assert vocab.soft_scores(["yes"] * 2 + ["two"] * 5 + ["cat"] * 3) == {1: pytest.approx(2 / 3), 0: 1.0}
     vocab.save(tmp_path / "v.json")
     assert AnswerVocab.load(tmp_path / "v.json").answers == vocab.answers
+
+
+def test_question_conditioned_teacher_candidates():
+    """method.question_candidates: the teacher scores "<question> <answer>" for every answer of the
+    vocabulary, one list object per question (so the cache encodes it once), gold unchanged."""
+    from types import SimpleNamespace
+
+    from tasks import get_task
+
+    task = get_task("vqa")
+    rows = {"multiple_choice_answer": ["red", "two", "red", "blue"], "question_type": ["what color"] * 4}
+    settings = SimpleNamespace(data=SimpleNamespace(answer_min_count=1),
+                               method=SimpleNamespace(answer_sets=False, question_candidates=True))
+    task.setup(rows, settings)
+    assert task.answer_vocab.answers == ["red", "2", "blue"]  # canonical forms, ties by text
+    a = {"text": "what color is the circle?", "multiple_choice_answer": "blue"}
+    b = {"text": "what color is the circle?", "multiple_choice_answer": "green"}
+    c = {"text": "how many squares are there?", "multiple_choice_answer": "two"}
+    (text_a, cands_a, gold_a), (_, cands_b, gold_b), (_, cands_c, gold_c) = map(task.teacher_texts, (a, b, c))
+    assert text_a == "what color is the circle? blue" and (gold_a, gold_b, gold_c) == (2, -1, 1)
+    assert cands_a == ["what color is the circle? red", "what color is the circle? 2", "what color is the circle? blue"]
+    assert cands_b is cands_a and cands_c is not cands_a and cands_c[1] == "how many squares are there? 2"
+    settings.method.question_candidates = False
+    task.setup(rows, settings)
+    assert task.teacher_texts(a)[1] == ["red", "2", "blue"]

@@ -57,7 +57,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     With `teacher.cache` the cache holds the whole training split (`full_train`), built once per
     (split, teacher) and shared by every fraction, seed and method; the low-shot rows `train_idx`
     are looked up in it by split index (`batch["index"]`)."""
-    from clip_td.lib.distill import create_distiller
+    from clip_td.lib.distill import create_distiller, for_task
     from clip_td.lib.selection import needs_cls_attention
 
     if method.alpha == 0:
@@ -79,9 +79,13 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                                    name=f"{task.name}-{cfg.data.train_split}",
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes,
                                    barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
-    trust, gate = None, None
+    trust, gate, table = None, None, None
+    if method.eta and method.similarity_probe and getattr(task, "similarity_probe", False):
+        table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method)
     if method.eta:
-        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method)
+        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table)
+        if table is not None:
+            trust["teacher_distribution"] = "similarity_probe"
         if method.trust_gate == "off":  # recorded, not applied (the ablation)
             trust["answer_term"], gate = True, None
         elif not trust["answer_term"]:
@@ -92,7 +96,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         elif gate is not None:
             logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
-    distiller = create_distiller(method, student.hidden_size, teacher.embed_dim)
+    distiller = create_distiller(for_task(method, task), student.hidden_size, teacher.embed_dim)
     if cache is not None:
         outputs = lambda batch: cache.lookup(batch["index"])  # noqa: E731
         side = TeacherSide(teacher=teacher, distiller=distiller, outputs=outputs, trust=trust)
@@ -100,9 +104,60 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         side = TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
                            live_texts=True, outputs=partial(live_outputs, teacher, cls_attention=cls_attention),
                            trust=trust)
+    if table is not None:
+        side.outputs = partial(_with_candidate_table, side.outputs, table)
     if gate is not None:
         side.outputs = partial(_with_answer_gate, side.outputs, gate)
     return side
+
+
+def _with_candidate_table(outputs: Callable, table: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs with `cand_logits` read from a per-split-row table (the similarity probe)."""
+    out = outputs(batch)
+    out["cand_logits"] = table[torch.as_tensor(batch["index"]).cpu().long()]
+    return out
+
+
+@torch.no_grad()
+def task_text_similarity(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any = None,
+                         batch_size: int = 256) -> torch.Tensor:
+    """(N,) cos(image, task text) of the labelled rows `train_idx`: from the cache when there is
+    one, else one teacher pass."""
+    from clip_td.lib.teacher_cache import _load_image
+
+    transform = None if cache is not None else teacher.image_transform()
+    out = []
+    for start in range(0, len(train_idx), batch_size):
+        idx = list(train_idx[start:start + batch_size])
+        if cache is not None:
+            got = cache.lookup(idx)
+            image, text = got["image_embed"], got["text_embed"]
+        else:
+            rows = [full_train[i] for i in idx]
+            pixels = torch.stack([_load_image(r["image"], transform) for r in rows]).to(teacher.device)
+            image = teacher.encode_images(pixels)["image_embed"]
+            text = teacher.encode_texts([task.teacher_texts(r)[0] for r in rows], with_tokens=False)["text_embed"]
+        out.append(torch.nn.functional.cosine_similarity(image.float().cpu(), text.float().cpu(), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
+                            method: Any) -> torch.Tensor:
+    """`method.similarity_probe`: the teacher's answer distribution of each labelled row is
+    p(label | cos(image, task text)), a one-feature softmax probe cross-fitted on the labelled rows
+    (5 folds: a row's own label never shapes its target). -> (len(full_train), K) candidate
+    logits tau * log p (so the distiller's softmax(logits / tau) is p); 0 (uniform) elsewhere."""
+    from clip_td.lib.probe import cross_fitted_probs
+
+    texts = [task.teacher_texts(full_train[i]) for i in train_idx]
+    k = len(texts[0][1]) if texts else 1
+    table = torch.zeros(len(full_train), k)
+    if not texts:
+        return table
+    p = cross_fitted_probs(task_text_similarity(teacher, task, full_train, train_idx, cache),
+                           torch.tensor([t[2] for t in texts]), k, seed=int(method.selection_seed or 0))
+    table[torch.tensor(list(train_idx), dtype=torch.long)] = method.tau * p.clamp_min(1e-6).log()
+    return table
 
 
 def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
@@ -113,15 +168,19 @@ def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, An
 
 
 def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
-               method: Any) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+               method: Any, table: Optional[torch.Tensor] = None) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
     """The trust gate of a run -> (metrics.json's `teacher_trust`, per-split-row gate or None).
 
     `task`: one test over every labelled row. `group`: one test per trust group of the task
     (`Task.trust_group`); the answer-level term then runs for the rows of the groups that pass
-    (a gate of 0/1 over the split's rows, None when every group passes or none does)."""
+    (a gate of 0/1 over the split's rows, None when every group passes or none does). `table`:
+    the candidate logits of every split row, when they do not come from the teacher's candidates
+    (`similarity_probe_logits`)."""
     from clip_td.lib.trust import group_decisions, trust_decision
 
     logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache)
+    if table is not None:
+        logits = table[torch.tensor(list(train_idx), dtype=torch.long)]
     overall = trust_decision(logits, gold, method.trust_alpha, mask)
     trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
     groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []

@@ -47,6 +47,25 @@ def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
     return 1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-6)
 
 
+def answer_bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float,
+                        mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The answer-level term for a sigmoid head (VQA's BCE on soft scores): each answer's student
+    probability sigmoid(s_c) against the teacher's q_c = softmax(teacher / tau)_c, summed over the
+    candidates the teacher scored (`mask`; all when None), as the task's BCE sums over answers:
+    L_ans(i) = sum_c [BCE(sigmoid(s_ic), q_ic) - H(q_ic)] = sum_c KL(Bern(q_ic) || Bern(sigmoid(s_ic))),
+    zero when the head matches the teacher. teacher_logits, student_logits (B, C) -> (B,)."""
+    q = F.softmax(teacher_logits.float() / tau, dim=-1)
+    bce = F.binary_cross_entropy_with_logits(student_logits.float(), q, reduction="none")
+    entropy = -(torch.special.xlogy(q, q) + torch.special.xlogy(1 - q, 1 - q))
+    per = bce - entropy
+    if mask is not None:
+        per = per * mask.to(per.device, per.dtype)
+    return per.sum(-1)
+
+
+ANSWER_LOSSES = ("auto", "kl", "bernoulli")
+
+
 def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
     """L_ans(i) = KL(q_i || softmax(student / tau)) * tau^2, q_i = softmax(teacher / tau).
 
@@ -120,10 +139,13 @@ class MethodConfig:
     weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
     text_tokens: bool = True  # also distil the text tokens (content tokens of the first text segment)
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
+    question_candidates: bool = False  # VQA: the teacher scores "<question> <answer>" for each answer instead of the bare answer words
+    similarity_probe: bool = False  # SNLI-VE: the teacher's label distribution is p(label | cos(image, hypothesis)), a one-feature probe cross-fitted on the labelled rows, instead of the softmax over label templates
     answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
+    answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
     label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
 
@@ -177,9 +199,20 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if str(m.trust_gate) not in TRUST_GATES:
         raise InputError(f"config key method.trust_gate: unknown value {m.trust_gate!r}; expected one of: "
                          f"{', '.join(TRUST_GATES)}")
+    if m.answer_loss not in ANSWER_LOSSES:
+        raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
+                         f"{', '.join(ANSWER_LOSSES)}")
     if m.selection_seed is None:
         m = replace(m, selection_seed=int(seed))
     return m
+
+
+def for_task(m: MethodConfig, task: Any) -> MethodConfig:
+    """`method.answer_loss=auto` resolved by the task's head: bernoulli for a sigmoid head (VQA),
+    kl for a softmax head."""
+    if m.answer_loss != "auto":
+        return m
+    return replace(m, answer_loss="bernoulli" if getattr(task, "answer_head", "softmax") == "sigmoid" else "kl")
 
 
 def create_distiller(method: MethodConfig, student_dim: int, teacher_dim: int) -> nn.Module:
@@ -231,7 +264,10 @@ class Distiller(nn.Module):
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
             out["glob_loss"] = s.alpha * s.beta * (w * glob).mean()
         if s.eta:
-            ans = answer_kl(cand_logits, logits, s.tau)
+            if s.answer_loss == "bernoulli":
+                ans = answer_bernoulli_kl(cand_logits, logits, s.tau, batch.get("cand_mask"))
+            else:
+                ans = answer_kl(cand_logits, logits, s.tau)
             if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
                 ans = ans * t["answer_gate"].to(ans.dtype)
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()

@@ -8,6 +8,8 @@ offset of the three candidate scores, yet it is the one thing image-text similar
   accuracy; t is the midpoint between two neighbouring training scores.
 - `fit_scalar_softmax`: multinomial logistic regression on the standardised score (one weight and
   one bias per class), L2-regularised, fitted by L-BFGS: p(y | s) for K classes.
+- `cross_fitted_probs`: p(y | s) for each training row from a probe fitted on the other folds, so a
+  row's own label never shapes its prediction (the distiller's SNLI-VE teacher distribution).
 """
 
 from __future__ import annotations
@@ -91,3 +93,24 @@ def fit_scalar_softmax(s: torch.Tensor, y: torch.Tensor, num_classes: int, l2: f
 
     opt.step(closure)
     return ScalarSoftmax(mean, std, w.detach(), b.detach())
+
+
+def cross_fitted_probs(s: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 5, seed: int = 0,
+                       l2: float = 1e-3) -> torch.Tensor:
+    """(N, K) p(y | s) of each row from a `fit_scalar_softmax` probe fitted on the rows of the
+    other folds (rows dealt to `folds` folds in a seeded random order; fewer folds when N is
+    small; one row: the uniform distribution)."""
+    s, y = s.double().flatten(), y.long().flatten()
+    n = s.numel()
+    folds = min(folds, n)
+    if folds < 2:
+        return torch.full((n, num_classes), 1.0 / num_classes)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    fold_of = torch.empty(n, dtype=torch.long)
+    fold_of[order] = torch.arange(n) % folds
+    out = torch.empty(n, num_classes)
+    for f in range(folds):
+        held = fold_of == f
+        probe = fit_scalar_softmax(s[~held], y[~held], num_classes, l2=l2)
+        out[held] = probe.probs(s[held])
+    return out

@@ -64,12 +64,39 @@ FP16 = {"patch_tokens", "token_feats", "cls_attention"}
 # ---- computing teacher outputs (shared by the cache and the live teacher) ---------------------
 
 
+def candidate_groups(lists: Sequence[List[str]]) -> Optional[tuple]:
+    """(distinct lists, (N,) index of each row's list) when the rows' candidate lists recur -- the
+    same list object for several rows: VQA's answer vocabulary (one list), or its question-conditioned
+    candidates (one list per question) -- at most one distinct list per two rows; None when most rows
+    have their own list (SNLI-VE, VCR: their logits are then stored per row)."""
+    seen: Dict[int, int] = {}
+    distinct: List[List[str]] = []
+    group = np.empty(len(lists), dtype=np.int64)
+    for n, cands in enumerate(lists):
+        g = seen.get(id(cands))
+        if g is None:
+            g = seen[id(cands)] = len(distinct)
+            distinct.append(cands)
+        group[n] = g
+    if len(distinct) > 1 and 2 * len(distinct) > len(lists):
+        return None
+    if len({len(c) for c in distinct}) > 1:
+        raise InputError(f"candidate lists of {sorted({len(c) for c in distinct})} lengths; every row needs the same "
+                         f"number of candidates")
+    return distinct, group
+
+
 class CandidateEncoder:
-    """Candidate text embeddings, memoised when the same list recurs (VQA's answer vocabulary)."""
+    """Candidate text embeddings, memoised when the same list recurs (VQA's answer vocabulary, or
+    its question-conditioned candidates, one list object per question)."""
 
     def __init__(self, teacher: Any) -> None:
         self.teacher = teacher
         self._memo: Dict[int, tuple] = {}
+
+    def encode(self, candidates: List[str]) -> torch.Tensor:
+        """C strings -> (C, d) L2-normalised embeddings, not memoised."""
+        return self.teacher.encode_texts(candidates, with_tokens=False)["text_embed"]
 
     def __call__(self, candidates: List[str]) -> torch.Tensor:
         """C strings -> (C, d) L2-normalised embeddings."""
@@ -77,7 +104,7 @@ class CandidateEncoder:
         hit = self._memo.get(key)
         if hit is not None and hit[0] is candidates:
             return hit[1]
-        emb = self.teacher.encode_texts(candidates, with_tokens=False)["text_embed"]
+        emb = self.encode(candidates)
         if len(candidates) > 16:  # long lists are the shared vocabulary; per-row lists are short
             self._memo[key] = (candidates, emb)
         return emb
@@ -279,6 +306,7 @@ class TeacherCache:
             self._row_of[sh["index"]] = np.arange(len(sh["index"]))
         self._gold = None if gold is None else np.asarray(gold, dtype=np.int64)
         self._candidate_embed = candidate_embed  # (C, d) L2-normalised, shared by every row
+        self._group_of: Optional[np.ndarray] = None  # split index -> candidate list, when several recur
         self._logit_scale = float(logit_scale)
         self._cls_attention = cls_attention
 
@@ -316,7 +344,8 @@ class TeacherCache:
         if not chosen:
             raise InputError(f"teacher cache {name}: no rows to cache")
         texts = [texts_fn(r) for r in chosen]
-        shared = all(t[1] is texts[0][1] for t in texts)  # one list object for every row (VQA's vocabulary)
+        groups = candidate_groups([t[1] for t in texts])
+        shared = groups is not None  # lists that recur across rows are encoded on open, not stored per row
         store_cls = _supports_cls_attention(teacher)
         if cls_attention and not store_cls:
             raise InputError(f"teacher {teacher.name!r}: no CLS attention (its last block is not "
@@ -332,9 +361,30 @@ class TeacherCache:
         gold = np.full(max(indices) + 1, -1, dtype=np.int64)
         gold[indices] = [int(t[2]) for t in texts]
         cache = cls(final, gold=gold, logit_scale=teacher.logit_scale, cls_attention=cls_attention)
-        if shared:
-            cache._candidate_embed = cache._shared_candidate_embed(teacher, texts[0][1])
+        if groups is not None and len(groups[0]) == 1:
+            cache._candidate_embed = cache._shared_candidate_embed(teacher, groups[0][0])
+        elif groups is not None:
+            cache._set_candidate_groups(teacher, groups[0], indices, groups[1])
         return cache
+
+    def _set_candidate_groups(self, teacher: Any, lists: List[List[str]], indices: Sequence[int],
+                              group: np.ndarray) -> None:
+        """Rows share one of several candidate lists (VQA's question-conditioned candidates: one list
+        per question): each list is encoded the first time a looked-up row needs it."""
+        self._group_lists, self._group_teacher = lists, teacher
+        self._group_of = np.full(max(indices) + 1, -1, dtype=np.int64)
+        self._group_of[list(indices)] = group
+        self._group_embed: Dict[int, torch.Tensor] = {}
+
+    def _candidate_group_logits(self, idx: np.ndarray, image_embed: torch.Tensor) -> torch.Tensor:
+        """logit_scale * cos(image, candidate) over each row's list, as `candidate_logits`. -> (B, C)"""
+        teacher = self._group_teacher
+        if getattr(teacher, "_candidate_encoder", None) is None:
+            teacher._candidate_encoder = CandidateEncoder(teacher)
+        for g in sorted({int(g) for g in self._group_of[idx]} - self._group_embed.keys()):
+            self._group_embed[g] = teacher._candidate_encoder.encode(self._group_lists[g]).float().cpu()
+        emb = torch.stack([self._group_embed[int(g)] for g in self._group_of[idx]])  # (B, C, d)
+        return self._logit_scale * torch.einsum("bd,bcd->bc", image_embed, emb)
 
     def _shared_candidate_embed(self, teacher: Any, candidates: List[str]) -> torch.Tensor:
         """(C, d) embeddings of the candidate list every row shares, kept beside the arrays."""
@@ -379,6 +429,8 @@ class TeacherCache:
         out["token_offsets"] = out["token_offsets"].long()
         if self._candidate_embed is not None:  # the shared list: logit_scale * cos, as `candidate_logits`
             out["cand_logits"] = self._logit_scale * (out["image_embed"] @ self._candidate_embed.T)
+        elif self._group_of is not None:
+            out["cand_logits"] = self._candidate_group_logits(idx, out["image_embed"])
         if self._gold is not None:
             out["gold"] = torch.from_numpy(self._gold[idx])
         return out

@@ -51,6 +51,7 @@ def _features() -> Any:
 class SnliVeTask(Task):
     name = "snli_ve"
     label_key = "label"
+    similarity_probe = True  # the task text is the hypothesis alone
     metric_names = ("accuracy",)
     num_classes = len(LABELS)
     label_names = LABELS  # the meaning of label k is the same on every row

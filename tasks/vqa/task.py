@@ -94,6 +94,7 @@ class VQATask(Task):
     name = "vqa"
     label_key = "multiple_choice_answer"
     metric_names = ("vqa_acc",)
+    answer_head = "sigmoid"  # BCE on soft scores over the answers (vqa_bce)
     state_file = "answers.json"  # the answer vocabulary, saved beside the run
 
     def __init__(self, paths: Any = None) -> None:
@@ -101,6 +102,8 @@ class VQATask(Task):
         self.answer_vocab: Optional[AnswerVocab] = None  # set by setup / load_state
         self.answer_sets: Optional[Dict[str, tuple]] = None  # method.answer_sets: question_type -> answer ids
         self._candidates: List[str] = []
+        self.question_candidates = False  # method.question_candidates: the teacher scores "<question> <answer>"
+        self._question_lists: Dict[str, List[str]] = {}
 
     def files(self, root: PathLike, split: str) -> Dict[str, Path]:
         s = self.paths.split_names.get(split, split)
@@ -244,6 +247,7 @@ class VQATask(Task):
         self.set_answer_vocab(vocab)
         if settings.method.answer_sets:
             self.answer_sets = vqa_answer_sets(train_rows, vocab)
+        self.question_candidates = bool(settings.method.question_candidates)
 
     def load_state(self, state_dir: PathLike, settings: Any = None) -> None:
         self.set_answer_vocab(AnswerVocab.load(Path(state_dir) / self.state_file))
@@ -253,6 +257,7 @@ class VQATask(Task):
         self.answer_vocab = vocab
         # one list object shared by every question: the teacher encodes it once per run
         self._candidates = [vocab.decode(i) for i in range(len(vocab))]
+        self._question_lists = {}
 
     @property
     def num_outputs(self) -> int:
@@ -276,11 +281,19 @@ class VQATask(Task):
 
     def teacher_texts(self, row: Dict[str, Any]) -> tuple:
         """Task text = question + gold answer; candidates = the answer vocabulary (the same list
-        for every question); gold = the vocabulary index of the answer (-1 if not in it: the
-        confidence weight then trusts the teacher with nothing)."""
+        for every question), or with `method.question_candidates` "<question> <answer>" for every
+        answer of the vocabulary (one list object per question, in vocabulary order, so the
+        teacher's scores depend on what is asked); gold = the vocabulary index of the answer (-1 if
+        not in it: the confidence weight then trusts the teacher with nothing)."""
         answer = row["multiple_choice_answer"]
         gold = self.answer_vocab.encode(answer)
-        return f"{row['text']} {answer}", self._candidates, -1 if gold is None else int(gold)
+        candidates = self._candidates
+        if self.question_candidates:
+            question = str(row["text"])
+            candidates = self._question_lists.get(question)
+            if candidates is None:
+                candidates = self._question_lists[question] = [f"{question} {a}" for a in self._candidates]
+        return f"{row['text']} {answer}", candidates, -1 if gold is None else int(gold)
 
     def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:
         """With `method.answer_sets`: `cand_mask` (A,) bool, the answers of the row's question type
