@@ -143,6 +143,10 @@ class EvalConfig:
 class PretrainConfig:
     output_dir: str = "runs/pretrain"
     seed: int = 0
+    # a recipe name (configs/pretrain/<name>.yaml) to continue from: it is trained first (once per
+    # resolved recipe, cached like the default teacher, with this run's command-line overrides) and
+    # this run starts from its teacher folder, as model.name=local-dir:<its teacher> would
+    init_from: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

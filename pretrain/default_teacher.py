@@ -14,11 +14,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from clip_td.base.io import PathLike, cache_root
+from clip_td.base.io import InputError, PathLike, cache_root
 
 from pretrain.config import load_pretrain_config, recipe_path
 
@@ -43,12 +43,26 @@ NEUTRAL_AT = {("loss", "text_negative_relation"): 0.0, ("image_init", "facts"): 
               ("image_init", "standardise"): False}
 
 
-def recipe_hash(overrides: Sequence[str]) -> str:
-    """Hash of the resolved default recipe (output_dir excluded): the cache key."""
-    cfg = OmegaConf.to_container(load_pretrain_config(recipe_path(), list(overrides)), resolve=True)
+# command-line keys that say where a run writes or resumes, not what it trains: never passed on
+# to the first stage of a two-stage recipe (`init_from`)
+_RUN_KEYS = ("output_dir", "train.resume", "train.resume_from", "train.tracker")
+
+
+def stage_overrides(overrides: Sequence[str]) -> List[str]:
+    """The overrides a two-stage recipe passes on to its first stage: all but where to write."""
+    return [o for o in overrides if o.split("=", 1)[0].strip() not in _RUN_KEYS]
+
+
+def recipe_hash(overrides: Sequence[str], recipe: str = "default") -> str:
+    """Hash of the resolved recipe (default: the default recipe; output_dir excluded): the cache
+    key. A two-stage recipe (`init_from`) hashes its first stage's recipe hash in place of the name."""
+    cfg = OmegaConf.to_container(load_pretrain_config(recipe_path(recipe), list(overrides)), resolve=True)
     for (section, key), neutral in NEUTRAL_AT.items():
         if cfg.get(section, {}).get(key) == neutral:
             del cfg[section][key]
+    base = cfg.pop("init_from", None)
+    if base is not None:
+        cfg["init_from"] = {"recipe": base, "hash": recipe_hash(stage_overrides(overrides), base)}
     return config_hash(cfg)
 
 
@@ -77,6 +91,16 @@ def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequ
     return run_dir / "teacher"
 
 
+def ensure_recipe_teacher(recipe: str, overrides: Sequence[str] = ()) -> Path:
+    """Teacher dir of any recipe (`configs/pretrain/<recipe>.yaml`) with `overrides` (those that
+    say where to write are dropped), trained once into `<cache root>/teachers/<hash>`: the first
+    stage of a two-stage recipe (`init_from`)."""
+    overrides = stage_overrides(overrides)
+    run_dir = cache_root() / "teachers" / recipe_hash(overrides, recipe)
+    train_once(run_dir, lambda d: run_module_into(d, ["pretrain", "--config", str(recipe_path(recipe)), *overrides]))
+    return run_dir / "teacher"
+
+
 def train_once(run_dir: Path, train: Callable[[Path], None]) -> None:
     """`train(run_dir)` unless `run_dir/metrics.json` exists; concurrent callers wait on a file
     lock beside it (`.<name>.lock`) for that one build, then find it done."""
@@ -95,7 +119,12 @@ def run_module_into(run_dir: Path, args: Sequence[str]) -> None:
     tmp = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [sys.executable, "-m", *args, f"output_dir={tmp}"]
-    subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parent.parent))
+    try:
+        subprocess.run(cmd, check=True, env=clean_env(), cwd=str(Path(__file__).resolve().parent.parent))
+    except subprocess.CalledProcessError as e:  # its own messages are above; leave nothing half-written
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"`python -m {' '.join(args)}` (building {run_dir}) failed with exit status "
+                         f"{e.returncode}; its messages are above") from None
     shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the cache keeps the model and its report only
     if run_dir.exists():
         shutil.rmtree(run_dir)

@@ -378,4 +378,14 @@ def run(cfg: DictConfig) -> Dict:
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """Entry point of pretrain_teacher.py / `python -m pretrain` (wrapped in `run_script`)."""
     config_path, overrides = parse_script_args(argv, description="Pretrain a CLIP teacher (CLIP / DiHT / ALIP recipes)")
-    return run(load_pretrain_config(config_path, overrides))
+    cfg = load_pretrain_config(config_path, overrides)
+    if cfg.init_from:  # a two-stage recipe: the first stage's teacher, trained once and cached
+        from pretrain.default_teacher import ensure_recipe_teacher
+
+        if cfg.model.name is not None or cfg.model.pretrained is not None:
+            raise InputError(f"config key init_from={cfg.init_from!r} sets the starting teacher; model.name="
+                             f"{cfg.model.name!r} / model.pretrained={cfg.model.pretrained!r} cannot also be set")
+        check_names(cfg)  # a bad name is reported before the first stage trains
+        base = ensure_recipe_teacher(str(cfg.init_from), overrides)
+        cfg = load_pretrain_config(config_path, [*overrides, f"model.name=local-dir:{base}"])
+    return run(cfg)

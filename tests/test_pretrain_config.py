@@ -14,7 +14,8 @@ from clip_td.base.config import packaged_configs
 from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
-RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions")
+RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
+           "lit_scene")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -23,10 +24,16 @@ def test_recipes_load_from_packaged_configs():
     for name in RECIPES:
         assert recipe_path(name).parent == packaged_configs() / "pretrain"
         load_pretrain_config(recipe_path(name))
-    default = load_pretrain_config()  # no --config: the shipped default recipe (LiT via _base_)
-    assert default == load_pretrain_config(recipe_path("lit"))
-    assert default.loss.name == "infonce" and default.image_init.steps == 2000 and default.image_init.lock
-    assert default.model.fitted_vocab_size == 1000 and default.model.model_cfg.vision_cfg.width == 16
+    default = load_pretrain_config()  # no --config: the shipped default recipe (the scene-graph LiT via _base_)
+    assert default == load_pretrain_config(recipe_path("lit_scene"))
+    # two stages: lit_facts_captions (3,000 init steps, 1,000 text steps), then standardised, 1,000 more
+    assert default.init_from == "lit_facts_captions" and default.model.name is None
+    assert default.loss.name == "infonce" and default.image_init.steps == 0 and default.image_init.lock
+    assert default.model.model_cfg.vision_cfg.width == 32 and default.image_init.standardise
+    assert default.data.fact_captions == 0.5 and default.train.max_steps == 1000
+    assert default.loss.text_negative_relation == 0.4
+    lit = load_pretrain_config(recipe_path("lit"))  # the previous default
+    assert lit.image_init.steps == 2000 and lit.model.model_cfg.vision_cfg.width == 16 and not lit.image_init.facts
     old = load_pretrain_config(recipe_path("alip_vit"))  # the previous default
     assert old.loss.name == "alip" and old.train.max_steps == 220 and old.image_init.steps == 0
     facts = load_pretrain_config(recipe_path("lit_facts_captions"))  # lit_facts.yaml <- lit.yaml

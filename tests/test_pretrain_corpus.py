@@ -35,11 +35,12 @@ def _image(path: Path, colour: str, shape: str) -> None:
     im.save(path)
 
 
-def write_tiny_corpus(root: Path, n_train: int = 48, n_val: int = 12, seed: int = 0) -> Path:
-    """<root>/pretrain/{train,val}.tsv, images, concepts.json, zeroshot.json (+ TSV)."""
+def write_tiny_corpus(root: Path, n_train: int = 48, n_val: int = 12, seed: int = 0, facts: bool = False) -> Path:
+    """<root>/pretrain/{train,val}.tsv, images, concepts.json, zeroshot.json (+ TSV); with `facts`
+    also the scene-graph column ("<colour> <shape>|<shape> left of square")."""
     rng = random.Random(seed)
     pre = root / "pretrain"
-    cols = ["filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "style", "noise"]
+    cols = ["filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "style", "noise"] + ["facts"] * facts
     for split, n in (("train", n_train), ("val", n_val)):
         lines = ["\t".join(cols)]
         for i in range(n):
@@ -49,7 +50,8 @@ def write_tiny_corpus(root: Path, n_train: int = 48, n_val: int = 12, seed: int 
             noise = "low_complexity" if split == "train" and i % 6 == 5 else "clean"
             title = "a picture" if noise == "low_complexity" else f"a {colour} {shape}"
             parse = [["a", "DET", "det", 1], ["picture", "NOUN", "ROOT", -1]] if noise != "clean" else _parse(colour, shape)
-            lines.append("\t".join([rel, title, f"a {colour} {shape}", "", json.dumps(parse), f"{shape} {colour}", "source", noise]))
+            lines.append("\t".join([rel, title, f"a {colour} {shape}", "", json.dumps(parse), f"{shape} {colour}", "source", noise]
+                                   + [f"{colour} {shape}|{shape} left of square"] * facts))
         (pre / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     (pre / "concepts.json").write_text(json.dumps({"concepts": list(SHAPES) + list(COLOURS)}))
     zs = ["filepath\tlabel"]

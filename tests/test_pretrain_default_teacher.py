@@ -5,6 +5,9 @@ import subprocess
 import threading
 
 import open_clip
+import pytest
+
+from clip_td.base.io import InputError
 
 from pretrain import default_teacher
 from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
@@ -14,7 +17,7 @@ def test_trains_once_and_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RANK", "1")  # as inside an accelerate job: the child must not see it
     monkeypatch.setenv("WORLD_SIZE", "2")
-    root = write_tiny_corpus(tmp_path / "world", n_train=16, n_val=4)
+    root = write_tiny_corpus(tmp_path / "world", n_train=16, n_val=4, facts=True)  # the default recipe reads facts
     calls, real_run = [], subprocess.run
 
     def counting_run(cmd, **kw):
@@ -24,7 +27,7 @@ def test_trains_once_and_caches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(default_teacher.subprocess, "run", counting_run)
     extra = [*TINY_OVERRIDES, "train.max_steps=1", "train.batch_size=8", "eval.enabled=false", "image_init.steps=1",
-             "image_init.batch_size=8"]
+             "image_init.batch_size=8", "image_init.fact_min_count=1", "image_init.standardise=false"]  # a tiny ViT tower
     results = []
     threads = [threading.Thread(target=lambda: results.append(default_teacher.ensure_default_teacher(root, extra))) for _ in range(2)]
     for t in threads:
@@ -55,3 +58,32 @@ def test_the_teacher_build_does_not_inherit_a_callers_thread_settings(monkeypatc
     env = clean_env()
     assert "OMP_NUM_THREADS" not in env and "MKL_NUM_THREADS" not in env and "RANK" not in env
     assert env["CLIP_TD_SOMETHING"] == "kept"
+
+
+def test_a_two_stage_recipe_trains_its_first_stage_once_and_continues_from_it(tmp_path, monkeypatch):
+    """`init_from: <recipe>`: the first stage is that recipe with the run's overrides (not its
+    output_dir), trained once into the teacher cache; the run starts from its teacher folder, and
+    the recipe hash follows the first stage's."""
+    from pretrain.config import load_pretrain_config, recipe_path
+    from pretrain.train import main
+
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    root = write_tiny_corpus(tmp_path / "world", n_train=16, n_val=4)
+    recipe = tmp_path / "two_stage.yaml"
+    recipe.write_text(f"_base_: {recipe_path('clip')}\ninit_from: clip\n")
+    tiny = [*TINY_OVERRIDES, f"data.root={root}", "train.max_steps=1", "train.batch_size=8", "eval.enabled=false"]
+    main(["--config", str(recipe), *tiny, f"output_dir={tmp_path / 'run'}"])
+    first = tmp_path / "cache" / "teachers" / default_teacher.recipe_hash(tiny, "clip") / "teacher"
+    assert (first / "open_clip_model.safetensors").is_file()
+    resolved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"name: local-dir:{first}" in resolved and "init_from: clip" in resolved
+    # the same first stage is reused, not retrained
+    mtime = (first / "open_clip_model.safetensors").stat().st_mtime_ns
+    main(["--config", str(recipe), *tiny, f"output_dir={tmp_path / 'run2'}"])
+    assert (first / "open_clip_model.safetensors").stat().st_mtime_ns == mtime
+    # the default recipe is two-stage: its hash changes with its first stage's recipe
+    assert default_teacher.stage_overrides(["output_dir=x", "train.lr=1", "train.resume=latest"]) == ["train.lr=1"]
+    assert default_teacher.recipe_hash(()) != default_teacher.recipe_hash(("image_init.fact_min_count=6",))
+    assert load_pretrain_config().init_from == "lit_facts_captions"
+    with pytest.raises(InputError, match="init_from='clip' sets the starting teacher"):
+        main(["--config", str(recipe), *tiny, "model.name=ViT-B-32", f"output_dir={tmp_path / 'run3'}"])

@@ -20,8 +20,10 @@ from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _args(root, out, *extra):
-    return [f"data.root={root}", f"output_dir={out}", "train.batch_size=8", "train.max_steps=3",
+def _args(root, out, *extra, recipe="lit"):
+    # default lit.yaml, the one-stage LiT recipe (the default recipe is two-stage: init_from trains a first stage)
+    return ["--config", str(recipe_path(recipe)), f"data.root={root}", f"output_dir={out}", "train.batch_size=8",
+            "train.max_steps=3",
             "eval.probe_shots=[1,2]", "eval.probe_steps=5", *TINY_OVERRIDES, *extra]
 
 
@@ -33,7 +35,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    metrics = main(["--config", str(recipe_path("clip")), *_args(corpus, out, "train.checkpoint_every=2")])
+    metrics = main(_args(corpus, out, "train.checkpoint_every=2", recipe="clip"))
     return out, metrics
 
 
@@ -71,7 +73,7 @@ def test_resume_continues_from_saved_state(run, corpus):
     # resume from step 2 of the same run, to step 3: the result equals the uninterrupted run
     ckpt = out / "checkpoints" / "step_2"
     out2 = out.parent / (out.name + "_resumed")
-    main(["--config", str(recipe_path("clip")), *_args(corpus, out2, f"train.resume={ckpt}")])
+    main(_args(corpus, out2, f"train.resume={ckpt}", recipe="clip"))
     a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
     b = load_file(str(out2 / "teacher" / "open_clip_model.safetensors"))
     for k in a:
@@ -87,7 +89,7 @@ def test_resume_latest_picks_highest_step_by_run_state_not_folder_name(run, corp
     shutil.copytree(out / "checkpoints" / "step_2", ckpts / "resumable")
     (ckpts / "step_99").mkdir()
     (ckpts / "step_99" / "run_state.json").write_text(json.dumps({"step": 1, "signature": {"loss": "other"}}))
-    metrics = main(["--config", str(recipe_path("clip")), *_args(corpus, tmp_path, "train.resume=latest")])
+    metrics = main(_args(corpus, tmp_path, "train.resume=latest", recipe="clip"))
     assert metrics["train"]["steps"] == 3 and metrics["train"]["last_losses"] is not None  # one step trained
     a = load_file(str(out / "teacher" / "open_clip_model.safetensors"))
     b = load_file(str(tmp_path / "teacher" / "open_clip_model.safetensors"))
@@ -129,8 +131,7 @@ def test_script_entry_point_reports_unknown_loss_in_one_line(tmp_path):
 
 def test_diht_recipe_filters_distils_and_reports(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
-    main(["--config", str(recipe_path("diht")),
-          *_args(corpus, tmp_path / "run", "concept.teacher_steps=2", "eval.enabled=false")])
+    main(_args(corpus, tmp_path / "run", "concept.teacher_steps=2", "eval.enabled=false", recipe="diht"))
     report = json.loads((tmp_path / "run" / "cat_report.json").read_text())
     # the tiny corpus marks every 6th training pair as a generic "a picture" caption
     assert report["total"] == 48 and report["kept"] == 40
@@ -161,7 +162,7 @@ def test_alip_gates_are_restored_by_load_state(tmp_path):
 
 
 def test_alip_recipe_runs_bipath(corpus, tmp_path):
-    metrics = main(["--config", str(recipe_path("alip")), *_args(corpus, tmp_path, "eval.enabled=false")])
+    metrics = main(_args(corpus, tmp_path, "eval.enabled=false", recipe="alip"))
     assert metrics["recipe"]["loss"] == "alip" and metrics["train"]["steps"] == 3
     assert math.isfinite(metrics["train"]["last_losses"]["contrastive_loss"])
 
