@@ -125,6 +125,7 @@ class Task:
     sequences_per_instance: int = 1  # student sequences per instance (VCR: 8)
     lowshot_target_gain: float = 10.0  # benchmark target: points over `none` at the lowest fraction
     similarity_probe: bool = False  # the teacher's task text holds no label, so cos(image, task text) may feed method.similarity_probe
+    run_candidates: bool = False  # the teacher's candidates depend on the run (set up on the low-shot rows): never stored in the split's cache
     answer_head: str = "softmax"  # how the task loss reads the head's logits: softmax (one answer) | sigmoid (VQA's soft scores)
 
     # ---- data ------------------------------------------------------------------------------

@@ -261,9 +261,13 @@ def test_recurring_candidate_lists_are_encoded_on_lookup(world, tmp_path):
     torch.testing.assert_close(got_all["cand_logits"], ref["cand_logits"], atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(got["cand_logits"], ref["cand_logits"][[0, 3, 6]], atol=1e-4, rtol=1e-5)
     assert got_all["gold"].tolist() == [r["label"] - 1 for r in rows]
-    # rows with lists of their own (SNLI-VE, VCR) keep the logits stored per row
+    # rows with lists of their own (SNLI-VE, VCR) keep the logits stored per row ...
     own = TeacherCache.build(_load(teacher_a), lambda r: (r["text"], list(vocab), 0), rows, tmp_path, batch_size=4)
     assert own.path != shared.path and "cand_logits" in own.shards[0]
+    # ... unless they depend on the run (VQA: every question asked once): encoded on lookup
+    run = TeacherCache.build(_load(teacher_a), lambda r: (r["text"], [f"{r['text']} {a}" for a in vocab], 0), rows,
+                             tmp_path, batch_size=4, run_candidates=True)
+    assert run.path == shared.path and run.lookup([1, 2])["cand_logits"].shape == (2, len(vocab))
 
 
 def test_an_incomplete_cache_folder_is_never_read(world, tmp_path):

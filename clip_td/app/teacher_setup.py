@@ -78,7 +78,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         cache = TeacherCache.build(teacher, task.teacher_texts, full_train, root,
                                    name=f"{task.name}-{cfg.data.train_split}",
                                    process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                                   barrier=accelerator.wait_for_everyone, cls_attention=cls_attention)
+                                   barrier=accelerator.wait_for_everyone, cls_attention=cls_attention,
+                                   run_candidates=getattr(task, "run_candidates", False))
     trust, gate, table = None, None, None
     if method.eta and method.similarity_probe and getattr(task, "similarity_probe", False):
         table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method)

@@ -139,8 +139,8 @@ class MethodConfig:
     weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
     text_tokens: bool = True  # also distil the text tokens (content tokens of the first text segment)
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
-    question_candidates: bool = False  # VQA: the teacher scores "<question> <answer>" for each answer instead of the bare answer words
-    similarity_probe: bool = False  # SNLI-VE: the teacher's label distribution is p(label | cos(image, hypothesis)), a one-feature probe cross-fitted on the labelled rows, instead of the softmax over label templates
+    question_candidates: bool = True  # VQA: the teacher scores "<question> <answer>" for each answer (false: the bare answer words)
+    similarity_probe: bool = True  # SNLI-VE: the teacher's label distribution is p(label | cos(image, hypothesis)), a one-feature probe cross-fitted on the labelled rows (false: the softmax over label templates)
     answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off

@@ -64,11 +64,12 @@ FP16 = {"patch_tokens", "token_feats", "cls_attention"}
 # ---- computing teacher outputs (shared by the cache and the live teacher) ---------------------
 
 
-def candidate_groups(lists: Sequence[List[str]]) -> Optional[tuple]:
+def candidate_groups(lists: Sequence[List[str]], always: bool = False) -> Optional[tuple]:
     """(distinct lists, (N,) index of each row's list) when the rows' candidate lists recur -- the
     same list object for several rows: VQA's answer vocabulary (one list), or its question-conditioned
     candidates (one list per question) -- at most one distinct list per two rows; None when most rows
-    have their own list (SNLI-VE, VCR: their logits are then stored per row)."""
+    have their own list (SNLI-VE, VCR: their logits are then stored per row), unless `always`
+    (candidates that depend on the run, such as VQA's vocabulary, are never stored)."""
     seen: Dict[int, int] = {}
     distinct: List[List[str]] = []
     group = np.empty(len(lists), dtype=np.int64)
@@ -78,7 +79,7 @@ def candidate_groups(lists: Sequence[List[str]]) -> Optional[tuple]:
             g = seen[id(cands)] = len(distinct)
             distinct.append(cands)
         group[n] = g
-    if len(distinct) > 1 and 2 * len(distinct) > len(lists):
+    if not always and len(distinct) > 1 and 2 * len(distinct) > len(lists):
         return None
     if len({len(c) for c in distinct}) > 1:
         raise InputError(f"candidate lists of {sorted({len(c) for c in distinct})} lengths; every row needs the same "
@@ -327,7 +328,7 @@ class TeacherCache:
     def build(cls, teacher: Any, texts_fn: Callable[[Dict[str, Any]], tuple], rows: Sequence[Dict[str, Any]],
               root: PathLike, name: str = "rows", indices: Optional[Sequence[int]] = None, batch_size: int = 64,
               process_index: int = 0, num_processes: int = 1, barrier: Callable[[], None] = lambda: None,
-              cls_attention: bool = False) -> "TeacherCache":
+              cls_attention: bool = False, run_candidates: bool = False) -> "TeacherCache":
         """Open the cache of these rows, building it first if needed (every process calls this).
 
         `rows` is the split (a datasets.Dataset or a list of row dicts with an `image` path);
@@ -335,6 +336,9 @@ class TeacherCache:
         `indices` the split indices to cache (default: all: the cache then serves every low-shot
         subset of the split); lookups take those same split indices; `name` prefixes the folder.
         `cls_attention`: lookups return the teacher's CLS attention (InputError if it cannot).
+        `run_candidates`: the candidate lists depend on the run (VQA's answer vocabulary, built
+        from the low-shot rows), so their logits are never stored: each list is encoded on lookup
+        and the split's cache serves every run.
         """
         if indices is None:
             indices, chosen = list(range(len(rows))), list(rows)
@@ -344,7 +348,7 @@ class TeacherCache:
         if not chosen:
             raise InputError(f"teacher cache {name}: no rows to cache")
         texts = [texts_fn(r) for r in chosen]
-        groups = candidate_groups([t[1] for t in texts])
+        groups = candidate_groups([t[1] for t in texts], always=run_candidates)
         shared = groups is not None  # lists that recur across rows are encoded on open, not stored per row
         store_cls = _supports_cls_attention(teacher)
         if cls_attention and not store_cls:

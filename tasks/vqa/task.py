@@ -95,6 +95,7 @@ class VQATask(Task):
     label_key = "multiple_choice_answer"
     metric_names = ("vqa_acc",)
     answer_head = "sigmoid"  # BCE on soft scores over the answers (vqa_bce)
+    run_candidates = True  # the answer vocabulary comes from the low-shot rows
     state_file = "answers.json"  # the answer vocabulary, saved beside the run
 
     def __init__(self, paths: Any = None) -> None:
