@@ -179,9 +179,7 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     (`similarity_probe_logits`)."""
     from clip_td.lib.trust import group_decisions, trust_decision
 
-    logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache)
-    if table is not None:
-        logits = table[torch.tensor(list(train_idx), dtype=torch.long)]
+    logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache, table=table)
     overall = trust_decision(logits, gold, method.trust_alpha, mask)
     trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
     groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []
@@ -200,18 +198,24 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
 
 @torch.no_grad()
 def teacher_answers(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any = None,
-                    batch_size: int = 256) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                    batch_size: int = 256, table: Optional[torch.Tensor] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """The teacher's candidate scores of the labelled training rows -> (cand_logits (N, C), gold
-    (N,), cand_mask (N, C) or None): read from the cache when there is one, else one teacher pass."""
+    (N,), cand_mask (N, C) or None): read from `table` (candidate logits by split row) when given,
+    else from the cache when there is one, else one teacher pass."""
     from clip_td.lib.teacher_cache import CandidateEncoder, _load_image, candidate_logits
 
     logits, gold, masks = [], [], []
-    encoder = None if cache is not None else CandidateEncoder(teacher)
-    transform = None if cache is not None else teacher.image_transform()
+    live = table is None and cache is None
+    encoder = CandidateEncoder(teacher) if live else None
+    transform = teacher.image_transform() if live else None
     for start in range(0, len(train_idx), batch_size):
         idx = list(train_idx[start:start + batch_size])
         rows = [full_train[i] for i in idx]
-        if cache is not None:
+        if table is not None:
+            logits.append(table[torch.tensor(idx, dtype=torch.long)])
+            gold.append(torch.tensor([task.teacher_texts(r)[2] for r in rows], dtype=torch.long))
+        elif cache is not None:
             out = cache.lookup(idx)
             logits.append(out["cand_logits"].float().cpu())
             gold.append(out["gold"].long().cpu())
