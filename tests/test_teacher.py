@@ -163,3 +163,67 @@ def test_resnet_tower_gives_value_path_tokens_and_clip_embedding(tmp_path):
         torch.testing.assert_close((a @ values).squeeze(1), pool(fmap), rtol=1e-4, atol=1e-5)
     with pytest.raises(InputError, match="use relevance_topk"):
         t.encode_images(pixels, cls_attention=True)
+
+
+def test_vit_value_path_tokens_equal_self_only_attention(tmp_path):
+    """teacher.dense=value on a one-block ViT: each patch token is what the block's own attention
+    module gives when every token may attend only to itself (out_proj(v_j)), times the layer
+    scale, then ln_post and proj; the global embedding is unchanged."""
+    d = save_tiny_teacher(tmp_path / "vit", image_size=32, patch_size=8, width=32, layers=1)
+    t = FrozenTeacher.from_name(f"local-dir:{d}")
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, 32, 32)
+    base = t.encode_images(pixels)
+    fp = t.fingerprint()
+    t.set_dense("value")
+    out = t.encode_images(pixels)
+    assert out["patch_tokens"].shape == base["patch_tokens"].shape == (2, 16, t.embed_dim)
+    torch.testing.assert_close(out["image_embed"], base["image_embed"])
+    visual = t.model.visual
+    block = visual.transformer.resblocks[0]
+    with torch.no_grad():
+        y = block.ln_1(visual._embeds(pixels))  # the only block's input, normalised
+        n = y.shape[1]
+        self_only = torch.full((n, n), float("-inf")).fill_diagonal_(0.0)
+        attended = block.attn(y, y, y, attn_mask=self_only, need_weights=False)[0]
+        ref = visual.ln_post(block.ls_1(attended)[:, 1:]) @ visual.proj
+    torch.testing.assert_close(out["patch_tokens"], ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out["patch_tokens"], base["patch_tokens"], atol=1e-3)
+    assert t.fingerprint() != fp and t.dense_text == "dense=value,scale=1"
+    assert t.set_dense("auto").fingerprint() == fp  # the tower's own tokens keep the old cache key
+    with pytest.raises(InputError, match="teacher.dense_scale=2 needs a ResNet"):
+        t.set_dense("value", 2)
+    with pytest.raises(InputError, match="teacher.dense: unknown value 'pixels'"):
+        t.set_dense("pixels")
+
+
+def test_resnet_dense_scale_gives_a_finer_grid_from_a_larger_pass(tmp_path):
+    """teacher.dense_scale=2 on a ResNet (64 px, 2x2 grid): a 4x4 grid whose tokens are the value
+    path of the trunk run at 128 px (checked on an independently loaded open_clip model, with
+    the positional embedding zeroed so the resizing drops out); image_embed stays the native one."""
+    import open_clip
+
+    d = save_tiny_teacher(tmp_path / "rn", resnet=True, image_size=64, width=64)
+    t = FrozenTeacher.from_name(f"local-dir:{d}")
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, 64, 64)
+    base = t.encode_images(pixels)
+    fp = t.fingerprint()
+    t.set_dense("auto", 2)
+    assert t.grid_size == (4, 4) and t.fingerprint() != fp
+    out = t.encode_images(pixels)
+    assert out["patch_tokens"].shape == (2, 16, t.embed_dim)
+    torch.testing.assert_close(out["image_embed"], base["image_embed"])
+    ref = open_clip.create_model_and_transforms(f"local-dir:{d}")[0].eval().visual
+    with torch.no_grad():
+        for v in (t.model.visual, ref):
+            v.attnpool.positional_embedding.zero_()
+        out = t.encode_images(pixels)
+        big = torch.nn.functional.interpolate(pixels, size=(128, 128), mode="bilinear", align_corners=False)
+        fmap = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.stem(big)))))  # (2, C, 4, 4)
+        want = ref.attnpool.c_proj(ref.attnpool.v_proj(fmap.flatten(2).transpose(1, 2)))
+    torch.testing.assert_close(out["patch_tokens"], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="teacher.dense=tokens needs a ViT"):
+        t.set_dense("tokens")
+    with pytest.raises(InputError, match="teacher.dense_scale: expected an integer >= 1"):
+        t.set_dense("auto", 0)

@@ -61,6 +61,10 @@ class TeacherConfig:
     model: Optional[str] = None  # open_clip name, "hf-hub:<id>" or "local-dir:<dir>"; null = the default teacher
     pretrained: Optional[str] = None  # open_clip pretrained tag or weights file (with an open_clip model name)
     cache: bool = True  # precompute teacher outputs once per (data, split, teacher) and reuse them
+    # patch tokens (token-term targets, relevance map): auto (the tower's own) | tokens (ViT: ln_post + proj
+    # per output token) | value (the last attention's value path per token, as MaskCLIP; a ResNet's auto)
+    dense: str = "auto"
+    dense_scale: int = 1  # ResNet: the dense pass reads the image this many times larger (a finer patch grid)
     cache_dir: Optional[str] = None  # where the cache lives; null = <cache root>/teacher_cache
 
 

@@ -66,6 +66,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
 
     name = teacher_name(cfg, accelerator)
     teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
+    teacher.set_dense(str(cfg.teacher.dense), cfg.teacher.dense_scale)
     check_alignment(student, teacher, name)
     cls_attention = needs_cls_attention(method.selection)
     cache = None

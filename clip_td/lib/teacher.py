@@ -30,6 +30,14 @@ from clip_td.base.io import InputError
 
 Span = Tuple[int, int]
 
+#: `teacher.dense`: how the patch tokens (the token term's targets, the relevance map) are built.
+#:   auto    the tower's own: `tokens` for a ViT, `value` for a ResNet
+#:   tokens  ViT: ln_post and proj applied to each output token of the last block
+#:   value   the last attention's value path per token (MaskCLIP): ViT: out_proj(v(ln_1(x))) of the
+#:           last block's input, then ln_post and proj, no query-key mixing, residual or MLP;
+#:           ResNet: the attention pool's v_proj and c_proj at each position of the feature map
+DENSE_MODES = ("auto", "tokens", "value")
+
 
 class FrozenTeacher(nn.Module):
     """Wraps an open_clip CLIP-like model (a ViT or a ModifiedResNet image tower) as a frozen
@@ -53,6 +61,38 @@ class FrozenTeacher(nn.Module):
         self._fingerprint: Optional[str] = None
         self._candidate_encoder: Any = None  # memoised candidate embeddings (clip_td.lib.teacher_cache)
         self._warned_truncation = False  # texts over the context length: warned once per teacher
+        self.dense = "value" if _is_resnet(visual) else "tokens"  # DENSE_MODES, resolved (set_dense)
+        self.dense_scale = 1  # the dense pass sees the image this many times larger (ResNet only)
+
+    def set_dense(self, mode: str = "auto", scale: int = 1) -> "FrozenTeacher":
+        """Choose how patch tokens are built (DENSE_MODES) and the dense pass's input scale: a
+        ResNet at `scale` s reads the image resized s times larger (its pool's positional embedding
+        resized bilinearly), so its patch grid is s times finer; the global embedding always comes
+        from the native size. A non-default choice enters the fingerprint (the cache key)."""
+        resnet = _is_resnet(self.model.visual)
+        if mode not in DENSE_MODES:
+            raise InputError(f"config key teacher.dense: unknown value {mode!r}; expected one of: "
+                             f"{', '.join(DENSE_MODES)}")
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise InputError(f"config key teacher.dense_scale: expected an integer >= 1, got {scale!r}")
+        if resnet and mode == "tokens":
+            raise InputError(f"teacher {self.name!r}: teacher.dense=tokens needs a ViT image tower; a ResNet's "
+                             f"patch tokens are its attention pool's value path (teacher.dense=value or auto)")
+        if not resnet and scale != 1:
+            raise InputError(f"teacher {self.name!r}: teacher.dense_scale={scale} needs a ResNet image tower "
+                             f"(a ViT's positional embedding fixes its grid); use 1")
+        self.dense = ("value" if resnet else "tokens") if mode == "auto" else mode
+        self.dense_scale = int(scale)
+        self._fingerprint = None
+        return self
+
+    @property
+    def dense_text(self) -> str:
+        """'' for the tower's own patch tokens at the native size, else e.g. 'dense=value,scale=2'."""
+        default = "value" if _is_resnet(self.model.visual) else "tokens"
+        if self.dense == default and self.dense_scale == 1:
+            return ""
+        return f"dense={self.dense},scale={self.dense_scale}"
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -98,7 +138,7 @@ class FrozenTeacher(nn.Module):
     def grid_size(self) -> Tuple[int, int]:
         visual = self.model.visual
         if _is_resnet(visual):  # the attention pool's square feature map (image side / 32)
-            n = int(round(math.sqrt(visual.attnpool.positional_embedding.shape[0] - 1)))
+            n = int(round(math.sqrt(visual.attnpool.positional_embedding.shape[0] - 1))) * self.dense_scale
             return (n, n)
         g = visual.grid_size
         return (int(g[0]), int(g[1]))
@@ -118,6 +158,7 @@ class FrozenTeacher(nn.Module):
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(getattr(self, "_config_text", self.name).encode())
+            h.update(self.dense_text.encode())  # '' by default: the tower's own tokens keep their key
             for key, tensor in sorted(self.model.state_dict().items()):
                 h.update(key.encode())
                 h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -149,7 +190,8 @@ class FrozenTeacher(nn.Module):
 
         Returns {"patch_tokens": (B, Nv, d) in the joint space (not normalised),
         "image_embed": (B, d) L2-normalised}, plus "cls_attention": (B, Nv) (the last block's
-        CLS-to-patch attention, averaged over heads) when asked.
+        CLS-to-patch attention, averaged over heads) when asked. The patch tokens follow
+        `set_dense` (Nv = grid_size[0] * grid_size[1]).
         """
         visual = self.model.visual
         pixels = pixels.to(self.device, next(visual.parameters()).dtype)
@@ -157,19 +199,23 @@ class FrozenTeacher(nn.Module):
             if cls_attention:
                 raise InputError(f"teacher {self.name!r}: cls_attention_topk needs a ViT image tower (this one is "
                                  f"a ResNet); use relevance_topk instead")
-            pooled, tokens = _resnet_pool_and_tokens(visual, pixels)
+            pooled, tokens = _resnet_pool_and_tokens(visual, pixels, self.dense_scale)
             return {"patch_tokens": tokens.float(), "image_embed": F.normalize(pooled.float(), dim=-1)}
         x = visual._embeds(pixels)  # (B, 1 + Nv, width)
         captured: Dict[str, torch.Tensor] = {}
         hook = None
         if cls_attention:
             hook = _attach_cls_attention_hook(visual, captured, self.name)
+        value_hook = _attach_last_input_hook(visual, captured) if self.dense == "value" else None
         try:
             x = visual.transformer(x)
         finally:
-            if hook is not None:
-                hook.remove()
+            for h in (hook, value_hook):
+                if h is not None:
+                    h.remove()
         pooled, tokens = visual._pool(x)  # pooled: (B, width), tokens: (B, Nv, width) after ln_post
+        if self.dense == "value":
+            tokens = _vit_value_tokens(visual, captured["last_input"], self.name)
         if visual.proj is not None:
             pooled, tokens = pooled @ visual.proj, tokens @ visual.proj
         out = {"patch_tokens": tokens.float(), "image_embed": F.normalize(pooled.float(), dim=-1)}
@@ -328,18 +374,61 @@ def _is_resnet(visual: nn.Module) -> bool:
     return hasattr(visual, "attnpool") and hasattr(visual, "stem")
 
 
-def _resnet_pool_and_tokens(visual: nn.Module, pixels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _resnet_trunk(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    return visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (B, C, H, W)
+
+
+def _resnet_pool_and_tokens(visual: nn.Module, pixels: torch.Tensor,
+                            scale: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """ModifiedResNet -> (pooled (B, d), dense tokens (B, H*W, d) row-major).
 
     The pooled embedding is the attention pool's output, as CLIP computes it. The dense tokens
     take each position of the final feature map through the pool's value path (v_proj then
     c_proj, with its positional embedding), as MaskCLIP does: the same projections that carry
-    the pooled embedding into the joint space, so the tokens live in that space too."""
-    x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (B, C, H, W)
+    the pooled embedding into the joint space, so the tokens live in that space too. With
+    `scale` s > 1 the dense tokens come from a second pass over the image resized s times
+    larger (bilinear), the positional embedding resized to its (s H, s W) map (bilinear)."""
+    x = _resnet_trunk(visual, pixels)
     pool = visual.attnpool
     pooled = pool(x)
-    tokens = x.flatten(2).transpose(1, 2) + pool.positional_embedding[1:].to(x.dtype)  # (B, HW, C)
+    pos = pool.positional_embedding[1:].to(x.dtype)  # (HW, C)
+    if scale != 1:
+        h, w = x.shape[-2:]
+        x = _resnet_trunk(visual, F.interpolate(pixels, scale_factor=scale, mode="bilinear", align_corners=False))
+        grid = pos.transpose(0, 1).reshape(1, -1, h, w)
+        pos = F.interpolate(grid, size=x.shape[-2:], mode="bilinear", align_corners=False).flatten(2)[0].T
+    tokens = x.flatten(2).transpose(1, 2) + pos  # (B, HW, C)
     return pooled, pool.c_proj(pool.v_proj(tokens))
+
+
+def _attach_last_input_hook(visual: nn.Module, captured: Dict[str, torch.Tensor]):
+    """Record the last block's input as (B, 1 + Nv, width) under captured["last_input"]."""
+    transformer = visual.transformer
+
+    def hook(_module: nn.Module, args: Tuple[Any, ...]) -> None:
+        x = args[0]
+        captured["last_input"] = x if getattr(transformer, "batch_first", True) else x.transpose(0, 1)
+
+    return transformer.resblocks[-1].register_forward_pre_hook(hook)
+
+
+def _vit_value_tokens(visual: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """MaskCLIP's dense tokens of a ViT: the last block's value path applied to each patch token
+    of its input, out_proj(v(ln_1(x))) (times the block's layer scale), then ln_post; no
+    query-key attention, residual or MLP. x (B, 1 + Nv, width) -> (B, Nv, width) (before proj)."""
+    block = visual.transformer.resblocks[-1]
+    attn = getattr(block, "attn", None)
+    if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+        raise InputError(f"teacher {name!r}: teacher.dense=value needs nn.MultiheadAttention with a packed input "
+                         f"projection in the last block (got {type(attn).__name__}); use teacher.dense=tokens")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise InputError(f"teacher {name!r}: teacher.dense=value needs a class-token ViT (this one has an "
+                         f"attention pool); use teacher.dense=tokens")
+    width = attn.embed_dim
+    bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    v = F.linear(block.ln_1(x[:, 1:]), attn.in_proj_weight[2 * width:], bias)
+    out = block.ls_1(attn.out_proj(v)) if hasattr(block, "ls_1") else attn.out_proj(v)
+    return visual.ln_post(out)
 
 
 def _attach_cls_attention_hook(visual: nn.Module, captured: Dict[str, torch.Tensor], name: str):

@@ -173,7 +173,8 @@ EXTRACTION_CODE = {
                             "FrozenTeacher._content_mask", "FrozenTeacher.image_transform", "FrozenTeacher.tokenize",
                             "FrozenTeacher.logit_scale", "_attach_cls_attention_hook", "token_offsets",
                             "_special_ids", "_project", "_preprocess_settings", "_is_resnet",
-                            "_resnet_pool_and_tokens", "FrozenTeacher.grid_size"),
+                            "_resnet_pool_and_tokens", "_resnet_trunk", "_attach_last_input_hook",
+                            "_vit_value_tokens", "FrozenTeacher.grid_size"),
 }
 
 
