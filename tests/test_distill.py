@@ -290,3 +290,27 @@ def test_calibrated_weighting_counts_only_the_scored_candidates():
     mask = torch.tensor([[True, False, True]]).expand(4, 3)
     out = dist(student_out, t, {**batch, "cand_mask": mask}, torch.zeros(4, 3, requires_grad=True))
     torch.testing.assert_close(out["weights"], torch.tensor([0.0, 0.5, 0.0, 0.5]), atol=1e-6, rtol=0)
+
+
+def test_text_segments_all_aligns_the_second_segment_of_a_pair():
+    """A VCR-style pair "red ?" + "cube" read by the teacher as "red ? cube": the student's
+    [CLS] red [SEP] cube [SEP] with joined offsets (cube at 6-10). text_segments=all aligns
+    both content tokens: image 0.04, red 1 - 0 = 1, cube 1 - 1 = 0 -> mean (0.04 + 1 + 0) / 3;
+    text_segments=first drops cube -> (0.04 + 1) / 2."""
+    student, teacher, _ = _hand_case()
+    student["text_tokens"] = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.0, 0.0]]])
+    teacher.update(token_feats=torch.tensor([[[5.0, 5.0], [0.0, 1.0], [3.0, 0.0], [7.0, -2.0]]]),
+                   token_mask=torch.tensor([[False, True, True, False]]),
+                   token_offsets=torch.tensor([[[-1, -1], [0, 3], [6, 10], [-1, -1]]]))
+    batch = {"offsets": torch.tensor([[[0, 0], [0, 3], [0, 0], [6, 10], [0, 0]]])}
+    for segments, want in (("all", (0.04 + 1.0 + 0.0) / 3), ("first", (0.04 + 1.0) / 2)):
+        dist = _distiller("clip_td", {"selection": "all", "weighting": "uniform", "beta": 0.0, "eta": 0.0,
+                                      "text_segments": segments}, 2, 2)
+        for p in (dist.proj_v, dist.proj_t):
+            with torch.no_grad():
+                p.weight.copy_(torch.eye(2))
+                p.bias.zero_()
+        out = dist(student, teacher, batch, torch.zeros(1, 2))
+        assert out["tok_loss"].item() == pytest.approx(want, abs=1e-6), segments
+    with pytest.raises(InputError, match="method.text_segments: unknown value 'second'"):
+        resolve_method({"text_segments": "second"})

@@ -31,7 +31,7 @@ from torch import nn
 
 from clip_td.base.io import InputError
 from clip_td.base.registry import Registry
-from clip_td.lib.selection import SELECTORS
+from clip_td.lib.selection import NEEDS_STUDENT, SELECTORS
 from clip_td.lib.text_align import align_teacher_tokens
 from clip_td.lib.token_grid import grid_from_tokens, resample_grid
 from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, gold_confidence
@@ -119,6 +119,7 @@ def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.
 
 
 TRUST_GATES = ("group", "task", "off")  # method.trust_gate values (clip_td.lib.trust)
+TEXT_SEGMENTS = ("all", "first")  # method.text_segments values
 
 
 @dataclass
@@ -137,7 +138,8 @@ class MethodConfig:
     gamma: float = 1.0  # confidence exponent of the dynamic weight
     selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
     weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
-    text_tokens: bool = True  # also distil the text tokens (content tokens of the first text segment)
+    text_tokens: bool = True  # also distil the text tokens (content tokens, see text_segments)
+    text_segments: str = "all"  # student text tokens aligned with the teacher's: all (every segment of a pair, e.g. VCR's question and answer, placed in the joined text the teacher reads) | first (the first segment only)
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
     question_candidates: bool = True  # VQA: the teacher scores "<question> <answer>" for each answer (false: the bare answer words)
     similarity_probe: bool = True  # SNLI-VE: the teacher's label distribution is p(label | cos(image, hypothesis)), a one-feature probe cross-fitted on the labelled rows (false: the softmax over label templates)
@@ -199,6 +201,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if str(m.trust_gate) not in TRUST_GATES:
         raise InputError(f"config key method.trust_gate: unknown value {m.trust_gate!r}; expected one of: "
                          f"{', '.join(TRUST_GATES)}")
+    if m.text_segments not in TEXT_SEGMENTS:
+        raise InputError(f"config key method.text_segments: unknown value {m.text_segments!r}; expected one of: "
+                         f"{', '.join(TEXT_SEGMENTS)}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")
@@ -301,12 +306,18 @@ class Distiller(nn.Module):
         cls_att = t.get("cls_attention")
         if cls_att is not None and cls_att.shape[1] != hv.shape[1]:
             cls_att = resample_grid(cls_att.float().unsqueeze(-1), grid_from_tokens(n_teacher), dst).squeeze(-1)
+        student_tokens = None
+        if s.selection in NEEDS_STUDENT:
+            with torch.no_grad():
+                student_tokens = self.proj_v(hv)
         mask_v = SELECTORS.create(s.selection, zv, task_embed=t["text_embed"], cls_attention=cls_att, rho=s.rho,
-                                  generator=self.generator)
+                                  generator=self.generator, student_tokens=student_tokens)
         dist_sum = _masked_distance_sum(self.proj_v, hv, zv, mask_v)
         count = mask_v.float().sum(-1)
         if s.text_tokens and "offsets" in batch and "token_feats" in t:
-            offsets = first_segment_offsets(batch["offsets"].to(hv.device))
+            offsets = batch["offsets"].to(hv.device)  # pairs: already placed in the joined text (batches.joined_offsets)
+            if s.text_segments == "first":
+                offsets = first_segment_offsets(offsets)
             aligned, valid = align_teacher_tokens(t["token_feats"], t["token_offsets"], t["token_mask"], offsets)
             dist_sum = dist_sum + _masked_distance_sum(self.proj_t, student_out["text_tokens"], aligned, valid)
             count = count + valid.float().sum(-1)

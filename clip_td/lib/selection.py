@@ -18,6 +18,7 @@ from clip_td.base.registry import Registry
 
 SELECTORS = Registry("token selector")
 NEEDS_CLS_ATTENTION = {"cls_attention_topk"}  # selectors that read the teacher's [CLS] attention
+NEEDS_STUDENT = {"disagreement_topk"}  # selectors that read the student's projected image tokens
 
 
 def needs_cls_attention(selection: str) -> bool:
@@ -73,3 +74,14 @@ def cls_attention_topk(patch_tokens: torch.Tensor, cls_attention: Optional[torch
             "must be built with cls_attention=True, from a teacher whose last block is nn.MultiheadAttention)"
         )
     return _topk_mask(cls_attention.float(), num_selected(patch_tokens.shape[1], rho))
+
+
+@SELECTORS.register("disagreement_topk")
+def disagreement_topk(patch_tokens: torch.Tensor, student_tokens: Optional[torch.Tensor] = None, rho: float = 0.5,
+                      **_: object) -> torch.Tensor:
+    """Selection by the student's own need: keep the k tokens where the student's projected image
+    token P_v h_j is furthest from the teacher's z_j (largest 1 - cos), recomputed every step.
+    patch_tokens (B, N, d), student_tokens (B, N, d) (detached) -> (B, N) bool."""
+    assert student_tokens is not None, "disagreement_topk needs the student's projected image tokens"
+    gap = 1.0 - F.cosine_similarity(student_tokens.float(), patch_tokens.float(), dim=-1)  # (B, N)
+    return _topk_mask(gap, num_selected(patch_tokens.shape[1], rho))
