@@ -217,11 +217,18 @@ class Task:
         one whose text is the teacher's task text; the logits are over the teacher's candidates."""
         return student_out, batch, result["logits"]
 
+    #: teacher rows per instance: a task whose instance has several stages, each answered by its
+    #: own student sequence (VCR: Q->A and QA->R), sets this in `setup`; teacher_texts then
+    #: reads the stage from row["_stage"] (0 .. teacher_stages - 1) and distill_view returns
+    #: teacher_stages student rows per instance, stage-major within each instance
+    teacher_stages: int = 1
+
     def teacher_texts(self, row: Dict[str, Any]) -> Tuple[str, List[str], int]:
         """(task text, candidate texts, index of the gold candidate or -1) for the teacher.
 
-        The task text starts with the student's first text segment, so the teacher's token
-        features of that prefix align with the student's tokens by character span."""
+        The task text is the student's distilled sequence as one string (a pair joined by a
+        space), so the teacher's token features align with the student's tokens by character
+        span."""
         raise NotImplementedError(f"task {self.name!r} gives the teacher no texts")
 
     def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:

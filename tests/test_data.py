@@ -111,3 +111,48 @@ def test_a_candidate_longer_than_max_len_cuts_both_segments_instead_of_failing()
     enc = collate.tokenize([("a b c d e f", "g h")])
     words = tok.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     assert words[-3:] == ["g", "h", "[SEP]"]
+
+
+def test_vcr_teacher_stages_texts_view_and_index(small_world):
+    """method.rationales: the teacher's QA->R stage reads question + right answer + each
+    rationale; distill_view returns, per instance, the gold answer's Q->A sequence then the gold
+    rationale's QA->R sequence with their 4-way logits; `_staged_index` looks the teacher rows up
+    in the same order (unlabelled rows: the first stage only)."""
+    from types import SimpleNamespace
+
+    from clip_td.app.teacher_setup import StagedRows, _staged_index
+
+    task, ds = _load(small_world, "vcr")
+    task.setup(ds, SimpleNamespace(method=SimpleNamespace(rationales=True)))
+    assert task.teacher_stages == 2
+    row = ds[0]
+    q, a, r = row["text"], row["answers"][row["answer_label"]], row["rationales"][row["rationale_label"]]
+    assert task.teacher_texts(row) == (f"{q} {a}", [f"{q} {x}" for x in row["answers"]], row["answer_label"])
+    assert task.teacher_texts({**row, "_stage": 1}) == (
+        f"{q} {a} {r}", [f"{q} {a} {x}" for x in row["rationales"]], row["rationale_label"])
+    # the QA->R pair (question + gold answer, rationale) joined is the stage-1 task text
+    assert " ".join(task.student_texts(row)[4 + row["rationale_label"]]) == f"{q} {a} {r}"
+    staged = StagedRows(ds, 2)
+    assert len(staged) == 2 * len(ds) and staged[3]["_stage"] == 1 and staged[3]["uid"] == ds[1]["uid"]
+    assert [task.trust_group(staged[j]) for j in range(4)] == ["q2a", "qa2r", "q2a", "qa2r"]
+
+    b = 2
+    seq = torch.arange(b * 8).float().unsqueeze(-1)  # each student sequence tagged with its row number
+    batch = {"pixel_values": torch.zeros(b, 3, 4, 4), "input_ids": seq.long().repeat(1, 3),
+             "attention_mask": torch.ones(b * 8, 3), "offsets": torch.zeros(b * 8, 3, 2),
+             "answer_label": torch.tensor([2, 0]), "rationale_label": torch.tensor([1, 3])}
+    result = {"q2a_logits": torch.tensor([[0.0, 1, 2, 3], [4, 5, 6, 7]]),
+              "qa2r_logits": torch.tensor([[10.0, 11, 12, 13], [14, 15, 16, 17]])}
+    view, view_batch, logits = task.distill_view({"pooled": seq}, batch, result)
+    # instance 0: Q->A row 2, QA->R row 4 + 1; instance 1: Q->A row 8 + 0, QA->R row 8 + 4 + 3
+    assert view["pooled"].squeeze(-1).tolist() == [2.0, 5.0, 8.0, 15.0]
+    assert view_batch["input_ids"][:, 0].tolist() == [2, 5, 8, 15]
+    assert logits[:, 0].tolist() == [0.0, 10.0, 4.0, 14.0]
+    looked = []
+    _staged_index(lambda bt: looked.append(bt["index"].tolist()), 2, {"index": torch.tensor([5, 1])})
+    _staged_index(lambda bt: looked.append(bt["index"].tolist()), 2, {"index": torch.tensor([5, 1]), "label_free": True})
+    assert looked == [[10, 11, 2, 3], [10, 2]]
+    task.setup(ds, SimpleNamespace(method=SimpleNamespace(rationales=False)))
+    view, _, logits = task.distill_view({"pooled": seq}, batch, result)
+    assert view["pooled"].squeeze(-1).tolist() == [2.0, 8.0] and logits[:, 0].tolist() == [0.0, 4.0]
+    assert task.trust_group(row) is None

@@ -53,12 +53,41 @@ def test_clip_td_end_to_end(small_world, tiny_teacher, tmp_path, monkeypatch, ta
         assert set(terms) == {"task_loss", "tok_loss", "glob_loss", "ans_loss"}, terms
         assert all(math.isfinite(v) and v >= 0.0 for v in terms.values()), terms
         assert terms["tok_loss"] > 0.0 and terms["glob_loss"] > 0.0
-    # the distiller saw one student sequence per instance, matched with one teacher row each;
-    # VCR: 4 Q->A sequences per instance go in, the gold answer's sequence and the 4-way logits come out
-    n_cand = 3 if task == "snli_ve" else 4
+    # the distiller saw one student sequence per instance and teacher stage, matched with one teacher
+    # row each; VCR: 8 sequences per instance go in, the gold answer's and the gold rationale's
+    # sequences and their 4-way logits come out (method.rationales: two teacher stages)
+    n_cand, stages = (3, 1) if task == "snli_ve" else (4, 2)
     for v in views:
-        assert v["student"] == v["text"] == v["ids"] == v["teacher"] == v["instances"] == v["logits"][0], v
+        assert v["student"] == v["text"] == v["ids"] == v["teacher"] == v["logits"][0] == stages * v["instances"], v
         assert v["logits"][1] == n_cand
+    if task == "vcr":  # the trust figures count teacher rows: two stages per labelled instance
+        assert m["teacher_trust"]["rows"] == 2 * 50  # 25 % of the small world's 200 VCR training instances
+
+
+def test_vcr_stages_live_teacher_equals_the_cache(small_world, tiny_teacher, tmp_path, monkeypatch):
+    """VCR with both teacher stages: the first step's distillation terms are the same whether the
+    teacher runs live on each batch or is read from the cache (which stores token features in
+    fp16), so the staged rows line up the same way on both paths."""
+    import clip_td.app.finetune_model as model_mod
+
+    first = {}
+    real_forward = model_mod.FinetuneModel.forward
+
+    def forward(self, batch, teacher_out=None, kd_scale=1.0):
+        out = real_forward(self, batch, teacher_out, kd_scale)
+        if self.training and self._tag not in first:
+            first[self._tag] = {k: float(v.detach()) for k, v in out.items() if k.endswith("_loss")}
+        return out
+
+    monkeypatch.setattr(model_mod.FinetuneModel, "forward", forward)
+    for tag, cache in (("cache", "true"), ("live", "false")):
+        monkeypatch.setattr(model_mod.FinetuneModel, "_tag", tag, raising=False)
+        assert run(small_world, tiny_teacher, tmp_path / tag, **{
+            "task.name": "vcr", "method.name": "clip_td", "train.max_steps": 1, "method.trust_gate": "off",
+            "teacher.cache": cache, "train.eval_every": 0, "eval.splits": "[val]"}) == 0
+    assert set(first["cache"]) == {"task_loss", "tok_loss", "glob_loss", "ans_loss"}
+    for key, value in first["cache"].items():
+        assert first["live"][key] == pytest.approx(value, rel=2e-3, abs=1e-4), key
 
 
 def test_one_cache_per_split_shared_by_fractions_and_seeds(small_world, tiny_teacher, tmp_path, monkeypatch):

@@ -92,7 +92,7 @@ class TaskDataset(Dataset):
         if self.label_free:
             shown = self.augment(image) if self.augment is not None else image
             return {"index": self.source_index[i], "pixel_values": self.transform(shown),
-                    "texts": [(self.task.label_free_text(row), None)], "targets": {}}
+                    "texts": [(self.task.label_free_text(row), None)], "targets": {}, "label_free": True}
         item: Dict[str, Any] = {
             "index": self.source_index[i],
             "pixel_values": self.transform(image),
@@ -103,9 +103,11 @@ class TaskDataset(Dataset):
             item["targets"].update(self.task.teacher_extras(row))
         if self.teacher_transform is not None:
             item["teacher_pixels"] = self.teacher_transform(image)
-        if self.teacher_texts:
-            text, candidates, gold = self.task.teacher_texts(row)
-            item.update(teacher_text=text, teacher_candidates=candidates, teacher_gold=gold)
+        if self.teacher_texts:  # one entry per teacher stage of the task (Task.teacher_stages)
+            stages = [self.task.teacher_texts({**row, "_stage": s} if s else row)
+                      for s in range(int(getattr(self.task, "teacher_stages", 1)))]
+            item.update(teacher_text=[t[0] for t in stages], teacher_candidates=[t[1] for t in stages],
+                        teacher_gold=[t[2] for t in stages])
         return item
 
 
@@ -175,7 +177,9 @@ class Collator:
             batch[key] = torch.stack(values) if torch.is_tensor(first) else torch.tensor(values, dtype=torch.long)
         if "teacher_pixels" in items[0]:
             batch["teacher_pixels"] = torch.stack([it["teacher_pixels"] for it in items])
-        for key in ("teacher_text", "teacher_candidates", "teacher_gold"):
+        for key in ("teacher_text", "teacher_candidates", "teacher_gold"):  # instance-major over stages
             if key in items[0]:
-                batch[key] = [it[key] for it in items]
+                batch[key] = [x for it in items for x in it[key]]
+        if items[0].get("label_free"):
+            batch["label_free"] = True
         return batch

@@ -64,6 +64,9 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         return TeacherSide()
     from clip_td.lib.teacher import FrozenTeacher
 
+    stages = int(getattr(task, "teacher_stages", 1))
+    if stages > 1:  # every stage of an instance is a teacher row of its own (StagedRows)
+        full_train, train_idx = StagedRows(full_train, stages), [i * stages + s for i in train_idx for s in range(stages)]
     name = teacher_name(cfg, accelerator)
     teacher = FrozenTeacher.from_name(name, cfg.teacher.pretrained)
     teacher.set_dense(str(cfg.teacher.dense), cfg.teacher.dense_scale)
@@ -110,7 +113,39 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         side.outputs = partial(_with_candidate_table, side.outputs, table)
     if gate is not None:
         side.outputs = partial(_with_answer_gate, side.outputs, gate)
+    if stages > 1:
+        side.outputs = partial(_staged_index, side.outputs, stages)
     return side
+
+
+class StagedRows:
+    """A split as the teacher sees a task with several stages per instance (VCR: Q->A, QA->R):
+    teacher row i * stages + s is split row i with "_stage": s, so the cache, the trust gate
+    and the candidate tables index stages like rows."""
+
+    def __init__(self, rows: Any, stages: int) -> None:
+        self.rows, self.stages = rows, int(stages)
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.stages
+
+    def __getitem__(self, j: int) -> Dict[str, Any]:
+        i, stage = divmod(int(j), self.stages)
+        return {**self.rows[i], "_stage": stage}
+
+    def __iter__(self):
+        return (self[j] for j in range(len(self)))
+
+
+def _staged_index(outputs: Callable, stages: int, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs of every stage of the batch's instances, instance-major (B * stages rows,
+    as `Task.distill_view` orders the student's), by teacher row index; unlabelled rows
+    (`method.label_free`) read only their first stage, which holds the image features."""
+    index = torch.as_tensor(batch["index"]).long()
+    if batch.get("label_free"):
+        return outputs({**batch, "index": index * stages})
+    staged = (index.unsqueeze(1) * stages + torch.arange(stages, device=index.device)).flatten()
+    return outputs({**batch, "index": staged})
 
 
 def _with_candidate_table(outputs: Callable, table: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
@@ -240,5 +275,8 @@ def live_outputs(teacher: Any, batch: Dict[str, Any], cls_attention: bool = Fals
     """Teacher outputs of one batch computed on the fly (teacher.cache=false)."""
     from clip_td.lib.teacher_cache import teacher_outputs
 
-    return teacher_outputs(teacher, batch["teacher_pixels"].to(teacher.device), batch["teacher_text"],
+    pixels = batch["teacher_pixels"]
+    if len(batch["teacher_text"]) > pixels.shape[0]:  # several teacher stages per instance, instance-major
+        pixels = pixels.repeat_interleave(len(batch["teacher_text"]) // pixels.shape[0], dim=0)
+    return teacher_outputs(teacher, pixels.to(teacher.device), batch["teacher_text"],
                            batch["teacher_candidates"], batch["teacher_gold"], cls_attention=cls_attention)

@@ -139,6 +139,7 @@ class MethodConfig:
     selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
     weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
     text_tokens: bool = True  # also distil the text tokens (content tokens, see text_segments)
+    rationales: bool = True  # VCR: the teacher also scores the QA->R stage (question + right answer + each rationale) and the gold rationale's sequence is distilled too
     text_segments: str = "all"  # student text tokens aligned with the teacher's: all (every segment of a pair, e.g. VCR's question and answer, placed in the joined text the teacher reads) | first (the first segment only)
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
     question_candidates: bool = True  # VQA: the teacher scores "<question> <answer>" for each answer (false: the bare answer words)

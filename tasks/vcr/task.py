@@ -239,20 +239,45 @@ class VcrTask(Task):
     def decode(self, preds: Sequence[Any]) -> List[Any]:
         return [(int(p[0]), int(p[1])) for p in preds]
 
+    def setup(self, train_rows: Any, settings: Any, state_dir: Optional[PathLike] = None, save: bool = False) -> None:
+        """`method.rationales` (default true): the teacher also scores the QA->R stage."""
+        method = getattr(settings, "method", None)
+        self.teacher_stages = 2 if method is None or bool(getattr(method, "rationales", True)) else 1
+
     def distill_view(self, student_out: Dict[str, Any], batch: Dict[str, Any], result: Dict[str, Any]):
-        """The Q->A sequence of the gold answer (question + gold answer, as the teacher reads it);
-        the answer-level term uses the Q->A logits over the 4 answers."""
+        """The Q->A sequence of the gold answer (question + gold answer, as the teacher reads it)
+        with the Q->A logits over the 4 answers; with two teacher stages also, right after it, the
+        QA->R sequence of the gold rationale (question + gold answer + gold rationale) with the
+        QA->R logits over the 4 rationales: (B * teacher_stages) rows, instance-major."""
         import torch
 
         n = batch["pixel_values"].shape[0]
-        rows = torch.arange(n, device=batch["input_ids"].device) * self.sequences_per_instance + batch["answer_label"]
-        view = {k: v[rows] for k, v in student_out.items()}
+        base = torch.arange(n, device=batch["input_ids"].device) * self.sequences_per_instance
+        rows = [base + batch["answer_label"]]
+        logits = [result["q2a_logits"]]
+        if self.teacher_stages == 2:
+            rows.append(base + N_CHOICES + batch["rationale_label"])
+            logits.append(result["qa2r_logits"])
+        rows_t = torch.stack(rows, dim=1).flatten()  # (B * stages,): instance 0's stages, then instance 1's, ...
+        view = {k: v[rows_t] for k, v in student_out.items()}
         view_batch = dict(batch)
         for key in ("input_ids", "attention_mask", "offsets"):
-            view_batch[key] = batch[key][rows]
-        return view, view_batch, result["q2a_logits"]
+            view_batch[key] = batch[key][rows_t]
+        return view, view_batch, torch.stack(logits, dim=1).flatten(0, 1)
 
     def teacher_texts(self, row: Dict[str, Any]) -> tuple:
-        """Task text = question + right answer; candidates = question + each answer; gold = answer_label."""
+        """Stage 0 (Q->A): task text = question + right answer; candidates = question + each
+        answer; gold = answer_label. Stage 1 (QA->R, row["_stage"] == 1): task text = question +
+        right answer + right rationale; candidates = question + right answer + each rationale;
+        gold = rationale_label."""
         q, answers, gold = row["text"], row["answers"], int(row["answer_label"])
+        if row.get("_stage", 0) == 1:
+            qa = f"{q} {answers[gold] if gold >= 0 else answers[0]}"
+            r_gold = int(row["rationale_label"])
+            rationales = row["rationales"]
+            return f"{qa} {rationales[r_gold] if r_gold >= 0 else rationales[0]}", [f"{qa} {r}" for r in rationales], r_gold
         return f"{q} {answers[gold]}", [f"{q} {a}" for a in answers], gold
+
+    def trust_group(self, row: Dict[str, Any]) -> Optional[str]:
+        """With two teacher stages each has its own trust test: "q2a" and "qa2r"."""
+        return ("q2a", "qa2r")[row.get("_stage", 0)] if self.teacher_stages == 2 else None
