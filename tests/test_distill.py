@@ -314,3 +314,26 @@ def test_text_segments_all_aligns_the_second_segment_of_a_pair():
         assert out["tok_loss"].item() == pytest.approx(want, abs=1e-6), segments
     with pytest.raises(InputError, match="method.text_segments: unknown value 'second'"):
         resolve_method({"text_segments": "second"})
+
+
+def test_mlp_projector_shapes_and_token_term():
+    """method.projector=mlp: P_v, P_t, P_g are Linear(6, 6) -> GELU -> Linear(6, 4); the token term
+    is 1 - cos(P_v h_j, z_j) averaged over every token (selection all, uniform weights), computed
+    here with a hand-written GELU MLP from the same weights."""
+    torch.manual_seed(0)
+    dist = _distiller("clip_td", {"projector": "mlp", "selection": "all", "weighting": "uniform", "beta": 0.0,
+                                  "eta": 0.0, "text_tokens": False}, 6, 4)
+    for p in (dist.proj_v, dist.proj_t, dist.proj_g):
+        assert [tuple(m.weight.shape) for m in p if isinstance(m, torch.nn.Linear)] == [(6, 6), (4, 6)]
+    hv, zv = torch.randn(2, 4, 6), torch.randn(2, 4, 4)
+    out = dist({"image_tokens": hv, "pooled": torch.randn(2, 6), "text_tokens": torch.randn(2, 3, 6)},
+               {"patch_tokens": zv, "image_embed": torch.randn(2, 4), "text_embed": torch.randn(2, 4),
+                "cand_logits": torch.randn(2, 3), "gold": torch.tensor([0, 1])}, {}, torch.randn(2, 3))
+    first, last = dist.proj_v[0], dist.proj_v[2]
+    x = hv @ first.weight.T + first.bias
+    x = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    y = x @ last.weight.T + last.bias
+    want = (1 - torch.nn.functional.cosine_similarity(y, zv, dim=-1)).mean()
+    torch.testing.assert_close(out["tok_loss"], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="method.projector: unknown value 'deep'"):
+        resolve_method({"projector": "deep"})

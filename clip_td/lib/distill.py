@@ -120,6 +120,16 @@ def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.
 
 TRUST_GATES = ("group", "task", "off")  # method.trust_gate values (clip_td.lib.trust)
 TEXT_SEGMENTS = ("all", "first")  # method.text_segments values
+PROJECTORS = ("linear", "mlp")  # method.projector values
+
+
+def make_projector(kind: str, student_dim: int, teacher_dim: int) -> nn.Module:
+    """student width -> teacher width: one nn.Linear, or Linear -> GELU -> Linear (hidden width
+    max(student_dim, teacher_dim))."""
+    if kind == "mlp":
+        hidden = max(student_dim, teacher_dim)
+        return nn.Sequential(nn.Linear(student_dim, hidden), nn.GELU(), nn.Linear(hidden, teacher_dim))
+    return nn.Linear(student_dim, teacher_dim)
 
 
 @dataclass
@@ -139,6 +149,7 @@ class MethodConfig:
     selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
     weighting: str = "confidence"  # WEIGHTINGS registry name (clip_td); the ablations override it
     text_tokens: bool = True  # also distil the text tokens (content tokens, see text_segments)
+    projector: str = "linear"  # P_v, P_t, P_g: linear (one nn.Linear each) | mlp (Linear -> GELU -> Linear, hidden width max(student, teacher)): more room to match the teacher in the projector rather than in the student's features
     rationales: bool = True  # VCR: the teacher also scores the QA->R stage (question + right answer + each rationale) and the gold rationale's sequence is distilled too
     text_segments: str = "all"  # student text tokens aligned with the teacher's: all (every segment of a pair, e.g. VCR's question and answer, placed in the joined text the teacher reads) | first (the first segment only)
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
@@ -202,6 +213,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if str(m.trust_gate) not in TRUST_GATES:
         raise InputError(f"config key method.trust_gate: unknown value {m.trust_gate!r}; expected one of: "
                          f"{', '.join(TRUST_GATES)}")
+    if m.projector not in PROJECTORS:
+        raise InputError(f"config key method.projector: unknown value {m.projector!r}; expected one of: "
+                         f"{', '.join(PROJECTORS)}")
     if m.text_segments not in TEXT_SEGMENTS:
         raise InputError(f"config key method.text_segments: unknown value {m.text_segments!r}; expected one of: "
                          f"{', '.join(TEXT_SEGMENTS)}")
@@ -241,9 +255,9 @@ class Distiller(nn.Module):
     def __init__(self, settings: MethodConfig, student_dim: int, teacher_dim: int) -> None:
         super().__init__()
         self.settings = settings
-        self.proj_v = nn.Linear(student_dim, teacher_dim)
-        self.proj_t = nn.Linear(student_dim, teacher_dim)
-        self.proj_g = nn.Linear(student_dim, teacher_dim)
+        self.proj_v = make_projector(settings.projector, student_dim, teacher_dim)
+        self.proj_t = make_projector(settings.projector, student_dim, teacher_dim)
+        self.proj_g = make_projector(settings.projector, student_dim, teacher_dim)
         self.generator = torch.Generator().manual_seed(settings.selection_seed or 0)
 
     def forward(self, student_out: Dict[str, torch.Tensor], teacher_out: Dict[str, Any], batch: Dict[str, Any],
