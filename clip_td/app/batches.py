@@ -11,7 +11,8 @@ plus the task's targets (`task.targets(row)`: ints become (B,) long tensors, ten
 stacked; e.g. vqa `targets` (B, A), snli_ve `labels` (B,), vcr `answer_label`, `rationale_label`)
 and the task's teacher extras (vqa with answer sets: `cand_mask` (B, A) bool). With the teacher
 running live (no cache) it also holds `teacher_pixels` (B, 3, H', W') and the teacher's texts as
-lists of strings.
+lists of B * task.teacher_stages entries, instance-major. Unlabelled batches (`method.label_free`)
+carry `label_free`: True.
 """
 
 from __future__ import annotations
