@@ -101,3 +101,46 @@ def test_a_tiny_run_distils_on_the_unlabelled_rows(small_world, tiny_teacher, tm
 
     off, on = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("off", "on"))
     assert off.keys() == on.keys() and any(not torch.equal(off[k], on[k]) for k in off)
+
+
+def test_label_free_answer_term_hand_case():
+    """method.label_free_answers: alpha * eta * mean_u g_u KL(q_u || p_u) tau^2 on unlabelled rows,
+    q_u = softmax(teacher / tau), no instance weight. Row 0: teacher logits (0, 2 ln 3) at tau 2 ->
+    q = (1/4, 3/4); student logits 0 -> p = (1/2, 1/2); KL = 1/4 ln(1/2) + 3/4 ln(3/2); row 1:
+    teacher = student -> 0; the gate keeps row 0 only in the second case."""
+    import math
+
+    dist = create_distiller(resolve_method(MethodConfig(alpha=0.5, eta=2.0, tau=2.0, answer_loss="kl")), 2, 2)
+    teacher = {"cand_logits": torch.tensor([[0.0, 2 * math.log(3.0)], [1.0, -1.0]])}
+    logits = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    kl0 = (0.25 * math.log(0.5) + 0.75 * math.log(1.5)) * 4.0
+    assert dist.label_free_answers(logits, teacher).item() == pytest.approx(0.5 * 2.0 * kl0 / 2, abs=1e-6)
+    gated = {**teacher, "answer_gate": torch.tensor([0.0, 1.0])}
+    assert dist.label_free_answers(logits, gated).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_label_free_answers_settings_are_checked_and_a_vqa_run_trains(small_world, tiny_teacher, tmp_path):
+    from clip_td.app.build import check_label_free_answers
+    from tasks import get_task
+
+    with pytest.raises(InputError, match="needs method.label_free > 0"):
+        check_label_free_answers(resolve_method(MethodConfig(label_free_answers=True)))
+    with pytest.raises(InputError, match="cannot be combined with method.answer_sets"):
+        check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True,
+                                                             answer_sets=True)))
+    with pytest.raises(InputError, match="task 'vcr' reads each candidate as a sequence"):
+        check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True)),
+                                 get_task("vcr"))
+    runs = {}
+    for name, extra in (("tokens", {}), ("answers", {"method.label_free_answers": "true"})):
+        out = tmp_path / name
+        args = tiny_overrides(small_world, tiny_teacher, out, **{
+            "task.name": "vqa", "method.name": "clip_td", "train.fraction": 0.25, "train.max_steps": 2,
+            "seed": 0, "method.label_free": 1.0, "method.trust_gate": "off", **extra})
+        assert main(["--config", TINY, *args]) == 0
+        runs[name] = read_metrics(out)
+    from safetensors.torch import load_file
+
+    # same seed, same batches: only the answer term on the unlabelled rows makes the students differ
+    a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("tokens", "answers"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -177,6 +177,14 @@ def test_similarity_probe_table_is_the_cross_fitted_probe_of_cos_image_text():
     torch.testing.assert_close(table[labelled], 2.0 * p.clamp_min(1e-6).log())  # no -inf for a certain probe
     assert table[[0, 3, 6]].abs().sum().item() == 0.0
     torch.testing.assert_close(torch.softmax(table[labelled] / 2.0, -1), p, atol=1e-5, rtol=0)
+    # every_row (label-free answers): the unlabelled rows get the probe fitted on every labelled row
+    from clip_td.lib.probe import fit_scalar_softmax
+
+    full = similarity_probe_logits(None, task, rows, labelled, Cache(), method, every_row=True)
+    torch.testing.assert_close(full[labelled], table[labelled])
+    probe = fit_scalar_softmax(cos.double(), torch.tensor([rows[i]["label"] for i in labelled]), 3)
+    other = (image * text).sum(-1)[[0, 3, 6]]
+    torch.testing.assert_close(full[[0, 3, 6]], 2.0 * probe.probs(other.double()).clamp_min(1e-6).log())
 
 
 def test_snli_ve_run_with_the_similarity_probe_distils_probabilities(small_world, tiny_teacher, tmp_path, monkeypatch):

@@ -106,12 +106,28 @@ def label_free_indices(n_rows: int, train_idx: List[int], holdout_idx: List[int]
     if not cache:
         raise InputError("method.label_free needs teacher.cache=true: the unlabelled rows' teacher features are "
                          "read from the cache of the whole training split")
+    check_label_free_answers(method)
     held, labelled = set(holdout_idx), set(train_idx)
     rows = [i for i in range(n_rows) if i not in held and (i not in labelled or method.label_free_augment)]
     if not rows:
         raise InputError(f"method.label_free: train.fraction leaves no unlabelled rows of the {n_rows} in the training "
                          f"split; set method.label_free_augment=true to use augmented copies of the training images")
     return rows
+
+
+def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
+    """`method.label_free_answers` needs the label-free term, a single-sequence task and no answer sets."""
+    if not method.label_free_answers:
+        return
+    if not method.label_free:
+        raise InputError("method.label_free_answers=true needs method.label_free > 0 (the unlabelled rows it reads)")
+    if method.answer_sets:
+        raise InputError("method.label_free_answers=true cannot be combined with method.answer_sets=true "
+                         "(the unlabelled rows carry no answer sets)")
+    if task is not None and getattr(task, "sequences_per_instance", 1) > 1:
+        raise InputError(f"method.label_free_answers=true: task {task.name!r} reads each candidate as a sequence "
+                         f"of its own and the unlabelled rows give the student only their question; use it with "
+                         f"vqa or snli_ve")
 
 
 def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
@@ -238,6 +254,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
                             teacher_extras=teacher_side.distiller is not None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
+    check_label_free_answers(method, task)
     free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
     free_set = None
     if free_idx:

@@ -49,7 +49,12 @@ class FinetuneModel(nn.Module):
         if unlabelled is not None and self.distiller is not None:
             free_batch, free_teacher, weight = unlabelled
             free_out = self.student(free_batch["pixel_values"], free_batch["input_ids"], free_batch["attention_mask"])
-            result["free_loss"] = weight * kd_scale * self.distiller.label_free(free_out, free_teacher)
+            free = self.distiller.label_free(free_out, free_teacher)
+            if self.distiller.settings.label_free_answers and self.distiller.settings.eta:
+                free_result = self.task.outputs(self.head(free_out["pooled"]), {})  # no targets: logits only
+                _, _, free_logits = self.task.distill_view(free_out, free_batch, free_result)
+                free = free + self.distiller.label_free_answers(free_logits, free_teacher)
+            result["free_loss"] = weight * kd_scale * free
         return result
 
     def predict(self, result: Dict[str, Any]) -> torch.Tensor:

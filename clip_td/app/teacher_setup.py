@@ -85,10 +85,11 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                                    barrier=accelerator.wait_for_everyone, cls_attention=cls_attention,
                                    run_candidates=getattr(task, "run_candidates", False))
     trust, gate, table = None, None, None
+    every_row = bool(method.label_free and method.label_free_answers)  # the answer term reads unlabelled rows too
     if method.eta and method.similarity_probe and getattr(task, "similarity_probe", False):
-        table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method)
+        table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method, every_row=every_row)
     if method.eta:
-        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table)
+        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table, every_row=every_row)
         if table is not None:
             trust["teacher_distribution"] = "similarity_probe"
         if method.trust_gate == "off":  # recorded, not applied (the ablation)
@@ -179,12 +180,14 @@ def task_text_similarity(teacher: Any, task: Any, full_train: Any, train_idx: Li
 
 
 def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
-                            method: Any) -> torch.Tensor:
+                            method: Any, every_row: bool = False) -> torch.Tensor:
     """`method.similarity_probe`: the teacher's answer distribution of each labelled row is
     p(label | cos(image, task text)), a one-feature softmax probe cross-fitted on the labelled rows
     (5 folds: a row's own label never shapes its target). -> (len(full_train), K) candidate
-    logits tau * log p (so the distiller's softmax(logits / tau) is p); 0 (uniform) elsewhere."""
-    from clip_td.lib.probe import cross_fitted_probs
+    logits tau * log p (so the distiller's softmax(logits / tau) is p); 0 (uniform) elsewhere, or
+    with `every_row` the probe fitted on all the labelled rows applied to every other row (the
+    task text is an input, the hypothesis: no label of those rows is read)."""
+    from clip_td.lib.probe import cross_fitted_probs, fit_scalar_softmax
 
     texts = [task.teacher_texts(full_train[i]) for i in train_idx]
     k = len(texts[0][1]) if texts else 1
@@ -193,7 +196,12 @@ def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx:
         return table
     p = cross_fitted_probs(task_text_similarity(teacher, task, full_train, train_idx, cache),
                            torch.tensor([t[2] for t in texts]), k, seed=int(method.selection_seed or 0))
-    table[torch.tensor(list(train_idx), dtype=torch.long)] = method.tau * p.clamp_min(1e-6).log()
+    labelled = torch.tensor(list(train_idx), dtype=torch.long)
+    if every_row:
+        sims = task_text_similarity(teacher, task, full_train, list(range(len(full_train))), cache)
+        probe = fit_scalar_softmax(sims[labelled].double(), torch.tensor([t[2] for t in texts]), k)
+        table[:] = method.tau * probe.probs(sims.double()).clamp_min(1e-6).log()
+    table[labelled] = method.tau * p.clamp_min(1e-6).log()
     return table
 
 
@@ -205,14 +213,16 @@ def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, An
 
 
 def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
-               method: Any, table: Optional[torch.Tensor] = None) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+               method: Any, table: Optional[torch.Tensor] = None,
+               every_row: bool = False) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
     """The trust gate of a run -> (metrics.json's `teacher_trust`, per-split-row gate or None).
 
     `task`: one test over every labelled row. `group`: one test per trust group of the task
     (`Task.trust_group`); the answer-level term then runs for the rows of the groups that pass
     (a gate of 0/1 over the split's rows, None when every group passes or none does). `table`:
     the candidate logits of every split row, when they do not come from the teacher's candidates
-    (`similarity_probe_logits`)."""
+    (`similarity_probe_logits`). `every_row`: the gate covers every row of the split by its trust
+    group (a group no labelled row tested gets 0), for the label-free answer term."""
     from clip_td.lib.trust import group_decisions, trust_decision
 
     logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache, table=table)
@@ -225,6 +235,9 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     kept = [decisions[g].trusted for g in groups]
     trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),
                  groups={str(g): d.as_dict() for g, d in sorted(decisions.items(), key=lambda kv: str(kv[0]))})
+    if every_row and any(kept):
+        trusted = {g for g, d in decisions.items() if d.trusted}
+        return trust, torch.tensor([float(task.trust_group(full_train[i]) in trusted) for i in range(len(full_train))])
     if all(kept) or not any(kept):
         return trust, None
     gate = torch.zeros(len(full_train))

@@ -162,6 +162,7 @@ class MethodConfig:
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
     label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
+    label_free_answers: bool = False  # with label_free: the answer-level term on the unlabelled rows too (the teacher's distribution over the row's candidates, which are inputs, not labels; unweighted; within the trust groups the gate passed); single-sequence tasks (VQA, SNLI-VE)
 
 
 @METHODS.register("none")
@@ -309,6 +310,23 @@ class Distiller(nn.Module):
             g = self.proj_g(student_out["pooled"])
             tok = tok + s.beta * cosine_distance(g, teacher_out["image_embed"].to(hv.device))
         return s.alpha * tok.mean()
+
+    def label_free_answers(self, logits: torch.Tensor, teacher_out: Dict[str, Any]) -> torch.Tensor:
+        """L_free_ans = alpha * eta * mean_u g_u L_ans(u) on unlabelled rows: the answer-level term
+        of the labelled rows (the same KL form) against the teacher's distribution over the row's
+        candidates, without an instance weight (c_i needs the gold label) and with the trust
+        gate's per-row decision g_u (1 when there is none). logits (B, C) -> scalar (not yet
+        scaled by method.label_free)."""
+        s = self.settings
+        cand = masked_candidates(teacher_out["cand_logits"].to(logits.device), None)
+        if s.answer_loss == "bernoulli":
+            ans = answer_bernoulli_kl(cand, logits, s.tau)
+        else:
+            ans = answer_kl(cand, logits, s.tau)
+        gate = teacher_out.get("answer_gate")
+        if gate is not None:
+            ans = ans * gate.to(ans.device, ans.dtype)
+        return s.alpha * s.eta * ans.mean()
 
     def _token_term(self, student_out: Dict[str, torch.Tensor], t: Dict[str, Any],
                     batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
