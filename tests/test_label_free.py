@@ -144,3 +144,43 @@ def test_label_free_answers_settings_are_checked_and_a_vqa_run_trains(small_worl
     # same seed, same batches: only the answer term on the unlabelled rows makes the students differ
     a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("tokens", "answers"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_label_free_features_off_leaves_only_the_answer_term():
+    """method.label_free_features=false with label_free_answers: free_loss is weight * kd_scale *
+    alpha * eta * mean KL(q || p) tau^2 over the unlabelled rows, nothing from tokens or pooled.
+    Logits = the pooled vectors (identity head): row 0 (1, 0) against teacher (1, 0) -> 0; row 1
+    (1, 1) (uniform) against teacher (0, 2 ln 3) at tau 2 -> q = (1/4, 3/4):
+    KL = 1/4 ln(1/2) + 3/4 ln(3/2), times tau^2 = 4."""
+    import math
+
+    student_out, teacher = _free_case()
+    teacher = {**teacher, "cand_logits": torch.tensor([[1.0, 0.0], [0.0, 2 * math.log(3.0)]])}
+
+    class _Student(torch.nn.Module):
+        def forward(self, pixels, ids, mask):
+            return student_out
+
+    class _Task:
+        def outputs(self, scores, batch):
+            return {"logits": scores}
+
+        def distill_view(self, out, batch, result):
+            return out, batch, result["logits"]
+
+    dist = create_distiller(resolve_method(MethodConfig(alpha=1.0, eta=1.0, tau=2.0, answer_loss="kl",
+                                                        label_free=1.0, label_free_answers=True,
+                                                        label_free_features=False)), 2, 2)
+    model = FinetuneModel(_Task(), _Student(), torch.nn.Identity(), dist)
+    batch = {"pixel_values": torch.zeros(2, 3, 4, 4), "input_ids": torch.zeros(2, 3, dtype=torch.long),
+             "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    out = model(batch, None, kd_scale=0.5, unlabelled=(batch, teacher, 2.0))
+    q0 = torch.softmax(torch.tensor([1.0, 0.0]) / 2, 0)
+    p0 = torch.softmax(torch.tensor([1.0, 0.0]) / 2, 0)
+    kl0 = float((q0 * (q0 / p0).log()).sum()) * 4.0  # 0: the student matches the teacher
+    kl1 = (0.25 * math.log(0.5) + 0.75 * math.log(1.5)) * 4.0
+    assert out["free_loss"].item() == pytest.approx(2.0 * 0.5 * (kl0 + kl1) / 2, abs=1e-6)
+    from clip_td.app.build import check_label_free_answers
+
+    with pytest.raises(InputError, match="method.label_free_features=false leaves the label-free term nothing"):
+        check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_features=False)))

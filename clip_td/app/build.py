@@ -117,6 +117,9 @@ def label_free_indices(n_rows: int, train_idx: List[int], holdout_idx: List[int]
 
 def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
     """`method.label_free_answers` needs the label-free term, a single-sequence task and no answer sets."""
+    if not method.label_free_features and not method.label_free_answers:
+        raise InputError("method.label_free_features=false leaves the label-free term nothing to distil; set "
+                         "method.label_free_answers=true (the answer term alone) or keep the features")
     if not method.label_free_answers:
         return
     if not method.label_free:

@@ -49,12 +49,13 @@ class FinetuneModel(nn.Module):
         if unlabelled is not None and self.distiller is not None:
             free_batch, free_teacher, weight = unlabelled
             free_out = self.student(free_batch["pixel_values"], free_batch["input_ids"], free_batch["attention_mask"])
-            free = self.distiller.label_free(free_out, free_teacher)
-            if self.distiller.settings.label_free_answers and self.distiller.settings.eta:
+            settings = self.distiller.settings
+            free = self.distiller.label_free(free_out, free_teacher) if settings.label_free_features else 0.0
+            if settings.label_free_answers and settings.eta:
                 free_result = self.task.outputs(self.head(free_out["pooled"]), {})  # no targets: logits only
                 _, _, free_logits = self.task.distill_view(free_out, free_batch, free_result)
                 free = free + self.distiller.label_free_answers(free_logits, free_teacher)
-            result["free_loss"] = weight * kd_scale * free
+            result["free_loss"] = weight * kd_scale * torch.as_tensor(free, dtype=torch.float32)
         return result
 
     def predict(self, result: Dict[str, Any]) -> torch.Tensor:
