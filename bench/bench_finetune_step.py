@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -32,15 +33,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clip_td.lib.teacher_cache import TeacherCache, teacher_outputs
-from clip_td.app.schema import StudentConfig
-from clip_td.lib.distill import MethodConfig, create_distiller, for_task, resolve_method
-from tasks.heads import MLPHead
-from clip_td.lib.students import create_student
-from tasks import get_task
-from clip_td.lib.teacher import FrozenTeacher
-from clip_td.lib.tokenizer import build_wordpiece
-from tasks.vqa.answers import AnswerVocab
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
+
+from clip_td.lib.teacher_cache import TeacherCache, teacher_outputs  # noqa: E402
+from clip_td.app.schema import StudentConfig  # noqa: E402
+from clip_td.lib.distill import MethodConfig, create_distiller, for_task, resolve_method  # noqa: E402
+from tasks.heads import MLPHead  # noqa: E402
+from clip_td.lib.students import create_student  # noqa: E402
+from tasks import get_task  # noqa: E402
+from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
+from clip_td.lib.tokenizer import build_wordpiece  # noqa: E402
+from tasks.vqa.answers import AnswerVocab  # noqa: E402
 
 WORDS = "red blue green cube sphere cone small big left right of the is there what color how many".split()
 
