@@ -91,10 +91,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_ft_"))
     rows = make_rows(tmp, args.rows, rng)
     vocab = AnswerVocab([f"ans{i}" for i in range(100)])
-    if args.teacher is None:
-        from pretrain.default_teacher import ensure_default_teacher
+    from pretrain.default_teacher import default_teacher_name
 
-        args.teacher = f"local-dir:{ensure_default_teacher()}"
+    args.teacher = default_teacher_name(args.teacher)
     teacher = FrozenTeacher.from_name(args.teacher).to(device)
 
     t0 = time.perf_counter()

@@ -105,12 +105,12 @@ def measure(teacher, rows: List[Dict], variant: str, rho: float, grid: int, batc
     sums = {"question": 0.0, "task": 0.0, "oracle": 0.0}
     for s in range(0, len(rows), batch):
         chunk = rows[s:s + batch]
-        images = []
+        images, sizes = [], []
         for r in chunk:
             with Image.open(r["image"]) as im:
                 images.append(transform(im.convert("RGB")))
+                sizes.append(im.size)
         out = teacher.encode_images(torch.stack(images), cls_attention=dense == "cls_attention")
-        sizes = [Image.open(r["image"]).size for r in chunk]
         objects = torch.stack([object_cells(r["boxes"], r["refs"], sz, grid) for r, sz in zip(chunk, sizes)])
         n_obj = objects.sum(1).float()
         sums["oracle"] += float((n_obj.clamp_max(num_selected(grid * grid, rho)) / n_obj).sum())
@@ -154,10 +154,9 @@ def main(argv=None) -> Dict:
         root = Path(ensure_world())
     else:
         root = Path(args.data_root)
-    if args.teacher is None:
-        from pretrain.default_teacher import ensure_default_teacher
+    from pretrain.default_teacher import default_teacher_name
 
-        args.teacher = f"local-dir:{ensure_default_teacher()}"
+    args.teacher = default_teacher_name(args.teacher)
     teacher = FrozenTeacher.from_name(args.teacher, args.pretrained)
     resnet = _is_resnet(teacher.model.visual)
     variants = args.variants or (["value@1", "value@2", "value@4"] if resnet else

@@ -119,10 +119,9 @@ def main(argv=None) -> Dict:
         root = Path(ensure_world())
     else:
         root = Path(args.data_root)
-    if args.teacher is None:
-        from pretrain.default_teacher import ensure_default_teacher
+    from pretrain.default_teacher import default_teacher_name
 
-        args.teacher = f"local-dir:{ensure_default_teacher()}"
+    args.teacher = default_teacher_name(args.teacher)
     teacher = FrozenTeacher.from_name(args.teacher)
     colours = list(COLOUR_NAMES)
     val = read_captions(root / "pretrain" / "val.tsv")[:args.max_rows]

@@ -211,11 +211,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         from tasks.synthetic import ensure_world
 
         root = Path(ensure_world("medium"))
-    name = args.teacher
-    if name is None:
-        from pretrain.default_teacher import ensure_default_teacher
+    from pretrain.default_teacher import default_teacher_name
 
-        name = f"local-dir:{ensure_default_teacher()}"
+    name = default_teacher_name(args.teacher)
     teacher = FrozenTeacher.from_name(name, args.pretrained)
     results: Dict[str, Any] = {"teacher": name, "data_root": str(root), "max_rows": args.max_rows, "tasks": {}}
     settings = load_config(FinetuneConfig, overrides=["method.answer_sets=true"])

@@ -91,6 +91,12 @@ def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequ
     return run_dir / "teacher"
 
 
+def default_teacher_name(name: Optional[str] = None) -> str:
+    """`name` when given, else the default teacher's open_clip name (`local-dir:<its folder>`,
+    built on first use as `ensure_default_teacher` does): what the benches take as `--teacher`."""
+    return name if name else f"local-dir:{ensure_default_teacher()}"
+
+
 def ensure_recipe_teacher(recipe: str, overrides: Sequence[str] = ()) -> Path:
     """Teacher dir of any recipe (`configs/pretrain/<recipe>.yaml`) with `overrides` (those that
     say where to write are dropped), trained once into `<cache root>/teachers/<hash>`: the first

@@ -36,6 +36,26 @@ def _free_case():
     return student, teacher
 
 
+def _stub_model(student_out, dist):
+    """A FinetuneModel whose student always returns `student_out` and whose head is the identity
+    (logits = pooled), with a 2-image batch of one sequence each."""
+
+    class _Student(torch.nn.Module):
+        def forward(self, pixels, ids, mask):
+            return student_out
+
+    class _Task:
+        def outputs(self, scores, batch):
+            return {"logits": scores}
+
+        def distill_view(self, out, batch, result):
+            return out, batch, result["logits"]
+
+    batch = {"pixel_values": torch.zeros(2, 3, 4, 4), "input_ids": torch.zeros(2, 3, dtype=torch.long),
+             "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    return FinetuneModel(_Task(), _Student(), torch.nn.Identity(), dist), batch
+
+
 def test_label_free_term_hand_case():
     student, teacher = _free_case()
     dist = _identity_distiller(alpha=0.5, beta=0.5)
@@ -48,19 +68,8 @@ def test_label_free_term_hand_case():
 
 def test_the_model_adds_the_weighted_label_free_term_in_the_same_forward():
     student_out, teacher = _free_case()
-
-    class _Student(torch.nn.Module):
-        def forward(self, pixels, ids, mask):
-            return student_out
-
-    class _Task:
-        def outputs(self, scores, batch):
-            return {"logits": scores}
-
     dist = _identity_distiller(alpha=1.0, beta=0.5)
-    model = FinetuneModel(_Task(), _Student(), torch.nn.Identity(), dist)
-    batch = {"pixel_values": torch.zeros(2, 3, 4, 4), "input_ids": torch.zeros(2, 3, dtype=torch.long),
-             "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    model, batch = _stub_model(student_out, dist)
     out = model(batch, None, kd_scale=0.5, unlabelled=(batch, teacher, 2.0))
     # 2.0 * 0.5 * ((0.04 + 0) + (1 + 0.5 * 2)) / 2
     assert out["free_loss"].item() == pytest.approx(1.02, abs=1e-6)
@@ -156,24 +165,10 @@ def test_label_free_features_off_leaves_only_the_answer_term():
 
     student_out, teacher = _free_case()
     teacher = {**teacher, "cand_logits": torch.tensor([[1.0, 0.0], [0.0, 2 * math.log(3.0)]])}
-
-    class _Student(torch.nn.Module):
-        def forward(self, pixels, ids, mask):
-            return student_out
-
-    class _Task:
-        def outputs(self, scores, batch):
-            return {"logits": scores}
-
-        def distill_view(self, out, batch, result):
-            return out, batch, result["logits"]
-
     dist = create_distiller(resolve_method(MethodConfig(alpha=1.0, eta=1.0, tau=2.0, answer_loss="kl",
                                                         label_free=1.0, label_free_answers=True,
                                                         label_free_features=False)), 2, 2)
-    model = FinetuneModel(_Task(), _Student(), torch.nn.Identity(), dist)
-    batch = {"pixel_values": torch.zeros(2, 3, 4, 4), "input_ids": torch.zeros(2, 3, dtype=torch.long),
-             "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    model, batch = _stub_model(student_out, dist)
     out = model(batch, None, kd_scale=0.5, unlabelled=(batch, teacher, 2.0))
     q0 = torch.softmax(torch.tensor([1.0, 0.0]) / 2, 0)
     p0 = torch.softmax(torch.tensor([1.0, 0.0]) / 2, 0)

@@ -194,13 +194,15 @@ def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx:
     table = torch.zeros(len(full_train), k)
     if not texts:
         return table
-    p = cross_fitted_probs(task_text_similarity(teacher, task, full_train, train_idx, cache),
-                           torch.tensor([t[2] for t in texts]), k, seed=int(method.selection_seed or 0))
     labelled = torch.tensor(list(train_idx), dtype=torch.long)
+    gold = torch.tensor([t[2] for t in texts])
+    rows = list(range(len(full_train))) if every_row else list(train_idx)
+    sims = task_text_similarity(teacher, task, full_train, rows, cache)  # one pass over the rows it needs
+    labelled_sims = sims[labelled] if every_row else sims
     if every_row:
-        sims = task_text_similarity(teacher, task, full_train, list(range(len(full_train))), cache)
-        probe = fit_scalar_softmax(sims[labelled].double(), torch.tensor([t[2] for t in texts]), k)
+        probe = fit_scalar_softmax(labelled_sims.double(), gold, k)
         table[:] = method.tau * probe.probs(sims.double()).clamp_min(1e-6).log()
+    p = cross_fitted_probs(labelled_sims, gold, k, seed=int(method.selection_seed or 0))
     table[labelled] = method.tau * p.clamp_min(1e-6).log()
     return table
 
