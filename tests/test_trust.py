@@ -141,12 +141,12 @@ def _capture_loss_terms(monkeypatch):
     return seen
 
 
-def _run(world, teacher, tmp_path, task, gate, alpha):
+def _run(world, teacher, tmp_path, task, gate, alpha, **extra):
     tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
     out = tmp_path / "run"
     overrides = tiny_overrides(world, teacher, out, **{
         "task.name": task, "method.name": "clip_td", "train.max_steps": 2,
-        "method.trust_gate": gate, "method.trust_alpha": alpha})
+        "method.trust_gate": gate, "method.trust_alpha": alpha, **extra})
     assert main(["--config", tiny, *overrides]) == 0
     return json.loads((out / "metrics.json").read_text())["teacher_trust"]
 
@@ -209,3 +209,58 @@ def test_snli_ve_run_with_the_similarity_probe_distils_probabilities(small_world
     assert len(seen) == 2
     for cand in seen:  # tau * log p: the distiller's softmax(cand / tau) is a probability row
         torch.testing.assert_close(torch.logsumexp(cand / 2.0, -1), torch.zeros(len(cand)), atol=1e-5, rtol=0)
+
+
+def test_handover_tests_each_block_of_first_visits_with_an_exact_mcnemar_test():
+    from clip_td.lib.trust import StudentHandover
+
+    # rows 0-9 group "a", 10-13 group "b", row 14 unlabelled (-1: never counted)
+    teacher_right = torch.tensor([0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, -1])
+    groups = ["a"] * 10 + ["b"] * 4 + ["a"]
+    h = StudentHandover(teacher_right, groups, window=5, alpha=0.05)
+    # block 1 of "a": rows 0-4, student right on 0, 1, 2 (teacher wrong) and wrong on 3, 4 (teacher right):
+    # b = 2, c = 3, p = P(X >= 3 | Bin(5, 1/2)) = (10 + 5 + 1) / 32 = 0.5 -> kept
+    h.observe(torch.tensor([0, 1, 2, 3, 4, 14]), torch.tensor([1, 1, 1, 0, 0, 1]), step=3)
+    t = h.as_dict()["groups"]["a"]
+    assert t["off_step"] is None and t["first_visits"] == 5
+    assert t["tests"] == [{"step": 3, "rows": 5, "student_right": 3, "teacher_right": 2, "b": 2, "c": 3,
+                           "p_value": 0.5}]
+    # second visits never count: rows 0-4 again (all right now) leave the next block empty
+    h.observe(torch.tensor([0, 1, 2, 3, 4]), torch.tensor([1, 1, 1, 1, 1]), step=4)
+    assert h.block[h.names.index("a")] == [] and len(h.as_dict()["groups"]["a"]["tests"]) == 1
+    state = h.state_dict()
+    # block 2 of "a": rows 5-9, student right on all, teacher wrong on all: b = 0, c = 5, p = 1/32 -> off
+    h.observe(torch.tensor([5, 6, 7, 8, 9, 10, 11]), torch.ones(7), step=7)
+    a, b = h.as_dict()["groups"]["a"], h.as_dict()["groups"]["b"]
+    assert a["off_step"] == 7 and a["tests"][-1]["p_value"] == pytest.approx(1 / 32) and a["tests"][-1]["c"] == 5
+    assert b["off_step"] is None and b["tests"] == [] and b["first_visits"] == 2  # its block has 2 of 5
+    assert h.gate(torch.tensor([0, 9, 10, 13, 14])).tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]
+    # a resumed run restores the state and takes the same decision on the same rows
+    h2 = StudentHandover(teacher_right, groups, window=5, alpha=0.05)
+    h2.load_state_dict(json.loads(json.dumps(state)))
+    h2.observe(torch.tensor([5, 6, 7, 8, 9, 10, 11]), torch.ones(7), step=7)
+    assert h2.as_dict() == h.as_dict()
+
+
+def test_handover_run_switches_the_answer_term_off_from_the_step_it_records(small_world, tiny_teacher, tmp_path,
+                                                                             monkeypatch):
+    """A run with method.handover records every block's test in metrics.json (b - c = teacher right -
+    student right in each), and from the recorded step on, the distiller's per-row gate is 0."""
+    terms = _capture_loss_terms(monkeypatch)
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "task", 1.0,
+             **{"method.handover": True, "method.handover_window": 4, "train.max_steps": 6})
+    h = t["handover"]
+    assert (h["window"], h["alpha"], list(h["groups"])) == (4, 1.0, ["all"])
+    g = h["groups"]["all"]
+    assert g["first_visits"] >= 4 * len(g["tests"]) and len(g["tests"]) >= 1
+    for test in g["tests"]:
+        assert test["rows"] == 4 and test["b"] + test["c"] <= 4
+        assert test["b"] - test["c"] == test["teacher_right"] - test["student_right"]
+        assert test["p_value"] == pytest.approx(binomial_sf(test["c"], test["b"] + test["c"], 0.5), rel=1e-5)
+    first_off = next((x["step"] for x in g["tests"] if x["p_value"] < 1.0), None)
+    assert g["off_step"] == first_off
+    gates = [gate for gate, _ in terms["gates"]]
+    assert len(gates) == 6  # one per step: the handover always sets the gate
+    for step, gate in enumerate(gates):  # the test after step s's forward switches steps s + 1 on
+        off = first_off is not None and step > first_off
+        assert gate == [0.0 if off else 1.0] * len(gate)

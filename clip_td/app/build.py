@@ -38,6 +38,7 @@ class Built:
     teacher: Any = None  # FrozenTeacher, kept outside prepare
     teacher_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = field(default=None, repr=False)
     teacher_trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decision (metrics.json)
+    handover: Any = None  # method.handover: clip_td.lib.trust.StudentHandover (the trainer feeds it)
     holdout_set: Optional[TaskDataset] = None  # train.holdout: the held-out training rows (early stopping)
     holdout_rows: Any = None  # their datasets.Dataset (row order = predictions order)
     label_free_set: Optional[TaskDataset] = None  # method.label_free: the training split's unlabelled rows
@@ -270,7 +271,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
         collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),
         num_outputs=task.num_outputs, num_processes=accelerator.num_processes, num_workers=cfg.data.num_workers,
         teacher=teacher_side.teacher, teacher_fn=teacher_side.outputs, teacher_trust=teacher_side.trust,
-        holdout_rows=holdout_rows,
+        handover=teacher_side.handover, holdout_rows=holdout_rows,
         holdout_set=None if holdout_rows is None else TaskDataset(task, holdout_rows, transform),
         label_free_set=free_set,
     )

@@ -29,6 +29,7 @@ class TeacherSide:
     live_texts: bool = False  # the batches carry the teacher's texts (live teacher only)
     outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
     trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decisions (metrics.json `teacher_trust`)
+    handover: Any = None  # method.handover: clip_td.lib.trust.StudentHandover, fed by the trainer
 
 
 def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
@@ -88,8 +89,10 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     every_row = bool(method.label_free and method.label_free_answers)  # the answer term reads unlabelled rows too
     if method.eta and method.similarity_probe and getattr(task, "similarity_probe", False):
         table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method, every_row=every_row)
+    handover = None
     if method.eta:
         trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table, every_row=every_row)
+        handover = trust.pop("_handover", None)
         if table is not None:
             trust["teacher_distribution"] = "similarity_probe"
         if method.trust_gate == "off":  # recorded, not applied (the ablation)
@@ -99,6 +102,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                         "prior's %.1f %% (p = %.3g): the answer-level term is off for this run",
                         trust["teacher_accuracy"], trust["rows"], trust["prior_accuracy"], trust["p_value"])
             method = replace(method, eta=0.0)
+            handover = None
         elif gate is not None:
             logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
@@ -114,6 +118,9 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         side.outputs = partial(_with_candidate_table, side.outputs, table)
     if gate is not None:
         side.outputs = partial(_with_answer_gate, side.outputs, gate)
+    if handover is not None:
+        side.outputs = partial(_with_handover, side.outputs, handover)
+        side.handover = handover
     if stages > 1:
         side.outputs = partial(_staged_index, side.outputs, stages)
     return side
@@ -214,6 +221,18 @@ def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, An
     return out
 
 
+def _with_handover(outputs: Callable, handover: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs with `answer_gate` also 0 for the rows whose trust group has handed over to
+    the labels (`method.handover`), and `teacher_rows` (B,), the rows' indices, for the trainer."""
+    out = outputs(batch)
+    rows = torch.as_tensor(batch["index"]).cpu().long()
+    gate = handover.gate(rows)
+    if out.get("answer_gate") is not None:
+        gate = gate * torch.as_tensor(out["answer_gate"]).cpu().float()
+    out["answer_gate"], out["teacher_rows"] = gate, rows
+    return out
+
+
 def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
                method: Any, table: Optional[torch.Tensor] = None,
                every_row: bool = False) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
@@ -224,13 +243,23 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     (a gate of 0/1 over the split's rows, None when every group passes or none does). `table`:
     the candidate logits of every split row, when they do not come from the teacher's candidates
     (`similarity_probe_logits`). `every_row`: the gate covers every row of the split by its trust
-    group (a group no labelled row tested gets 0), for the label-free answer term."""
-    from clip_td.lib.trust import group_decisions, trust_decision
+    group (a group no labelled row tested gets 0), for the label-free answer term. With
+    `method.handover` the trust dict also carries `_handover`, the run's `StudentHandover` over
+    the same groups (taken out by `teacher_setup`)."""
+    from clip_td.lib.trust import StudentHandover, group_decisions, trust_decision
 
     logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache, table=table)
     overall = trust_decision(logits, gold, method.trust_alpha, mask)
     trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
     groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []
+    if method.handover and len(train_idx):
+        scores = logits.float() if mask is None else logits.float().masked_fill(~mask.bool(), float("-inf"))
+        right = torch.full((len(full_train),), -1, dtype=torch.long)
+        right[torch.tensor(list(train_idx), dtype=torch.long)] = ((scores.argmax(-1) == gold) & (gold >= 0)).long()
+        grouped = bool(groups) and not all(g is None for g in groups)
+        row_groups = [task.trust_group(full_train[i]) if grouped else None for i in range(len(full_train))]
+        trust["_handover"] = StudentHandover(right, ["all" if g is None else g for g in row_groups],
+                                             window=method.handover_window, alpha=method.trust_alpha)
     if not groups or all(g is None for g in groups):
         return trust, None
     decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)

@@ -213,6 +213,8 @@ class Trainer:
         ckpt = resolve_resume(self.cfg.train.resume, self.out)
         if ckpt is not None:
             self.pos.update(check_compatible(ckpt, self.signature, self.model))
+            if self.built.handover is not None and "handover" in self.pos:
+                self.built.handover.load_state_dict(self.pos.pop("handover"))
             self.acc.load_state(str(ckpt), strict=not self.cfg.student.lora.enabled)
             self.acc.print(f"resumed from {ckpt} at step {self.pos['step']}")
         self.start_step = self.pos["step"]
@@ -310,6 +312,7 @@ class Trainer:
             free = self.next_unlabelled()  # passed only when the label-free term is on
             result = self.model(batch, teacher_out, kd_scale(self.built.method.schedule, self.pos["step"], self.total_steps),
                                 **({"unlabelled": free} if free is not None else {}))
+            self.observe_answers(teacher_out, result)
             loss = total_loss(result)
             check_finite(acc, loss, result, self.pos["step"])
             acc.backward(loss)
@@ -320,6 +323,22 @@ class Trainer:
             self.optimizer.zero_grad()
         self.samples += batch["pixel_values"].shape[0] * acc.num_processes
         return result
+
+    def observe_answers(self, teacher_out: Optional[Dict[str, Any]], result: Dict[str, Any]) -> None:
+        """`method.handover`: the student's answers to this batch's labelled teacher rows, before
+        the update on them, go to the handover test (gathered from every process, so each one
+        takes the same decisions)."""
+        handover = self.built.handover
+        if handover is None or teacher_out is None or "answer_right" not in result:
+            return
+        rows, right = teacher_out["teacher_rows"].cpu(), result["answer_right"].detach().cpu()
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            pairs = gather_object([(rows.tolist(), right.tolist())])
+            rows = torch.tensor([r for rs, _ in pairs for r in rs], dtype=torch.long)
+            right = torch.tensor([x for _, xs in pairs for x in xs], dtype=torch.bool)
+        handover.observe(rows, right, self.pos["step"])
 
     def after_step(self, result: Dict[str, Any], bar: Any) -> None:
         cfg, step = self.cfg.train, self.pos["step"]
@@ -339,6 +358,8 @@ class Trainer:
 
     def checkpoint(self) -> None:
         state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best", "best_step", "bad_evals")}
+        if self.built.handover is not None:
+            state["handover"] = self.built.handover.state_dict()
         save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**state, "signature": self.signature},
                         self.cfg.train.keep_checkpoints)
 
@@ -422,6 +443,8 @@ def run(cfg: DictConfig) -> Path:
     model = trainer.model
     scores, files = evaluate(accelerator, model, built, trainer.eval_dls, out / "predictions")
     path = out / "metrics.json"
+    if built.handover is not None:
+        built.teacher_trust["handover"] = built.handover.as_dict()
     if accelerator.is_main_process:
         save_best(accelerator, model, cfg, out / "model", {"step": figures["steps"]})
         path = write_metrics(cfg, figures, scores, files, built.teacher_trust)

@@ -159,6 +159,8 @@ class MethodConfig:
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
+    handover: bool = False  # the answer-level term of a trust group is switched off once the student answers its labelled rows' first visits better than the teacher (a McNemar test per block of handover_window first visits; clip_td.lib.trust.StudentHandover)
+    handover_window: int = 200  # first visits per handover test
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
     label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
@@ -221,6 +223,8 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if m.text_segments not in TEXT_SEGMENTS:
         raise InputError(f"config key method.text_segments: unknown value {m.text_segments!r}; expected one of: "
                          f"{', '.join(TEXT_SEGMENTS)}")
+    if int(m.handover_window) < 1:
+        raise InputError(f"config key method.handover_window: expected a positive number of rows, got {m.handover_window!r}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")
@@ -265,7 +269,8 @@ class Distiller(nn.Module):
     def forward(self, student_out: Dict[str, torch.Tensor], teacher_out: Dict[str, Any], batch: Dict[str, Any],
                 logits: torch.Tensor) -> Dict[str, torch.Tensor]:
         """-> {"tok_loss", "glob_loss", "ans_loss" (scalars, already weighted; a term whose weight
-        is 0 is left out), "weights" (B,) w_i, "teacher_conf" (B,) c_i, "selected_frac"}."""
+        is 0 is left out), "weights" (B,) w_i, "teacher_conf" (B,) c_i, "selected_frac", and with
+        the answer term "answer_right" (B,) bool: the student's top candidate is the gold one}."""
         s = self.settings
         t = {k: v.to(logits.device) if torch.is_tensor(v) else v for k, v in teacher_out.items()}
         cand_logits = masked_candidates(t["cand_logits"], batch.get("cand_mask"))
@@ -293,6 +298,8 @@ class Distiller(nn.Module):
             if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
                 ans = ans * t["answer_gate"].to(ans.dtype)
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
+            # the student's answer vs the gold candidate, for method.handover (read by the trainer)
+            out["answer_right"] = (masked_candidates(logits.detach(), batch.get("cand_mask")).argmax(-1) == gold)
         out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
         return out
 

@@ -20,6 +20,7 @@ right about colours and guess at counts.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -108,3 +109,100 @@ def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Seque
         idx = torch.tensor(rows, dtype=torch.long)
         out[g] = trust_decision(cand_logits[idx], gold[idx], alpha, None if cand_mask is None else cand_mask[idx])
     return out
+
+
+class StudentHandover:
+    """`method.handover`: the answer-level term hands over to the labels once the student answers
+    better than the teacher.
+
+    The trust gate asks, before training, whether the teacher beats the label prior. With many
+    labels that is the wrong bar: the student soon learns more from its labels than the teacher
+    knows, and the teacher's distribution then pulls it back. So the answers are compared during
+    training, on the rows where the comparison is honest: a labelled row's first visit, before any
+    update on it, is a held-out prediction for the student (prequential evaluation), and the
+    teacher's answer to the same row is fixed. Per trust group, each block of `window` first
+    visits is one exact one-sided McNemar test on its discordant rows,
+
+        b = teacher right, student wrong;  c = student right, teacher wrong;
+        p = P(X >= c | X ~ Binomial(b + c, 1/2)),
+
+    and at the first block with p < alpha the group's answer-level term is off for the rest of
+    the run (it never comes back: the student only learns more). A right answer is the argmax of
+    the row's candidate scores equal to its gold candidate, for the student and the teacher alike.
+    With few labels a group's first visits end before a block fills (1 % of a split rarely fills
+    one), so low-shot runs keep the term as the trust gate left it.
+    """
+
+    def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
+                 alpha: float = 0.05) -> None:
+        """teacher_right (N,) over the teacher rows: 1 right, 0 wrong, -1 unlabelled (never
+        counted); groups: one hashable per teacher row (its trust group)."""
+        if int(window) < 1:
+            raise ValueError(f"method.handover_window must be >= 1, got {window}")
+        self.teacher_right = torch.as_tensor(teacher_right).long().cpu()
+        names = sorted({str(g) for g in groups})
+        self.names = names
+        index = {g: i for i, g in enumerate(names)}
+        self.group = torch.tensor([index[str(g)] for g in groups], dtype=torch.long)
+        self.window, self.alpha = int(window), float(alpha)
+        self.seen = torch.zeros(len(self.teacher_right), dtype=torch.bool)
+        self.block: Dict[int, list] = {i: [] for i in range(len(names))}  # (student right, teacher right) pairs
+        self.tests: Dict[int, list] = {i: [] for i in range(len(names))}  # every block's figures
+        self.off_step: Dict[int, Optional[int]] = {i: None for i in range(len(names))}
+
+    def gate(self, rows: torch.Tensor) -> torch.Tensor:
+        """(R,) float: 0 for the rows whose group has handed over, else 1."""
+        g = self.group[torch.as_tensor(rows).cpu().long()]
+        off = torch.tensor([self.off_step[i] is not None for i in range(len(self.names))], dtype=torch.bool)
+        return (~off[g]).float()
+
+    def observe(self, rows: torch.Tensor, student_right: torch.Tensor, step: int) -> None:
+        """Record the student's answers to the batch's teacher rows (before the update on them)
+        and run the test of every block that fills. rows (R,) teacher row indices; student_right (R,)."""
+        rows = torch.as_tensor(rows).cpu().long()
+        right = torch.as_tensor(student_right).cpu().bool()
+        for r, s in zip(rows.tolist(), right.tolist()):
+            t = int(self.teacher_right[r])
+            if self.seen[r] or t < 0:
+                continue
+            self.seen[r] = True
+            g = int(self.group[r])
+            if self.off_step[g] is not None:
+                continue
+            self.block[g].append((int(s), t))
+            if len(self.block[g]) == self.window:
+                self._test(g, step)
+
+    def _test(self, g: int, step: int) -> None:
+        pairs, self.block[g] = self.block[g], []
+        b = sum(1 for s, t in pairs if t and not s)
+        c = sum(1 for s, t in pairs if s and not t)
+        p = binomial_sf(c, b + c, 0.5)
+        self.tests[g].append({"step": int(step), "rows": len(pairs), "student_right": sum(s for s, _ in pairs),
+                              "teacher_right": sum(t for _, t in pairs), "b": b, "c": c,
+                              "p_value": float(f"{p:.6g}")})
+        if p < self.alpha:
+            self.off_step[g] = int(step)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """metrics.json `teacher_trust.handover`: per group the step it handed over at (null: never)
+        and every block's test."""
+        return {"window": self.window, "alpha": self.alpha,
+                "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
+                                  "tests": self.tests[i]} for i, name in enumerate(self.names)}}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """JSON-able state (a checkpoint's run state), enough to resume the same decisions."""
+        return copy.deepcopy({"seen": torch.nonzero(self.seen).flatten().tolist(),
+                              "block": {self.names[g]: [list(p) for p in v] for g, v in self.block.items()},
+                              "tests": {self.names[g]: v for g, v in self.tests.items()},
+                              "off_step": {self.names[g]: v for g, v in self.off_step.items()}})
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        index = {n: i for i, n in enumerate(self.names)}
+        self.seen.zero_()
+        self.seen[torch.tensor(state["seen"], dtype=torch.long)] = True
+        for name, i in index.items():
+            self.block[i] = [tuple(p) for p in state["block"].get(name, [])]
+            self.tests[i] = list(state["tests"].get(name, []))
+            self.off_step[i] = state["off_step"].get(name)
