@@ -159,7 +159,7 @@ class MethodConfig:
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
-    handover: bool = False  # the answer-level term of a trust group is switched off once the student answers its labelled rows' first visits better than the teacher (a McNemar test per block of handover_window first visits; clip_td.lib.trust.StudentHandover)
+    handover: bool = True  # the answer-level term of a trust group is switched off once the student answers its labelled rows' first visits better than the teacher (a McNemar test per block of handover_window first visits; clip_td.lib.trust.StudentHandover)
     handover_window: int = 200  # first visits per handover test
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
