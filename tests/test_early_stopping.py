@@ -39,11 +39,11 @@ def test_holdout_is_a_stratified_disjoint_share_of_the_lowshot_rows():
         split_holdout(_Labels(), ds, [0], 0.5, seed=0)
 
 
-def _fake_trainer(patience: int, tmp_path: Path):
+def _fake_trainer(patience: int, tmp_path: Path, primary: str = "acc"):
     acc = SimpleNamespace(is_main_process=True, num_processes=1, log=lambda *a, **k: None)
     cfg = SimpleNamespace(train=SimpleNamespace(patience=patience))
     fake = SimpleNamespace(acc=acc, cfg=cfg, model=None, out=tmp_path, holdout_dl=None, stop=False,
-                           built=SimpleNamespace(holdout_rows=[]),
+                           built=SimpleNamespace(holdout_rows=[], task=SimpleNamespace(primary=primary)),
                            pos={"step": 0, "best": None, "best_step": None, "bad_evals": 0})
     fake.score_and_keep = lambda *args: Trainer.score_and_keep(fake, *args)
     return fake
@@ -63,6 +63,22 @@ def test_patience_counts_evaluations_without_a_better_held_out_score(tmp_path, m
     assert history == [(50.0, 10, 0, False), (55.0, 20, 0, False), (55.0, 20, 1, False), (55.0, 20, 2, True),
                        (60.0, 50, 0, False), (60.0, 50, 1, False), (60.0, 50, 2, True)]
     assert saved == [10, 20, 50]
+
+
+def test_the_best_weights_are_picked_by_the_primary_metric_not_the_first(tmp_path, monkeypatch):
+    """VCR scores q2a, qa2r, q2ar in that order and ranks by q2ar: a better Q->A with a worse
+    Q->AR is no improvement."""
+    scores = iter([{"q2a": 40.0, "qa2r": 30.0, "q2ar": 12.0}, {"q2a": 45.0, "qa2r": 25.0, "q2ar": 11.0},
+                   {"q2a": 39.0, "qa2r": 35.0, "q2ar": 14.0}])
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: ({"holdout": next(scores)}, {}))
+    monkeypatch.setattr(trainer_mod, "save_best", lambda *a: None)
+    fake = _fake_trainer(patience=0, tmp_path=tmp_path, primary="q2ar")
+    history = []
+    for step in (10, 20, 30):
+        fake.pos["step"] = step
+        Trainer.keep_best_holdout(fake)
+        history.append((fake.pos["best"], fake.pos["best_step"], fake.pos["bad_evals"]))
+    assert history == [(12.0, 10, 0), (12.0, 10, 1), (14.0, 30, 0)]
 
 
 def test_a_run_with_holdout_ends_with_its_best_weights(small_world, tiny_teacher, tmp_path):

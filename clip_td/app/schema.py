@@ -96,7 +96,7 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 64  # per-process eval batch size
     splits: List[str] = field(default_factory=lambda: ["val", "val_shift"])  # evaluated when present
-    best_split: str = "val"  # split whose first metric picks the best checkpoint
+    best_split: str = "val"  # split whose primary metric (the task's `primary_metric`, VCR: q2ar) picks the best checkpoint
 
 
 @dataclass
