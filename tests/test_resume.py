@@ -26,7 +26,11 @@ def run(world, teacher, out, **extra) -> int:
     return ft.main(["--config", TINY, *tiny_overrides(world, teacher, out, **{**SETTINGS, **extra})])
 
 
-def test_kill_and_resume_matches_uninterrupted(small_world, tiny_teacher, tmp_path, monkeypatch):
+# the second case keeps the answer term (alpha 1) and fills handover blocks of 8 first visits, so
+# the handover's state crosses the checkpoint
+@pytest.mark.parametrize("extra", [{}, {"method.trust_alpha": 1.0, "method.handover_window": 8}], ids=["default", "handover"])
+def test_kill_and_resume_matches_uninterrupted(small_world, tiny_teacher, tmp_path, monkeypatch, extra):
+    run = lambda world, teacher, out, **more: globals()["run"](world, teacher, out, **extra, **more)  # noqa: E731
     assert run(small_world, tiny_teacher, tmp_path / "full") == 0
 
     real_save = ft.save_checkpoint
@@ -50,6 +54,10 @@ def test_kill_and_resume_matches_uninterrupted(small_world, tiny_teacher, tmp_pa
     assert run(small_world, tiny_teacher, tmp_path / "resumed", **{"train.resume": "latest"}) == 0
     full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "resumed")
     assert resumed["eval"] == full["eval"] and resumed["train"]["steps"] == 6
+    assert resumed.get("teacher_trust") == full.get("teacher_trust")
+    if extra:
+        tests = full["teacher_trust"]["handover"]["groups"]
+        assert sum(len(g["tests"]) for g in tests.values()) >= 1  # a block was tested (on either side of the kill)
     a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
