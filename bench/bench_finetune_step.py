@@ -43,6 +43,8 @@ from clip_td.lib.students import create_student  # noqa: E402
 from tasks import get_task  # noqa: E402
 from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
 from clip_td.lib.tokenizer import build_wordpiece  # noqa: E402
+from clip_td.lib.trust import StudentHandover  # noqa: E402
+from clip_td.app.teacher_setup import _with_handover  # noqa: E402
 from tasks.vqa.answers import AnswerVocab  # noqa: E402
 
 WORDS = "red blue green cube sphere cone small big left right of the is there what color how many".split()
@@ -126,12 +128,19 @@ def main() -> None:
     teacher_pixels = torch.stack([transform(Image.open(r["image"]).convert("RGB")) for r in chosen]).to(device)
     texts = [task.teacher_texts(r) for r in chosen]
 
+    # the default handover: its per-row gate on the teacher outputs and the trainer's observe call
+    # (one group per 10 rows; the rows are re-seen every step, as any row after its first visit)
+    handover = StudentHandover(torch.randint(0, 2, (len(rows),)), [i // 10 for i in range(len(rows))],
+                               window=method.handover_window)
+
     def step(source):
         out = student(pixels, ids, mask)
         logits = head(out["pooled"])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / args.batch
         if source is not None:
-            terms = distiller(out, source(), batch, logits)
+            teacher_out = _with_handover(lambda b: source(), handover, {"index": idx})
+            terms = distiller(out, teacher_out, batch, logits)
+            handover.observe(teacher_out["teacher_rows"], terms["answer_right"], 0)
             loss = loss + sum(v for k, v in terms.items() if k.endswith("_loss"))
         opt.zero_grad(set_to_none=True)
         loss.backward()

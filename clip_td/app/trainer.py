@@ -369,8 +369,8 @@ class Trainer:
         self.score_and_keep(split, self.eval_dls[split], self.built.eval_rows[split], self.out / "predictions")
 
     def score_and_keep(self, split: str, loader: DataLoader, rows: Any, pred_dir: Path) -> None:
-        """Score `split` by the task's primary metric; when it beats `pos["best"]` (ties keep the earlier step), record the score
-        and the step and save the student + head as `<output_dir>/best`. Every process ends with
+        """Score `split` by the task's primary metric; when it beats `pos["best"]` (ties keep the
+        earlier step), record the score and the step and save the student + head as `<output_dir>/best`. Every process ends with
         the main process's `best` and `best_step`."""
         scores, _ = evaluate(self.acc, self.model, self.built, {split: loader}, pred_dir, rows={split: rows})
         if self.acc.is_main_process:
