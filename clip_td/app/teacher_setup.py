@@ -246,16 +246,15 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     group (a group no labelled row tested gets 0), for the label-free answer term. With
     `method.handover` the trust dict also carries `_handover`, the run's `StudentHandover` over
     the same groups (taken out by `teacher_setup`)."""
-    from clip_td.lib.trust import StudentHandover, group_decisions, trust_decision
+    from clip_td.lib.trust import StudentHandover, group_decisions, teacher_right, trust_decision
 
     logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache, table=table)
     overall = trust_decision(logits, gold, method.trust_alpha, mask)
     trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
     groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []
     if method.handover and len(train_idx):
-        scores = logits.float() if mask is None else logits.float().masked_fill(~mask.bool(), float("-inf"))
         right = torch.full((len(full_train),), -1, dtype=torch.long)
-        right[torch.tensor(list(train_idx), dtype=torch.long)] = ((scores.argmax(-1) == gold) & (gold >= 0)).long()
+        right[torch.tensor(list(train_idx), dtype=torch.long)] = teacher_right(logits, gold, mask).long()
         grouped = bool(groups) and not all(g is None for g in groups)
         row_groups = [task.trust_group(full_train[i]) if grouped else None for i in range(len(full_train))]
         trust["_handover"] = StudentHandover(right, ["all" if g is None else g for g in row_groups],

@@ -75,6 +75,18 @@ def prior_correct(gold: Sequence[int], groups: Optional[Sequence[Hashable]] = No
     return sum(max(c.values()) for c in by_group.values())
 
 
+def teacher_right(cand_logits: torch.Tensor, gold: torch.Tensor,
+                  cand_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(N,) bool: the teacher's top candidate (within the row's mask) is the gold one (gold < 0,
+    not among the candidates, is never right)."""
+    scores = cand_logits.float()
+    if cand_mask is not None:
+        scores = scores.masked_fill(~cand_mask.bool(), float("-inf"))
+    pred = scores.argmax(-1)
+    gold = gold.long().to(pred.device)
+    return (pred == gold) & (gold >= 0)
+
+
 def trust_decision(cand_logits: torch.Tensor, gold: torch.Tensor, alpha: float = 0.05,
                    cand_mask: Optional[torch.Tensor] = None) -> TrustDecision:
     """The gate from the teacher's candidate scores of the labelled rows.
@@ -84,15 +96,9 @@ def trust_decision(cand_logits: torch.Tensor, gold: torch.Tensor, alpha: float =
     n = int(gold.shape[0])
     if n == 0:
         return TrustDecision(0, 0.0, 0.0, 1.0, alpha, False)
-    scores = cand_logits.float()
-    groups = None
-    if cand_mask is not None:
-        scores = scores.masked_fill(~cand_mask.bool(), float("-inf"))
-        groups = [bytes(row) for row in cand_mask.bool().cpu().numpy()]
-    pred = scores.argmax(-1)
-    gold = gold.long().to(pred.device)
-    k = int(((pred == gold) & (gold >= 0)).sum())
-    k0 = prior_correct(gold.tolist(), groups)
+    groups = None if cand_mask is None else [bytes(row) for row in cand_mask.bool().cpu().numpy()]
+    k = int(teacher_right(cand_logits, gold, cand_mask).sum())
+    k0 = prior_correct(gold.long().tolist(), groups)
     p0 = k0 / n
     p = binomial_sf(k, n, p0)
     return TrustDecision(n, 100.0 * k / n, 100.0 * p0, p, alpha, p < alpha)
@@ -194,7 +200,7 @@ class StudentHandover:
     def state_dict(self) -> Dict[str, Any]:
         """JSON-able state (a checkpoint's run state), enough to resume the same decisions."""
         return copy.deepcopy({"seen": torch.nonzero(self.seen).flatten().tolist(),
-                              "block": {self.names[g]: [list(p) for p in v] for g, v in self.block.items()},
+                              "block": {self.names[g]: v for g, v in self.block.items()},
                               "tests": {self.names[g]: v for g, v in self.tests.items()},
                               "off_step": {self.names[g]: v for g, v in self.off_step.items()}})
 
