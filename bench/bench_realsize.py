@@ -273,10 +273,12 @@ def run_pair(pair: str, args: argparse.Namespace, accelerator: Any, work: Path) 
         optimizer.zero_grad()
 
     live = lambda: live_outputs(teacher, batch, cls_attention=cls_attention)  # noqa: E731
-    variants = {"none": lambda: step(None), "clip_td_cache": lambda: step(lambda: cache.lookup(batch["index"])),
+    cached = lambda: lookup_on(cache, device, batch)  # noqa: E731  # the trainer's path: host index, one copy
+    variants = {"none": lambda: step(None), "clip_td_cache": lambda: step(cached),
                 "clip_td_live": lambda: step(live), "teacher_fwd": live}
     mem = PeakMemory(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    syncs = count_syncs(variants) if device.type == "cuda" and args.sync_debug else None
     log(f"[{pair}/{device.type}] timing {args.steps} interleaved steps (+{args.warmup} warm-up) ...")
     timing = time_interleaved(variants, args.steps, args.warmup, mem, sync)
     t = {k: v["median_s"] for k, v in timing.items()}
@@ -291,7 +293,7 @@ def run_pair(pair: str, args: argparse.Namespace, accelerator: Any, work: Path) 
               "method": "wall clock, median over rounds of the within-round ratio"}
     teacher_patches = int(teacher.grid_size[0] * teacher.grid_size[1])
     log(f"[{pair}/{device.type}] profiling what clip_td adds to a step ({args.profile_reps} reps) ...")
-    overhead = profile_overhead(accelerator.unwrap_model(model), batch, cache, args.profile_reps, sync, cfg)
+    overhead = profile_overhead(accelerator.unwrap_model(model), batch, cache, args.profile_reps, sync, cfg, device)
     o = overhead["ms"]
     extra_s = (o["cache_lookup"] + o["distiller_fwd_bwd"] + o["adamw_distiller"]) / 1e3
     ratios["from_components"] = {
@@ -352,14 +354,49 @@ def run_pair(pair: str, args: argparse.Namespace, accelerator: Any, work: Path) 
         "targets": {"cache_over_none<=1.05": ratios["cache_over_none"] <= 1.05,
                     "live_over_none_plus_teacher<=1.05": ratios["live_over_none_plus_teacher"] <= 1.05},
         "cache_build": cache_build, "inference": inference, "clip_td_overhead": overhead,
+        **({"host_syncs": syncs} if syncs is not None else {}),
     }
     del reloaded, baseline, built, teacher, cache, batch
     gc.collect()
     return result
 
 
+def lookup_on(cache: Any, device: torch.device, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Cached teacher outputs of the batch as the trainer gets them: looked up by the host copy of
+    the indices, then (on a GPU) one pinned, non-blocking copy."""
+    from clip_td.app.teacher_setup import _to_device, host_index
+
+    lookup = lambda b: cache.lookup(host_index(b), as_stored=device.type == "cuda")  # noqa: E731
+    return _to_device(lookup, device, batch) if device.type == "cuda" else lookup(batch)
+
+
+def count_syncs(variants: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:
+    """One step of each variant under torch.cuda.set_sync_debug_mode("warn"): how many times the
+    host waited for the GPU, and where (file:line of the Python frame that asked)."""
+    import warnings
+
+    out: Dict[str, Any] = {}
+    for name, fn in variants.items():
+        fn()  # warm: first-call allocations are not the step's
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fn()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        where: Dict[str, int] = {}
+        for w in caught:
+            if "synchroniz" in str(w.message).lower():
+                key = f"{Path(w.filename).name}:{w.lineno}"
+                where[key] = where.get(key, 0) + 1
+        out[name] = {"count": sum(where.values()), "where": where}
+    return out
+
+
 def profile_overhead(model: Any, batch: Dict[str, Any], cache: Any, reps: int, sync: Callable[[], None],
-                     cfg: Any) -> Dict[str, Any]:
+                     cfg: Any, device: torch.device) -> Dict[str, Any]:
     """What a clip_td step does beyond `none`'s, each part timed alone (interleaved, many reps: the
     parts take milliseconds, so their medians hold up where whole seconds-long steps are noisy):
     the cache lookup, the distiller's forward + backward on the student's real outputs (the
@@ -370,7 +407,7 @@ def profile_overhead(model: Any, batch: Dict[str, Any], cache: Any, reps: int, s
     task, student, head, distiller = model.task, model.student, model.head, model.distiller
     with torch.no_grad():
         out = student(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
-    teacher_out = cache.lookup(batch["index"])
+    teacher_out = lookup_on(cache, device, batch)
     params = [p for p in distiller.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
@@ -386,7 +423,7 @@ def profile_overhead(model: Any, batch: Dict[str, Any], cache: Any, reps: int, s
         opt.step()
 
     distill()  # gradients in place for the optimizer part
-    timing = time_interleaved({"cache_lookup": lambda: cache.lookup(batch["index"]), "distiller_fwd_bwd": distill,
+    timing = time_interleaved({"cache_lookup": lambda: lookup_on(cache, device, batch), "distiller_fwd_bwd": distill,
                                "adamw_distiller": adamw}, reps, 2, None, sync)
     for p in list(student.parameters()) + list(head.parameters()) + params:
         p.grad = None
@@ -433,6 +470,10 @@ def print_table(results: List[Dict[str, Any]]) -> None:
         print(f"  inference (batch {inf['batch']}): saved clip_td student {inf['saved_clip_td_student_s']:.3f} s vs "
               f"none {inf['none_student_s']:.3f} s (x{inf['ratio']:.3f}); saved {inf['saved_file_mb']:.0f} MB, "
               f"distiller in file: {inf['saved_has_distiller']}")
+        if "host_syncs" in r:
+            print("  host syncs in one step: " + "; ".join(
+                f"{k} {v['count']}" + (f" ({', '.join(f'{w} x{n}' for w, n in v['where'].items())})" if v["where"] else "")
+                for k, v in r["host_syncs"].items()))
 
 
 def main() -> None:
@@ -448,6 +489,8 @@ def main() -> None:
     ap.add_argument("--data-size", default="small", help="synthetic world size (at 224 px)")
     ap.add_argument("--vocab", type=int, default=30522, help="student word-embedding rows (0 = the tokenizer's)")
     ap.add_argument("--devices", default=None, help="cpu and/or cuda (default: cpu, plus cuda when available)")
+    ap.add_argument("--sync-debug", action="store_true",
+                    help="GPU: count the host syncs in one step of each variant (torch.cuda.set_sync_debug_mode)")
     ap.add_argument("--set", nargs="*", default=[], help="extra dotted config overrides (e.g. teacher.pretrained=openai)")
     ap.add_argument("--out", default="bench/results/realsize.json")
     args = ap.parse_args()

@@ -75,6 +75,12 @@ def test_round_trip_equals_teacher(world, tmp_path):
     assert got["gold"].tolist() == [0, 0, 0] and got["cand_logits"].shape == (3, len(SNLI_TEMPLATES))
     with pytest.raises(KeyError, match="no entry for row indices"):
         cache.lookup([1])
+    # as stored (the GPU path): the fp16 arrays as fp16, the same values; derived logits in fp32
+    stored = cache.lookup(torch.tensor([6, 0, 3]), as_stored=True)
+    assert stored["patch_tokens"].dtype == stored["token_feats"].dtype == torch.float16  # the token arrays are fp16
+    assert got["patch_tokens"].dtype == torch.float32 and stored["cand_logits"].dtype == torch.float32
+    for key, value in got.items():
+        assert torch.equal(stored[key].to(value.dtype), value), key
 
 
 def test_reuse_and_invalidation(world, tmp_path):

@@ -152,6 +152,14 @@ def test_vcr_teacher_stages_texts_view_and_index(small_world):
     _staged_index(lambda bt: looked.append(bt["index"].tolist()), 2, {"index": torch.tensor([5, 1])})
     _staged_index(lambda bt: looked.append(bt["index"].tolist()), 2, {"index": torch.tensor([5, 1]), "label_free": True})
     assert looked == [[10, 11, 2, 3], [10, 2]]
+    # the collator's host copy of the indices is what the lookups read, staged the same way
+    from clip_td.app.teacher_setup import host_index
+
+    hosted = []
+    _staged_index(lambda bt: hosted.append(host_index(bt).tolist()), 2,
+                  {"index": torch.tensor([0, 0]), "index_host": [5, 1]})
+    assert hosted == [[10, 11, 2, 3]]
+    assert host_index({"index": torch.tensor([7, 3])}).tolist() == [7, 3]  # no host copy: the tensor's
     task.setup(ds, SimpleNamespace(method=SimpleNamespace(rationales=False)))
     view, _, logits = task.distill_view({"pooled": seq}, batch, result)
     assert view["pooled"].squeeze(-1).tolist() == [2.0, 8.0] and logits[:, 0].tolist() == [0.0, 4.0]

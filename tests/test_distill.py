@@ -39,6 +39,31 @@ def test_masked_distance_sum_hand_case():
     torch.testing.assert_close(_masked_distance_sum(identity, s_nan, z, mask), torch.tensor([1.04, 0.0]))
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_masked_distance_sum_gpu_form_matches_the_gather(dense):
+    # the GPU form (every token projected, the mask zeroes the rest: no data-dependent shape)
+    # gives the hand case's sums and, on random inputs, the gathered form's values and gradients
+    identity = _linear([[1.0, 0.0], [0.0, 1.0]])
+    s = torch.tensor([[[3.0, 4.0], [1.0, 0.0]], [[1.0, 1.0], [2.0, 0.0]]])
+    z = torch.tensor([[[4.0, 3.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True], [False, True]])
+    torch.testing.assert_close(_masked_distance_sum(identity, s, z, mask, dense=dense), torch.tensor([1.04, 0.0]))
+    g = torch.Generator().manual_seed(0)
+    proj = torch.nn.Linear(6, 4)
+    s, z = torch.randn(3, 5, 6, generator=g, requires_grad=True), torch.randn(3, 5, 4, generator=g)
+    mask = torch.rand(3, 5, generator=g) > 0.5
+    mask[2] = False  # a row with nothing selected sums to 0
+    got = _masked_distance_sum(proj, s, z, mask, dense=dense)
+    (g_s, g_w) = torch.autograd.grad(got.sum(), [s, proj.weight])
+    ref = torch.stack([sum((1 - torch.cosine_similarity(proj(s[b, j]), z[b, j], dim=0)) for j in range(5) if mask[b, j])
+                       if mask[b].any() else torch.tensor(0.0) for b in range(3)])
+    (r_s, r_w) = torch.autograd.grad(ref.sum(), [s, proj.weight])
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(g_s, r_s)
+    torch.testing.assert_close(g_w, r_w)
+    assert got[2].item() == 0.0 and g_s[2].abs().sum().item() == 0.0
+
+
 def _hand_case():
     """One instance, d = h = 2: one image token (1x1 grid), one aligned text token, and the globals.
 

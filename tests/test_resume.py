@@ -90,6 +90,7 @@ run = load_for_inference({str(out)!r})
 ds = get_task("vqa").load({str(small_world / "vqa")!r}, "val")
 data = TaskDataset(run["task"], ds, run["transform"])
 batch = run["collator"]([data[i] for i in range(len(data))])
+assert batch["index_host"] == batch["index"].tolist() == list(range(len(data))), "index_host"
 with torch.no_grad():
     pred = run["model"].predict(run["model"](batch))
 answers = run["task"].decode(pred.tolist())

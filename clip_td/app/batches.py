@@ -170,6 +170,9 @@ class Collator:
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
         batch: Dict[str, Any] = {
             "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+            # the same indices as a list, which device placement leaves on the host: the teacher
+            # cache and the trust gates read them without waiting for the GPU
+            "index_host": [int(it["index"]) for it in items],
             "pixel_values": torch.stack([it["pixel_values"] for it in items]),
         }
         batch.update(self.tokenize([p for it in items for p in it["texts"]]))

@@ -108,7 +108,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
     distiller = create_distiller(for_task(method, task), student.hidden_size, teacher.embed_dim)
     if cache is not None:
-        outputs = lambda batch: cache.lookup(batch["index"])  # noqa: E731
+        on_gpu = accelerator.device.type == "cuda"  # fp16 as stored to the GPU, fp32 there (`_to_device`)
+        outputs = lambda batch: cache.lookup(host_index(batch), as_stored=on_gpu)  # noqa: E731
         side = TeacherSide(teacher=teacher, distiller=distiller, outputs=outputs, trust=trust)
     else:
         side = TeacherSide(teacher=teacher, distiller=distiller, image_transform=teacher.image_transform(),
@@ -123,7 +124,31 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         side.handover = handover
     if stages > 1:
         side.outputs = partial(_staged_index, side.outputs, stages)
+    if cache is not None and accelerator.device.type == "cuda":
+        side.outputs = partial(_to_device, side.outputs, accelerator.device)
     return side
+
+
+def host_index(batch: Dict[str, Any]) -> torch.Tensor:
+    """The batch's split row indices on the host (B,): `index_host` when the collator gave it
+    (device placement leaves a list alone), else `index` copied back (a device sync on a GPU)."""
+    if batch.get("index_host") is not None:
+        return torch.as_tensor(batch["index_host"], dtype=torch.long)
+    return torch.as_tensor(batch["index"]).cpu().long()
+
+
+def _to_device(outputs: Callable, device: torch.device, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Cached teacher outputs (host tensors) copied to the GPU in one go, from pinned memory and
+    without blocking, so the copies overlap the student's forward; floating arrays become fp32
+    there (the cache stores fp16); `teacher_rows` stays on the host for the handover."""
+    out = outputs(batch)
+    moved = {}
+    for k, v in out.items():
+        if torch.is_tensor(v) and k != "teacher_rows":
+            v = v.pin_memory().to(device, non_blocking=True)
+            v = v.float() if v.is_floating_point() else v
+        moved[k] = v
+    return moved
 
 
 class StagedRows:
@@ -149,17 +174,17 @@ def _staged_index(outputs: Callable, stages: int, batch: Dict[str, Any]) -> Dict
     """Teacher outputs of every stage of the batch's instances, instance-major (B * stages rows,
     as `Task.distill_view` orders the student's), by teacher row index; unlabelled rows
     (`method.label_free`) read only their first stage, which holds the image features."""
-    index = torch.as_tensor(batch["index"]).long()
+    index = host_index(batch)
     if batch.get("label_free"):
-        return outputs({**batch, "index": index * stages})
-    staged = (index.unsqueeze(1) * stages + torch.arange(stages, device=index.device)).flatten()
-    return outputs({**batch, "index": staged})
+        return outputs({**batch, "index": index * stages, "index_host": index * stages})
+    staged = (index.unsqueeze(1) * stages + torch.arange(stages)).flatten()
+    return outputs({**batch, "index": staged, "index_host": staged})
 
 
 def _with_candidate_table(outputs: Callable, table: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
     """Teacher outputs with `cand_logits` read from a per-split-row table (the similarity probe)."""
     out = outputs(batch)
-    out["cand_logits"] = table[torch.as_tensor(batch["index"]).cpu().long()]
+    out["cand_logits"] = table[host_index(batch)]
     return out
 
 
@@ -217,7 +242,7 @@ def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx:
 def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
     """Teacher outputs plus `answer_gate` (B,): 1 where the row's trust group passed the gate."""
     out = outputs(batch)
-    out["answer_gate"] = gate[torch.as_tensor(batch["index"]).cpu().long()]
+    out["answer_gate"] = gate[host_index(batch)]
     return out
 
 
@@ -225,7 +250,7 @@ def _with_handover(outputs: Callable, handover: Any, batch: Dict[str, Any]) -> D
     """Teacher outputs with `answer_gate` also 0 for the rows whose trust group has handed over to
     the labels (`method.handover`), and `teacher_rows` (B,), the rows' indices, for the trainer."""
     out = outputs(batch)
-    rows = torch.as_tensor(batch["index"]).cpu().long()
+    rows = host_index(batch)
     gate = handover.gate(rows)
     if out.get("answer_gate") is not None:
         gate = gate * torch.as_tensor(out["answer_gate"]).cpu().float()

@@ -314,8 +314,8 @@ class Trainer:
                                 **({"unlabelled": free} if free is not None else {}))
             self.observe_answers(teacher_out, result)
             loss = total_loss(result)
-            check_finite(acc, loss, result, self.pos["step"])
             acc.backward(loss)
+            check_finite(acc, loss, result, self.pos["step"])  # before the update; after backward is queued
             if acc.sync_gradients and cfg.train.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
             self.optimizer.step()

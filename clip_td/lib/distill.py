@@ -105,11 +105,17 @@ def first_segment_offsets(offsets: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_distance_sum(proj: nn.Module, student: torch.Tensor, teacher: torch.Tensor,
-                         mask: torch.Tensor) -> torch.Tensor:
-    """Per-instance sum of (1 - cos(P S[j], Z[j])) over masked j, projecting only those tokens.
+                         mask: torch.Tensor, dense: Optional[bool] = None) -> torch.Tensor:
+    """Per-instance sum of (1 - cos(P S[j], Z[j])) over masked j.
 
-    student (B, N, h), teacher (B, N, d), mask (B, N) bool -> (B,).
+    student (B, N, h), teacher (B, N, d), mask (B, N) bool -> (B,). On the CPU only the masked
+    tokens are projected; on a GPU (`dense`, default: the mask is on a GPU) every token is and the
+    mask zeroes the rest: gathering the masked ones has a data-dependent shape, which makes the
+    host wait for the GPU, and the extra projections cost less than that wait.
     """
+    if mask.is_cuda if dense is None else dense:
+        dist = cosine_distance(proj(student), teacher)  # (B, N)
+        return torch.where(mask, dist, torch.zeros_like(dist)).sum(-1)
     rows, cols = mask.nonzero(as_tuple=True)
     dist = cosine_distance(proj(student[rows, cols]), teacher[rows, cols])  # (n_selected,)
     return torch.zeros(mask.shape[0], device=dist.device).index_add(0, rows, dist)

@@ -407,8 +407,9 @@ class TeacherCache:
 
     # ---- reading ---------------------------------------------------------------------------
 
-    def lookup(self, indices: Any) -> Dict[str, torch.Tensor]:
-        """Split row indices (B,) -> teacher outputs with the keys of `teacher_outputs` (fp32)."""
+    def lookup(self, indices: Any, as_stored: bool = False) -> Dict[str, torch.Tensor]:
+        """Split row indices (B,) -> teacher outputs with the keys of `teacher_outputs` (fp32;
+        with `as_stored` the stored arrays keep their fp16, half the bytes to copy to a GPU)."""
         idx = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.int64)
         if (idx >= len(self._shard_of)).any() or (self._shard_of[idx] < 0).any():
             missing = [int(i) for i in idx if i >= len(self._shard_of) or self._shard_of[i] < 0]
@@ -428,24 +429,26 @@ class TeacherCache:
                 if key in ("token_feats", "token_mask", "token_offsets"):
                     a = _pad_rows(a, self.token_len, -1 if key == "token_offsets" else 0)
                 if key not in out:
-                    out[key] = torch.zeros((len(idx),) + a.shape[1:], dtype=_torch_dtype(a.dtype))
+                    out[key] = torch.zeros((len(idx),) + a.shape[1:], dtype=_torch_dtype(a.dtype, as_stored))
                 out[key][torch.from_numpy(pos)] = torch.from_numpy(a).to(out[key].dtype)
         out["token_mask"] = out["token_mask"].bool()
         out["token_offsets"] = out["token_offsets"].long()
         if self._candidate_embed is not None:  # the shared list: logit_scale * cos, as `candidate_logits`
-            out["cand_logits"] = self._logit_scale * (out["image_embed"] @ self._candidate_embed.T)
+            out["cand_logits"] = self._logit_scale * (out["image_embed"].float() @ self._candidate_embed.T)
         elif self._group_of is not None:
-            out["cand_logits"] = self._candidate_group_logits(idx, out["image_embed"])
+            out["cand_logits"] = self._candidate_group_logits(idx, out["image_embed"].float())
         if self._gold is not None:
             out["gold"] = torch.from_numpy(self._gold[idx])
         return out
 
 
-def _torch_dtype(dt: np.dtype) -> torch.dtype:
-    """fp16 storage comes back as fp32; integers as int64; masks as bool."""
+def _torch_dtype(dt: np.dtype, as_stored: bool = False) -> torch.dtype:
+    """fp16 storage comes back as fp32 (as stored with `as_stored`); integers as int64; masks as bool."""
     if dt == np.bool_:
         return torch.bool
-    return torch.float32 if np.issubdtype(dt, np.floating) else torch.long
+    if np.issubdtype(dt, np.floating):
+        return torch.from_numpy(np.zeros(0, dtype=dt)).dtype if as_stored else torch.float32
+    return torch.long
 
 
 def _pad_rows(a: np.ndarray, n: int, value: int) -> np.ndarray:
