@@ -1,6 +1,7 @@
 """Real-size CLIP-TD: a ViLT-B/32-shaped student with a ViT-B-32 / ViT-B-16 teacher at 224 px.
 
     python bench/bench_realsize.py [--pairs vitb32,vitb16] [--steps 5] [--batch 2] [--out bench/results/realsize.json]
+    python bench/bench_realsize.py --devices cuda --batch 32 --sync-debug   # GPU rows only, with host-sync counts
     accelerate launch --num_processes 2 bench/bench_realsize.py ...     # 2 GPUs: 2 processes (DDP)
 
 Per pair (configs/finetune/realsize_<pair>.yaml: ViLT-B/32 shapes, 768 wide, 12 layers, 384 px ->
