@@ -1,0 +1,92 @@
+"""Where a VQA method gains or loses: official accuracy per question type, method against method.
+
+    python bench/vqa_question_types.py runs/sweep_benchmark_converged [--fraction 1.0]
+                                       [--methods none clip_td] [--out FILE.json]
+
+Reads every finished VQA run of a sweep folder (runs/vqa/<method>/f<fraction>/s<seed>/, default
+and tagged cells alike: only the untagged `<method>/f<fraction>` cells are read), scores each
+split's saved predictions with the official tool's per-question-type accuracy (the same scorer
+as `clip-td evaluate vqa`), and prints, per split and question type, each method's mean +-
+sample std over seeds (n per cell) and the difference to the first method. Writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clip_td.base.io import InputError, read_json, write_json_atomic  # noqa: E402
+
+
+def per_type_scores(sweep: Path, methods: List[str], fraction: float) -> Dict[str, Any]:
+    """{split: {question_type: {method: [score per seed]}}} and the seeds read per method."""
+    from tasks.vqa.metrics import evaluate_files
+
+    scores: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
+    seeds: Dict[str, List[str]] = {}
+    for method in methods:
+        cell = sweep / "runs" / "vqa" / method / f"f{fraction:g}"
+        runs = sorted(p for p in cell.glob("s*") if (p / "metrics.json").is_file())
+        if not runs:
+            raise InputError(f"{cell}: no finished run (expected s<seed>/metrics.json)")
+        seeds[method] = [p.name for p in runs]
+        for run in runs:
+            files = read_json(run / "metrics.json").get("files", {})
+            for split, f in files.items():
+                try:
+                    got = evaluate_files(f["questions"], f["annotations"], f["predictions"])
+                except KeyError as e:
+                    raise InputError(f"{run / 'metrics.json'}: files.{split} has no {e.args[0]!r}") from None
+                for qtype, value in got["perQuestionType"].items():
+                    scores.setdefault(split, {}).setdefault(qtype, {}).setdefault(method, []).append(value)
+    return {"scores": scores, "seeds": seeds}
+
+
+def _cell(values: List[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.2f} +- {std:.2f} (n={len(values)})"
+
+
+def table(result: Dict[str, Any], methods: List[str]) -> str:
+    base = methods[0]
+    lines = []
+    for split, by_type in result["scores"].items():
+        lines += [f"### {split}", "", "| question type | " + " | ".join(methods) + " | "
+                  + " | ".join(f"{m} - {base}" for m in methods[1:]) + " |",
+                  "|---" * (2 * len(methods)) + "|"]
+        for qtype in sorted(by_type):
+            got = by_type[qtype]
+            cells = [_cell(got[m]) if m in got else "-" for m in methods]
+            diffs = [f"{statistics.mean(got[m]) - statistics.mean(got[base]):+.2f}" if m in got and base in got else "-"
+                     for m in methods[1:]]
+            lines.append(f"| {qtype} | " + " | ".join(cells + diffs) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", help="a sweep output folder (holds runs/vqa/...)")
+    ap.add_argument("--fraction", type=float, default=1.0, help="train.fraction of the cells to read")
+    ap.add_argument("--methods", nargs="+", default=["none", "clip_td"], help="the first is the reference")
+    ap.add_argument("--out", default=None, help="JSON output (default: <sweep>/vqa_question_types_f<fraction>.json)")
+    args = ap.parse_args()
+    try:
+        result = per_type_scores(Path(args.sweep), args.methods, args.fraction)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(table(result, args.methods))
+    out = Path(args.out) if args.out else Path(args.sweep) / f"vqa_question_types_f{args.fraction:g}.json"
+    write_json_atomic(out, {"sweep": str(args.sweep), "fraction": args.fraction, "methods": args.methods, **result})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
