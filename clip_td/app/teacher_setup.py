@@ -107,8 +107,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
             logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
     distiller = create_distiller(for_task(method, task), student.hidden_size, teacher.embed_dim)
+    on_gpu = cache is not None and accelerator.device.type == "cuda"  # fp16 as stored to the GPU, fp32 there
     if cache is not None:
-        on_gpu = accelerator.device.type == "cuda"  # fp16 as stored to the GPU, fp32 there (`_to_device`)
         outputs = lambda batch: cache.lookup(host_index(batch), as_stored=on_gpu)  # noqa: E731
         side = TeacherSide(teacher=teacher, distiller=distiller, outputs=outputs, trust=trust)
     else:
@@ -124,7 +124,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         side.handover = handover
     if stages > 1:
         side.outputs = partial(_staged_index, side.outputs, stages)
-    if cache is not None and accelerator.device.type == "cuda":
+    if on_gpu:  # outermost: every wrapper above reads host tensors
         side.outputs = partial(_to_device, side.outputs, accelerator.device)
     return side
 
