@@ -108,6 +108,35 @@ def test_distiller_tok_and_glob_loss_and_their_gradients_hand_case():
     torch.testing.assert_close(dist.proj_g.weight.grad, torch.tensor([[0.0, 0.0], [-0.25, 0.0]]))
 
 
+def test_feature_gate_keeps_the_feature_terms_to_the_rows_the_answer_term_reads():
+    """Two copies of the hand case; the gate passes row 1 only. With method.feature_gate the token
+    and global terms of row 0 are 0 (value and gradient) and row 1 keeps its own: the means over the
+    batch halve. Without it the gate touches only the answer term."""
+    for feature_gate in (True, False):
+        dist = _distiller("clip_td", {"selection": "all", "weighting": "uniform", "alpha": 1.0, "beta": 0.5,
+                                      "eta": 0.0, "feature_gate": feature_gate}, 2, 2)
+        for p in (dist.proj_v, dist.proj_t, dist.proj_g):
+            with torch.no_grad():
+                p.weight.copy_(torch.eye(2))
+                p.bias.zero_()
+        student, teacher, batch = _hand_case()
+        student = {k: v.detach().repeat(2, *([1] * (v.dim() - 1))).requires_grad_() for k, v in student.items()}
+        teacher = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in teacher.items()}
+        teacher["answer_gate"] = torch.tensor([0.0, 1.0])
+        batch = {k: v.repeat(2, 1, 1) for k, v in batch.items()}
+        out = dist(student, teacher, batch, torch.zeros(2, 2))
+        share = 0.5 if feature_gate else 1.0  # rows whose terms count, over the batch of 2
+        assert out["tok_loss"].item() == pytest.approx(share * 0.52, abs=1e-6)  # hand case: 0.52 per row
+        assert out["glob_loss"].item() == pytest.approx(share * 0.25, abs=1e-6)  # hand case: 0.25 per row
+        torch.testing.assert_close(out["weights"], torch.ones(2))  # the instance weight itself is not gated
+        (out["tok_loss"] + out["glob_loss"]).backward()
+        # the hand case's gradients (batch of 1) divided by the batch of 2, row 0 zeroed by the gate
+        row0 = 0.0 if feature_gate else 0.5
+        torch.testing.assert_close(student["image_tokens"].grad[:, 0],
+                                   torch.tensor([[-0.0224, 0.0168], [-0.0224, 0.0168]]) * torch.tensor([[row0], [0.5]]))
+        torch.testing.assert_close(student["pooled"].grad, torch.tensor([[0.0, -0.25 * row0], [0.0, -0.125]]))
+
+
 def test_distiller_weights_are_bounded_hand_case():
     # 4 instances; only the first has its gold answer among the candidates (the others: gold -1).
     # confidence weights: c = (0.25, 0, 0, 0) -> mean-1 would give (4, 0, 0, 0) = B; with B = 4 the

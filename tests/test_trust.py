@@ -95,6 +95,31 @@ def test_metrics_record_the_gate_and_it_switches_the_answer_term(small_world, ti
     assert terms["names"] == [sorted(expected)] * 2
 
 
+def test_feature_gate_turns_the_feature_terms_off_where_the_gate_drops_the_teacher(small_world, tiny_teacher,
+                                                                                    tmp_path, monkeypatch):
+    """At trust_alpha = 0 the gate drops the answer-level term for the run; with method.feature_gate
+    the token and global terms follow it: the distiller sees a gate of 0 on every row and both terms
+    are exactly 0 at every step (without it they are not: the test above)."""
+    import clip_td.app.finetune_model as model_mod
+
+    terms = _capture_loss_terms(monkeypatch)
+    values = []
+    captured = model_mod.FinetuneModel.forward
+
+    def forward(self, batch, teacher_out=None, kd_scale=1.0):
+        out = captured(self, batch, teacher_out, kd_scale)
+        if self.training:
+            values.append((out["tok_loss"].item(), out["glob_loss"].item(), out["task_loss"].item()))
+        return out
+
+    monkeypatch.setattr(model_mod.FinetuneModel, "forward", forward)
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "group", 0.0, **{"method.feature_gate": True})
+    assert (t["trusted"], t["answer_term"]) == (False, False)
+    assert terms["names"] == [["glob_loss", "task_loss", "tok_loss"]] * 2
+    assert len(terms["gates"]) == 2 and all(set(g) == {0.0} for g, _ in terms["gates"])
+    assert [v[:2] for v in values] == [(0.0, 0.0)] * 2 and all(v[2] > 0 for v in values)
+
+
 def test_group_gate_keeps_the_answer_term_for_the_rows_of_trusted_groups(small_world, tiny_teacher, tmp_path,
                                                                           monkeypatch):
     """VQA's trust groups are its question types. At trust_alpha = 1 every group whose p-value is

@@ -103,6 +103,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                         trust["teacher_accuracy"], trust["rows"], trust["prior_accuracy"], trust["p_value"])
             method = replace(method, eta=0.0)
             handover = None
+            if method.feature_gate:  # the feature terms follow the gate: off for every row
+                gate = torch.zeros(len(full_train))
         elif gate is not None:
             logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))

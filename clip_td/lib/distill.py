@@ -167,6 +167,7 @@ class MethodConfig:
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
     handover: bool = True  # the answer-level term of a trust group is switched off once the student answers its labelled rows' first visits better than the teacher (a McNemar test per block of handover_window first visits; clip_td.lib.trust.StudentHandover)
     handover_window: int = 200  # first visits per handover test
+    feature_gate: bool = False  # the token and global terms follow the trust gate too: an instance's feature terms run only where its answer-level term runs (its trust group passed the gate and has not handed over; none when the gate turned the answer term off for the run)
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
     label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
@@ -290,12 +291,15 @@ class Distiller(nn.Module):
                               num_candidates=n_cand.to(q.device))
         w = w.detach().clamp(0.0, MAX_WEIGHT)  # every weighting is bounded (weighting.MAX_WEIGHT)
 
+        w_feat = w  # method.feature_gate: the feature terms only where the answer-level term runs
+        if s.feature_gate and t.get("answer_gate") is not None:
+            w_feat = w * t["answer_gate"].to(w.device, w.dtype)
         tok, frac = self._token_term(student_out, t, batch)
-        out: Dict[str, torch.Tensor] = {"tok_loss": s.alpha * (w * tok).mean()}
+        out: Dict[str, torch.Tensor] = {"tok_loss": s.alpha * (w_feat * tok).mean()}
         if s.beta:
             g = self.proj_g(student_out["pooled"]).float()  # (B, d)
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
-            out["glob_loss"] = s.alpha * s.beta * (w * glob).mean()
+            out["glob_loss"] = s.alpha * s.beta * (w_feat * glob).mean()
         if s.eta:
             if s.answer_loss == "bernoulli":
                 ans = answer_bernoulli_kl(cand_logits, logits, s.tau, batch.get("cand_mask"))
