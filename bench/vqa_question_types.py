@@ -2,9 +2,12 @@
 
     python bench/vqa_question_types.py runs/sweep_benchmark_converged [--fraction 1.0]
                                        [--methods none clip_td] [--out FILE.json]
+    python bench/vqa_question_types.py runs/sweep_benchmark --fraction 0.01 \
+        --methods none clip_td 'clip_td[method.feature_gate=True]@runs/sweep_feature_gate'
 
-Reads every finished VQA run of a sweep folder (runs/vqa/<method>/f<fraction>/s<seed>/, default
-and tagged cells alike: only the untagged `<method>/f<fraction>` cells are read), scores each
+Reads every finished VQA run of a sweep folder (runs/vqa/<method>/f<fraction>/s<seed>/; a method
+named as results.csv labels a cell with extra grid keys, `clip_td[method.eta=0.0]`, reads those
+runs instead, and `<method>@<folder>` reads it from another sweep folder), scores each
 split's saved predictions with the official tool's per-question-type accuracy (the same scorer
 as `clip-td evaluate vqa`), and prints, per split and question type, each method's mean +-
 sample std over seeds (n per cell) and the difference to the first method. Writes JSON.
@@ -31,10 +34,7 @@ def per_type_scores(sweep: Path, methods: List[str], fraction: float) -> Dict[st
     scores: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
     seeds: Dict[str, List[str]] = {}
     for method in methods:
-        cell = sweep / "runs" / "vqa" / method / f"f{fraction:g}"
-        runs = sorted(p for p in cell.glob("s*") if (p / "metrics.json").is_file())
-        if not runs:
-            raise InputError(f"{cell}: no finished run (expected s<seed>/metrics.json)")
+        runs = _runs(sweep, method, fraction)
         seeds[method] = [p.name for p in runs]
         for run in runs:
             files = read_json(run / "metrics.json").get("files", {})
@@ -46,6 +46,21 @@ def per_type_scores(sweep: Path, methods: List[str], fraction: float) -> Dict[st
                 for qtype, value in got["perQuestionType"].items():
                     scores.setdefault(split, {}).setdefault(qtype, {}).setdefault(method, []).append(value)
     return {"scores": scores, "seeds": seeds}
+
+
+def _runs(sweep: Path, method: str, fraction: float) -> List[Path]:
+    """The finished run folders of one method: `name`, `name[key=value,...]` (a cell with extra grid
+    keys, as results.csv labels it) and either one `@FOLDER` to read it from another sweep."""
+    label, _, other = method.partition("@")
+    root = Path(other) if other else sweep
+    name, _, tag = label.partition("[")
+    extra = [p for p in tag.rstrip("]").split(",") if p] if tag else []
+    cell = root / "runs" / "vqa" / name / f"f{fraction:g}"
+    runs = sorted(p.joinpath(*extra) for p in cell.glob("s*") if p.joinpath(*extra, "metrics.json").is_file())
+    if not runs:
+        where = "/".join(["s<seed>", *extra, "metrics.json"])
+        raise InputError(f"{cell}: no finished run of {label!r} (expected {where})")
+    return runs
 
 
 def _cell(values: List[float]) -> str:

@@ -59,7 +59,7 @@ def test_cli_writes_json_and_names_a_missing_cell(tmp_path):
                            "--methods", "none", "naive_kd"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {sweep / 'runs' / 'vqa' / 'naive_kd' / 'f1'}: no finished run " \
-                                  f"(expected s<seed>/metrics.json)"
+                                  f"of 'naive_kd' (expected s<seed>/metrics.json)"
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +67,22 @@ def _drop_bench_path():
     yield
     if str(REPO / "bench") in sys.path:
         sys.path.remove(str(REPO / "bench"))
+
+
+def test_a_tagged_cell_is_read_by_its_label_and_from_another_folder(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from vqa_question_types import per_type_scores
+
+    sweep = _sweep(tmp_path)
+    # the variant: clip_td's seed-0 run, stored as a tagged cell of another sweep folder
+    other = tmp_path / "other"
+    src = sweep / "runs" / "vqa" / "clip_td" / "f1" / "s0"
+    run = other / "runs" / "vqa" / "clip_td" / "f1" / "s0" / "method.feature_gate=True"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text((src / "metrics.json").read_text())
+    label = f"clip_td[method.feature_gate=True]@{other}"
+    got = per_type_scores(sweep, ["none", label], 1.0)
+    assert got["seeds"][label] == ["method.feature_gate=True"]  # one seed: s0's tagged run
+    assert got["scores"]["val"]["what color is the"][label] == [100.0]  # clip_td s0 answers 1 and 2
+    with pytest.raises(Exception, match=r"no finished run of 'clip_td\[method.eta=0\]'"):
+        per_type_scores(sweep, ["clip_td[method.eta=0]"], 1.0)
