@@ -8,7 +8,8 @@ folder holding one method row of its own (a method with extra grid keys, e.g. `c
 `method.feature_gate=true`, over some or all of the benchmark's tasks and fractions). The targets
 T1-T5 (the same check as summary.md) are computed twice, once with BASE's `clip_td` and once with
 the variant in its place, on the cells the variant has. Prints, per cell, `none`, `clip_td` and the
-variant (val / val_shift, mean +- sample std, n) and the two target counts; writes JSON.
+variant (val / val_shift, mean +- sample std, n), the two target counts and each arm's mean gain
+over `none` across those cells (points, per split); writes JSON.
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ def compare(base_rows: Sequence[Dict[str, Any]], variant_rows: Sequence[Dict[str
         checks = check_targets(agg)
         counts[name] = {t: [sum(r["holds"] for r in checks if r["target"] == t),
                             sum(1 for r in checks if r["target"] == t)] for t in TARGETS}
-    return {"variant": variant, "cells": table, "targets": counts}
+    gains = {}
+    for name in ("clip_td", "variant"):
+        gains[name] = {}
+        for split in ("val", "val_shift"):
+            diffs = [r[f"{name}_{split}"]["mean"] - r[f"none_{split}"]["mean"] for r in table
+                     if r[f"{name}_{split}"] is not None and r[f"none_{split}"] is not None]
+            gains[name][split] = sum(diffs) / len(diffs) if diffs else None
+    return {"variant": variant, "cells": table, "targets": counts, "mean_gain": gains}
 
 
 def _fmt(cell: Optional[Dict[str, Any]]) -> str:
@@ -82,6 +90,10 @@ def markdown(result: Dict[str, Any]) -> str:
     for t in TARGETS:
         a, b = result["targets"]["clip_td"][t], result["targets"]["variant"][t]
         lines.append(f"| {t} | {a[0]} of {a[1]} | {b[0]} of {b[1]} |")
+    for split in ("val", "val_shift"):
+        a, b = result["mean_gain"]["clip_td"][split], result["mean_gain"]["variant"][split]
+        if a is not None and b is not None:
+            lines.append(f"| mean gain over none, {split} | {a:+.2f} | {b:+.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,10 @@ def test_the_variant_replaces_clip_td_on_its_own_cells():
     assert got["targets"]["clip_td"] == {"T1": [0, 1], "T2": [0, 1], "T3": [1, 1], "T4": [0, 1], "T5": [0, 0]}
     # variant: +4 > 1 (T1), +4 < 10 (T2 no), 45 > 41 (T3), shift gain +6 >= +4 (T4)
     assert got["targets"]["variant"] == {"T1": [1, 1], "T2": [0, 1], "T3": [1, 1], "T4": [1, 1], "T5": [0, 0]}
+    # one judged cell: the mean gain is that cell's gain over none
+    assert got["mean_gain"] == {"clip_td": {"val": 1.0, "val_shift": 0.0}, "variant": {"val": 4.0, "val_shift": 6.0}}
     md = markdown(got)
+    assert "| mean gain over none, val_shift | +0.00 | +6.00 |" in md
     assert "| vqa 1 % | 41.00 +- 1.00 (n=3) / 31.00 +- 1.00 (n=3) |" in md
     assert "| T1 | 0 of 1 | 1 of 1 |" in md
 
