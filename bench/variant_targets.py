@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clip_td.app.benchmark_targets import TARGET_TEXT  # noqa: E402
 from clip_td.base.io import InputError, write_json_atomic  # noqa: E402
 
-TARGETS = ("T1", "T2", "T3", "T4", "T5")
+TARGETS = tuple(TARGET_TEXT)  # T1 .. T5, in summary.md's order
 
 
 def compare(base_rows: Sequence[Dict[str, Any]], variant_rows: Sequence[Dict[str, Any]],
@@ -45,8 +46,7 @@ def compare(base_rows: Sequence[Dict[str, Any]], variant_rows: Sequence[Dict[str
     cells = sorted({(r["task"], r["train_fraction"]) for r in variant_rows if r["method"] == variant})
     keep = set(cells)
     base = [r for r in base_rows if (r["task"], r["train_fraction"]) in keep and "[" not in r["method"]]
-    mine = [{**r, "method": "clip_td"} for r in variant_rows
-            if r["method"] == variant and (r["task"], r["train_fraction"]) in keep]
+    mine = [{**r, "method": "clip_td"} for r in variant_rows if r["method"] == variant]
     with_base = aggregate(base)
     with_variant = aggregate([r for r in base if r["method"] != "clip_td"] + mine)
     table = []
