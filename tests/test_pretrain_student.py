@@ -403,3 +403,117 @@ def test_the_vocabulary_covers_the_chosen_columns_and_every_digit_and_mark(tmp_p
 def test_the_default_recipe_fits_its_vocabulary_on_both_caption_columns():
     assert list(load_student_config().data.vocab_columns) == ["title", "synthetic_caption"]
     assert list(load_student_config(None, ["data.vocab_columns=[]"]).data.vocab_columns) == []
+
+
+# ---- concept masking ----------------------------------------------------------------------------
+
+
+def test_concept_mask_marks_every_piece_of_the_images_concept_words():
+    from pretrain.student.data import build_tokenizer, make_collate
+
+    rows = [{"synthetic_caption": "a large red circle and a small blue square"}]
+    tok = build_tokenizer(rows, ["synthetic_caption"], vocab_size=40)  # small: some words split into pieces
+    items = [{"pixel_values": torch.zeros(3, 8, 8), "text": "a large red circle and a small blue square",
+              "image_id": 0, "concepts": frozenset({"red", "circle", "square"})},
+             {"pixel_values": torch.zeros(3, 8, 8), "text": "a Blue square", "image_id": 1,
+              "concepts": frozenset({"blue"})},
+             {"pixel_values": torch.zeros(3, 8, 8), "text": "a red circle", "image_id": 2, "concepts": frozenset()}]
+    batch = make_collate(tok, 64)(items)
+    assert batch["input_ids"].shape[1] < 64  # nothing cut
+    for b, want in enumerate([{"red", "circle", "square"}, {"blue"}, set()]):
+        pieces = tok.convert_ids_to_tokens(batch["input_ids"][b])
+        # rebuild the words from the marked pieces: exactly the wanted words, every piece of them
+        words = []
+        for piece, marked in zip(pieces, batch["concept_mask"][b].tolist()):
+            if marked and piece.startswith("##") and words and words[-1][1]:
+                words[-1][0] += piece[2:]
+            elif marked:
+                words.append([piece, True])
+            else:
+                words.append([piece, False])
+        assert sorted(w for w, m in words if m) == sorted(want), (b, pieces)
+    assert not batch["concept_mask"][batch["special_mask"]].any()
+
+
+def test_concept_masking_chooses_by_the_position_probability_with_the_same_draws():
+    from pretrain.student.objectives import position_mask_prob
+
+    ids = torch.tensor([[CLS, 10, 11, 12, 13, SEP], [CLS, 14, 15, SEP, PAD, PAD]])
+    concept = torch.tensor([[False, True, False, True, False, False], [False, False, True, False, False, False]])
+    # concept words always, nothing else: exactly the concept positions are labelled
+    prob = position_mask_prob(concept, 0.0, 1.0)
+    _, labels = mask_tokens(ids, _special(ids), 50, prob, torch.Generator().manual_seed(0), MASK)
+    assert torch.equal(labels != -100, concept)
+    # no concept probability: the float itself, and the same masks as plain BERT masking
+    assert position_mask_prob(concept, 0.15, None) == 0.15
+    a = mask_tokens(ids, _special(ids), 50, 0.4, torch.Generator().manual_seed(3), MASK)
+    b = mask_tokens(ids, _special(ids), 50, position_mask_prob(concept, 0.4, 0.4), torch.Generator().manual_seed(3), MASK)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # by hand: position chosen iff its first draw u is below its own probability
+    u = torch.rand(ids.shape, generator=torch.Generator().manual_seed(5))
+    prob = position_mask_prob(concept, 0.2, 0.7)
+    _, labels = mask_tokens(ids, _special(ids), 50, prob, torch.Generator().manual_seed(5), MASK)
+    expected = (u < torch.where(concept, 0.7, 0.2)) & ~_special(ids)
+    assert torch.equal(labels != -100, expected)
+
+
+def test_concept_mask_prob_needs_the_concepts_column(tmp_path, capsys):
+    from clip_td.base.scripts import run_script
+
+    root = write_corpus(tmp_path / "corpus", n_train=3, n_val=2)  # no `concepts` column
+    train = root / "pretrain" / "train.tsv"
+    args = [f"data.root={root}", f"output_dir={tmp_path / 'out'}", "train.max_steps=1",
+            "train.concept_mask_prob=0.5", *TINY]
+    assert run_script(main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(train) in err[0] and "'concepts'" in err[0] and "train.concept_mask_prob" in err[0]
+    assert not (tmp_path / "out" / "student").exists()
+
+
+# ---- image initialisation -----------------------------------------------------------------------
+
+
+def test_scene_batches_are_a_function_of_seed_and_step_and_labelled_by_their_scene():
+    import random
+
+    from pretrain.student.data import image_transform
+    from pretrain.student.image_init import ATTRIBUTES, scene_batch
+    from tasks.synthetic.scene import sample_scene
+
+    tf = image_transform(32)
+    pixels, labels = scene_batch(3, 7, 4, 32, tf)
+    again, same = scene_batch(3, 7, 4, 32, tf)
+    other, _ = scene_batch(3, 8, 4, 32, tf)
+    assert pixels.shape == (4, 3, 32, 32) and labels.shape == (4, 3)
+    assert torch.equal(pixels, again) and torch.equal(labels, same) and not torch.equal(pixels, other)
+    # the labels are the scenes' one object, replayed with the documented generator
+    rng = random.Random("student-image-init/3/7")
+    for row in labels.tolist():
+        scene = sample_scene(rng, n_objects=1, style="source")
+        rng.getrandbits(32)  # the render seed
+        assert scene["style"] == "source" and len(scene["objects"]) == 1
+        obj = scene["objects"][0]
+        assert row == [ATTRIBUTES["colour"].index(obj["colour"]), ATTRIBUTES["shape"].index(obj["shape"]),
+                       ATTRIBUTES["size"].index(obj["size"])]
+
+
+def test_image_init_trains_the_vilt_before_mlm_and_reports_held_out_accuracy(tmp_path):
+    from safetensors.torch import load_file
+
+    root = write_corpus(tmp_path / "corpus")
+    base = [f"data.root={root}", "train.max_steps=1", "train.lr=0", *TINY]  # lr 0: MLM + ITM change nothing
+    plain = main([*base, f"output_dir={tmp_path / 'plain'}"])
+    init = main([*base, f"output_dir={tmp_path / 'init'}", "image_init.steps=3", "image_init.eval_every=2",
+                 "image_init.batch_size=4", "image_init.eval_scenes=10"])
+    assert "image_init" not in plain
+    ii = init["image_init"]
+    assert ii["steps"] == 3 and sorted(ii["accuracy_by_step"]) == ["2", "3"]
+    assert ii["final"] == ii["accuracy_by_step"]["3"] and set(ii["final"]) == {"colour", "shape", "size"}
+    assert all(0 <= v <= 100 for v in ii["final"].values()) and ii["chance"]["shape"] == 12.5
+    saved = json.loads((tmp_path / "init" / "metrics.json").read_text())
+    assert saved["image_init"]["final"] == ii["final"]
+    a = load_file(str(tmp_path / "plain" / "student" / "model.safetensors"))
+    b = load_file(str(tmp_path / "init" / "student" / "model.safetensors"))
+    assert a.keys() == b.keys()  # the heads are not exported: the same ViLT folder
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert any("patch_embeddings" in k for k in changed) and any("encoder.layer" in k for k in changed)

@@ -60,6 +60,9 @@ class TrainConfig:
     warmup: float = 0.1  # linear warm-up, as a fraction of the total steps (then cosine decay)
     max_grad_norm: float = 1.0  # 0 = no clipping
     mask_prob: float = 0.15  # MLM: fraction of content tokens chosen (80 % [MASK], 10 % random, 10 % kept)
+    # MLM: the probability for the tokens of the words the corpus' `concepts` column lists for the
+    # image (its colours, shapes, sizes), which only the image can tell; null = mask_prob for all
+    concept_mask_prob: Optional[float] = None
     itm_prob: float = 0.5  # ITM: fraction of pairs given another image's caption
     mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate)
     resume: Optional[str] = None  # checkpoint folder or "latest" (highest step under <output_dir>/checkpoints)
@@ -67,6 +70,17 @@ class TrainConfig:
     keep_checkpoints: int = 2  # checkpoints kept on disk, oldest removed first (0 = all)
     log_every: int = 10  # optimizer steps between log lines
     tracker: Optional[str] = None  # accelerate tracker name (tensorboard, wandb, ...) when installed; null = none
+
+
+@dataclass
+class ImageInitConfig:
+    # supervised steps on freshly rendered source-style single-object scenes (colour, shape, size
+    # labels) before MLM + ITM, as ViLT starts from an ImageNet-trained ViT; 0 = none
+    steps: int = 0
+    batch_size: int = 64  # scenes per step (per process)
+    lr: float = 1e-3  # peak AdamW learning rate (warm-up train.warmup, then cosine)
+    eval_every: int = 500  # steps between held-out accuracy measurements
+    eval_scenes: int = 400  # held-out scenes (a seed no training step uses)
 
 
 @dataclass
@@ -82,6 +96,7 @@ class StudentPretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    image_init: ImageInitConfig = field(default_factory=ImageInitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 import torchvision.transforms as T
@@ -60,8 +60,13 @@ def image_transform(image_size: int) -> Callable:
                       T.ToTensor(), T.Normalize(MEAN_STD, MEAN_STD)])
 
 
+#: The corpus column listing, space-separated, the concept words each image shows ("ring yellow medium").
+CONCEPT_COLUMN = "concepts"
+
+
 class PairDataset(Dataset):
-    """Items: {"pixel_values": (3, H, W), "text": str, "image_id": int (same file, same id)}."""
+    """Items: {"pixel_values": (3, H, W), "text": str, "image_id": int (same file, same id),
+    "concepts": frozenset of the row's concept words (empty when the rows have no `concepts`)}."""
 
     def __init__(self, rows: Sequence[Dict[str, str]], text_column: str, image_size: int) -> None:
         self.rows, self.text_column = list(rows), text_column
@@ -75,15 +80,19 @@ class PairDataset(Dataset):
     def __getitem__(self, i: int) -> Dict:
         with Image.open(self.rows[i]["image"]) as im:
             pixels = self.transform(im.convert("RGB"))
-        return {"pixel_values": pixels, "text": self.rows[i][self.text_column], "image_id": self.image_ids[i]}
+        concepts = frozenset(self.rows[i].get(CONCEPT_COLUMN, "").lower().split())
+        return {"pixel_values": pixels, "text": self.rows[i][self.text_column], "image_id": self.image_ids[i],
+                "concepts": concepts}
 
 
 def make_collate(tokenizer: Callable, max_len: int) -> Callable:
-    """Batch: pixel_values (B,3,H,W), input_ids / attention_mask / special_mask (B,T), image_id (B,).
-    `special_mask` is True at [CLS], [SEP] and padding: the positions MLM never masks."""
+    """Batch: pixel_values (B,3,H,W), input_ids / attention_mask / special_mask / concept_mask
+    (B,T), image_id (B,). `special_mask` is True at [CLS], [SEP] and padding: the positions MLM
+    never masks; `concept_mask` at every token of a word in the item's `concepts`."""
 
     def collate(items: List[Dict]) -> Dict[str, torch.Tensor]:
-        enc = tokenizer([it["text"] for it in items], padding="longest", truncation=True, max_length=max_len,
+        texts = [it["text"] for it in items]
+        enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_len,
                         return_special_tokens_mask=True, return_tensors="pt")
         return {
             "pixel_values": torch.stack([it["pixel_values"] for it in items]),
@@ -91,9 +100,24 @@ def make_collate(tokenizer: Callable, max_len: int) -> Callable:
             "attention_mask": enc["attention_mask"],
             "special_mask": enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0),
             "image_id": torch.tensor([it["image_id"] for it in items]),
+            "concept_mask": concept_token_mask(enc, texts, [it.get("concepts", frozenset()) for it in items]),
         }
 
     return collate
+
+
+def concept_token_mask(enc: Any, texts: Sequence[str], concepts: Sequence[frozenset]) -> torch.Tensor:
+    """(B, T) bool: True at each token of a word (as the tokenizer's pre-tokenizer splits the text,
+    lower-cased) that is in that item's concept set. Needs a fast tokenizer's word alignment."""
+    mask = torch.zeros(enc["input_ids"].shape, dtype=torch.bool)
+    for b, (text, wanted) in enumerate(zip(texts, concepts)):
+        if not wanted:
+            continue
+        for t, w in enumerate(enc.word_ids(b)):
+            if w is not None:
+                span = enc.word_to_chars(b, w)
+                mask[b, t] = text[span.start:span.end].lower() in wanted
+    return mask
 
 
 def resolve_paths(cfg) -> Dict[str, Path]:

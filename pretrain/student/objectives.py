@@ -3,7 +3,7 @@ and the caption derangement for image-text matching. Same generator state, same 
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -11,10 +11,13 @@ IGNORE = -100  # label of every position the MLM loss skips (torch's cross-entro
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the chosen tokens; the remaining 0.1 keep their id
 
 
-def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab_size: int, prob: float,
-                generator: torch.Generator, mask_token_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab_size: int,
+                prob: Union[float, torch.Tensor], generator: torch.Generator,
+                mask_token_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """BERT masking -> (masked input_ids, labels); the inputs are not modified.
 
+    `prob` is one probability for every position or a tensor of input_ids' shape, one per
+    position (concept masking: a higher one for the tokens of the words the image shows).
     Draws, in this order and always all three: `u = rand(shape)`, `v = rand(shape)`,
     `r = randint(vocab_size, shape)`. A position is chosen iff `u < prob` and it is not special
     (`special_mask` True: [CLS], [SEP], padding). A chosen position becomes `mask_token_id` if
@@ -25,6 +28,7 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab_size:
     u = torch.rand(shape, generator=generator, device=generator.device).to(device)
     v = torch.rand(shape, generator=generator, device=generator.device).to(device)
     r = torch.randint(vocab_size, shape, generator=generator, device=generator.device).to(device)
+    prob = prob.to(device) if isinstance(prob, torch.Tensor) else prob
     chosen = (u < prob) & ~special_mask.bool()
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE))
     ids = torch.where(chosen & (v < MASK_SHARE), torch.full_like(input_ids, mask_token_id), input_ids)
@@ -49,3 +53,11 @@ def itm_negatives(batch_size: int, generator: torch.Generator, prob: float = 0.5
     perm = torch.arange(batch_size)
     perm[chosen] = chosen.roll(1)  # chosen[t] takes chosen[t-1]'s caption: one cycle, no fixed point
     return perm, perm == torch.arange(batch_size)
+
+
+def position_mask_prob(concept_mask: torch.Tensor, prob: float, concept_prob: Optional[float]) -> Union[float, torch.Tensor]:
+    """The per-position MLM probability: `concept_prob` on the concept tokens (`concept_mask`
+    True), `prob` elsewhere; just `prob` when `concept_prob` is None (plain BERT masking)."""
+    if concept_prob is None:
+        return prob
+    return torch.where(concept_mask.bool(), torch.tensor(float(concept_prob)), torch.tensor(float(prob)))

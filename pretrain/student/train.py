@@ -26,18 +26,21 @@ from torch.utils.data import DataLoader
 
 from clip_td.base.checkpoints import save_checkpoint
 from clip_td.base.config import parse_script_args, to_dict
-from clip_td.base.io import InputError, write_json_atomic
+from clip_td.base.io import InputError, read_json, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
 from pretrain.loop import ResumableLoop, start_run
 from pretrain.student.config import load_student_config
-from pretrain.student.data import PairDataset, build_tokenizer, make_collate, resolve_paths, source_rows
+from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
+                                   resolve_paths, source_rows)
 from pretrain.student.export import export_student
+from pretrain.student.image_init import image_init
 from pretrain.student.model import StudentPretrainModel, vilt_config
-from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens
+from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
 
 logger = logging.getLogger("pretrain.student")
 LOSS_NAMES = ("mlm_loss", "itm_loss")
+IMAGE_INIT_FILE = "image_init.json"  # the image-initialisation stage's metrics (copied into metrics.json)
 
 
 # ---- set-up -------------------------------------------------------------------------------------
@@ -61,6 +64,10 @@ def build(cfg: DictConfig) -> Setup:
                          f"{cfg.model.patch_size}: the image side must be a multiple of the patch side")
     paths = resolve_paths(cfg)
     rows = source_rows(paths["train"], cfg.data.text_column, cfg.data.max_rows)
+    if cfg.train.concept_mask_prob is not None and any(CONCEPT_COLUMN not in r for r in rows):
+        raise InputError(f"{paths['train']}: no column {CONCEPT_COLUMN!r} (the concept words of each image, space-"
+                         f"separated), which config key train.concept_mask_prob needs; set it to null to mask "
+                         f"every token with train.mask_prob")
     val = paths["val"]  # read now: a bad val file fails before training, not after
     val_rows = source_rows(val, cfg.data.text_column, cfg.eval.max_rows) if val is not None else []
     tokenizer = build_tokenizer(rows, list(cfg.data.vocab_columns) or [cfg.data.text_column], cfg.model.vocab_size,
@@ -71,11 +78,14 @@ def build(cfg: DictConfig) -> Setup:
 
 def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
     """What a checkpoint must share with the run resuming from it (JSON-normalised)."""
-    return json.loads(json.dumps({
+    signature = {
         "model": to_dict(cfg.model), "vocab_size": len(setup.tokenizer), "image_size": cfg.data.image_size,
         "text_column": cfg.data.text_column, "train_rows": len(setup.rows), "batch_size": cfg.train.batch_size,
         "num_processes": num_processes,
-    }))
+    }
+    if cfg.image_init.steps:  # (absent without the stage, so older checkpoints still resume)
+        signature["image_init"] = to_dict(cfg.image_init)
+    return json.loads(json.dumps(signature))
 
 
 # ---- one batch's objectives ---------------------------------------------------------------------
@@ -87,10 +97,15 @@ def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
 
 
 def objective_inputs(batch: Dict[str, torch.Tensor], generator: torch.Generator, tokenizer: Any,
-                     mask_prob: float, itm_prob: float) -> Dict[str, torch.Tensor]:
+                     mask_prob: float, itm_prob: float, concept_prob: Optional[float] = None) -> Dict[str, torch.Tensor]:
     """The model's keyword inputs: masked captions for MLM, deranged captions for ITM. A pair
-    whose borrowed caption comes from the same image file is labelled a match."""
-    ids, labels = mask_tokens(batch["input_ids"], batch["special_mask"], len(tokenizer), mask_prob, generator,
+    whose borrowed caption comes from the same image file is labelled a match. With
+    `concept_prob`, the tokens of the image's concept words are chosen for MLM with that
+    probability instead of `mask_prob` (the draws are the same)."""
+    prob = mask_prob
+    if concept_prob is not None:
+        prob = position_mask_prob(batch["concept_mask"], mask_prob, concept_prob)
+    ids, labels = mask_tokens(batch["input_ids"], batch["special_mask"], len(tokenizer), prob, generator,
                               tokenizer.mask_token_id)
     perm, _ = itm_negatives(ids.shape[0], generator, itm_prob)
     perm = perm.to(ids.device)
@@ -140,7 +155,8 @@ class StudentTrainer(ResumableLoop):
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         cfg, t0 = self.cfg.train, time.perf_counter()
         gen = step_generator(self.cfg.seed, self.pos["step"], self.acc.process_index)
-        out = self.model(**objective_inputs(batch, gen, self.setup.tokenizer, cfg.mask_prob, cfg.itm_prob))
+        out = self.model(**objective_inputs(batch, gen, self.setup.tokenizer, cfg.mask_prob, cfg.itm_prob,
+                                            cfg.concept_mask_prob))
         self.acc.backward(out["mlm_loss"] + out["itm_loss"])
         if cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -183,12 +199,14 @@ class StudentTrainer(ResumableLoop):
 def evaluate(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any, rows: Sequence[Dict[str, str]],
              device: Any) -> Dict:
     """MLM and ITM on held-out rows (the first `eval.max_rows` source-style rows of data.val)
-    with fixed masks and negatives (a generator seeded by `seed`): losses, masked-token and ITM
-    accuracy (%)."""
+    with fixed masks and negatives (a generator seeded by `seed`, always train.mask_prob, so
+    recipes compare): losses, masked-token and ITM accuracy (%), and the masked-token accuracy
+    on the image's concept words alone when the rows list them."""
     loader = DataLoader(PairDataset(rows, cfg.data.text_column, cfg.data.image_size), batch_size=cfg.eval.batch_size,
                         collate_fn=make_collate(tokenizer, cfg.model.max_text_len))
     gen = torch.Generator().manual_seed(cfg.seed)
-    sums = {"mlm_loss": 0.0, "itm_loss": 0.0, "mlm_correct": 0, "masked": 0, "itm_correct": 0}
+    sums = {"mlm_loss": 0.0, "itm_loss": 0.0, "mlm_correct": 0, "masked": 0, "itm_correct": 0,
+            "concept_correct": 0, "concept_masked": 0}
     was_training = model.training
     model.eval()
     for batch in loader:
@@ -198,13 +216,21 @@ def evaluate(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any, rows:
         chosen = inputs["mlm_labels"] != IGNORE
         sums["masked"] += int(chosen.sum())
         sums["mlm_loss"] += float(out["mlm_loss"]) * int(chosen.sum())
-        sums["mlm_correct"] += int((out["mlm_logits"].argmax(-1) == inputs["mlm_labels"])[chosen].sum())
+        right = out["mlm_logits"].argmax(-1) == inputs["mlm_labels"]
+        sums["mlm_correct"] += int(right[chosen].sum())
+        concept = chosen & batch["concept_mask"]
+        sums["concept_masked"] += int(concept.sum())
+        sums["concept_correct"] += int(right[concept].sum())
         sums["itm_loss"] += float(out["itm_loss"]) * batch["image_id"].shape[0]
         sums["itm_correct"] += int((out["itm_logits"].argmax(-1) == inputs["itm_labels"]).sum())
     model.train(was_training)
     n, masked = len(rows), max(sums["masked"], 1)
-    return {"rows": n, "mlm_loss": sums["mlm_loss"] / masked, "itm_loss": sums["itm_loss"] / n,
-            "mlm_accuracy": 100.0 * sums["mlm_correct"] / masked, "itm_accuracy": 100.0 * sums["itm_correct"] / n}
+    out = {"rows": n, "mlm_loss": sums["mlm_loss"] / masked, "itm_loss": sums["itm_loss"] / n,
+           "mlm_accuracy": 100.0 * sums["mlm_correct"] / masked, "itm_accuracy": 100.0 * sums["itm_correct"] / n}
+    if sums["concept_masked"]:  # the masked tokens of the image's concept words (same masks as above)
+        out["mlm_concept_accuracy"] = 100.0 * sums["concept_correct"] / sums["concept_masked"]
+        out["mlm_concept_tokens"] = sums["concept_masked"]
+    return out
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -227,6 +253,8 @@ def finish(cfg: DictConfig, trainer: StudentTrainer, stats: Dict[str, Any]) -> D
         if setup.val_rows:
             ev = {"file": str(setup.paths["val"]), **evaluate(model, cfg, setup.tokenizer, setup.val_rows, acc.device)}
         metrics = {"student": str(folder), "vocab_size": len(setup.tokenizer), "train": stats, "eval": ev}
+        if (out / IMAGE_INIT_FILE).is_file():
+            metrics["image_init"] = read_json(out / IMAGE_INIT_FILE)
         write_json_atomic(out / "metrics.json", metrics)
         logger.info("metrics: %s", json.dumps(ev))
     acc.end_training()
@@ -237,7 +265,12 @@ def run(cfg: DictConfig) -> Dict:
     """Build, train (resuming when asked), export, evaluate; returns metrics.json's content."""
     accelerator = make_accelerator(cfg)
     start_run(cfg, accelerator)
-    trainer = StudentTrainer(cfg, accelerator, build(cfg))
+    setup = build(cfg)
+    if cfg.image_init.steps and cfg.train.resume is None:  # a resumed run's checkpoint holds the result
+        init = image_init(accelerator, setup.model.mlm.vilt, setup.tokenizer, cfg, image_transform(cfg.data.image_size))
+        if accelerator.is_main_process:
+            write_json_atomic(Path(cfg.output_dir) / IMAGE_INIT_FILE, init)
+    trainer = StudentTrainer(cfg, accelerator, setup)
     if cfg.train.tracker is not None:
         accelerator.init_trackers("pretrain_student", config=to_dict(cfg))
     return finish(cfg, trainer, trainer.fit())

@@ -1,0 +1,135 @@
+"""The student's image initialisation: supervised concept classification before MLM + ITM.
+
+ViLT does not learn to see from its captions: its transformer starts from a ViT trained on
+ImageNet-21k's labels. A ViT learns the synthetic world's shapes only from many labelled images
+(`bench/shape_probe.py`: 53 % after 128,000 single-object images, where a small conv net needs
+20,000 for 99 %), far more than the captions corpus holds. This stage is the synthetic world's
+ImageNet: `image_init.steps` batches of freshly rendered single-object scenes of the source style
+(never the shifted one, which the students' data never shows), each labelled with its object's
+colour, shape and size, and three linear heads on ViLT's pooled output over the image and an
+empty caption ([CLS] [SEP]); the loss is the sum of the three cross-entropies. The heads are
+dropped afterwards, as ViLT drops ImageNet's classifier; MLM + ITM then start from the weights.
+
+Scenes come from a `random.Random` seeded by (seed, step), so a batch is a function of those
+alone; held-out scenes use a seed no training step uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from tasks.synthetic.render import render_scene
+from tasks.synthetic.scene import sample_scene
+from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES
+
+logger = logging.getLogger("pretrain.student")
+
+#: The labelled attributes of a scene's one object and their classes, in head order.
+ATTRIBUTES: Dict[str, Tuple[str, ...]] = {"colour": tuple(COLOUR_NAMES), "shape": tuple(SHAPES),
+                                          "size": tuple(SIZE_NAMES)}
+HELD_OUT_SEED = -1  # the seed of the held-out scenes (training steps are >= 0)
+
+
+def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(pixels (n, 3, side, side), labels (n, 3): colour, shape, size indices) of `n` source-style
+    single-object scenes drawn from `random.Random((seed, step))`."""
+    rng = random.Random(f"student-image-init/{seed}/{step}")
+    images, labels = [], []
+    for _ in range(n):
+        scene = sample_scene(rng, n_objects=1, style="source")
+        obj = scene["objects"][0]
+        images.append(transform(render_scene(scene, image_size, rng.getrandbits(32))))
+        labels.append([ATTRIBUTES[a].index(obj[a]) for a in ATTRIBUTES])
+    return torch.stack(images), torch.tensor(labels)
+
+
+class ImageClassifier(nn.Module):
+    """A ViltModel with one linear head per attribute on its pooled output; the text is [CLS] [SEP]."""
+
+    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int) -> None:
+        super().__init__()
+        self.vilt = vilt
+        hidden = vilt.config.hidden_size
+        self.heads = nn.ModuleList(nn.Linear(hidden, len(classes)) for classes in ATTRIBUTES.values())
+        self.register_buffer("text", torch.tensor([cls_id, sep_id]), persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
+        b = pixel_values.shape[0]
+        ids = self.text.unsqueeze(0).expand(b, -1)
+        pixel_mask = torch.ones(b, *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
+        pooled = self.vilt(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values,
+                           pixel_mask=pixel_mask).pooler_output
+        return [head(pooled) for head in self.heads]
+
+
+def classification_loss(logits: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    return sum(F.cross_entropy(lg.float(), labels[:, k]) for k, lg in enumerate(logits))
+
+
+@torch.no_grad()
+def held_out_accuracy(model: ImageClassifier, pixels: torch.Tensor, labels: torch.Tensor,
+                      batch_size: int = 100) -> Dict[str, float]:
+    """Accuracy (%) per attribute on held-out scenes."""
+    was = model.training
+    model.eval()
+    right = torch.zeros(len(ATTRIBUTES))
+    for i in range(0, len(labels), batch_size):
+        logits = model(pixels[i:i + batch_size])
+        right += torch.stack([(lg.argmax(-1).cpu() == labels[i:i + batch_size, k]).sum() for k, lg in enumerate(logits)])
+    model.train(was)
+    return {a: 100.0 * float(right[k]) / len(labels) for k, a in enumerate(ATTRIBUTES)}
+
+
+def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, transform: Any) -> Dict[str, Any]:
+    """Train `vilt` in place for `cfg.image_init.steps` steps; returns the stage's metrics
+    (held-out accuracy per attribute every `eval_every` steps and at the end, step time)."""
+    ic = cfg.image_init
+    model = ImageClassifier(vilt, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ic.lr, weight_decay=cfg.train.weight_decay)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.train.warmup * ic.steps), ic.steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    n = accelerator.num_processes
+    held_pixels, held_labels = scene_batch(cfg.seed, HELD_OUT_SEED, ic.eval_scenes, cfg.data.image_size, transform)
+    held_pixels = held_pixels.to(accelerator.device)
+    curve: Dict[str, Dict[str, float]] = {}  # by str(step), as metrics.json holds it
+    times: List[float] = []
+    bar = tqdm(total=ic.steps, desc="student image init", disable=not accelerator.is_main_process)
+    for step in range(1, ic.steps + 1):
+        t0 = time.perf_counter()
+        # each process renders its own share of the step's batch: (step, process) seeds differ
+        pixels, labels = scene_batch(cfg.seed, (step - 1) * n + accelerator.process_index, ic.batch_size,
+                                     cfg.data.image_size, transform)
+        loss = classification_loss(model(pixels.to(accelerator.device)), labels.to(accelerator.device))
+        accelerator.backward(loss)
+        if cfg.train.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - t0)
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            from clip_td.base.scripts import TrainingDiverged
+
+            raise TrainingDiverged(f"image init: non-finite loss at step {step}")
+        bar.update(1)
+        if step % ic.eval_every == 0 or step == ic.steps:
+            acc = curve[str(step)] = held_out_accuracy(accelerator.unwrap_model(model), held_pixels, held_labels)
+            bar.set_postfix({"loss": f"{value:.3f}", **{a: f"{v:.1f}" for a, v in acc.items()}})
+            logger.info("image init step %d: loss=%.4f held-out %s", step, value, acc)
+    bar.close()
+    steady = times[min(5, len(times) // 2):] or times
+    return {"steps": ic.steps, "batch_size": ic.batch_size, "held_out_scenes": ic.eval_scenes,
+            "accuracy_by_step": curve, "final": curve[str(ic.steps)], "step_time_s": sum(steady) / len(steady),
+            "chance": {a: 100.0 / len(c) for a, c in ATTRIBUTES.items()}}
