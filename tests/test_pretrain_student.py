@@ -517,3 +517,12 @@ def test_image_init_trains_the_vilt_before_mlm_and_reports_held_out_accuracy(tmp
     assert a.keys() == b.keys()  # the heads are not exported: the same ViLT folder
     changed = [k for k in a if not torch.equal(a[k], b[k])]
     assert any("patch_embeddings" in k for k in changed) and any("encoder.layer" in k for k in changed)
+
+
+def test_options_at_their_neutral_value_keep_the_default_students_cache_key():
+    from pretrain.student.default_student import recipe_hash
+
+    key = recipe_hash()
+    assert recipe_hash(["train.concept_mask_prob=null", "image_init.steps=0", "image_init.lr=0.5"]) == key
+    assert len({key, recipe_hash(["image_init.steps=5"]), recipe_hash(["image_init.steps=5", "image_init.lr=0.5"]),
+                recipe_hash(["train.concept_mask_prob=0.5"])}) == 4

@@ -27,8 +27,15 @@ DEFAULT = "default"
 
 
 def recipe_hash(overrides: Sequence[str] = ()) -> str:
-    """Hash of the resolved default student recipe (output_dir excluded): the cache key."""
-    return config_hash(OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True))
+    """Hash of the resolved default student recipe (output_dir excluded): the cache key. Options
+    added after the first default student was built are left out at the value where they change
+    nothing (no concept masking, no image initialisation), so adding them keeps every cache valid."""
+    cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
+    if cfg["train"].get("concept_mask_prob") is None:
+        cfg["train"].pop("concept_mask_prob", None)
+    if cfg.get("image_init", {}).get("steps") == 0:
+        cfg.pop("image_init")
+    return config_hash(cfg)
 
 
 def ensure_default_student(overrides: Sequence[str] = ()) -> Path:
