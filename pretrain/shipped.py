@@ -30,8 +30,9 @@ from clip_td.base.io import InputError, atomic_path, read_json, sha256_file, wri
 MANIFEST = "manifest.json"
 
 
-def shipped_dir() -> Path:
-    return Path(__file__).resolve().parent / "shipped" / "default_teacher"
+def shipped_dir(name: str = "default_teacher") -> Path:
+    """The package's folder of shipped model `name` (default_teacher, default_student)."""
+    return Path(__file__).resolve().parent / "shipped" / name
 
 
 def verify(folder: Path, key: str) -> Optional[str]:
@@ -64,26 +65,33 @@ def verify(folder: Path, key: str) -> Optional[str]:
 def shipped_default_teacher(key: str, folder: Optional[Path] = None) -> Optional[Path]:
     """The shipped teacher folder if it verifies for recipe `key`; None (with one warning line
     saying why, when a shipped folder exists at all) otherwise."""
-    folder = shipped_dir() if folder is None else Path(folder)
+    return verified_copy(shipped_dir() if folder is None else Path(folder), key, "default teacher")
+
+
+def verified_copy(folder: Path, key: str, what: str) -> Optional[Path]:
+    """`folder` if it exists and verifies for recipe `key`; else None, with one warning line
+    naming `what` and why when the folder exists."""
     if not folder.exists():
         return None
     problem = verify(folder, key)
     if problem is None:
         return folder
-    print(f"warning: not using the shipped default teacher: {problem}; training it instead", file=sys.stderr)
+    print(f"warning: not using the shipped {what}: {problem}; training it instead", file=sys.stderr)
     return None
 
 
-def write_shipped(teacher: Path, key: str, dest: Path, command: str) -> Path:
-    """Copy the teacher folder `teacher` to `dest` with its manifest, atomically."""
-    teacher, dest = Path(teacher), Path(dest)
-    names = sorted(p.name for p in teacher.iterdir() if p.is_file() and p.name != MANIFEST)
-    if "open_clip_config.json" not in names:
-        raise InputError(f"{teacher}: not an open_clip local-dir folder (no open_clip_config.json)")
+def write_shipped(source: Path, key: str, dest: Path, command: str, marker: str = "open_clip_config.json",
+                  kind: str = "an open_clip local-dir folder") -> Path:
+    """Copy the model folder `source` (`kind`, recognised by its file `marker`) to `dest` with
+    its manifest, atomically."""
+    source, dest = Path(source), Path(dest)
+    names = sorted(p.name for p in source.iterdir() if p.is_file() and p.name != MANIFEST)
+    if marker not in names:
+        raise InputError(f"{source}: not {kind} (no {marker})")
     with atomic_path(dest) as tmp:
         tmp.mkdir(parents=True)
         for name in names:
-            shutil.copyfile(teacher / name, tmp / name)
+            shutil.copyfile(source / name, tmp / name)
         write_json_atomic(tmp / MANIFEST, {
             "recipe_hash": key,
             "files": {name: sha256_file(tmp / name) for name in names},

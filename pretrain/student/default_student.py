@@ -1,7 +1,8 @@
 """The default pretrained student: the shipped student recipe, trained once and cached.
 
-`ensure_default_student()` returns `<cache root>/students/<recipe hash>/student` (a ViLT folder
-that `student.pretrained=` loads), training it on first use in a fresh subprocess
+`ensure_default_student()` returns the copy shipped in the package (`pretrain.student.shipped`)
+when one verifies against today's recipe, else `<cache root>/students/<recipe hash>/student` (a
+ViLT folder that `student.pretrained=` loads), training it on first use in a fresh subprocess
 (`python -m pretrain.student`, with distributed and thread-count variables removed, so it works from
 inside an Accelerate job and gives the same bits whoever asks first). Callers that arrive while it
 trains wait on a file lock for that one build. Fine-tuning asks for it with
@@ -38,9 +39,17 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
     return config_hash(cfg)
 
 
-def ensure_default_student(overrides: Sequence[str] = ()) -> Path:
-    """The default student's folder, trained into the cache when it is not there yet."""
-    run_dir = cache_root() / "students" / recipe_hash(overrides)
+def ensure_default_student(overrides: Sequence[str] = (), use_shipped: bool = True) -> Path:
+    """The default student's folder: the copy shipped in the package when it verifies against
+    today's recipe (no overrides); otherwise trained into the cache when it is not there yet."""
+    key = recipe_hash(overrides)
+    if use_shipped and not overrides:
+        from pretrain.student.shipped import shipped_default_student
+
+        shipped = shipped_default_student(key)
+        if shipped is not None:
+            return shipped
+    run_dir = cache_root() / "students" / key
     train_once(run_dir, lambda d: _train(d, overrides))
     return run_dir / "student"
 
