@@ -512,6 +512,10 @@ def test_image_init_trains_the_vilt_before_mlm_and_reports_held_out_accuracy(tmp
     assert all(0 <= v <= 100 for v in ii["final"].values()) and ii["chance"]["shape"] == 12.5
     saved = json.loads((tmp_path / "init" / "metrics.json").read_text())
     assert saved["image_init"]["final"] == ii["final"]
+    # the checkpoint holds the MLM + ITM model alone (the classifier was released), as a resume expects
+    step = tmp_path / "init" / "checkpoints" / "step_1"
+    assert sorted(p.name for p in step.glob("*.safetensors")) == ["model.safetensors"]
+    assert "mlm.mlm_score.transform.dense.weight" in load_file(str(step / "model.safetensors"))
     a = load_file(str(tmp_path / "plain" / "student" / "model.safetensors"))
     b = load_file(str(tmp_path / "init" / "student" / "model.safetensors"))
     assert a.keys() == b.keys()  # the heads are not exported: the same ViLT folder

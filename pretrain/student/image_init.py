@@ -129,6 +129,9 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
             bar.set_postfix({"loss": f"{value:.3f}", **{a: f"{v:.1f}" for a, v in acc.items()}})
             logger.info("image init step %d: loss=%.4f held-out %s", step, value, acc)
     bar.close()
+    # forget the classifier and its optimizer, so that the run's checkpoints hold the MLM + ITM
+    # model alone (model.safetensors) and a resumed run, which skips this stage, matches them
+    accelerator.free_memory()
     steady = times[min(5, len(times) // 2):] or times
     return {"steps": ic.steps, "batch_size": ic.batch_size, "held_out_scenes": ic.eval_scenes,
             "accuracy_by_step": curve, "final": curve[str(ic.steps)], "step_time_s": sum(steady) / len(steady),
