@@ -530,3 +530,44 @@ def test_options_at_their_neutral_value_keep_the_default_students_cache_key():
     assert recipe_hash(["train.concept_mask_prob=null", "image_init.steps=0", "image_init.lr=0.5"]) == key
     assert len({key, recipe_hash(["image_init.steps=5"]), recipe_hash(["image_init.steps=5", "image_init.lr=0.5"]),
                 recipe_hash(["train.concept_mask_prob=0.5"])}) == 4
+
+
+def test_scenes_of_several_objects_are_labelled_with_every_attribute_and_bound_pair():
+    import random
+
+    from pretrain.student.data import image_transform
+    from pretrain.student.image_init import LABELS, scene_batch
+    from tasks.synthetic.scene import sample_scene
+
+    _, labels = scene_batch(1, 2, 5, 32, image_transform(32), max_objects=3)
+    assert labels.shape == (5, len(LABELS)) == (5, 10 + 8 + 3 + 80 + 24)
+    rng = random.Random("student-image-init/1/2")
+    sizes = []
+    for row in labels:
+        scene = sample_scene(rng, style="source", min_objects=1, max_objects=3)
+        rng.getrandbits(32)
+        want = set()
+        for o in scene["objects"]:
+            want |= {f"colour:{o['colour']}", f"shape:{o['shape']}", f"size:{o['size']}",
+                     f"colour_shape:{o['colour']} {o['shape']}", f"size_shape:{o['size']} {o['shape']}"}
+        assert {LABELS[i] for i in row.nonzero().flatten().tolist()} == want
+        sizes.append(len(scene["objects"]))
+    assert max(sizes) > 1
+
+
+def test_held_out_accuracy_of_several_objects_is_the_exact_set_per_group():
+    from pretrain.student.image_init import GROUPS, LABELS, held_out_accuracy, scene_labels
+
+    y = torch.stack([scene_labels([{"colour": "red", "shape": "circle", "size": "large"}]),
+                     scene_labels([{"colour": "blue", "shape": "square", "size": "small"},
+                                   {"colour": "red", "shape": "ring", "size": "small"}])])
+    guess = y.clone()
+    guess[1, LABELS.index("colour_shape:red square")] = 1.0  # one wrong pair in the second scene
+
+    class Fixed(torch.nn.Module):
+        def forward(self, pixels):
+            return [torch.where(guess.bool(), 5.0, -5.0)[: pixels.shape[0]]]
+
+    acc = held_out_accuracy(Fixed(), torch.zeros(2, 3, 4, 4), y)
+    assert list(acc) == list(GROUPS)
+    assert acc == {"colour": 100.0, "shape": 100.0, "size": 100.0, "colour_shape": 50.0, "size_shape": 100.0}

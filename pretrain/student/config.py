@@ -81,6 +81,10 @@ class ImageInitConfig:
     lr: float = 1e-3  # peak AdamW learning rate (warm-up train.warmup, then cosine)
     eval_every: int = 500  # steps between held-out accuracy measurements
     eval_scenes: int = 400  # held-out scenes (a seed no training step uses)
+    # objects per scene: 1 = one object, labelled by its colour, shape and size (three softmax
+    # heads); N > 1 = 1 to N objects, labelled multi-hot with every colour, shape, size and bound
+    # pair ("red circle", "large circle") the scene shows (one multi-label head)
+    max_objects: int = 1
 
 
 @dataclass

@@ -38,28 +38,57 @@ ATTRIBUTES: Dict[str, Tuple[str, ...]] = {"colour": tuple(COLOUR_NAMES), "shape"
                                           "size": tuple(SIZE_NAMES)}
 HELD_OUT_SEED = -1  # the seed of the held-out scenes (training steps are >= 0)
 
+#: Scenes of several objects (`image_init.max_objects` > 1) are labelled with the set of what they
+#: show, multi-hot over these groups: each attribute alone and the bound pairs ("red circle",
+#: "large circle"), which only a model that tells the objects apart can get right.
+GROUPS: Dict[str, Tuple[str, ...]] = {
+    **ATTRIBUTES,
+    "colour_shape": tuple(f"{c} {s}" for c in COLOUR_NAMES for s in SHAPES),
+    "size_shape": tuple(f"{z} {s}" for z in SIZE_NAMES for s in SHAPES),
+}
+LABELS: Tuple[str, ...] = tuple(f"{g}:{name}" for g, names in GROUPS.items() for name in names)
+_INDEX = {label: i for i, label in enumerate(LABELS)}
 
-def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(pixels (n, 3, side, side), labels (n, 3): colour, shape, size indices) of `n` source-style
-    single-object scenes drawn from `random.Random((seed, step))`."""
+
+def scene_labels(objects: List[Dict[str, Any]]) -> torch.Tensor:
+    """The multi-hot (len(LABELS),) target of a scene's objects."""
+    y = torch.zeros(len(LABELS))
+    for o in objects:
+        for label in (f"colour:{o['colour']}", f"shape:{o['shape']}", f"size:{o['size']}",
+                      f"colour_shape:{o['colour']} {o['shape']}", f"size_shape:{o['size']} {o['shape']}"):
+            y[_INDEX[label]] = 1.0
+    return y
+
+
+def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
+                max_objects: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(pixels (n, 3, side, side), labels) of `n` source-style scenes drawn from
+    `random.Random((seed, step))`. One object each (`max_objects` 1): labels (n, 3), its colour,
+    shape and size indices. Otherwise 1 to `max_objects` objects: labels (n, len(LABELS)) multi-hot."""
     rng = random.Random(f"student-image-init/{seed}/{step}")
     images, labels = [], []
     for _ in range(n):
-        scene = sample_scene(rng, n_objects=1, style="source")
-        obj = scene["objects"][0]
+        if max_objects == 1:
+            scene = sample_scene(rng, n_objects=1, style="source")
+            obj = scene["objects"][0]
+            labels.append(torch.tensor([ATTRIBUTES[a].index(obj[a]) for a in ATTRIBUTES]))
+        else:
+            scene = sample_scene(rng, style="source", min_objects=1, max_objects=max_objects)
+            labels.append(scene_labels(scene["objects"]))
         images.append(transform(render_scene(scene, image_size, rng.getrandbits(32))))
-        labels.append([ATTRIBUTES[a].index(obj[a]) for a in ATTRIBUTES])
-    return torch.stack(images), torch.tensor(labels)
+    return torch.stack(images), torch.stack(labels)
 
 
 class ImageClassifier(nn.Module):
-    """A ViltModel with one linear head per attribute on its pooled output; the text is [CLS] [SEP]."""
+    """A ViltModel with linear heads on its pooled output; the text is [CLS] [SEP]. One head per
+    attribute (single objects), or one multi-label head over LABELS (`multi`)."""
 
-    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int) -> None:
+    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int, multi: bool = False) -> None:
         super().__init__()
         self.vilt = vilt
         hidden = vilt.config.hidden_size
-        self.heads = nn.ModuleList(nn.Linear(hidden, len(classes)) for classes in ATTRIBUTES.values())
+        sizes = [len(LABELS)] if multi else [len(classes) for classes in ATTRIBUTES.values()]
+        self.heads = nn.ModuleList(nn.Linear(hidden, k) for k in sizes)
         self.register_buffer("text", torch.tensor([cls_id, sep_id]), persistent=False)
 
     def forward(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
@@ -72,35 +101,49 @@ class ImageClassifier(nn.Module):
 
 
 def classification_loss(logits: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """The sum of the attributes' cross-entropies, or the multi-label BCE (mean over labels)."""
+    if labels.is_floating_point():
+        return F.binary_cross_entropy_with_logits(logits[0].float(), labels)
     return sum(F.cross_entropy(lg.float(), labels[:, k]) for k, lg in enumerate(logits))
 
 
 @torch.no_grad()
 def held_out_accuracy(model: ImageClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                       batch_size: int = 100) -> Dict[str, float]:
-    """Accuracy (%) per attribute on held-out scenes."""
+    """Accuracy (%) on held-out scenes: per attribute (single objects), or per group of LABELS the
+    share of scenes whose predicted set (logit > 0) is exactly the true one (several objects)."""
     was = model.training
     model.eval()
-    right = torch.zeros(len(ATTRIBUTES))
+    multi = labels.is_floating_point()
+    names = list(GROUPS) if multi else list(ATTRIBUTES)
+    right = torch.zeros(len(names))
     for i in range(0, len(labels), batch_size):
-        logits = model(pixels[i:i + batch_size])
-        right += torch.stack([(lg.argmax(-1).cpu() == labels[i:i + batch_size, k]).sum() for k, lg in enumerate(logits)])
+        logits, y = model(pixels[i:i + batch_size]), labels[i:i + batch_size]
+        if multi:
+            hit = (logits[0].cpu() > 0) == y.bool()
+            start = 0
+            for g, group in enumerate(GROUPS.values()):
+                right[g] += hit[:, start:start + len(group)].all(dim=1).sum()
+                start += len(group)
+        else:
+            right += torch.stack([(lg.argmax(-1).cpu() == y[:, k]).sum() for k, lg in enumerate(logits)])
     model.train(was)
-    return {a: 100.0 * float(right[k]) / len(labels) for k, a in enumerate(ATTRIBUTES)}
+    return {name: 100.0 * float(right[k]) / len(labels) for k, name in enumerate(names)}
 
 
 def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, transform: Any) -> Dict[str, Any]:
     """Train `vilt` in place for `cfg.image_init.steps` steps; returns the stage's metrics
     (held-out accuracy per attribute every `eval_every` steps and at the end, step time)."""
     ic = cfg.image_init
-    model = ImageClassifier(vilt, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    model = ImageClassifier(vilt, tokenizer.cls_token_id, tokenizer.sep_token_id, multi=ic.max_objects > 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ic.lr, weight_decay=cfg.train.weight_decay)
     from transformers import get_cosine_schedule_with_warmup
 
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.train.warmup * ic.steps), ic.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     n = accelerator.num_processes
-    held_pixels, held_labels = scene_batch(cfg.seed, HELD_OUT_SEED, ic.eval_scenes, cfg.data.image_size, transform)
+    held_pixels, held_labels = scene_batch(cfg.seed, HELD_OUT_SEED, ic.eval_scenes, cfg.data.image_size, transform,
+                                           ic.max_objects)
     held_pixels = held_pixels.to(accelerator.device)
     curve: Dict[str, Dict[str, float]] = {}  # by str(step), as metrics.json holds it
     times: List[float] = []
@@ -109,7 +152,7 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
         t0 = time.perf_counter()
         # each process renders its own share of the step's batch: (step, process) seeds differ
         pixels, labels = scene_batch(cfg.seed, (step - 1) * n + accelerator.process_index, ic.batch_size,
-                                     cfg.data.image_size, transform)
+                                     cfg.data.image_size, transform, ic.max_objects)
         loss = classification_loss(model(pixels.to(accelerator.device)), labels.to(accelerator.device))
         accelerator.backward(loss)
         if cfg.train.max_grad_norm > 0:
@@ -135,4 +178,5 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
     steady = times[min(5, len(times) // 2):] or times
     return {"steps": ic.steps, "batch_size": ic.batch_size, "held_out_scenes": ic.eval_scenes,
             "accuracy_by_step": curve, "final": curve[str(ic.steps)], "step_time_s": sum(steady) / len(steady),
-            "chance": {a: 100.0 / len(c) for a, c in ATTRIBUTES.items()}}
+            "max_objects": ic.max_objects,
+            "chance": {a: 100.0 / len(c) for a, c in ATTRIBUTES.items()} if ic.max_objects == 1 else None}
