@@ -4,11 +4,13 @@ ViLT does not learn to see from its captions: its transformer starts from a ViT 
 ImageNet-21k's labels. A ViT learns the synthetic world's shapes only from many labelled images
 (`bench/shape_probe.py`: 53 % after 128,000 single-object images, where a small conv net needs
 20,000 for 99 %), far more than the captions corpus holds. This stage is the synthetic world's
-ImageNet: `image_init.steps` batches of freshly rendered single-object scenes of the source style
-(never the shifted one, which the students' data never shows), each labelled with its object's
-colour, shape and size, and three linear heads on ViLT's pooled output over the image and an
-empty caption ([CLS] [SEP]); the loss is the sum of the three cross-entropies. The heads are
-dropped afterwards, as ViLT drops ImageNet's classifier; MLM + ITM then start from the weights.
+ImageNet: `image_init.steps` batches of freshly rendered scenes of the source style (never the
+shifted one, which the students' data never shows), read by ViLT with an empty caption ([CLS]
+[SEP]) and classified from its pooled output. Single-object scenes (`image_init.max_objects` 1)
+are labelled with their object's colour, shape and size (three linear heads, the sum of three
+cross-entropies); scenes of 1 to N objects with the set of what they show, every attribute and
+bound pair (one multi-label head over LABELS, binary cross-entropy). The heads are dropped
+afterwards, as ViLT drops ImageNet's classifier; MLM + ITM then start from the weights.
 
 Scenes come from a `random.Random` seeded by (seed, step), so a batch is a function of those
 alone; held-out scenes use a seed no training step uses.
