@@ -85,23 +85,26 @@ class PairDataset(Dataset):
                 "concepts": concepts}
 
 
-def make_collate(tokenizer: Callable, max_len: int) -> Callable:
+def make_collate(tokenizer: Callable, max_len: int, concept_mask: bool = True) -> Callable:
     """Batch: pixel_values (B,3,H,W), input_ids / attention_mask / special_mask / concept_mask
     (B,T), image_id (B,). `special_mask` is True at [CLS], [SEP] and padding: the positions MLM
-    never masks; `concept_mask` at every token of a word in the item's `concepts`."""
+    never masks; `concept_mask` (left out with `concept_mask=False`: a training run without
+    concept masking never reads it) at every token of a word in the item's `concepts`."""
 
     def collate(items: List[Dict]) -> Dict[str, torch.Tensor]:
         texts = [it["text"] for it in items]
         enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_len,
                         return_special_tokens_mask=True, return_tensors="pt")
-        return {
+        batch = {
             "pixel_values": torch.stack([it["pixel_values"] for it in items]),
             "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"],
             "special_mask": enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0),
             "image_id": torch.tensor([it["image_id"] for it in items]),
-            "concept_mask": concept_token_mask(enc, texts, [it.get("concepts", frozenset()) for it in items]),
         }
+        if concept_mask:
+            batch["concept_mask"] = concept_token_mask(enc, texts, [it.get("concepts", frozenset()) for it in items])
+        return batch
 
     return collate
 

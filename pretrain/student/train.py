@@ -131,7 +131,8 @@ class StudentTrainer(ResumableLoop):
         self.cfg, self.acc, self.setup, self.out = cfg, accelerator, setup, Path(cfg.output_dir)
         loader = DataLoader(setup.dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
                             num_workers=cfg.data.num_workers,
-                            collate_fn=make_collate(setup.tokenizer, cfg.model.max_text_len))
+                            collate_fn=make_collate(setup.tokenizer, cfg.model.max_text_len,
+                                                    concept_mask=cfg.train.concept_mask_prob is not None))
         if len(loader) == 0:
             raise InputError(f"config key train.batch_size: {cfg.train.batch_size} exceeds the "
                              f"{len(setup.dataset)} source-style training pairs")
