@@ -571,3 +571,106 @@ def test_held_out_accuracy_of_several_objects_is_the_exact_set_per_group():
     acc = held_out_accuracy(Fixed(), torch.zeros(2, 3, 4, 4), y)
     assert list(acc) == list(GROUPS)
     assert acc == {"colour": 100.0, "shape": 100.0, "size": 100.0, "colour_shape": 50.0, "size_shape": 100.0}
+
+
+def test_patch_labels_name_the_object_drawn_over_each_patch_by_hand():
+    from pretrain.student.image_init import ATTRIBUTES, patch_labels
+
+    bg = [10, 8, 3]
+    # a large square in the middle of a 32-pixel image: half-side 0.82 * 0.165 * 32 = 4.33 pixels
+    # each way from 16, so it spans pixels 11.67-20.33 and covers 4.33 x 4.33 = 29 % of each of
+    # the four middle 8-pixel patches (>= 1/8) and nothing of the others
+    square = {"shape": "square", "colour": "red", "size": "large", "x": 0.5, "y": 0.5, "r": 0.165}
+    labels = patch_labels({"objects": [square], "style": "source"}, 32, 8)
+    want = [ATTRIBUTES["colour"].index("red"), ATTRIBUTES["shape"].index("square"), ATTRIBUTES["size"].index("large")]
+    assert labels.shape == (16, 3)
+    assert [p for p in range(16) if labels[p].tolist() != bg] == [5, 6, 9, 10]
+    assert all(labels[p].tolist() == want for p in (5, 6, 9, 10))
+    # a small circle (radius 2.4 pixels) centred in the top-left patch, and a ring in the bottom-right one
+    circle = {"shape": "circle", "colour": "blue", "size": "small", "x": 0.125, "y": 0.125, "r": 0.075}
+    ring = {"shape": "ring", "colour": "green", "size": "small", "x": 0.875, "y": 0.875, "r": 0.075}
+    labels = patch_labels({"objects": [circle, ring], "style": "source"}, 32, 8)
+    assert [p for p in range(16) if labels[p].tolist() != bg] == [0, 15]
+    assert labels[0, 1] == ATTRIBUTES["shape"].index("circle") and labels[15, 1] == ATTRIBUTES["shape"].index("ring")
+    assert patch_labels({"objects": [], "style": "source"}, 32, 8).tolist() == [bg] * 16
+
+
+def test_the_object_map_is_where_render_scene_paints_the_objects():
+    import random
+
+    import numpy as np
+
+    from tasks.synthetic.render import object_map, render_scene
+    from tasks.synthetic.scene import sample_scene
+
+    scene = sample_scene(random.Random(5), n_objects=3, style="source")
+    image = np.asarray(render_scene(scene, 64, 11), dtype=np.float32)
+    drawn = object_map(scene, 64)
+    inside = drawn.reshape(64, 2, 64, 2).min(axis=(1, 3)) > 0  # output pixels wholly inside an object
+    outside = drawn.reshape(64, 2, 64, 2).max(axis=(1, 3)) == 0
+    background = np.median(image[outside], axis=0)
+    assert inside.sum() > 50 and set(np.unique(drawn)) == {0, 1, 2, 3}
+    assert np.abs(image[outside] - background).max(axis=1).mean() < 10  # flat, slightly tinted
+    assert np.abs(image[inside] - background).max(axis=1).min() > 30  # every object pixel is coloured
+
+
+def test_dense_scene_batches_and_held_out_accuracy_by_hand():
+    import random
+
+    from pretrain.student.data import image_transform
+    from pretrain.student.image_init import held_out_accuracy, patch_labels, scene_batch
+    from tasks.synthetic.scene import sample_scene
+
+    _, labels = scene_batch(2, 4, 3, 32, image_transform(32), max_objects=4, patch_size=8)
+    assert labels.shape == (3, 16, 3) and labels.dtype == torch.long
+    rng = random.Random("student-image-init/2/4")
+    for row in labels:
+        scene = sample_scene(rng, style="source", min_objects=1, max_objects=4)
+        rng.getrandbits(32)
+        assert torch.equal(row, patch_labels(scene, 32, 8))
+
+    y = torch.tensor([[[1, 2, 0], [10, 8, 3], [10, 8, 3]],
+                      [[4, 5, 1], [4, 5, 1], [10, 8, 3]]])  # 3 object patches, 3 background ones
+    guess = y.clone()
+    guess[0, 0, 1] = 3  # the first object patch's shape is wrong
+    guess[1, 2, 0] = 2  # one background patch gets a colour
+
+    class Fixed(torch.nn.Module):
+        def forward(self, pixels):
+            n = pixels.shape[0]
+            return [torch.nn.functional.one_hot(guess[:n, :, k], [11, 9, 4][k]).float() for k in range(3)]
+
+    acc = held_out_accuracy(Fixed(), torch.zeros(2, 3, 4, 4), y)
+    assert acc == pytest.approx({"colour": 100.0, "shape": 200 / 3, "size": 100.0, "background": 200 / 3})
+
+
+def test_dense_image_init_reads_patches_in_grid_order_and_gives_the_vilt_back(tmp_path):
+    from transformers import ViltConfig, ViltModel
+
+    from pretrain.student.image_init import ImageClassifier
+
+    vilt = ViltModel(ViltConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, image_size=32, patch_size=8, max_image_length=-1))
+    model = ImageClassifier(vilt, 1, 2, dense=True).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    logits = model(pixels)
+    assert [tuple(lg.shape) for lg in logits] == [(2, 16, 11), (2, 16, 9), (2, 16, 4)]
+    # patch p of the grid is the same token whatever order ViLT drew the patches in
+    assert torch.allclose(model(pixels)[1], logits[1], atol=1e-5)
+    flipped = pixels.clone()
+    flipped[:, :, :8, :8] = 0.0  # change only the top-left patch's pixels: its own logits move most
+    moved = (model(flipped)[1] - logits[1]).abs().sum(-1)
+    assert int(moved[0].argmax()) == 0
+    model.release()
+    assert "visual_embed" not in vilt.embeddings.__dict__
+
+
+def test_dense_image_init_runs_and_reports_patch_accuracy(tmp_path):
+    root = write_corpus(tmp_path / "corpus")
+    base = [f"data.root={root}", "train.max_steps=1", *TINY]
+    init = main([*base, f"output_dir={tmp_path / 'init'}", "image_init.steps=2", "image_init.eval_every=2",
+                 "image_init.batch_size=4", "image_init.eval_scenes=6", "image_init.dense=true",
+                 "image_init.max_objects=3"])
+    ii = init["image_init"]
+    assert ii["dense"] is True and set(ii["final"]) == {"colour", "shape", "size", "background"}
+    assert all(0 <= v <= 100 for v in ii["final"].values()) and ii["chance"]["colour"] == 10.0

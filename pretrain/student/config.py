@@ -85,6 +85,10 @@ class ImageInitConfig:
     # heads); N > 1 = 1 to N objects, labelled multi-hot with every colour, shape, size and bound
     # pair ("red circle", "large circle") the scene shows (one multi-label head)
     max_objects: int = 1
+    # label every image patch (colour, shape and size of the object drawn over most of it, or
+    # background; three heads on the patch tokens) instead of the scene, on scenes of 1 to
+    # max_objects objects: the synthetic world's region labels, as a detector's for VL-BERT
+    dense: bool = False
 
 
 @dataclass

@@ -9,7 +9,11 @@ shifted one, which the students' data never shows), read by ViLT with an empty c
 [SEP]) and classified from its pooled output. Single-object scenes (`image_init.max_objects` 1)
 are labelled with their object's colour, shape and size (three linear heads, the sum of three
 cross-entropies); scenes of 1 to N objects with the set of what they show, every attribute and
-bound pair (one multi-label head over LABELS, binary cross-entropy). The heads are dropped
+bound pair (one multi-label head over LABELS, binary cross-entropy). With `image_init.dense`
+every image patch is labelled instead: the colour, shape and size of the object drawn over most
+of it, or background (three linear heads on each patch token, cross-entropy averaged over the
+patches), as the region features of VL-BERT and UNITER come from a detector trained on Visual
+Genome's boxes with object and attribute labels. The heads are dropped
 afterwards, as ViLT drops ImageNet's classifier; MLM + ITM then start from the weights.
 
 Scenes come from a `random.Random` seeded by (seed, step), so a batch is a function of those
@@ -29,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from tasks.synthetic.render import render_scene
+from clip_td.lib.students.vilt import grid_ordered
+from tasks.synthetic.render import SUPERSAMPLE, object_map, render_scene
 from tasks.synthetic.scene import sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES
 
@@ -62,15 +67,43 @@ def scene_labels(objects: List[Dict[str, Any]]) -> torch.Tensor:
     return y
 
 
+#: A patch belongs to the object covering the largest share of it when that share is at least
+#: this (a small object, 10 pixels across, covers at least 1/8 of one of the 8-pixel patches it
+#: falls on); otherwise it is background.
+MIN_COVER = 0.125
+
+
+def patch_labels(scene: Dict[str, Any], image_size: int, patch_size: int) -> torch.Tensor:
+    """(G * G, 3) long, G = image_size // patch_size, patches in row-major order: the colour,
+    shape and size index of the object drawn over each patch, len(classes) for background."""
+    drawn = object_map(scene, image_size)
+    g, cell = image_size // patch_size, patch_size * SUPERSAMPLE
+    cells = drawn[: g * cell, : g * cell].reshape(g, cell, g, cell).transpose(0, 2, 1, 3).reshape(g * g, -1)
+    n = len(scene["objects"])
+    counts = np.stack([(cells == k + 1).sum(axis=1) for k in range(n)], axis=1) if n else np.zeros((g * g, 0))
+    background = [len(classes) for classes in ATTRIBUTES.values()]
+    out = torch.tensor(background).repeat(g * g, 1)
+    for p in range(g * g):
+        if n and counts[p].max() >= MIN_COVER * cell * cell:
+            obj = scene["objects"][int(counts[p].argmax())]
+            out[p] = torch.tensor([ATTRIBUTES[a].index(obj[a]) for a in ATTRIBUTES])
+    return out
+
+
 def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
-                max_objects: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+                max_objects: int = 1, patch_size: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """(pixels (n, 3, side, side), labels) of `n` source-style scenes drawn from
-    `random.Random((seed, step))`. One object each (`max_objects` 1): labels (n, 3), its colour,
-    shape and size indices. Otherwise 1 to `max_objects` objects: labels (n, len(LABELS)) multi-hot."""
+    `random.Random((seed, step))`. With `patch_size` (dense labels): 1 to `max_objects` objects,
+    labels (n, G * G, 3) from `patch_labels`. Otherwise one object each (`max_objects` 1): labels
+    (n, 3), its colour, shape and size indices; or 1 to `max_objects` objects: labels
+    (n, len(LABELS)) multi-hot."""
     rng = random.Random(f"student-image-init/{seed}/{step}")
     images, labels = [], []
     for _ in range(n):
-        if max_objects == 1:
+        if patch_size:
+            scene = sample_scene(rng, style="source", min_objects=1, max_objects=max_objects)
+            labels.append(patch_labels(scene, image_size, patch_size))
+        elif max_objects == 1:
             scene = sample_scene(rng, n_objects=1, style="source")
             obj = scene["objects"][0]
             labels.append(torch.tensor([ATTRIBUTES[a].index(obj[a]) for a in ATTRIBUTES]))
@@ -82,46 +115,74 @@ def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
 
 
 class ImageClassifier(nn.Module):
-    """A ViltModel with linear heads on its pooled output; the text is [CLS] [SEP]. One head per
-    attribute (single objects), or one multi-label head over LABELS (`multi`)."""
+    """A ViltModel with linear heads; the text is [CLS] [SEP]. On the pooled output: one head per
+    attribute (single objects), or one multi-label head over LABELS (`multi`). With `dense`: one
+    head per attribute (its classes + background) on every patch token, in row-major grid order
+    (ViLT's embeddings are wrapped to keep it; `release()` unwraps them)."""
 
-    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int, multi: bool = False) -> None:
+    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int, multi: bool = False, dense: bool = False) -> None:
         super().__init__()
         self.vilt = vilt
+        self.dense = dense
         hidden = vilt.config.hidden_size
-        sizes = [len(LABELS)] if multi else [len(classes) for classes in ATTRIBUTES.values()]
+        if dense:
+            sizes = [len(classes) + 1 for classes in ATTRIBUTES.values()]
+            vilt.embeddings.visual_embed = grid_ordered(vilt.embeddings.visual_embed)
+        else:
+            sizes = [len(LABELS)] if multi else [len(classes) for classes in ATTRIBUTES.values()]
         self.heads = nn.ModuleList(nn.Linear(hidden, k) for k in sizes)
         self.register_buffer("text", torch.tensor([cls_id, sep_id]), persistent=False)
+
+    def release(self) -> None:
+        """Give the ViltModel back as it came (ViLT's own patch order)."""
+        if self.dense:
+            del self.vilt.embeddings.visual_embed
 
     def forward(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
         b = pixel_values.shape[0]
         ids = self.text.unsqueeze(0).expand(b, -1)
         pixel_mask = torch.ones(b, *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
-        pooled = self.vilt(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values,
-                           pixel_mask=pixel_mask).pooler_output
-        return [head(pooled) for head in self.heads]
+        out = self.vilt(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values,
+                        pixel_mask=pixel_mask)
+        if self.dense:  # text (2 tokens), image CLS, then the patches
+            return [head(out.last_hidden_state[:, ids.shape[1] + 1:]) for head in self.heads]
+        return [head(out.pooler_output) for head in self.heads]
 
 
 def classification_loss(logits: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """The sum of the attributes' cross-entropies, or the multi-label BCE (mean over labels)."""
+    """The sum of the attributes' cross-entropies (per patch, averaged over the patches, when the
+    labels are dense (B, N, 3)), or the multi-label BCE (mean over labels)."""
     if labels.is_floating_point():
         return F.binary_cross_entropy_with_logits(logits[0].float(), labels)
-    return sum(F.cross_entropy(lg.float(), labels[:, k]) for k, lg in enumerate(logits))
+    return sum(F.cross_entropy(lg.float().flatten(0, -2), labels[..., k].flatten()) for k, lg in enumerate(logits))
 
 
 @torch.no_grad()
 def held_out_accuracy(model: ImageClassifier, pixels: torch.Tensor, labels: torch.Tensor,
                       batch_size: int = 100) -> Dict[str, float]:
-    """Accuracy (%) on held-out scenes: per attribute (single objects), or per group of LABELS the
-    share of scenes whose predicted set (logit > 0) is exactly the true one (several objects)."""
+    """Accuracy (%) on held-out scenes: per attribute (single objects); per group of LABELS the
+    share of scenes whose predicted set (logit > 0) is exactly the true one (several objects); or
+    per attribute over the patches an object covers, and `background` (every head says
+    background) over the rest (dense labels)."""
     was = model.training
     model.eval()
-    multi = labels.is_floating_point()
-    names = list(GROUPS) if multi else list(ATTRIBUTES)
-    right = torch.zeros(len(names))
+    multi, dense = labels.is_floating_point(), labels.dim() == 3
+    if dense:
+        bg = torch.tensor([len(classes) for classes in ATTRIBUTES.values()])
+        on_object = labels[..., 1] != bg[1]
+        names = [*ATTRIBUTES, "background"]
+        right, total = torch.zeros(len(names)), torch.tensor([float(on_object.sum())] * 3 + [float((~on_object).sum())])
+    else:
+        names = list(GROUPS) if multi else list(ATTRIBUTES)
+        right, total = torch.zeros(len(names)), torch.full((len(names),), float(len(labels)))
     for i in range(0, len(labels), batch_size):
         logits, y = model(pixels[i:i + batch_size]), labels[i:i + batch_size]
-        if multi:
+        if dense:
+            pred = torch.stack([lg.argmax(-1).cpu() for lg in logits], dim=-1)  # (b, N, 3)
+            obj = y[..., 1] != bg[1]
+            right[:3] += ((pred == y) & obj.unsqueeze(-1)).sum(dim=(0, 1))
+            right[3] += ((pred == bg).all(-1) & ~obj).sum()
+        elif multi:
             hit = (logits[0].cpu() > 0) == y.bool()
             start = 0
             for g, group in enumerate(GROUPS.values()):
@@ -130,14 +191,16 @@ def held_out_accuracy(model: ImageClassifier, pixels: torch.Tensor, labels: torc
         else:
             right += torch.stack([(lg.argmax(-1).cpu() == y[:, k]).sum() for k, lg in enumerate(logits)])
     model.train(was)
-    return {name: 100.0 * float(right[k]) / len(labels) for k, name in enumerate(names)}
+    return {name: 100.0 * float(right[k]) / max(float(total[k]), 1.0) for k, name in enumerate(names)}
 
 
 def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, transform: Any) -> Dict[str, Any]:
     """Train `vilt` in place for `cfg.image_init.steps` steps; returns the stage's metrics
     (held-out accuracy per attribute every `eval_every` steps and at the end, step time)."""
     ic = cfg.image_init
-    model = ImageClassifier(vilt, tokenizer.cls_token_id, tokenizer.sep_token_id, multi=ic.max_objects > 1)
+    patch_size = int(vilt.config.patch_size) if ic.dense else 0
+    model = ImageClassifier(vilt, tokenizer.cls_token_id, tokenizer.sep_token_id, multi=ic.max_objects > 1,
+                            dense=ic.dense)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ic.lr, weight_decay=cfg.train.weight_decay)
     from transformers import get_cosine_schedule_with_warmup
 
@@ -145,7 +208,7 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
     model, optimizer = accelerator.prepare(model, optimizer)
     n = accelerator.num_processes
     held_pixels, held_labels = scene_batch(cfg.seed, HELD_OUT_SEED, ic.eval_scenes, cfg.data.image_size, transform,
-                                           ic.max_objects)
+                                           ic.max_objects, patch_size)
     held_pixels = held_pixels.to(accelerator.device)
     curve: Dict[str, Dict[str, float]] = {}  # by str(step), as metrics.json holds it
     times: List[float] = []
@@ -154,7 +217,7 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
         t0 = time.perf_counter()
         # each process renders its own share of the step's batch: (step, process) seeds differ
         pixels, labels = scene_batch(cfg.seed, (step - 1) * n + accelerator.process_index, ic.batch_size,
-                                     cfg.data.image_size, transform, ic.max_objects)
+                                     cfg.data.image_size, transform, ic.max_objects, patch_size)
         loss = classification_loss(model(pixels.to(accelerator.device)), labels.to(accelerator.device))
         accelerator.backward(loss)
         if cfg.train.max_grad_norm > 0:
@@ -174,11 +237,13 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
             bar.set_postfix({"loss": f"{value:.3f}", **{a: f"{v:.1f}" for a, v in acc.items()}})
             logger.info("image init step %d: loss=%.4f held-out %s", step, value, acc)
     bar.close()
+    accelerator.unwrap_model(model).release()
     # forget the classifier and its optimizer, so that the run's checkpoints hold the MLM + ITM
     # model alone (model.safetensors) and a resumed run, which skips this stage, matches them
     accelerator.free_memory()
     steady = times[min(5, len(times) // 2):] or times
     return {"steps": ic.steps, "batch_size": ic.batch_size, "held_out_scenes": ic.eval_scenes,
             "accuracy_by_step": curve, "final": curve[str(ic.steps)], "step_time_s": sum(steady) / len(steady),
-            "max_objects": ic.max_objects,
-            "chance": {a: 100.0 / len(c) for a, c in ATTRIBUTES.items()} if ic.max_objects == 1 else None}
+            "max_objects": ic.max_objects, "dense": ic.dense,
+            "chance": ({a: 100.0 / len(c) for a, c in ATTRIBUTES.items()}
+                       if ic.max_objects == 1 or ic.dense else None)}

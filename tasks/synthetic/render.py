@@ -43,6 +43,18 @@ def render_scene(scene: dict, image_size: int, seed: int, text: str = "") -> Ima
     return img
 
 
+def object_map(scene: dict, image_size: int) -> np.ndarray:
+    """(side, side) uint8 map at render_scene's drawing resolution (side = image_size *
+    SUPERSAMPLE): k + 1 where scene["objects"][k] is drawn, 0 on the background; later objects
+    are drawn over earlier ones, as in render_scene (the world's objects do not overlap)."""
+    side = image_size * SUPERSAMPLE
+    img = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(img)
+    for k, obj in enumerate(scene["objects"]):
+        _draw_shape(draw, obj["shape"], obj["x"] * side, obj["y"] * side, obj["r"] * side, k + 1, None, side)
+    return np.asarray(img)
+
+
 def encode_jpeg(img: Image.Image, quality: int = 92) -> bytes:
     """Deterministic JPEG bytes (fixed quality and subsampling, no metadata)."""
     buf = io.BytesIO()

@@ -22,7 +22,7 @@ class ViltStudent(nn.Module):
         # ...but even then ViltEmbeddings.visual_embed returns the patches in a random order
         # (torch.multinomial over all of them); restore row-major order so image tokens match
         # the teacher's patch grid by position and the forward is deterministic.
-        model.embeddings.visual_embed = _grid_ordered(model.embeddings.visual_embed)
+        model.embeddings.visual_embed = grid_ordered(model.embeddings.visual_embed)
         self.model = model
         self.hidden_size = int(model.config.hidden_size)
         side = image_size // int(model.config.patch_size)
@@ -41,7 +41,7 @@ class ViltStudent(nn.Module):
         return {"pooled": out.pooler_output, "image_tokens": hidden[:, t + 1:], "text_tokens": hidden[:, :t]}
 
 
-def _grid_ordered(visual_embed):
+def grid_ordered(visual_embed):
     """Wrap ViltEmbeddings.visual_embed so its patch tokens come back in row-major grid order."""
 
     def ordered(pixel_values, pixel_mask, max_image_length=200):
