@@ -79,15 +79,12 @@ def patch_labels(scene: Dict[str, Any], image_size: int, patch_size: int) -> tor
     drawn = object_map(scene, image_size)
     g, cell = image_size // patch_size, patch_size * SUPERSAMPLE
     cells = drawn[: g * cell, : g * cell].reshape(g, cell, g, cell).transpose(0, 2, 1, 3).reshape(g * g, -1)
-    n = len(scene["objects"])
-    counts = np.stack([(cells == k + 1).sum(axis=1) for k in range(n)], axis=1) if n else np.zeros((g * g, 0))
-    background = [len(classes) for classes in ATTRIBUTES.values()]
-    out = torch.tensor(background).repeat(g * g, 1)
-    for p in range(g * g):
-        if n and counts[p].max() >= MIN_COVER * cell * cell:
-            obj = scene["objects"][int(counts[p].argmax())]
-            out[p] = torch.tensor([ATTRIBUTES[a].index(obj[a]) for a in ATTRIBUTES])
-    return out
+    table = np.array([[len(classes) for classes in ATTRIBUTES.values()]]  # row 0: background
+                     + [[ATTRIBUTES[a].index(o[a]) for a in ATTRIBUTES] for o in scene["objects"]])
+    counts = np.stack([(cells == k).sum(axis=1) for k in range(1, len(table))], axis=1) \
+        if len(table) > 1 else np.zeros((g * g, 1), dtype=np.int64)
+    owner = np.where(counts.max(axis=1) >= MIN_COVER * cell * cell, counts.argmax(axis=1) + 1, 0)
+    return torch.from_numpy(table[owner]).long()
 
 
 def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
