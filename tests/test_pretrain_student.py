@@ -529,7 +529,8 @@ def test_options_at_their_neutral_value_keep_the_default_students_cache_key():
     key = recipe_hash()
     assert recipe_hash(["train.concept_mask_prob=null", "image_init.steps=0", "image_init.lr=0.5"]) == key
     assert len({key, recipe_hash(["image_init.steps=5"]), recipe_hash(["image_init.steps=5", "image_init.lr=0.5"]),
-                recipe_hash(["train.concept_mask_prob=0.5"])}) == 4
+                recipe_hash(["train.concept_mask_prob=0.5"]), recipe_hash(["image_init.weights=w.safetensors"]),
+                recipe_hash(["image_init.steps=5", "image_init.dense=true"])}) == 6
 
 
 def test_scenes_of_several_objects_are_labelled_with_every_attribute_and_bound_pair():
@@ -674,3 +675,37 @@ def test_dense_image_init_runs_and_reports_patch_accuracy(tmp_path):
     ii = init["image_init"]
     assert ii["dense"] is True and set(ii["final"]) == {"colour", "shape", "size", "background"}
     assert all(0 <= v <= 100 for v in ii["final"].values()) and ii["chance"]["colour"] == 10.0
+
+
+def test_a_saved_image_init_starts_another_run_exactly_where_the_stage_left_it(tmp_path):
+    from safetensors.torch import load_file
+
+    root = write_corpus(tmp_path / "corpus")
+    base = [f"data.root={root}", "train.max_steps=1", "train.lr=0", *TINY]  # lr 0: MLM + ITM change nothing
+    first = main([*base, f"output_dir={tmp_path / 'a'}", "image_init.steps=2", "image_init.batch_size=4",
+                  "image_init.eval_scenes=6"])
+    weights = tmp_path / "a" / "image_init.safetensors"
+    again = main([*base, f"output_dir={tmp_path / 'b'}", f"image_init.weights={weights}"])
+    a = load_file(str(tmp_path / "a" / "student" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "student" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again["image_init"]["final"] == first["image_init"]["final"]
+    assert again["image_init"]["weights"] == str(weights)
+    saved = load_file(str(weights))  # the stage's ViltModel: with lr 0, the exported student itself
+    assert saved.keys() == a.keys() and all(torch.equal(saved[k], a[k]) for k in a)
+
+
+def test_image_init_weights_that_do_not_fit_are_one_input_error(tmp_path):
+    root = write_corpus(tmp_path / "corpus")
+    base = [f"data.root={root}", "train.max_steps=1", *TINY]
+    main([*base, f"output_dir={tmp_path / 'a'}", "image_init.steps=1", "image_init.batch_size=2",
+          "image_init.eval_scenes=2"])
+    weights = tmp_path / "a" / "image_init.safetensors"
+    with pytest.raises(InputError, match=r"image_init.weights=.*other shape"):
+        main([*base, "model.hidden_size=48", f"output_dir={tmp_path / 'b'}", f"image_init.weights={weights}"])
+    with pytest.raises(InputError, match=r"image_init.weights=.* and image_init.steps=1"):
+        main([*base, f"output_dir={tmp_path / 'c'}", f"image_init.weights={weights}", "image_init.steps=1"])
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match=r"junk.safetensors: not a safetensors file"):
+        main([*base, f"output_dir={tmp_path / 'd'}", f"image_init.weights={tmp_path / 'junk.safetensors'}"])
+    assert not (tmp_path / "b" / "student").exists() and not (tmp_path / "d" / "student").exists()

@@ -89,6 +89,9 @@ class ImageInitConfig:
     # background; three heads on the patch tokens) instead of the scene, on scenes of 1 to
     # max_objects objects: the synthetic world's region labels, as a detector's for VL-BERT
     dense: bool = False
+    # a run's image_init.safetensors (the ViltModel the stage left): start MLM + ITM from it
+    # instead of running the stage (steps must then be 0); null = none
+    weights: Optional[str] = None
 
 
 @dataclass

@@ -34,7 +34,7 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
     cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
     if cfg["train"].get("concept_mask_prob") is None:
         cfg["train"].pop("concept_mask_prob", None)
-    if cfg.get("image_init", {}).get("steps") == 0:
+    if cfg.get("image_init", {}).get("steps") == 0 and cfg["image_init"].get("weights") is None:
         cfg.pop("image_init")
     return config_hash(cfg)
 

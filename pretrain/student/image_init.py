@@ -18,6 +18,10 @@ afterwards, as ViLT drops ImageNet's classifier; MLM + ITM then start from the w
 
 Scenes come from a `random.Random` seeded by (seed, step), so a batch is a function of those
 alone; held-out scenes use a seed no training step uses.
+
+The ViltModel the stage leaves is saved as `<output_dir>/image_init.safetensors`; another run
+starts MLM + ITM from it with `image_init.weights=<that file>` instead of training the stage
+again (as ViLT loads its ViT), to compare MLM + ITM recipes on one image initialisation.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -34,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clip_td.lib.students.vilt import grid_ordered
+from clip_td.base.io import InputError, atomic_path
 from tasks.synthetic.render import SUPERSAMPLE, object_map, render_scene
 from tasks.synthetic.scene import sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES
@@ -244,3 +250,35 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
             "max_objects": ic.max_objects, "dense": ic.dense,
             "chance": ({a: 100.0 / len(c) for a, c in ATTRIBUTES.items()}
                        if ic.max_objects == 1 or ic.dense else None)}
+
+
+def save_image_init(vilt: nn.Module, path: Path) -> None:
+    """Write the ViltModel's weights (safetensors), all at once or not at all."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in vilt.state_dict().items()}, str(tmp))
+
+
+def load_image_init(vilt: nn.Module, path: str) -> None:
+    """Load `save_image_init`'s file into `vilt` (every tensor, same shapes); one InputError
+    naming the file and key otherwise. safetensors holds tensors only: opening runs no code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    where = f"config key image_init.weights={path}"
+    if not Path(path).is_file():
+        raise InputError(f"{where}: file not found (a run's image_init.safetensors)")
+    try:
+        state = load_file(path)
+    except SafetensorError as e:
+        raise InputError(f"{where}: not a safetensors file ({e})") from None
+    own = vilt.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        detail = "; ".join(f"{what}: {keys[:3]}" for what, keys in
+                           (("missing", missing), ("unexpected", extra), ("other shape", wrong)) if keys)
+        raise InputError(f"{where}: not the image initialisation of this student ({detail}); it must come "
+                         f"from a run with the same model.* keys, data.image_size and vocabulary")
+    vilt.load_state_dict(state)

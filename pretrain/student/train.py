@@ -34,13 +34,14 @@ from pretrain.student.config import load_student_config
 from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
                                    resolve_paths, source_rows)
 from pretrain.student.export import export_student
-from pretrain.student.image_init import image_init
+from pretrain.student.image_init import image_init, load_image_init, save_image_init
 from pretrain.student.model import StudentPretrainModel, vilt_config
 from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
 
 logger = logging.getLogger("pretrain.student")
 LOSS_NAMES = ("mlm_loss", "itm_loss")
 IMAGE_INIT_FILE = "image_init.json"  # the image-initialisation stage's metrics (copied into metrics.json)
+IMAGE_INIT_WEIGHTS = "image_init.safetensors"  # the ViltModel the stage left (image_init.weights= reads it)
 
 
 # ---- set-up -------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "text_column": cfg.data.text_column, "train_rows": len(setup.rows), "batch_size": cfg.train.batch_size,
         "num_processes": num_processes,
     }
-    if cfg.image_init.steps:  # (absent without the stage, so older checkpoints still resume)
+    if cfg.image_init.steps or cfg.image_init.weights:  # (absent without the stage: older checkpoints resume)
         signature["image_init"] = to_dict(cfg.image_init)
     return json.loads(json.dumps(signature))
 
@@ -266,11 +267,23 @@ def run(cfg: DictConfig) -> Dict:
     """Build, train (resuming when asked), export, evaluate; returns metrics.json's content."""
     accelerator = make_accelerator(cfg)
     start_run(cfg, accelerator)
+    if cfg.image_init.weights and cfg.image_init.steps:
+        raise InputError(f"config keys image_init.weights={cfg.image_init.weights} and image_init.steps="
+                         f"{cfg.image_init.steps}: the weights are a finished image initialisation; set "
+                         f"image_init.steps=0 to start from them, or image_init.weights=null to train one")
     setup = build(cfg)
-    if cfg.image_init.steps and cfg.train.resume is None:  # a resumed run's checkpoint holds the result
+    out = Path(cfg.output_dir)
+    if cfg.image_init.weights and cfg.train.resume is None:
+        load_image_init(setup.model.mlm.vilt, cfg.image_init.weights)
+        source = Path(cfg.image_init.weights).with_name(IMAGE_INIT_FILE)  # the stage's metrics, when beside it
+        init = {**(read_json(source) if source.is_file() else {}), "weights": str(cfg.image_init.weights)}
+        if accelerator.is_main_process:
+            write_json_atomic(out / IMAGE_INIT_FILE, init)
+    elif cfg.image_init.steps and cfg.train.resume is None:  # a resumed run's checkpoint holds the result
         init = image_init(accelerator, setup.model.mlm.vilt, setup.tokenizer, cfg, image_transform(cfg.data.image_size))
         if accelerator.is_main_process:
-            write_json_atomic(Path(cfg.output_dir) / IMAGE_INIT_FILE, init)
+            write_json_atomic(out / IMAGE_INIT_FILE, init)
+            save_image_init(setup.model.mlm.vilt, out / IMAGE_INIT_WEIGHTS)
     trainer = StudentTrainer(cfg, accelerator, setup)
     if cfg.train.tracker is not None:
         accelerator.init_trackers("pretrain_student", config=to_dict(cfg))
