@@ -63,7 +63,7 @@ def load_student(path: Path) -> Tuple[Any, Any]:
     image_init.safetensors beside a run's student/."""
     from transformers import AutoTokenizer, ViltModel
 
-    from clip_td.lib.students.vilt import grid_ordered
+    from clip_td.base.vilt_order import grid_ordered
     from pretrain.student.image_init import load_image_init
 
     folder = path.parent / "student" if path.suffix == ".safetensors" else path

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from clip_td.lib.students.vilt import grid_ordered
+from clip_td.base.vilt_order import grid_ordered
 from clip_td.base.io import InputError, atomic_path
 from tasks.synthetic.render import SUPERSAMPLE, object_map, render_scene
 from tasks.synthetic.scene import sample_scene

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import ViltConfig, ViltModel
 
 from clip_td.base.io import InputError
+from clip_td.base.vilt_order import grid_ordered
 from clip_td.lib.students import STUDENTS
 
 
@@ -39,21 +40,6 @@ class ViltStudent(nn.Module):
         hidden = out.last_hidden_state  # (B, T + 1 + Nv, h): text, image CLS, patches
         t = input_ids.shape[1]
         return {"pooled": out.pooler_output, "image_tokens": hidden[:, t + 1:], "text_tokens": hidden[:, :t]}
-
-
-def grid_ordered(visual_embed):
-    """Wrap ViltEmbeddings.visual_embed so its patch tokens come back in row-major grid order."""
-
-    def ordered(pixel_values, pixel_mask, max_image_length=200):
-        x, x_mask, (patch_index, (height, width)) = visual_embed(pixel_values, pixel_mask, max_image_length)
-        order = (patch_index[..., 0] * width + patch_index[..., 1]).argsort(dim=1)  # (B, Nv)
-        body = x[:, 1:].gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # x[:, 0] is the image CLS
-        x = torch.cat([x[:, :1], body], dim=1)
-        x_mask = torch.cat([x_mask[:, :1], x_mask[:, 1:].gather(1, order)], dim=1)
-        patch_index = patch_index.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
-        return x, x_mask, (patch_index, (height, width))
-
-    return ordered
 
 
 def vilt_config(cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
