@@ -127,8 +127,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         print(f"{name:<36}" + "".join(f"{acc[k]['accuracy']:>9.1f} (n={acc[k]['words']})" if k in acc else f"{'-':>16}"
                                       for k in CHANCE))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result)
+    write_json_atomic(out, result)  # (makes the folder)
     print(f"wrote {out}")
     return result
 

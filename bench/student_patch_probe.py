@@ -102,9 +102,10 @@ def patch_features(model: Any, tokenizer: Any, scenes: int, layers: Sequence[int
 def probe_layer(x: torch.Tensor, labels: torch.Tensor) -> Dict[str, Any]:
     """Per-attribute test accuracy on the object patches; scenes split 3/4 train, 1/4 test."""
     from pretrain.student.image_init import ATTRIBUTES as CLASSES
+    from pretrain.student.image_init import BACKGROUND
 
     cut = x.shape[0] * 3 // 4
-    on = labels[..., 1] != len(CLASSES["shape"])  # object patches (background has index len(classes))
+    on = labels[..., 1] != BACKGROUND[1]  # object patches
     train, test = on.clone(), on.clone()
     train[cut:], test[:cut] = False, False
     out: Dict[str, Any] = {"train_patches": int(train.sum()), "test_patches": int(test.sum())}
@@ -138,8 +139,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         for layer, r in by_layer.items():
             print(f"{name[-56:]:<56}{layer:>6}" + "".join(f"{r[a]:>9.1f}" for a in ATTRIBUTES) + f"{r['test_patches']:>9}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result)
+    write_json_atomic(out, result)  # (makes the folder)
     print(f"wrote {out}")
     return result
 

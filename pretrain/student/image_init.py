@@ -13,8 +13,8 @@ bound pair (one multi-label head over LABELS, binary cross-entropy). With `image
 every image patch is labelled instead: the colour, shape and size of the object drawn over most
 of it, or background (three linear heads on each patch token, cross-entropy averaged over the
 patches), as the region features of VL-BERT and UNITER come from a detector trained on Visual
-Genome's boxes with object and attribute labels. The heads are dropped
-afterwards, as ViLT drops ImageNet's classifier; MLM + ITM then start from the weights.
+Genome's boxes with object and attribute labels. The heads are dropped afterwards, as ViLT drops
+ImageNet's classifier; MLM + ITM then start from the weights.
 
 Scenes come from a `random.Random` seeded by (seed, step), so a batch is a function of those
 alone; held-out scenes use a seed no training step uses.
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from clip_td.base.vilt_order import grid_ordered
 from clip_td.base.io import InputError, atomic_path
+from clip_td.base.vilt_order import grid_ordered
 from tasks.synthetic.render import SUPERSAMPLE, object_map, render_scene
 from tasks.synthetic.scene import sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES
@@ -49,6 +49,8 @@ logger = logging.getLogger("pretrain.student")
 #: The labelled attributes of a scene's one object and their classes, in head order.
 ATTRIBUTES: Dict[str, Tuple[str, ...]] = {"colour": tuple(COLOUR_NAMES), "shape": tuple(SHAPES),
                                           "size": tuple(SIZE_NAMES)}
+#: A patch's label (colour, shape, size indices) when no object covers it: one past each attribute's classes.
+BACKGROUND: Tuple[int, ...] = tuple(len(classes) for classes in ATTRIBUTES.values())
 HELD_OUT_SEED = -1  # the seed of the held-out scenes (training steps are >= 0)
 
 #: Scenes of several objects (`image_init.max_objects` > 1) are labelled with the set of what they
@@ -85,11 +87,10 @@ def patch_labels(scene: Dict[str, Any], image_size: int, patch_size: int) -> tor
     drawn = object_map(scene, image_size)
     g, cell = image_size // patch_size, patch_size * SUPERSAMPLE
     cells = drawn[: g * cell, : g * cell].reshape(g, cell, g, cell).transpose(0, 2, 1, 3).reshape(g * g, -1)
-    table = np.array([[len(classes) for classes in ATTRIBUTES.values()]]  # row 0: background
-                     + [[ATTRIBUTES[a].index(o[a]) for a in ATTRIBUTES] for o in scene["objects"]])
-    counts = np.stack([(cells == k).sum(axis=1) for k in range(1, len(table))], axis=1) \
-        if len(table) > 1 else np.zeros((g * g, 1), dtype=np.int64)
-    owner = np.where(counts.max(axis=1) >= MIN_COVER * cell * cell, counts.argmax(axis=1) + 1, 0)
+    table = np.array([BACKGROUND] + [[ATTRIBUTES[a].index(o[a]) for a in ATTRIBUTES] for o in scene["objects"]])
+    counts = np.stack([(cells == k).sum(axis=1) for k in range(len(table))], axis=1)  # (G * G, 1 + objects)
+    counts[:, 0] = 0  # background pixels never win a patch: it is background when no object covers enough
+    owner = np.where(counts.max(axis=1) >= MIN_COVER * cell * cell, counts.argmax(axis=1), 0)
     return torch.from_numpy(table[owner]).long()
 
 
@@ -129,7 +130,7 @@ class ImageClassifier(nn.Module):
         self.dense = dense
         hidden = vilt.config.hidden_size
         if dense:
-            sizes = [len(classes) + 1 for classes in ATTRIBUTES.values()]
+            sizes = [b + 1 for b in BACKGROUND]
             vilt.embeddings.visual_embed = grid_ordered(vilt.embeddings.visual_embed)
         else:
             sizes = [len(LABELS)] if multi else [len(classes) for classes in ATTRIBUTES.values()]
@@ -171,7 +172,7 @@ def held_out_accuracy(model: ImageClassifier, pixels: torch.Tensor, labels: torc
     model.eval()
     multi, dense = labels.is_floating_point(), labels.dim() == 3
     if dense:
-        bg = torch.tensor([len(classes) for classes in ATTRIBUTES.values()])
+        bg = torch.tensor(BACKGROUND)
         on_object = labels[..., 1] != bg[1]
         names = [*ATTRIBUTES, "background"]
         right, total = torch.zeros(len(names)), torch.tensor([float(on_object.sum())] * 3 + [float((~on_object).sum())])
