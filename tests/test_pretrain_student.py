@@ -527,10 +527,14 @@ def test_options_at_their_neutral_value_keep_the_default_students_cache_key():
     from pretrain.student.default_student import recipe_hash
 
     key = recipe_hash()
-    assert recipe_hash(["train.concept_mask_prob=null", "image_init.steps=0", "image_init.lr=0.5"]) == key
+    assert recipe_hash(["train.concept_mask_prob=null", "image_init.steps=0", "image_init.lr=0.5",
+                        "image_init.rehearsal=0", "image_init.rehearsal_scenes=7"]) == key
+    assert recipe_hash(["image_init.steps=5", "image_init.rehearsal_scenes=7"]) == recipe_hash(["image_init.steps=5"])
     assert len({key, recipe_hash(["image_init.steps=5"]), recipe_hash(["image_init.steps=5", "image_init.lr=0.5"]),
                 recipe_hash(["train.concept_mask_prob=0.5"]), recipe_hash(["image_init.weights=w.safetensors"]),
-                recipe_hash(["image_init.steps=5", "image_init.dense=true"])}) == 6
+                recipe_hash(["image_init.steps=5", "image_init.dense=true"]),
+                recipe_hash(["image_init.dense=true", "image_init.rehearsal=1"]),
+                recipe_hash(["image_init.dense=true", "image_init.rehearsal=1", "image_init.rehearsal_scenes=7"])}) == 8
 
 
 def test_scenes_of_several_objects_are_labelled_with_every_attribute_and_bound_pair():
@@ -645,7 +649,7 @@ def test_dense_scene_batches_and_held_out_accuracy_by_hand():
     assert acc == pytest.approx({"colour": 100.0, "shape": 200 / 3, "size": 100.0, "background": 200 / 3})
 
 
-def test_dense_image_init_reads_patches_in_grid_order_and_gives_the_vilt_back(tmp_path):
+def test_dense_heads_read_patches_in_grid_order_and_give_the_vilt_back(tmp_path):
     from transformers import ViltConfig, ViltModel
 
     from pretrain.student.image_init import ImageClassifier
@@ -662,8 +666,7 @@ def test_dense_image_init_reads_patches_in_grid_order_and_gives_the_vilt_back(tm
     flipped[:, :, :8, :8] = 0.0  # change only the top-left patch's pixels: its own logits move most
     moved = (model(flipped)[1] - logits[1]).abs().sum(-1)
     assert int(moved[0].argmax()) == 0
-    model.release()
-    assert "visual_embed" not in vilt.embeddings.__dict__
+    assert "visual_embed" not in vilt.embeddings.__dict__  # ViLT's own embedding again after each call
 
 
 def test_dense_image_init_runs_and_reports_patch_accuracy(tmp_path):
@@ -709,3 +712,77 @@ def test_image_init_weights_that_do_not_fit_are_one_input_error(tmp_path):
     with pytest.raises(InputError, match=r"junk.safetensors: not a safetensors file"):
         main([*base, f"output_dir={tmp_path / 'd'}", f"image_init.weights={tmp_path / 'junk.safetensors'}"])
     assert not (tmp_path / "b" / "student").exists() and not (tmp_path / "d" / "student").exists()
+
+
+# ---- rehearsal: the dense patch loss kept during MLM + ITM ----------------------------------------
+
+REHEARSE = ["image_init.dense=true", "image_init.max_objects=3", "image_init.rehearsal=0.5",
+            "image_init.rehearsal_scenes=2", "image_init.eval_scenes=4"]
+
+
+def test_rehearsal_adds_the_weighted_patch_loss_of_its_own_scenes(tmp_path):
+    from pretrain.student.data import image_transform, make_collate
+    from pretrain.student.image_init import HELD_OUT_SEED, classification_loss, scene_batch
+    from pretrain.student.train import build, rehearsal_batch, step_generator
+
+    root = write_corpus(tmp_path / "corpus")
+    cfg = load_student_config(None, [f"data.root={root}", *TINY, *REHEARSE])
+    setup = build(cfg)
+    transform = image_transform(32)
+    pixels, labels = rehearsal_batch(cfg, 3, transform)
+    again, same = scene_batch(cfg.seed, -5, 2, 32, transform, 3, 8)  # batch 3 is scene seed -2 - 3
+    assert torch.equal(pixels, again) and torch.equal(labels, same) and labels.shape == (2, 16, 3)
+    for other in (0, 1, HELD_OUT_SEED):  # never the image init stage's scenes or its held-out ones
+        assert not torch.equal(scene_batch(cfg.seed, other, 2, 32, transform, 3, 8)[0], pixels)
+    # the model's patch_loss is the dense objective of its heads on those scenes
+    model = setup.model.eval()
+    batch = next(iter(torch.utils.data.DataLoader(setup.dataset, batch_size=4,
+                                                  collate_fn=make_collate(setup.tokenizer, 16))))
+    inputs = objective_inputs(batch, step_generator(0, 3), setup.tokenizer, 0.15, 0.5)
+    with torch.no_grad():
+        out = model(**inputs, patch_pixels=pixels, patch_labels=labels)
+        expected = classification_loss(model.patch_heads(model.mlm.vilt, pixels), labels)
+        plain = model(**inputs)
+    assert torch.allclose(out["patch_loss"], expected) and float(expected) > 0
+    assert "patch_loss" not in plain and torch.allclose(plain["mlm_loss"], out["mlm_loss"])
+
+
+def test_a_rehearsal_run_reports_its_heads_resumes_and_exports_the_same_folder(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root = write_corpus(tmp_path / "corpus")
+    base = [f"data.root={root}", "train.max_steps=3", *TINY, *REHEARSE]
+    metrics = main([*base, f"output_dir={tmp_path / 'a'}", "train.checkpoint_every=2"])
+    assert 0 < metrics["train"]["patch_loss"] < 10
+    r = metrics["rehearsal"]
+    assert r["weight"] == 0.5 and r["scenes_per_step"] == 2
+    assert set(r["held_out"]) == {"colour", "shape", "size", "background"}
+    assert all(0 <= v <= 100 for v in r["held_out"].values())
+    ckpt = load_file(str(tmp_path / "a" / "checkpoints" / "step_2" / "model.safetensors"))
+    assert "patch_heads.heads.0.weight" in ckpt  # the heads train on and resume with the model
+    out2 = tmp_path / "b"
+    (out2 / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_2", out2 / "checkpoints" / "step_2")
+    resumed = main([*base, f"output_dir={out2}", "train.resume=latest"])
+    a = load_file(str(tmp_path / "a" / "student" / "model.safetensors"))
+    b = load_file(str(out2 / "student" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert resumed["rehearsal"]["held_out"] == pytest.approx(r["held_out"], abs=1e-6)
+    assert not any("patch_heads" in k for k in a)  # the exported ViLT folder is the usual one
+    with pytest.raises(InputError, match="incompatible run"):  # another rehearsal weight is another run
+        main([*base, "image_init.rehearsal=1", f"output_dir={out2}", "train.max_steps=4", "train.resume=latest"])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (["image_init.rehearsal=1"], r"image_init.rehearsal=1.0: expected 0 \(off\) or a positive weight .*dense=true"),
+    (["image_init.dense=true", "image_init.rehearsal=-1"], r"image_init.rehearsal=-1.0: expected 0"),
+    (["image_init.dense=true", "image_init.rehearsal=1", "image_init.rehearsal_scenes=0"],
+     r"image_init.rehearsal_scenes=0: expected at least 1"),
+])
+def test_bad_rehearsal_keys_are_one_input_error(bad, match, tmp_path):
+    root = write_corpus(tmp_path / "corpus")
+    with pytest.raises(InputError, match=match):
+        main([f"data.root={root}", f"output_dir={tmp_path / 'r'}", "train.max_steps=1", *TINY, *bad])
+    assert not (tmp_path / "r" / "student").exists()

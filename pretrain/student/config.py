@@ -92,6 +92,11 @@ class ImageInitConfig:
     # a run's image_init.safetensors (the ViltModel the stage left): start MLM + ITM from it
     # instead of running the stage (steps must then be 0); null = none
     weights: Optional[str] = None
+    # keep the dense objective during MLM + ITM (needs dense=true): every step adds this weight
+    # times the patch loss of `rehearsal_scenes` freshly rendered scenes (fresh heads), so that the
+    # language stage cannot erase what the patches learnt; 0 = off
+    rehearsal: float = 0.0
+    rehearsal_scenes: int = 32  # scenes per step (per process) of the rehearsal
 
 
 @dataclass

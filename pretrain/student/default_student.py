@@ -30,11 +30,16 @@ DEFAULT = "default"
 def recipe_hash(overrides: Sequence[str] = ()) -> str:
     """Hash of the resolved default student recipe (output_dir excluded): the cache key. Options
     added after the first default student was built are left out at the value where they change
-    nothing (no concept masking, no image initialisation), so adding them keeps every cache valid."""
+    nothing (no concept masking, no image initialisation, no rehearsal), so adding them keeps
+    every cache valid."""
     cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
     if cfg["train"].get("concept_mask_prob") is None:
         cfg["train"].pop("concept_mask_prob", None)
-    if cfg.get("image_init", {}).get("steps") == 0 and cfg["image_init"].get("weights") is None:
+    ii = cfg.get("image_init", {})
+    if not ii.get("rehearsal"):
+        ii.pop("rehearsal", None)
+        ii.pop("rehearsal_scenes", None)
+    if ii.get("steps") == 0 and ii.get("weights") is None and "rehearsal" not in ii:
         cfg.pop("image_init")
     return config_hash(cfg)
 

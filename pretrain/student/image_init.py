@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -118,38 +118,62 @@ def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
     return torch.stack(images), torch.stack(labels)
 
 
-class ImageClassifier(nn.Module):
-    """A ViltModel with linear heads; the text is [CLS] [SEP]. On the pooled output: one head per
-    attribute (single objects), or one multi-label head over LABELS (`multi`). With `dense`: one
-    head per attribute (its classes + background) on every patch token, in row-major grid order
-    (ViLT's embeddings are wrapped to keep it; `release()` unwraps them)."""
+def _blank_text(text: torch.Tensor, b: int) -> Dict[str, torch.Tensor]:
+    ids = text.unsqueeze(0).expand(b, -1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int, multi: bool = False, dense: bool = False) -> None:
+
+class PatchHeads(nn.Module):
+    """The dense labels' heads: one linear layer per attribute (its classes + background) on
+    every patch token of a ViltModel reading the image with the text [CLS] [SEP]. The patches
+    are read in row-major grid order: ViLT's embedding is wrapped for the call only (ViLT draws
+    its patch order at random; attention does not care, a per-patch label does)."""
+
+    def __init__(self, hidden: int, cls_id: int, sep_id: int) -> None:
         super().__init__()
-        self.vilt = vilt
-        self.dense = dense
-        hidden = vilt.config.hidden_size
-        if dense:
-            sizes = [b + 1 for b in BACKGROUND]
-            vilt.embeddings.visual_embed = grid_ordered(vilt.embeddings.visual_embed)
-        else:
-            sizes = [len(LABELS)] if multi else [len(classes) for classes in ATTRIBUTES.values()]
-        self.heads = nn.ModuleList(nn.Linear(hidden, k) for k in sizes)
+        self.heads = nn.ModuleList(nn.Linear(hidden, b + 1) for b in BACKGROUND)
         self.register_buffer("text", torch.tensor([cls_id, sep_id]), persistent=False)
 
-    def release(self) -> None:
-        """Give the ViltModel back as it came (ViLT's own patch order)."""
-        if self.dense:
-            del self.vilt.embeddings.visual_embed
+    def forward(self, vilt: nn.Module, pixel_values: torch.Tensor) -> List[torch.Tensor]:
+        """[(B, G * G, classes + 1) per attribute]."""
+        emb = vilt.embeddings
+        wrapped = "visual_embed" not in vars(emb)
+        if wrapped:
+            emb.visual_embed = grid_ordered(emb.visual_embed)
+        try:
+            b = pixel_values.shape[0]
+            pixel_mask = torch.ones(b, *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
+            out = vilt(**_blank_text(self.text, b), pixel_values=pixel_values, pixel_mask=pixel_mask)
+        finally:
+            if wrapped:
+                del emb.visual_embed
+        return [head(out.last_hidden_state[:, len(self.text) + 1:]) for head in self.heads]  # after the image CLS
+
+
+class ImageClassifier(nn.Module):
+    """A ViltModel with linear heads; the text is [CLS] [SEP]. On the pooled output: one head per
+    attribute (single objects), or one multi-label head over LABELS (`multi`). With `dense`:
+    `PatchHeads` on every patch token, in grid order (`patches`: heads trained elsewhere, to
+    measure them)."""
+
+    def __init__(self, vilt: nn.Module, cls_id: int, sep_id: int, multi: bool = False, dense: bool = False,
+                 patches: Optional["PatchHeads"] = None) -> None:
+        super().__init__()
+        self.vilt = vilt
+        hidden = vilt.config.hidden_size
+        if dense:
+            self.patches = patches if patches is not None else PatchHeads(hidden, cls_id, sep_id)
+        else:
+            sizes = [len(LABELS)] if multi else [len(classes) for classes in ATTRIBUTES.values()]
+            self.heads = nn.ModuleList(nn.Linear(hidden, k) for k in sizes)
+            self.register_buffer("text", torch.tensor([cls_id, sep_id]), persistent=False)
 
     def forward(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
+        if hasattr(self, "patches"):
+            return self.patches(self.vilt, pixel_values)
         b = pixel_values.shape[0]
-        ids = self.text.unsqueeze(0).expand(b, -1)
         pixel_mask = torch.ones(b, *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
-        out = self.vilt(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values,
-                        pixel_mask=pixel_mask)
-        if self.dense:  # text (2 tokens), image CLS, then the patches
-            return [head(out.last_hidden_state[:, ids.shape[1] + 1:]) for head in self.heads]
+        out = self.vilt(**_blank_text(self.text, b), pixel_values=pixel_values, pixel_mask=pixel_mask)
         return [head(out.pooler_output) for head in self.heads]
 
 
@@ -241,7 +265,6 @@ def image_init(accelerator: Any, vilt: nn.Module, tokenizer: Any, cfg: Any, tran
             bar.set_postfix({"loss": f"{value:.3f}", **{a: f"{v:.1f}" for a, v in acc.items()}})
             logger.info("image init step %d: loss=%.4f held-out %s", step, value, acc)
     bar.close()
-    accelerator.unwrap_model(model).release()
     # forget the classifier and its optimizer, so that the run's checkpoints hold the MLM + ITM
     # model alone (model.safetensors) and a resumed run, which skips this stage, matches them
     accelerator.free_memory()

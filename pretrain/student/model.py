@@ -4,18 +4,21 @@ the image-text matching head, one prepared module whose forward returns the name
 As in ViLT, each step runs two passes over the same images: MLM on the masked captions with
 their own images, ITM on the unmasked captions with half of them swapped for another image's.
 The ITM head is ViLT's: a `nn.Linear(hidden, 2)` on the pooled output with cross-entropy
-(label 1 = the caption belongs to the image). Only `mlm.vilt` (a ViltModel) is exported.
+(label 1 = the caption belongs to the image). With `patch_text` (image_init.rehearsal), a third
+pass classifies every patch of other, labelled scenes (`PatchHeads`, the dense image init's
+objective) so that MLM + ITM keep what the patches learnt. Only `mlm.vilt` (a ViltModel) is exported.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import ViltConfig, ViltForMaskedLM
 
+from pretrain.student.image_init import PatchHeads, classification_loss
 from pretrain.student.objectives import IGNORE
 
 
@@ -36,10 +39,12 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class StudentPretrainModel(nn.Module):
-    def __init__(self, config: ViltConfig) -> None:
+    def __init__(self, config: ViltConfig, patch_text: Optional[Tuple[int, int]] = None) -> None:
         super().__init__()
         self.mlm = ViltForMaskedLM(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
+        if patch_text is not None:  # ([CLS], [SEP]) ids: the blank text the patch pass reads images with
+            self.patch_heads = PatchHeads(config.hidden_size, *patch_text)
 
     def encode(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                attention_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -52,15 +57,20 @@ class StudentPretrainModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, attention_mask: torch.Tensor, mlm_ids: torch.Tensor,
                 mlm_labels: torch.Tensor, itm_ids: torch.Tensor, itm_attention_mask: torch.Tensor,
-                itm_labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """mlm_loss, itm_loss and the logits they come from (mlm (B, T, V), itm (B, 2))."""
+                itm_labels: torch.Tensor, patch_pixels: Optional[torch.Tensor] = None,
+                patch_labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """mlm_loss, itm_loss and the logits they come from (mlm (B, T, V), itm (B, 2)); with
+        `patch_pixels` and their dense `patch_labels` (B', G * G, 3), also patch_loss."""
         text, _ = self.encode(pixel_values, mlm_ids, attention_mask)
         mlm_logits = self.mlm.mlm_score(text)
         _, pooled = self.encode(pixel_values, itm_ids, itm_attention_mask)
         itm_logits = self.itm_head(pooled)
-        return {
+        out = {
             "mlm_loss": masked_lm_loss(mlm_logits, mlm_labels),
             "itm_loss": F.cross_entropy(itm_logits.float(), itm_labels),
             "mlm_logits": mlm_logits,
             "itm_logits": itm_logits,
         }
+        if patch_pixels is not None:
+            out["patch_loss"] = classification_loss(self.patch_heads(self.mlm.vilt, patch_pixels), patch_labels)
+        return out

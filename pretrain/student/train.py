@@ -34,7 +34,8 @@ from pretrain.student.config import load_student_config
 from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
                                    resolve_paths, source_rows)
 from pretrain.student.export import export_student
-from pretrain.student.image_init import image_init, load_image_init, save_image_init
+from pretrain.student.image_init import (HELD_OUT_SEED, ImageClassifier, held_out_accuracy, image_init,
+                                         load_image_init, save_image_init, scene_batch)
 from pretrain.student.model import StudentPretrainModel, vilt_config
 from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
 
@@ -69,11 +70,18 @@ def build(cfg: DictConfig) -> Setup:
         raise InputError(f"{paths['train']}: no column {CONCEPT_COLUMN!r} (the concept words of each image, space-"
                          f"separated), which config key train.concept_mask_prob needs; set it to null to mask "
                          f"every token with train.mask_prob")
+    ii = cfg.image_init
+    if ii.rehearsal < 0 or (ii.rehearsal and not ii.dense):
+        raise InputError(f"config key image_init.rehearsal={ii.rehearsal}: expected 0 (off) or a positive weight "
+                         f"of the dense patch loss, which needs image_init.dense=true")
+    if ii.rehearsal and ii.rehearsal_scenes < 1:
+        raise InputError(f"config key image_init.rehearsal_scenes={ii.rehearsal_scenes}: expected at least 1")
     val = paths["val"]  # read now: a bad val file fails before training, not after
     val_rows = source_rows(val, cfg.data.text_column, cfg.eval.max_rows) if val is not None else []
     tokenizer = build_tokenizer(rows, list(cfg.data.vocab_columns) or [cfg.data.text_column], cfg.model.vocab_size,
                                 source=str(paths["train"]))
-    model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size))
+    patch_text = (tokenizer.cls_token_id, tokenizer.sep_token_id) if ii.rehearsal else None
+    model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size), patch_text)
     return Setup(paths, rows, val_rows, tokenizer, PairDataset(rows, cfg.data.text_column, cfg.data.image_size), model)
 
 
@@ -84,8 +92,12 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "text_column": cfg.data.text_column, "train_rows": len(setup.rows), "batch_size": cfg.train.batch_size,
         "num_processes": num_processes,
     }
-    if cfg.image_init.steps or cfg.image_init.weights:  # (absent without the stage: older checkpoints resume)
-        signature["image_init"] = to_dict(cfg.image_init)
+    ii = cfg.image_init
+    if ii.steps or ii.weights or ii.rehearsal:  # (absent without them: older checkpoints resume)
+        signature["image_init"] = to_dict(ii)
+        if not ii.rehearsal:
+            for key in ("rehearsal", "rehearsal_scenes"):
+                signature["image_init"].pop(key)
     return json.loads(json.dumps(signature))
 
 
@@ -116,6 +128,15 @@ def objective_inputs(batch: Dict[str, torch.Tensor], generator: torch.Generator,
         "itm_ids": batch["input_ids"][perm], "itm_attention_mask": batch["attention_mask"][perm],
         "itm_labels": (batch["image_id"][perm] == batch["image_id"]).long(),
     }
+
+
+def rehearsal_batch(cfg: DictConfig, index: int, transform: Any):
+    """The dense-labelled scenes of rehearsal batch `index` (step * processes + process): seeds
+    -2, -3, ... of `scene_batch`, which neither the image init stage (>= 0) nor its held-out
+    scenes (-1) use."""
+    patch_size = cfg.model.patch_size
+    return scene_batch(cfg.seed, -2 - index, cfg.image_init.rehearsal_scenes, cfg.data.image_size, transform,
+                       cfg.image_init.max_objects, patch_size)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -152,21 +173,29 @@ class StudentTrainer(ResumableLoop):
         self.pos: Dict[str, int] = {"step": 0, "epoch": 0, "batch": 0}
         self.times: List[float] = []
         self.last: Optional[Dict[str, float]] = None
-
+        self.transform = image_transform(cfg.data.image_size)
 
     def train_step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         cfg, t0 = self.cfg.train, time.perf_counter()
         gen = step_generator(self.cfg.seed, self.pos["step"], self.acc.process_index)
-        out = self.model(**objective_inputs(batch, gen, self.setup.tokenizer, cfg.mask_prob, cfg.itm_prob,
-                                            cfg.concept_mask_prob))
-        self.acc.backward(out["mlm_loss"] + out["itm_loss"])
+        inputs = objective_inputs(batch, gen, self.setup.tokenizer, cfg.mask_prob, cfg.itm_prob, cfg.concept_mask_prob)
+        ii = self.cfg.image_init
+        if ii.rehearsal:
+            pixels, labels = rehearsal_batch(self.cfg, self.pos["step"] * self.acc.num_processes + self.acc.process_index,
+                                             self.transform)
+            inputs.update(patch_pixels=pixels.to(self.acc.device), patch_labels=labels.to(self.acc.device))
+        out = self.model(**inputs)
+        loss = out["mlm_loss"] + out["itm_loss"]
+        if ii.rehearsal:
+            loss = loss + ii.rehearsal * out["patch_loss"]
+        self.acc.backward(loss)
         if cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
         self.times.append(time.perf_counter() - t0)
-        return {k: float(out[k].detach()) for k in LOSS_NAMES}
+        return {k: float(out[k].detach()) for k in LOSS_NAMES + (("patch_loss",) if ii.rehearsal else ())}
 
     def after_step(self, terms: Dict[str, float], bar: Any) -> None:
         step, cfg = self.pos["step"], self.cfg.train
@@ -238,6 +267,18 @@ def evaluate(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any, rows:
 # ---- the run ------------------------------------------------------------------------------------
 
 
+def rehearsal_accuracy(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any, device: Any) -> Dict:
+    """The rehearsal heads on the image init stage's held-out scenes (same seed, same count), at
+    the end of MLM + ITM: per attribute over object patches, and background (%)."""
+    ii = cfg.image_init
+    pixels, labels = scene_batch(cfg.seed, HELD_OUT_SEED, ii.eval_scenes, cfg.data.image_size,
+                                 image_transform(cfg.data.image_size), ii.max_objects, cfg.model.patch_size)
+    reader = ImageClassifier(model.mlm.vilt, tokenizer.cls_token_id, tokenizer.sep_token_id, dense=True,
+                             patches=model.patch_heads)
+    return {"weight": ii.rehearsal, "scenes_per_step": ii.rehearsal_scenes,
+            "held_out": held_out_accuracy(reader, pixels.to(device), labels)}
+
+
 def make_accelerator(cfg: DictConfig) -> Accelerator:
     return Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=cfg.train.tracker,
                        project_dir=cfg.output_dir, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
@@ -257,6 +298,8 @@ def finish(cfg: DictConfig, trainer: StudentTrainer, stats: Dict[str, Any]) -> D
         metrics = {"student": str(folder), "vocab_size": len(setup.tokenizer), "train": stats, "eval": ev}
         if (out / IMAGE_INIT_FILE).is_file():
             metrics["image_init"] = read_json(out / IMAGE_INIT_FILE)
+        if cfg.image_init.rehearsal:
+            metrics["rehearsal"] = rehearsal_accuracy(model, cfg, setup.tokenizer, acc.device)
         write_json_atomic(out / "metrics.json", metrics)
         logger.info("metrics: %s", json.dumps(ev))
     acc.end_training()
