@@ -116,6 +116,17 @@ class StudentPretrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+REHEARSAL_KEYS = ("rehearsal", "rehearsal_scenes")
+
+
+def without_neutral_rehearsal(image_init: dict) -> dict:
+    """The `image_init` section (a plain dict) without the rehearsal keys when rehearsal is off:
+    what cache keys and resume signatures compare, so that adding the keys changed neither."""
+    if image_init.get("rehearsal"):
+        return image_init
+    return {k: v for k, v in image_init.items() if k not in REHEARSAL_KEYS}
+
+
 def load_student_config(config_path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> DictConfig:
     """StudentPretrainConfig <- recipe (default: the shipped one) <- dotted overrides; read-only."""
     return load_config(StudentPretrainConfig, default_recipe() if config_path is None else config_path, overrides)

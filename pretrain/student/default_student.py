@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from clip_td.base.io import cache_root
 
 from pretrain.default_teacher import config_hash, run_module_into, train_once
-from pretrain.student.config import default_recipe, load_student_config
+from pretrain.student.config import default_recipe, load_student_config, without_neutral_rehearsal
 
 #: The value of `student.pretrained` that names this student.
 DEFAULT = "default"
@@ -35,11 +35,8 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
     cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
     if cfg["train"].get("concept_mask_prob") is None:
         cfg["train"].pop("concept_mask_prob", None)
-    ii = cfg.get("image_init", {})
-    if not ii.get("rehearsal"):
-        ii.pop("rehearsal", None)
-        ii.pop("rehearsal_scenes", None)
-    if ii.get("steps") == 0 and ii.get("weights") is None and "rehearsal" not in ii:
+    ii = cfg["image_init"] = without_neutral_rehearsal(cfg["image_init"])
+    if ii["steps"] == 0 and ii["weights"] is None and "rehearsal" not in ii:
         cfg.pop("image_init")
     return config_hash(cfg)
 

@@ -30,7 +30,7 @@ from clip_td.base.io import InputError, read_json, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
 from pretrain.loop import ResumableLoop, start_run
-from pretrain.student.config import load_student_config
+from pretrain.student.config import load_student_config, without_neutral_rehearsal
 from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
                                    resolve_paths, source_rows)
 from pretrain.student.export import export_student
@@ -40,7 +40,6 @@ from pretrain.student.model import StudentPretrainModel, vilt_config
 from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
 
 logger = logging.getLogger("pretrain.student")
-LOSS_NAMES = ("mlm_loss", "itm_loss")
 IMAGE_INIT_FILE = "image_init.json"  # the image-initialisation stage's metrics (copied into metrics.json)
 IMAGE_INIT_WEIGHTS = "image_init.safetensors"  # the ViltModel the stage left (image_init.weights= reads it)
 
@@ -94,10 +93,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     }
     ii = cfg.image_init
     if ii.steps or ii.weights or ii.rehearsal:  # (absent without them: older checkpoints resume)
-        signature["image_init"] = to_dict(ii)
-        if not ii.rehearsal:
-            for key in ("rehearsal", "rehearsal_scenes"):
-                signature["image_init"].pop(key)
+        signature["image_init"] = without_neutral_rehearsal(to_dict(ii))
     return json.loads(json.dumps(signature))
 
 
@@ -134,9 +130,8 @@ def rehearsal_batch(cfg: DictConfig, index: int, transform: Any):
     """The dense-labelled scenes of rehearsal batch `index` (step * processes + process): seeds
     -2, -3, ... of `scene_batch`, which neither the image init stage (>= 0) nor its held-out
     scenes (-1) use."""
-    patch_size = cfg.model.patch_size
     return scene_batch(cfg.seed, -2 - index, cfg.image_init.rehearsal_scenes, cfg.data.image_size, transform,
-                       cfg.image_init.max_objects, patch_size)
+                       cfg.image_init.max_objects, cfg.model.patch_size)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -185,17 +180,14 @@ class StudentTrainer(ResumableLoop):
                                              self.transform)
             inputs.update(patch_pixels=pixels.to(self.acc.device), patch_labels=labels.to(self.acc.device))
         out = self.model(**inputs)
-        loss = out["mlm_loss"] + out["itm_loss"]
-        if ii.rehearsal:
-            loss = loss + ii.rehearsal * out["patch_loss"]
-        self.acc.backward(loss)
+        self.acc.backward(out["mlm_loss"] + out["itm_loss"] + ii.rehearsal * out.get("patch_loss", 0.0))
         if cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
         self.times.append(time.perf_counter() - t0)
-        return {k: float(out[k].detach()) for k in LOSS_NAMES + (("patch_loss",) if ii.rehearsal else ())}
+        return {k: float(v.detach()) for k, v in out.items() if k.endswith("_loss")}  # mlm, itm (+ patch)
 
     def after_step(self, terms: Dict[str, float], bar: Any) -> None:
         step, cfg = self.pos["step"], self.cfg.train
