@@ -318,15 +318,20 @@ def test_the_shipped_recipe_loads_from_any_folder(tmp_path, monkeypatch):
 
 def test_model_defaults_match_finetunings_from_scratch_student():
     from clip_td.app.schema import StudentConfig
+    from pretrain.student.config import ModelConfig
 
-    cfg, ft = load_student_config().model, StudentConfig()
+    schema, recipe, ft = ModelConfig(), load_student_config().model, StudentConfig()
     for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "patch_size", "max_text_len", "vocab_size"):
-        assert cfg[key] == getattr(ft, key), key
+        assert getattr(schema, key) == getattr(ft, key), key
+        # the shipped recipe is deeper (four layers), the rest as fine-tuning's from-scratch student
+        assert recipe[key] == (4 if key == "num_layers" else getattr(ft, key)), key
 
 
 def test_the_default_recipe_reads_the_synthetic_captions():
     cfg = load_student_config()
     assert (cfg.data.text_column, cfg.train.max_steps) == ("synthetic_caption", 3000)
+    ii = cfg.image_init
+    assert (ii.steps, ii.max_objects, ii.dense, ii.rehearsal, ii.weights) == (4000, 6, True, 1.0, None)
 
 
 # ---- the default pretrained student (fine-tuning's student.pretrained=default) --------------------
@@ -380,6 +385,21 @@ def test_finetuning_resolves_student_pretrained_default(name, given, expected, m
     OmegaConf.set_readonly(cfg, True)
     resolve_student(cfg, _Acc())
     assert cfg.student.pretrained == expected
+    # train.lr=null (the schema default) follows the student: 3e-4 pretrained, 1e-3 from scratch
+    assert cfg.train.lr == (3e-4 if expected is not None else 1e-3)
+
+
+@pytest.mark.parametrize("given", [None, "some/folder"])
+def test_an_explicit_finetuning_lr_is_kept(given):
+    from omegaconf import OmegaConf
+
+    from clip_td.app.build import resolve_student
+    from clip_td.app.schema import FinetuneConfig
+
+    cfg = OmegaConf.structured(FinetuneConfig)
+    cfg.student.pretrained, cfg.train.lr = given, 0.05
+    resolve_student(cfg, _Acc())
+    assert cfg.train.lr == 0.05
 
 
 def test_the_vocabulary_covers_the_chosen_columns_and_every_digit_and_mark(tmp_path):

@@ -69,3 +69,23 @@ def test_ensure_uses_a_verified_copy_and_trains_when_it_does_not(shipped_student
     err = capsys.readouterr().err
     assert err.count("not using the shipped default student") == 1 and f"{weights}: sha256" in err
     assert default_student.ensure_default_student(use_shipped=False) == got and len(trained) == 2  # cached now
+
+
+def test_the_ship_command_writes_the_recipes_student_and_its_report(tmp_path, monkeypatch):
+    from pretrain import default_teacher
+
+    calls = []
+
+    def fake_run(run_dir, args):  # stands for `python -m pretrain.student` into a fresh folder
+        calls.append(list(args))
+        _tiny_student(run_dir / "student")
+        (run_dir / "metrics.json").write_text('{"mlm_accuracy": 0.5}')
+
+    monkeypatch.setattr(default_teacher, "run_module_into", fake_run)
+    monkeypatch.setattr(default_student, "recipe_hash", lambda overrides=(): "k" + str(len(overrides)))
+    dest = student_shipped.main(["--dest", str(tmp_path / "out")])
+    assert dest == tmp_path / "out" and calls == [["pretrain.student"]]
+    assert json.loads((dest / "pretrain_metrics.json").read_text()) == {"mlm_accuracy": 0.5}
+    m = json.loads((dest / "manifest.json").read_text())
+    assert m["recipe_hash"] == "k0" and "pretrain_metrics.json" in m["files"]
+    assert verify(dest, "k0") is None

@@ -139,17 +139,22 @@ def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
     student (pretrain_student.py's shipped recipe on the synthetic world, trained once and cached),
     written into `cfg` so config.yaml names the folder that was loaded. The default pretrained
     student is a ViLT: with `student.name=dual_stream` "default" means from scratch (there is no
-    dual-stream pretraining recipe)."""
+    dual-stream pretraining recipe). Then `train.lr=null` -> PRETRAINED_LR for a pretrained
+    student, SCRATCH_LR from scratch, also written into `cfg`."""
     from pretrain.student.default_student import DEFAULT, ensure_default_student
 
-    if cfg.student.pretrained != DEFAULT:
-        return
-    path = None
-    if cfg.student.name == "vilt":
-        with accelerator.main_process_first():  # one process trains it, the others then load it
-            path = str(ensure_default_student())
-    with read_write(cfg):
-        cfg.student.pretrained = path
+    from clip_td.app.schema import PRETRAINED_LR, SCRATCH_LR
+
+    if cfg.student.pretrained == DEFAULT:
+        path = None
+        if cfg.student.name == "vilt":
+            with accelerator.main_process_first():  # one process trains it, the others then load it
+                path = str(ensure_default_student())
+        with read_write(cfg):
+            cfg.student.pretrained = path
+    if cfg.train.lr is None:
+        with read_write(cfg):
+            cfg.train.lr = PRETRAINED_LR if cfg.student.pretrained is not None else SCRATCH_LR
 
 
 def data_root(cfg: DictConfig, accelerator: Any) -> Path:

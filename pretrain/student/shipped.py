@@ -1,8 +1,9 @@
 """The default student shipped inside the package, verified by hash, rebuilt when it cannot be used.
 
 `pretrain/shipped/default_student/` is the ViLT folder the default recipe writes (config,
-safetensors weights, WordPiece tokenizer, image processor config) plus `manifest.json` (the
-recipe hash it was trained from and every file's sha256), written by
+safetensors weights, WordPiece tokenizer, image processor config), the run's report as
+`pretrain_metrics.json`, and `manifest.json` (the recipe hash it was trained from and every file's
+sha256), written by
 
     python -m pretrain.student.shipped     # train the default student recipe, then write the folder
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,6 +25,7 @@ from pretrain.shipped import shipped_dir, verified_copy, write_shipped
 
 NAME = "default_student"
 COMMAND = "python -m pretrain.student.shipped"
+METRICS = "pretrain_metrics.json"  # the pretraining run's metrics.json, shipped beside the weights
 
 
 def shipped_student_dir() -> Path:
@@ -55,6 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     with tempfile.TemporaryDirectory() as d:
         run = Path(d) / "run"
         run_module_into(run, ["pretrain.student"])
+        shutil.copyfile(run / "metrics.json", run / "student" / METRICS)  # how the shipped student was trained
         dest = ship(run / "student", key, Path(args.dest))
     print(f"wrote {dest} (default student recipe {key})")
     return dest
