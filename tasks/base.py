@@ -103,6 +103,17 @@ def read_source(ds: Any) -> Dict[str, Any]:
         raise InputError("dataset has no source record; expected a dataset returned by task.load()") from None
 
 
+
+def row_mean(per_row: Any, batch: Mapping[str, Any]) -> Any:
+    """Mean of a task loss's per-row values (B,). With `batch["label_weight"]` (B,), the rows whose
+    labels count (0: held back by `method.student_check`), the weighted mean over their total
+    weight (0 when no row counts)."""
+    weight = batch.get("label_weight")
+    if weight is None:
+        return per_row.mean()
+    weight = weight.to(per_row.device, per_row.dtype)
+    return (per_row * weight).sum() / weight.sum().clamp_min(1.0)
+
 class Task:
     """Everything task-specific, in one object: what fine-tuning, the teacher, the sweep, the
     report and the command line ask a task (docs/internals.md, "Adding a task").
@@ -200,7 +211,7 @@ class Task:
 
         result: Dict[str, Any] = {"logits": scores}
         if "labels" in batch:
-            result["task_loss"] = F.cross_entropy(scores.float(), batch["labels"])
+            result["task_loss"] = row_mean(F.cross_entropy(scores.float(), batch["labels"], reduction="none"), batch)
         return result
 
     def predict(self, result: Dict[str, Any]) -> Any:

@@ -171,7 +171,7 @@ def _run(world, teacher, tmp_path, task, gate, alpha, **extra):
     out = tmp_path / "run"
     overrides = tiny_overrides(world, teacher, out, **{
         "task.name": task, "method.name": "clip_td", "train.max_steps": 2,
-        "method.trust_gate": gate, "method.trust_alpha": alpha, **extra})
+        "method.trust_gate": gate, "method.trust_alpha": alpha, "method.student_check": 0.0, **extra})
     assert main(["--config", tiny, *overrides]) == 0
     return json.loads((out / "metrics.json").read_text())["teacher_trust"]
 
@@ -289,3 +289,95 @@ def test_handover_run_switches_the_answer_term_off_from_the_step_it_records(smal
     for step, gate in enumerate(gates):  # the test after step s's forward switches steps s + 1 on
         off = first_off is not None and step > first_off
         assert gate == [0.0 if off else 1.0] * len(gate)
+
+
+def test_held_back_check_compares_the_students_latest_held_out_answers_with_the_teachers():
+    from clip_td.lib.trust import StudentHandover
+
+    # 8 teacher rows in 2 groups; rows 1, 2, 5, 6 held back; row 6 not eligible (its group failed the gate)
+    teacher_right = torch.tensor([1, 1, 1, 0, 1, 0, 1, 1])
+    held = torch.tensor([0, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+    eligible = torch.tensor([1, 1, 1, 1, 1, 1, 0, 1], dtype=torch.bool)
+    h = StudentHandover(teacher_right, ["a"] * 4 + ["b"] * 4, window=100, held_back=held, eligible=eligible)
+    h.check_step = 3
+    # before the check: the held-back rows' labels and answer term wait
+    assert h.holding and h.label_weight(torch.tensor([0, 1, 2, 5, 7])).tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert h.gate(torch.tensor([0, 1, 6, 7])).tolist() == [1.0, 0.0, 0.0, 1.0]
+    h.observe(torch.tensor([1, 2, 5, 6]), torch.tensor([0, 0, 1, 1]), step=1)
+    h.observe(torch.tensor([1, 0]), torch.tensor([1, 0]), step=2)  # row 1 again: its latest answer is right
+    state = h.state_dict()
+    # at step 3: eligible held-back rows seen = 1, 2, 5: student right on 1, 5 (2), teacher on 1, 2 (2): tie -> off
+    h.observe(torch.tensor([3]), torch.tensor([0]), step=3)
+    assert h.as_dict()["check"] == {"step": 3, "held_back": 4, "rows": 3, "student_right": 2, "teacher_right": 2,
+                                    "answer_term": False}
+    assert {g["off_step"] for g in h.as_dict()["groups"].values()} == {3}
+    assert not h.holding and h.label_weight(torch.tensor([1, 2])) is None
+    assert h.gate(torch.tensor([0, 1, 7])).tolist() == [0.0, 0.0, 0.0]
+    # a resumed run takes the same decision; with the teacher ahead the term stays on
+    h2 = StudentHandover(teacher_right, ["a"] * 4 + ["b"] * 4, window=100, held_back=held, eligible=eligible)
+    h2.check_step = 3
+    h2.load_state_dict(json.loads(json.dumps(state)))
+    h2.observe(torch.tensor([3]), torch.tensor([0]), step=3)
+    assert h2.as_dict() == h.as_dict()
+    h3 = StudentHandover(teacher_right, ["a"] * 4 + ["b"] * 4, window=100, held_back=held, eligible=eligible)
+    h3.check_step = 3
+    h3.observe(torch.tensor([1, 2, 5]), torch.tensor([1, 0, 0]), step=0)
+    h3.observe(torch.tensor([0]), torch.tensor([1]), step=5)
+    assert h3.as_dict()["check"]["answer_term"] and h3.as_dict()["check"]["student_right"] == 1
+    assert h3.gate(torch.tensor([1, 2, 6])).tolist() == [1.0, 1.0, 1.0]
+    # no eligible held-back row seen before the check: no evidence, the term stays
+    h4 = StudentHandover(teacher_right, ["a"] * 8, held_back=held, eligible=eligible)
+    h4.check_step = 1
+    h4.observe(torch.tensor([6]), torch.tensor([1]), step=0)
+    h4.observe(torch.tensor([0]), torch.tensor([1]), step=1)
+    assert h4.as_dict()["check"]["rows"] == 0 and h4.as_dict()["check"]["answer_term"]
+    # nothing held back: no check, the labels count from the start
+    h5 = StudentHandover(teacher_right, ["a"] * 8)
+    assert not h5.holding and h5.as_dict()["check"] == {"skipped": True}
+
+
+def test_held_back_rows_are_a_seeded_share_of_the_labelled_rows():
+    from clip_td.app.teacher_setup import held_back_rows
+
+    rows = list(range(100, 160))
+    held = held_back_rows(rows, 0.2, seed=3)
+    assert len(held) == 12 and held == sorted(held) and set(held) <= set(rows)
+    assert held == held_back_rows(rows, 0.2, seed=3) and held != held_back_rows(rows, 0.2, seed=4)
+    assert held_back_rows(rows, 0.0, 3) == [] and held_back_rows([5], 0.5, 3) == []
+    assert len(held_back_rows(rows[:3], 0.01, 0)) == 1 and len(held_back_rows(rows[:2], 0.9, 0)) == 1
+
+
+def test_task_losses_leave_out_the_held_back_rows_labels():
+    from tasks.base import row_mean
+    from tasks.vqa.task import vqa_bce
+
+    ce = torch.tensor([0.5, 2.0, 1.0])
+    assert row_mean(ce, {}).item() == pytest.approx(3.5 / 3)
+    assert row_mean(ce, {"label_weight": torch.tensor([1.0, 0.0, 1.0])}).item() == pytest.approx(0.75)
+    assert row_mean(ce, {"label_weight": torch.zeros(3)}).item() == 0.0
+    logits, targets = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.5]])
+    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+    row0 = bce(0.0, 1.0) + bce(1.0, 0.0)
+    row1 = bce(2.0, 0.0) + bce(-1.0, 0.5)
+    assert vqa_bce(logits, targets).item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+    assert vqa_bce(logits, targets, torch.tensor([0.0, 1.0])).item() == pytest.approx(row1, rel=1e-5)
+
+
+def test_student_check_runs_at_its_step_and_holds_the_rows_back_until_then(small_world, tiny_teacher, tmp_path,
+                                                                           monkeypatch):
+    """method.student_check: metrics.json records the check; before it the held-back rows'
+    answer gate is 0, after it every row's gate follows the decision."""
+    terms = _capture_loss_terms(monkeypatch)
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "task", 1.0,
+             **{"method.student_check": 0.5, "method.student_check_at": 0.5, "method.handover_window": 1000,
+                "train.max_steps": 6})
+    check = t["handover"]["check"]
+    assert check["step"] == 3 and check["held_back"] == round(0.5 * t["rows"])
+    assert 0 < check["rows"] <= check["held_back"]
+    assert check["answer_term"] == (check["student_right"] < check["teacher_right"])
+    gates = [gate for gate, _ in terms["gates"]]
+    assert len(gates) == 6
+    held_zeros = [gate.count(0.0) for gate in gates[:3]]
+    assert sum(held_zeros) > 0  # some held-back rows were in the first batches, gated off
+    for gate in gates[4:]:  # after the check (decided in step 3's forward, before its update)
+        assert gate == [float(check["answer_term"])] * len(gate)

@@ -91,7 +91,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method, every_row=every_row)
     handover = None
     if method.eta:
-        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table, every_row=every_row)
+        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table, every_row=every_row,
+                                 seed=int(cfg.seed), stages=stages)
         handover = trust.pop("_handover", None)
         if table is not None:
             trust["teacher_distribution"] = "similarity_probe"
@@ -260,9 +261,21 @@ def _with_handover(outputs: Callable, handover: Any, batch: Dict[str, Any]) -> D
     return out
 
 
+def held_back_rows(train_idx: List[int], share: float, seed: int) -> List[int]:
+    """`method.student_check`: the labelled rows held back for the student-vs-teacher check,
+    round(share * n) of them (at least 1 when share > 0 and n >= 2), drawn by the run's seed;
+    sorted split indices."""
+    n = len(train_idx)
+    if share <= 0 or n < 2:
+        return []
+    k = min(n - 1, max(1, round(share * n)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919))[:k]
+    return sorted(int(train_idx[i]) for i in order.tolist())
+
+
 def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
-               method: Any, table: Optional[torch.Tensor] = None,
-               every_row: bool = False) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+               method: Any, table: Optional[torch.Tensor] = None, every_row: bool = False,
+               seed: int = 0, stages: int = 1) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
     """The trust gate of a run -> (metrics.json's `teacher_trust`, per-split-row gate or None).
 
     `task`: one test over every labelled row. `group`: one test per trust group of the task
@@ -272,7 +285,9 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     (`similarity_probe_logits`). `every_row`: the gate covers every row of the split by its trust
     group (a group no labelled row tested gets 0), for the label-free answer term. With
     `method.handover` the trust dict also carries `_handover`, the run's `StudentHandover` over
-    the same groups (taken out by `teacher_setup`)."""
+    the same groups (taken out by `teacher_setup`), with the held-back check
+    (`method.student_check`) over a share of the instances whose answer term the gate kept
+    (`held_back_rows`, drawn by `seed`; every one of an instance's `stages` teacher rows)."""
     from clip_td.lib.trust import StudentHandover, group_decisions, teacher_right, trust_decision
 
     logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache, table=table)
@@ -284,8 +299,18 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
         right[torch.tensor(list(train_idx), dtype=torch.long)] = teacher_right(logits, gold, mask).long()
         grouped = bool(groups) and not all(g is None for g in groups)
         row_groups = [task.trust_group(full_train[i]) if grouped else None for i in range(len(full_train))]
+        eligible = torch.zeros(len(full_train), dtype=torch.bool)
+        eligible[torch.tensor(list(train_idx), dtype=torch.long)] = True
+        if grouped:
+            decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)
+            eligible[torch.tensor(list(train_idx), dtype=torch.long)] = torch.tensor([decisions[g].trusted for g in groups])
+        instances = sorted({i // stages for i in train_idx if eligible[i]})
+        held = torch.zeros(len(full_train), dtype=torch.bool)
+        for i in held_back_rows(instances, method.student_check, seed):
+            held[i * stages:(i + 1) * stages] = True
         trust["_handover"] = StudentHandover(right, ["all" if g is None else g for g in row_groups],
-                                             window=method.handover_window, alpha=method.trust_alpha)
+                                             window=method.handover_window, alpha=method.trust_alpha,
+                                             held_back=held, eligible=eligible, stages=stages)
     if not groups or all(g is None for g in groups):
         return trust, None
     decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)

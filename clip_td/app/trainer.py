@@ -34,6 +34,7 @@ from clip_td.base.io import InputError, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged, run_script
 from clip_td.lib.weighting import SCHEDULES
 from clip_td.app.finetune_model import inference_state_dict, total_loss
+from clip_td.app.teacher_setup import host_index
 
 
 def available_trackers() -> List[str]:
@@ -208,6 +209,8 @@ class Trainer:
         self.samples, self.train_time = 0, 0.0
         if built.teacher is not None:
             built.teacher.to(accelerator.device)
+        if built.handover is not None:  # method.student_check: the held-back rows wait until this step
+            built.handover.check_step = int(built.method.student_check_at * self.total_steps)
 
     def resume(self) -> None:
         ckpt = resolve_resume(self.cfg.train.resume, self.out)
@@ -309,6 +312,7 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         with acc.accumulate(self.model):
             teacher_out = self.built.teacher_outputs(batch)  # frozen teacher or its cache, outside the model
+            batch = self.hold_back_labels(batch)
             free = self.next_unlabelled()  # passed only when the label-free term is on
             result = self.model(batch, teacher_out, kd_scale(self.built.method.schedule, self.pos["step"], self.total_steps),
                                 **({"unlabelled": free} if free is not None else {}))
@@ -323,6 +327,15 @@ class Trainer:
             self.optimizer.zero_grad()
         self.samples += batch["pixel_values"].shape[0] * acc.num_processes
         return result
+
+    def hold_back_labels(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """`method.student_check`: until the check, the held-back rows' labels do not count
+        (`label_weight` 0 in the task loss)."""
+        handover = self.built.handover
+        weight = None if handover is None else handover.label_weight(host_index(batch))
+        if weight is None:
+            return batch
+        return {**batch, "label_weight": weight.to(batch["pixel_values"].device)}
 
     def observe_answers(self, teacher_out: Optional[Dict[str, Any]], result: Dict[str, Any]) -> None:
         """`method.handover`: the student's answers to this batch's labelled teacher rows, before

@@ -167,6 +167,8 @@ class MethodConfig:
     trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
     handover: bool = True  # the answer-level term of a trust group is switched off once the student answers its labelled rows' first visits better than the teacher (a McNemar test per block of handover_window first visits; clip_td.lib.trust.StudentHandover)
     handover_window: int = 200  # first visits per handover test
+    student_check: float = 0.2  # with handover: share of the labelled rows held back for the student-vs-teacher check (their labels and answer-level term wait until it; 0 = no check)
+    student_check_at: float = 0.5  # the check's step, as a share of the run's steps
     feature_gate: bool = False  # the token and global terms follow the trust gate too: an instance's feature terms run only where its answer-level term runs (its trust group passed the gate and has not handed over; none when the gate turned the answer term off for the run)
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
@@ -232,6 +234,11 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
                          f"{', '.join(TEXT_SEGMENTS)}")
     if int(m.handover_window) < 1:
         raise InputError(f"config key method.handover_window: expected a positive number of rows, got {m.handover_window!r}")
+    if not 0.0 <= float(m.student_check) < 1.0:
+        raise InputError(f"config key method.student_check: expected a share in [0, 1), got {m.student_check!r}")
+    if not 0.0 < float(m.student_check_at) < 1.0:
+        raise InputError(f"config key method.student_check_at: expected a share of the run's steps in (0, 1), "
+                         f"got {m.student_check_at!r}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")

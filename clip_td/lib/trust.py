@@ -136,13 +136,25 @@ class StudentHandover:
     the run (it never comes back: the student only learns more). A right answer is the argmax of
     the row's candidate scores equal to its gold candidate, for the student and the teacher alike.
     With few labels a group's first visits end before a block fills (1 % of a split rarely fills
-    one), so low-shot runs keep the term as the trust gate left it.
+    one). For those runs the held-back check (`method.student_check`, a share of the labelled
+    rows) compares the two on rows the student has not learnt the labels of: their labels (and the
+    answer-level term on them) wait until step `check_step`; every visit before it is a held-out
+    prediction of the student, and at `check_step` the student's latest answers to them are
+    compared with the teacher's on the same rows, pooled over the rows whose answer-level term the
+    gate kept (`eligible`). When the student answers at least as many of them right the term is
+    off for the rest of the run (every group's `off_step` is the check step); either way the
+    held-back rows' labels then count as every other row's. No eligible held-back row seen: no
+    evidence, the term stays as the gate left it.
     """
 
     def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
-                 alpha: float = 0.05) -> None:
+                 alpha: float = 0.05, held_back: Optional[torch.Tensor] = None, check_step: int = 0,
+                 eligible: Optional[torch.Tensor] = None, stages: int = 1) -> None:
         """teacher_right (N,) over the teacher rows: 1 right, 0 wrong, -1 unlabelled (never
-        counted); groups: one hashable per teacher row (its trust group)."""
+        counted); groups: one hashable per teacher row (its trust group). held_back (N,) bool: the
+        teacher rows of the held-back check (None: no check); check_step: the step it runs at;
+        eligible (N,) bool: the rows whose answer-level term the trust gate kept (None: all);
+        stages: teacher rows per instance (VCR's 2), for `label_weight` by instance index."""
         if int(window) < 1:
             raise ValueError(f"method.handover_window must be >= 1, got {window}")
         self.teacher_right = torch.as_tensor(teacher_right).long().cpu()
@@ -155,18 +167,47 @@ class StudentHandover:
         self.block: Dict[int, list] = {i: [] for i in range(len(names))}  # (student right, teacher right) pairs
         self.tests: Dict[int, list] = {i: [] for i in range(len(names))}  # every block's figures
         self.off_step: Dict[int, Optional[int]] = {i: None for i in range(len(names))}
+        n = len(self.teacher_right)
+        self.held_back = (torch.zeros(n, dtype=torch.bool) if held_back is None
+                          else torch.as_tensor(held_back).bool().cpu())
+        self.eligible = torch.ones(n, dtype=torch.bool) if eligible is None else torch.as_tensor(eligible).bool().cpu()
+        self.check_step, self.stages = int(check_step), int(stages)
+        self.latest = torch.full((n,), -1, dtype=torch.long)  # held-back rows: the student's latest answer (1/0)
+        self.check: Optional[Dict[str, Any]] = None if bool(self.held_back.any()) else {"skipped": True}
+
+    @property
+    def holding(self) -> bool:
+        """The held-back rows' labels still wait for the check."""
+        return self.check is None
+
+    def label_weight(self, index: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B,) float for a batch's split indices: 0 for a held-back instance before the check,
+        else 1; None once nothing is held back (the task loss then runs unweighted)."""
+        if not self.holding:
+            return None
+        rows = torch.as_tensor(index).cpu().long() * self.stages
+        return (~self.held_back[rows]).float()
 
     def gate(self, rows: torch.Tensor) -> torch.Tensor:
         """(R,) float: 0 for the rows whose group has handed over, else 1."""
-        g = self.group[torch.as_tensor(rows).cpu().long()]
+        rows = torch.as_tensor(rows).cpu().long()
+        g = self.group[rows]
         off = torch.tensor([self.off_step[i] is not None for i in range(len(self.names))], dtype=torch.bool)
-        return (~off[g]).float()
+        on = ~off[g]
+        if self.holding:  # the answer term would teach the held-back rows the teacher's answers
+            on = on & ~self.held_back[rows]
+        return on.float()
 
     def observe(self, rows: torch.Tensor, student_right: torch.Tensor, step: int) -> None:
         """Record the student's answers to the batch's teacher rows (before the update on them)
         and run the test of every block that fills. rows (R,) teacher row indices; student_right (R,)."""
         rows = torch.as_tensor(rows).cpu().long()
         right = torch.as_tensor(student_right).cpu().bool()
+        if self.holding and step >= self.check_step:
+            self._check(step)  # before this batch: its answers come after check_step updates
+        if self.holding:
+            held = self.held_back[rows]
+            self.latest[rows[held]] = right[held].long()
         for r, s in zip(rows.tolist(), right.tolist()):
             t = int(self.teacher_right[r])
             if self.seen[r] or t < 0:
@@ -178,6 +219,19 @@ class StudentHandover:
             self.block[g].append((int(s), t))
             if len(self.block[g]) == self.window:
                 self._test(g, step)
+
+    def _check(self, step: int) -> None:
+        seen = self.held_back & self.eligible & (self.latest >= 0) & (self.teacher_right >= 0)
+        student = int(self.latest[seen].sum())
+        teacher = int(self.teacher_right[seen].sum())
+        n = int(seen.sum())
+        off = n > 0 and student >= teacher
+        self.check = {"step": int(step), "held_back": int(self.held_back[self.teacher_right >= 0].sum()), "rows": n,
+                      "student_right": student, "teacher_right": teacher, "answer_term": not off}
+        if off:
+            for g in self.off_step:
+                if self.off_step[g] is None:
+                    self.off_step[g] = int(step)
 
     def _test(self, g: int, step: int) -> None:
         pairs, self.block[g] = self.block[g], []
@@ -193,7 +247,7 @@ class StudentHandover:
     def as_dict(self) -> Dict[str, Any]:
         """metrics.json `teacher_trust.handover`: per group the step it handed over at (null: never)
         and every block's test."""
-        return {"window": self.window, "alpha": self.alpha,
+        return {"window": self.window, "alpha": self.alpha, "check": self.check,
                 "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
                                   "tests": self.tests[i]} for i, name in enumerate(self.names)}}
 
@@ -202,7 +256,9 @@ class StudentHandover:
         return copy.deepcopy({"seen": torch.nonzero(self.seen).flatten().tolist(),
                               "block": {self.names[g]: v for g, v in self.block.items()},
                               "tests": {self.names[g]: v for g, v in self.tests.items()},
-                              "off_step": {self.names[g]: v for g, v in self.off_step.items()}})
+                              "off_step": {self.names[g]: v for g, v in self.off_step.items()},
+                              "latest": {str(r): int(self.latest[r]) for r in torch.nonzero(self.latest >= 0).flatten().tolist()},
+                              "check": self.check})
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         index = {n: i for i, n in enumerate(self.names)}
@@ -212,3 +268,7 @@ class StudentHandover:
             self.block[i] = [tuple(p) for p in state["block"].get(name, [])]
             self.tests[i] = list(state["tests"].get(name, []))
             self.off_step[i] = state["off_step"].get(name)
+        self.latest.fill_(-1)
+        for r, v in state.get("latest", {}).items():
+            self.latest[int(r)] = int(v)
+        self.check = state.get("check", None if bool(self.held_back.any()) else {"skipped": True})

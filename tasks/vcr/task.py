@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clip_td.base.io import InputError, write_text_atomic
 
-from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
+from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, row_mean, rows_to_dataset
 from tasks.base import splits_from_template, write_jsonl_subset
 from tasks.vcr.metrics import evaluate_files
 from tasks.vcr.text import bad_references, render_tokens
@@ -227,8 +227,9 @@ class VcrTask(Task):
         choices = scores.reshape(-1, 2, N_CHOICES)  # (B, [Q->A, QA->R], 4)
         result: Dict[str, Any] = {"q2a_logits": choices[:, 0], "qa2r_logits": choices[:, 1]}
         if "answer_label" in batch:
-            result["task_loss"] = (F.cross_entropy(choices[:, 0].float(), batch["answer_label"])
-                                   + F.cross_entropy(choices[:, 1].float(), batch["rationale_label"]))
+            result["task_loss"] = row_mean(F.cross_entropy(choices[:, 0].float(), batch["answer_label"], reduction="none")
+                                           + F.cross_entropy(choices[:, 1].float(), batch["rationale_label"],
+                                                             reduction="none"), batch)
         return result
 
     def predict(self, result: Dict[str, Any]) -> Any:

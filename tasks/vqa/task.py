@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from clip_td.base.io import InputError, read_json, write_json_atomic
 
-from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, rows_to_dataset
+from tasks.base import TASKS, ImageChecker, PathLike, Problems, Task, make_paths, read_source, row_mean, rows_to_dataset
 from tasks.base import splits_from_template
 from tasks.vqa.answers import AnswerVocab, answer_set_mask, vqa_answer_sets
 from tasks.vqa.metrics import evaluate_files
@@ -274,7 +274,7 @@ class VQATask(Task):
     def outputs(self, scores: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
         result: Dict[str, Any] = {"logits": scores}
         if "targets" in batch:
-            result["task_loss"] = vqa_bce(scores, batch["targets"])
+            result["task_loss"] = vqa_bce(scores, batch["targets"], batch.get("label_weight"))
         return result
 
     def decode(self, preds: Sequence[Any]) -> List[Any]:
@@ -308,9 +308,13 @@ class VQATask(Task):
         return str(row["question_type"])
 
 
-def vqa_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def vqa_bce(logits: torch.Tensor, targets: torch.Tensor, label_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Binary cross-entropy on VQA soft scores, summed over answers (the usual VQA recipe).
 
-    logits, targets: (B, A) -> scalar.
+    logits, targets: (B, A) -> scalar. label_weight (B,): the rows whose targets count (0 = held
+    back, `method.student_check`); the mean is then over their total weight.
     """
-    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / logits.shape[0]
+    if label_weight is None:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum") / logits.shape[0]
+    per_row = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none").sum(-1)
+    return row_mean(per_row, {"label_weight": label_weight})
