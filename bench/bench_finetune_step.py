@@ -15,7 +15,8 @@ step (forward + backward + AdamW) for:
   teacher         one teacher forward on the batch alone (images, task texts, candidates)
 Targets: clip_td+cache / none <= 1.10; clip_td live / (none + teacher) <= 1.05 (the live path adds
 nothing beyond the teacher's own forward). The trust gate and the weights are computed before
-training, so no variant pays for them per step. Also reports the cache build throughput
+training, so no variant pays for them per step; the handover's and the held-back check's
+per-step bookkeeping (row gates, label weights, the student's answers) is inside both clip_td rows. Also reports the cache build throughput
 (images/s) and its size per row. Prints a table and writes JSON.
 """
 
@@ -44,6 +45,7 @@ from tasks import get_task  # noqa: E402
 from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
 from clip_td.lib.tokenizer import build_wordpiece  # noqa: E402
 from clip_td.lib.trust import StudentHandover  # noqa: E402
+from tasks.vqa.task import vqa_bce  # noqa: E402
 from clip_td.app.teacher_setup import _with_handover  # noqa: E402
 from tasks.vqa.answers import AnswerVocab  # noqa: E402
 
@@ -129,15 +131,20 @@ def main() -> None:
     texts = [task.teacher_texts(r) for r in chosen]
 
     # the default handover: its per-row gate on the teacher outputs and the trainer's observe call
-    # (one group per 10 rows; the rows are re-seen every step, as any row after its first visit)
+    # (one group per 10 rows; the rows are re-seen every step, as any row after its first visit),
+    # with the held-back check's rows (every 5th) waiting for a check that never comes: its
+    # per-step work (label weights, gate, latest answers) runs every step
     handover = StudentHandover(torch.randint(0, 2, (len(rows),)), [i // 10 for i in range(len(rows))],
-                               window=method.handover_window)
+                               window=method.handover_window, held_back=torch.arange(len(rows)) % 5 == 0,
+                               check_step=10 ** 9)
 
     def step(source):
         out = student(pixels, ids, mask)
         logits = head(out["pooled"])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / args.batch
-        if source is not None:
+        if source is None:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / args.batch
+        else:
+            loss = vqa_bce(logits, targets, handover.label_weight(idx).to(device))
             teacher_out = _with_handover(lambda b: source(), handover, {"index": idx})
             terms = distiller(out, teacher_out, batch, logits)
             handover.observe(teacher_out["teacher_rows"], terms["answer_right"], 0)
