@@ -334,6 +334,9 @@ def test_held_back_check_compares_the_students_latest_held_out_answers_with_the_
     # nothing held back: no check, the labels count from the start
     h5 = StudentHandover(teacher_right, ["a"] * 8)
     assert not h5.holding and h5.as_dict()["check"] == {"skipped": True}
+    # two teacher rows per instance (VCR's stages): instance i's rows are 2i and 2i + 1
+    h6 = StudentHandover(teacher_right, ["a"] * 8, held_back=torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]).bool(), stages=2)
+    assert h6.label_weight(torch.tensor([0, 1, 2, 3])).tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
 def test_held_back_rows_are_a_seeded_share_of_the_labelled_rows():
