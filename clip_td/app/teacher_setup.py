@@ -303,7 +303,8 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
         eligible[torch.tensor(list(train_idx), dtype=torch.long)] = True
         if grouped:
             decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)
-            eligible[torch.tensor(list(train_idx), dtype=torch.long)] = torch.tensor([decisions[g].trusted for g in groups])
+            kept_rows = torch.tensor([decisions[g].trusted for g in groups])
+            eligible[torch.tensor(list(train_idx), dtype=torch.long)] = kept_rows
         instances = sorted({i // stages for i in train_idx if eligible[i]})
         held = torch.zeros(len(full_train), dtype=torch.bool)
         for i in held_back_rows(instances, method.student_check, seed):

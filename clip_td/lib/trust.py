@@ -257,7 +257,8 @@ class StudentHandover:
                               "block": {self.names[g]: v for g, v in self.block.items()},
                               "tests": {self.names[g]: v for g, v in self.tests.items()},
                               "off_step": {self.names[g]: v for g, v in self.off_step.items()},
-                              "latest": {str(r): int(self.latest[r]) for r in torch.nonzero(self.latest >= 0).flatten().tolist()},
+                              "latest": {str(r): int(self.latest[r])
+                                         for r in torch.nonzero(self.latest >= 0).flatten().tolist()},
                               "check": self.check})
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
