@@ -16,7 +16,8 @@ step (forward + backward + AdamW) for:
 Targets: clip_td+cache / none <= 1.10; clip_td live / (none + teacher) <= 1.05 (the live path adds
 nothing beyond the teacher's own forward). The trust gate and the weights are computed before
 training, so no variant pays for them per step; the handover's and the held-back check's
-per-step bookkeeping (row gates, label weights, the student's answers) is inside both clip_td rows. Also reports the cache build throughput
+per-step bookkeeping (row gates, label weights, the student's answers) is inside both clip_td
+rows. Also reports the cache build throughput
 (images/s) and its size per row. Prints a table and writes JSON.
 """
 

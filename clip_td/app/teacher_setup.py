@@ -294,17 +294,16 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     overall = trust_decision(logits, gold, method.trust_alpha, mask)
     trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
     groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []
+    grouped = bool(groups) and not all(g is None for g in groups)
+    decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask) if grouped else {}
+    kept = [decisions[g].trusted for g in groups] if grouped else []
     if method.handover and len(train_idx):
+        labelled = torch.tensor(list(train_idx), dtype=torch.long)
         right = torch.full((len(full_train),), -1, dtype=torch.long)
-        right[torch.tensor(list(train_idx), dtype=torch.long)] = teacher_right(logits, gold, mask).long()
-        grouped = bool(groups) and not all(g is None for g in groups)
+        right[labelled] = teacher_right(logits, gold, mask).long()
         row_groups = [task.trust_group(full_train[i]) if grouped else None for i in range(len(full_train))]
-        eligible = torch.zeros(len(full_train), dtype=torch.bool)
-        eligible[torch.tensor(list(train_idx), dtype=torch.long)] = True
-        if grouped:
-            decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)
-            kept_rows = torch.tensor([decisions[g].trusted for g in groups])
-            eligible[torch.tensor(list(train_idx), dtype=torch.long)] = kept_rows
+        eligible = torch.zeros(len(full_train), dtype=torch.bool)  # the rows whose answer term the gate kept
+        eligible[labelled] = torch.tensor(kept) if grouped else True
         instances = sorted({i // stages for i in train_idx if eligible[i]})
         held = torch.zeros(len(full_train), dtype=torch.bool)
         for i in held_back_rows(instances, method.student_check, seed):
@@ -312,10 +311,8 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
         trust["_handover"] = StudentHandover(right, ["all" if g is None else g for g in row_groups],
                                              window=method.handover_window, alpha=method.trust_alpha,
                                              held_back=held, eligible=eligible, stages=stages)
-    if not groups or all(g is None for g in groups):
+    if not grouped:
         return trust, None
-    decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask)
-    kept = [decisions[g].trusted for g in groups]
     trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),
                  groups={str(g): d.as_dict() for g, d in sorted(decisions.items(), key=lambda kv: str(kv[0]))})
     if every_row and any(kept):

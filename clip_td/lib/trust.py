@@ -173,7 +173,11 @@ class StudentHandover:
         self.eligible = torch.ones(n, dtype=torch.bool) if eligible is None else torch.as_tensor(eligible).bool().cpu()
         self.check_step, self.stages = int(check_step), int(stages)
         self.latest = torch.full((n,), -1, dtype=torch.long)  # held-back rows: the student's latest answer (1/0)
-        self.check: Optional[Dict[str, Any]] = None if bool(self.held_back.any()) else {"skipped": True}
+        self.check: Optional[Dict[str, Any]] = self._unchecked()
+
+    def _unchecked(self) -> Optional[Dict[str, Any]]:
+        """`check` before the check step: None (pending), or skipped when nothing is held back."""
+        return None if bool(self.held_back.any()) else {"skipped": True}
 
     @property
     def holding(self) -> bool:
@@ -272,4 +276,4 @@ class StudentHandover:
         self.latest.fill_(-1)
         for r, v in state.get("latest", {}).items():
             self.latest[int(r)] = int(v)
-        self.check = state.get("check", None if bool(self.held_back.any()) else {"skipped": True})
+        self.check = state.get("check", self._unchecked())
