@@ -147,7 +147,7 @@ def _capture_loss_terms(monkeypatch):
     import clip_td.app.finetune_model as model_mod
     from clip_td.lib.distill import Distiller
 
-    seen = {"names": [], "gates": []}
+    seen = {"names": [], "gates": [], "features": []}
     real_forward, real_distill = model_mod.FinetuneModel.forward, Distiller.forward
 
     def forward(self, batch, teacher_out=None, kd_scale=1.0):
@@ -159,7 +159,10 @@ def _capture_loss_terms(monkeypatch):
     def distill(self, student_out, teacher_out, batch, logits):
         if teacher_out.get("answer_gate") is not None:
             seen["gates"].append((teacher_out["answer_gate"].tolist(), batch["index"].tolist()))
-        return real_distill(self, student_out, teacher_out, batch, logits)
+        out = real_distill(self, student_out, teacher_out, batch, logits)
+        if teacher_out.get("feature_on") is not None:
+            seen["features"].append((teacher_out["feature_on"].tolist(), float(out["tok_loss"].detach())))
+        return out
 
     monkeypatch.setattr(model_mod.FinetuneModel, "forward", forward)
     monkeypatch.setattr(Distiller, "forward", distill)
@@ -384,3 +387,63 @@ def test_student_check_runs_at_its_step_and_holds_the_rows_back_until_then(small
     assert sum(held_zeros) > 0  # some held-back rows were in the first batches, gated off
     for gate in gates[4:]:  # after the check (decided in step 3's forward, before its update)
         assert gate == [float(check["answer_term"])] * len(gate)
+
+
+def test_check_features_waits_for_the_check_and_follows_its_decision():
+    from clip_td.lib.trust import StudentHandover
+
+    teacher_right = torch.tensor([1, 0, 1, 1])
+    held = torch.tensor([0, 1, 1, 0], dtype=torch.bool)
+    # the teacher is right on 1 of the 2 held-back rows, the student on 2: student ahead -> off
+    h = StudentHandover(teacher_right, ["a"] * 4, held_back=held, check_step=2, check_features=True)
+    assert not h.features_on and h.as_dict()["check_features"]
+    h.observe(torch.tensor([1, 2]), torch.tensor([1, 1]), step=0)
+    h.observe(torch.tensor([0]), torch.tensor([1]), step=2)
+    assert h.check["answer_term"] is False and not h.features_on
+    # the teacher ahead (student right on 0 of 2) -> on from the check
+    h = StudentHandover(teacher_right, ["a"] * 4, held_back=held, check_step=2, check_features=True)
+    h.observe(torch.tensor([1, 2]), torch.tensor([0, 0]), step=0)
+    assert not h.features_on
+    h.observe(torch.tensor([0]), torch.tensor([1]), step=2)
+    assert h.check["answer_term"] is True and h.features_on
+    # nothing held back: no check to wait for
+    assert StudentHandover(teacher_right, ["a"] * 4, check_features=True).features_on
+
+
+def test_check_features_run_gates_the_feature_terms_until_the_check(small_world, tiny_teacher, tmp_path, monkeypatch):
+    """method.check_features: feature_on is 0 (and the token term 0) for every row before the
+    check and equals the check's answer_term after it."""
+    terms = _capture_loss_terms(monkeypatch)
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "off", 1.0,
+             **{"method.student_check": 0.5, "method.student_check_at": 0.5, "method.handover_window": 1000,
+                "method.check_features": True, "train.max_steps": 6})
+    check = t["handover"]["check"]
+    assert check["step"] == 3 and t["handover"]["check_features"] is True
+    features = terms["features"]
+    assert len(features) == 6
+    for on, tok in features[:4]:  # up to the check's own step (decided after its forward)
+        assert on == [0.0] * len(on) and tok == 0.0
+    for on, tok in features[4:]:
+        assert on == [float(check["answer_term"])] * len(on)
+        assert (tok > 0) == check["answer_term"]
+
+
+def test_check_features_needs_the_check():
+    from clip_td.base.io import InputError
+    from clip_td.lib.distill import MethodConfig, resolve_method
+
+    with pytest.raises(InputError, match="method.check_features"):
+        resolve_method(MethodConfig(check_features=True, student_check=0.0))
+    with pytest.raises(InputError, match="method.check_features"):
+        resolve_method(MethodConfig(check_features=True, handover=False))
+    assert resolve_method(MethodConfig(check_features=True)).check_features
+
+
+def test_check_features_are_off_for_the_run_when_the_gate_turns_the_answer_term_off(small_world, tiny_teacher,
+                                                                                    tmp_path, monkeypatch):
+    terms = _capture_loss_terms(monkeypatch)
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "task", 1e-12,
+             **{"method.student_check": 0.5, "method.check_features": True, "train.max_steps": 3})
+    assert t["answer_term"] is False
+    assert [tok for _, tok in terms["features"]] == [0.0] * 3
+    assert all(on == [0.0] * len(on) for on, _ in terms["features"])

@@ -89,7 +89,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     every_row = bool(method.label_free and method.label_free_answers)  # the answer term reads unlabelled rows too
     if method.eta and method.similarity_probe and getattr(task, "similarity_probe", False):
         table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method, every_row=every_row)
-    handover = None
+    handover, features_off = None, False
     if method.eta:
         trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table, every_row=every_row,
                                  seed=int(cfg.seed), stages=stages)
@@ -106,6 +106,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
             handover = None
             if method.feature_gate:  # the feature terms follow the gate: off for every row
                 gate = torch.zeros(len(full_train))
+            features_off = bool(method.check_features)  # nothing to check: the teacher never earned them
         elif gate is not None:
             logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
@@ -125,6 +126,8 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     if handover is not None:
         side.outputs = partial(_with_handover, side.outputs, handover)
         side.handover = handover
+    if features_off:
+        side.outputs = partial(_without_features, side.outputs)
     if stages > 1:
         side.outputs = partial(_staged_index, side.outputs, stages)
     if on_gpu:  # outermost: every wrapper above reads host tensors
@@ -249,6 +252,14 @@ def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, An
     return out
 
 
+def _without_features(outputs: Callable, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs with `feature_on` 0 for every row (`method.check_features` when the trust
+    gate turned the answer-level term off for the run: no check, so no feature terms)."""
+    out = outputs(batch)
+    out["feature_on"] = torch.zeros(len(host_index(batch)))
+    return out
+
+
 def _with_handover(outputs: Callable, handover: Any, batch: Dict[str, Any]) -> Dict[str, Any]:
     """Teacher outputs with `answer_gate` also 0 for the rows whose trust group has handed over to
     the labels (`method.handover`), and `teacher_rows` (B,), the rows' indices, for the trainer."""
@@ -258,6 +269,8 @@ def _with_handover(outputs: Callable, handover: Any, batch: Dict[str, Any]) -> D
     if out.get("answer_gate") is not None:
         gate = gate * torch.as_tensor(out["answer_gate"]).cpu().float()
     out["answer_gate"], out["teacher_rows"] = gate, rows
+    if handover.check_features:  # method.check_features: the feature terms follow the held-back check
+        out["feature_on"] = torch.full((len(rows),), float(handover.features_on))
     return out
 
 
@@ -310,7 +323,8 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
             held[i * stages:(i + 1) * stages] = True
         trust["_handover"] = StudentHandover(right, ["all" if g is None else g for g in row_groups],
                                              window=method.handover_window, alpha=method.trust_alpha,
-                                             held_back=held, eligible=eligible, stages=stages)
+                                             held_back=held, eligible=eligible, stages=stages,
+                                             check_features=bool(method.check_features))
     if not grouped:
         return trust, None
     trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),

@@ -149,12 +149,13 @@ class StudentHandover:
 
     def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
                  alpha: float = 0.05, held_back: Optional[torch.Tensor] = None, check_step: int = 0,
-                 eligible: Optional[torch.Tensor] = None, stages: int = 1) -> None:
+                 eligible: Optional[torch.Tensor] = None, stages: int = 1, check_features: bool = False) -> None:
         """teacher_right (N,) over the teacher rows: 1 right, 0 wrong, -1 unlabelled (never
         counted); groups: one hashable per teacher row (its trust group). held_back (N,) bool: the
         teacher rows of the held-back check (None: no check); check_step: the step it runs at;
         eligible (N,) bool: the rows whose answer-level term the trust gate kept (None: all);
-        stages: teacher rows per instance (VCR's 2), for `label_weight` by instance index."""
+        stages: teacher rows per instance (VCR's 2), for `label_weight` by instance index;
+        check_features: the feature terms follow the check too (`features_on`)."""
         if int(window) < 1:
             raise ValueError(f"method.handover_window must be >= 1, got {window}")
         self.teacher_right = torch.as_tensor(teacher_right).long().cpu()
@@ -172,6 +173,7 @@ class StudentHandover:
                           else torch.as_tensor(held_back).bool().cpu())
         self.eligible = torch.ones(n, dtype=torch.bool) if eligible is None else torch.as_tensor(eligible).bool().cpu()
         self.check_step, self.stages = int(check_step), int(stages)
+        self.check_features = bool(check_features)
         self.latest = torch.full((n,), -1, dtype=torch.long)  # held-back rows: the student's latest answer (1/0)
         self.check: Optional[Dict[str, Any]] = self._unchecked()
 
@@ -191,6 +193,12 @@ class StudentHandover:
             return None
         rows = torch.as_tensor(index).cpu().long() * self.stages
         return (~self.held_back[rows]).float()
+
+    @property
+    def features_on(self) -> bool:
+        """`method.check_features`: the token and global terms run once the check is done (or
+        skipped: nothing held back) and only if it kept the answer-level term."""
+        return self.check is not None and bool(self.check.get("skipped") or self.check["answer_term"])
 
     def gate(self, rows: torch.Tensor) -> torch.Tensor:
         """(R,) float: 0 for the rows whose group has handed over, else 1."""
@@ -251,7 +259,7 @@ class StudentHandover:
     def as_dict(self) -> Dict[str, Any]:
         """metrics.json `teacher_trust.handover`: per group the step it handed over at (null: never)
         and every block's test."""
-        return {"window": self.window, "alpha": self.alpha, "check": self.check,
+        return {"window": self.window, "alpha": self.alpha, "check": self.check, "check_features": self.check_features,
                 "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
                                   "tests": self.tests[i]} for i, name in enumerate(self.names)}}
 
