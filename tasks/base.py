@@ -197,6 +197,12 @@ class Task:
         hypothesis (`text`), which needs no annotation; never an answer."""
         return str(row["text"])
 
+    def label_free_texts(self, row: Dict[str, Any], answers: bool = False) -> List[Tuple[str, Optional[str]]]:
+        """The student's sequences for an unlabelled row: `label_free_text` alone; with `answers`
+        (`method.label_free_answers`) a multiple-choice task returns one sequence per candidate its
+        first stage reads without a label (VCR: the question with each answer)."""
+        return [(self.label_free_text(row), None)]
+
     def corpus_texts(self, ds: Any) -> List[str]:
         """Every string the student reads on `ds` (a tokenizer's training corpus)."""
         return list(ds["text"])

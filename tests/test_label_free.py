@@ -137,9 +137,7 @@ def test_label_free_answers_settings_are_checked_and_a_vqa_run_trains(small_worl
     with pytest.raises(InputError, match="cannot be combined with method.answer_sets"):
         check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True,
                                                              answer_sets=True)))
-    with pytest.raises(InputError, match="task 'vcr' reads each candidate as a sequence"):
-        check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True)),
-                                 get_task("vcr"))
+    check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True)), get_task("vcr"))
     runs = {}
     for name, extra in (("tokens", {}), ("answers", {"method.label_free_answers": "true"})):
         out = tmp_path / name
@@ -179,3 +177,33 @@ def test_label_free_features_off_leaves_only_the_answer_term():
 
     with pytest.raises(InputError, match="method.label_free_features=false leaves the label-free term nothing"):
         check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_features=False)))
+
+
+def test_vcr_label_free_answers_read_the_q2a_stage_of_unlabelled_rows(small_world, tiny_teacher, tmp_path,
+                                                                      monkeypatch):
+    """VCR with method.label_free_answers: each unlabelled row is the question with each of its 4
+    answers (no gold answer, no rationale), the student's 4 choice scores meet the teacher's
+    Q->A distribution over the same 4 answers (stage 0's teacher row), and the run trains."""
+    from clip_td.lib.distill import Distiller
+    from tasks import get_task
+
+    task = get_task("vcr")
+    row = task.load(small_world / "vcr", "train")[0]
+    assert task.label_free_texts(row) == [(row["text"], None)]
+    assert task.label_free_texts(row, answers=True) == [(row["text"], a) for a in row["answers"]]
+    seen = []
+    real = Distiller.label_free_answers
+
+    def spy(self, logits, teacher_out):
+        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape)))
+        return real(self, logits, teacher_out)
+
+    monkeypatch.setattr(Distiller, "label_free_answers", spy)
+    out = tmp_path / "vcr"
+    args = tiny_overrides(small_world, tiny_teacher, out, **{
+        "task.name": "vcr", "method.name": "clip_td", "train.fraction": 0.25, "train.max_steps": 2,
+        "train.batch_size": 4, "seed": 0, "method.label_free": 1.0, "method.label_free_answers": "true",
+        "method.label_free_features": "false", "method.trust_gate": "off", "method.student_check": 0.0})
+    assert main(["--config", TINY, *args]) == 0
+    assert seen == [((4, 4), (4, 4))] * 2
+    assert read_metrics(out)["train"]["label_free_rows"] > 0

@@ -74,6 +74,7 @@ class TaskDataset(Dataset):
         teacher_extras: bool = False,
         label_free: bool = False,
         augment: Optional[Callable] = None,
+        free_answers: bool = False,
     ) -> None:
         self.task, self.ds, self.transform = task, ds, transform  # task: tasks.Task after setup
         self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
@@ -83,6 +84,7 @@ class TaskDataset(Dataset):
         # unlabelled rows (method.label_free): one text per row, `task.label_free_text` (the question
         # or hypothesis, never an answer), no targets; `augment` (PIL -> PIL) applies to the student's copy
         self.label_free, self.augment = label_free, augment
+        self.free_answers = free_answers  # method.label_free_answers: the candidates' sequences (Task.label_free_texts)
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -93,7 +95,8 @@ class TaskDataset(Dataset):
         if self.label_free:
             shown = self.augment(image) if self.augment is not None else image
             return {"index": self.source_index[i], "pixel_values": self.transform(shown),
-                    "texts": [(self.task.label_free_text(row), None)], "targets": {}, "label_free": True}
+                    "texts": self.task.label_free_texts(row, answers=self.free_answers), "targets": {},
+                    "label_free": True}
         item: Dict[str, Any] = {
             "index": self.source_index[i],
             "pixel_values": self.transform(image),

@@ -48,12 +48,21 @@ class FinetuneModel(nn.Module):
                 result[key] = value * kd_scale if key.endswith("_loss") else value
         if unlabelled is not None and self.distiller is not None:
             free_batch, free_teacher, weight = unlabelled
-            free_out = self.student(free_batch["pixel_values"], free_batch["input_ids"], free_batch["attention_mask"])
+            free_pixels = free_batch["pixel_values"]
+            free_seq = free_batch["input_ids"].shape[0] // free_pixels.shape[0]  # VCR's answers: one per choice
+            if free_seq > 1:
+                free_pixels = free_pixels.repeat_interleave(free_seq, dim=0)
+            free_out = self.student(free_pixels, free_batch["input_ids"], free_batch["attention_mask"])
             settings = self.distiller.settings
-            free = self.distiller.label_free(free_out, free_teacher) if settings.label_free_features else 0.0
+            free = 0.0
+            if settings.label_free_features:  # one sequence per image: the first choice's
+                free = self.distiller.label_free({k: v[::free_seq] for k, v in free_out.items()}, free_teacher)
             if settings.label_free_answers and settings.eta:
-                free_result = self.task.outputs(self.head(free_out["pooled"]), {})  # no targets: logits only
-                _, _, free_logits = self.task.distill_view(free_out, free_batch, free_result)
+                if free_seq > 1:  # a multiple-choice stage: the head's score of each choice
+                    free_logits = self.head(free_out["pooled"]).reshape(-1, free_seq)
+                else:
+                    free_result = self.task.outputs(self.head(free_out["pooled"]), {})  # no targets: logits only
+                    _, _, free_logits = self.task.distill_view(free_out, free_batch, free_result)
                 free = free + self.distiller.label_free_answers(free_logits, free_teacher)
             result["free_loss"] = weight * kd_scale * torch.as_tensor(free, dtype=torch.float32)
         return result

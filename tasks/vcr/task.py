@@ -211,6 +211,16 @@ class VcrTask(Task):
         gold = row["answers"][row["answer_label"]] if row.get("answer_label", -1) >= 0 else row["answers"][0]
         return [(q, a) for a in row["answers"]] + [(f"{q} {gold}", r) for r in row["rationales"]]
 
+    label_free_choices = True  # method.label_free_answers: the unlabelled rows' Q->A stage (label_free_texts)
+
+    def label_free_texts(self, row: Dict[str, Any], answers: bool = False) -> List[Tuple[str, Optional[str]]]:
+        """An unlabelled row: the question alone, or with `answers` the Q->A stage's 4 sequences
+        (the question with each answer: inputs, not labels). QA->R is left out: its sequences
+        hold the gold answer."""
+        if not answers:
+            return [(self.label_free_text(row), None)]
+        return [(row["text"], a) for a in row["answers"]]
+
     def corpus_texts(self, ds: Any) -> List[str]:
         out: List[str] = list(ds["text"])
         for answers, rationales in zip(ds["answers"], ds["rationales"]):
