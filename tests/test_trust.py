@@ -437,6 +437,8 @@ def test_check_features_needs_the_check():
     with pytest.raises(InputError, match="method.check_features"):
         resolve_method(MethodConfig(check_features=True, handover=False))
     assert resolve_method(MethodConfig(check_features=True)).check_features
+    with pytest.raises(InputError, match="method.check_answers"):
+        resolve_method(MethodConfig(check_answers=True, student_check=0.0))
 
 
 def test_check_features_are_off_for_the_run_when_the_gate_turns_the_answer_term_off(small_world, tiny_teacher,
@@ -447,3 +449,22 @@ def test_check_features_are_off_for_the_run_when_the_gate_turns_the_answer_term_
     assert t["answer_term"] is False
     assert [tok for _, tok in terms["features"]] == [0.0] * 3
     assert all(on == [0.0] * len(on) for on, _ in terms["features"])
+
+
+def test_check_answers_holds_every_rows_answer_term_until_the_check():
+    from clip_td.lib.trust import StudentHandover
+
+    teacher_right = torch.tensor([1, 0, 1, 1])
+    held = torch.tensor([0, 1, 1, 0], dtype=torch.bool)
+    plain = StudentHandover(teacher_right, ["a"] * 4, held_back=held, check_step=2)
+    assert plain.gate(torch.arange(4)).tolist() == [1.0, 0.0, 0.0, 1.0]
+    h = StudentHandover(teacher_right, ["a"] * 4, held_back=held, check_step=2, check_answers=True)
+    assert h.gate(torch.arange(4)).tolist() == [0.0] * 4 and h.as_dict()["check_answers"]
+    h.observe(torch.tensor([1, 2]), torch.tensor([0, 0]), step=0)  # teacher 1 of 2, student 0: teacher ahead
+    assert h.gate(torch.arange(4)).tolist() == [0.0] * 4
+    h.observe(torch.tensor([0]), torch.tensor([1]), step=2)
+    assert h.check["answer_term"] and h.gate(torch.arange(4)).tolist() == [1.0] * 4
+    h = StudentHandover(teacher_right, ["a"] * 4, held_back=held, check_step=2, check_answers=True)
+    h.observe(torch.tensor([1, 2]), torch.tensor([1, 1]), step=0)  # student ahead: never taught
+    h.observe(torch.tensor([0]), torch.tensor([1]), step=2)
+    assert not h.check["answer_term"] and h.gate(torch.arange(4)).tolist() == [0.0] * 4

@@ -324,7 +324,8 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
         trust["_handover"] = StudentHandover(right, ["all" if g is None else g for g in row_groups],
                                              window=method.handover_window, alpha=method.trust_alpha,
                                              held_back=held, eligible=eligible, stages=stages,
-                                             check_features=bool(method.check_features))
+                                             check_features=bool(method.check_features),
+                                             check_answers=bool(method.check_answers))
     if not grouped:
         return trust, None
     trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),

@@ -170,6 +170,7 @@ class MethodConfig:
     student_check: float = 0.2  # with handover: share of the labelled rows held back for the student-vs-teacher check (their labels and answer-level term wait until it; 0 = no check)
     student_check_at: float = 0.5  # the check's step, as a share of the run's steps
     check_features: bool = False  # with the held-back check: the token and global terms of the labelled rows wait for it too (none before `student_check_at`), and run after it only if the check keeps the answer-level term (the teacher answered more held-back rows right than the student)
+    check_answers: bool = False  # with the held-back check: the answer-level term waits for it on every labelled row (not only the held-back ones); with check_features, nothing is distilled before the teacher has shown it answers better than the student
     feature_gate: bool = False  # the token and global terms follow the trust gate too: an instance's feature terms run only where its answer-level term runs (its trust group passed the gate and has not handed over; none when the gate turned the answer term off for the run)
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
@@ -240,9 +241,10 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if not 0.0 < float(m.student_check_at) < 1.0:
         raise InputError(f"config key method.student_check_at: expected a share of the run's steps in (0, 1), "
                          f"got {m.student_check_at!r}")
-    if m.check_features and not (m.handover and float(m.student_check) > 0):
-        raise InputError("config key method.check_features: needs the held-back check (method.handover=true and "
-                         f"method.student_check > 0), got handover={m.handover!r}, student_check={m.student_check!r}")
+    for key in ("check_features", "check_answers"):
+        if getattr(m, key) and not (m.handover and float(m.student_check) > 0):
+            raise InputError(f"config key method.{key}: needs the held-back check (method.handover=true and "
+                             f"method.student_check > 0), got handover={m.handover!r}, student_check={m.student_check!r}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")

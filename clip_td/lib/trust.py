@@ -149,13 +149,15 @@ class StudentHandover:
 
     def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
                  alpha: float = 0.05, held_back: Optional[torch.Tensor] = None, check_step: int = 0,
-                 eligible: Optional[torch.Tensor] = None, stages: int = 1, check_features: bool = False) -> None:
+                 eligible: Optional[torch.Tensor] = None, stages: int = 1, check_features: bool = False,
+                 check_answers: bool = False) -> None:
         """teacher_right (N,) over the teacher rows: 1 right, 0 wrong, -1 unlabelled (never
         counted); groups: one hashable per teacher row (its trust group). held_back (N,) bool: the
         teacher rows of the held-back check (None: no check); check_step: the step it runs at;
         eligible (N,) bool: the rows whose answer-level term the trust gate kept (None: all);
         stages: teacher rows per instance (VCR's 2), for `label_weight` by instance index;
-        check_features: the feature terms follow the check too (`features_on`)."""
+        check_features: the feature terms follow the check too (`features_on`); check_answers: the
+        answer-level term of every row waits for the check (`gate`)."""
         if int(window) < 1:
             raise ValueError(f"method.handover_window must be >= 1, got {window}")
         self.teacher_right = torch.as_tensor(teacher_right).long().cpu()
@@ -173,7 +175,7 @@ class StudentHandover:
                           else torch.as_tensor(held_back).bool().cpu())
         self.eligible = torch.ones(n, dtype=torch.bool) if eligible is None else torch.as_tensor(eligible).bool().cpu()
         self.check_step, self.stages = int(check_step), int(stages)
-        self.check_features = bool(check_features)
+        self.check_features, self.check_answers = bool(check_features), bool(check_answers)
         self.latest = torch.full((n,), -1, dtype=torch.long)  # held-back rows: the student's latest answer (1/0)
         self.check: Optional[Dict[str, Any]] = self._unchecked()
 
@@ -206,7 +208,9 @@ class StudentHandover:
         g = self.group[rows]
         off = torch.tensor([self.off_step[i] is not None for i in range(len(self.names))], dtype=torch.bool)
         on = ~off[g]
-        if self.holding:  # the answer term would teach the held-back rows the teacher's answers
+        if self.holding and self.check_answers:  # method.check_answers: no row is taught before the check
+            on = torch.zeros_like(on)
+        elif self.holding:  # the answer term would teach the held-back rows the teacher's answers
             on = on & ~self.held_back[rows]
         return on.float()
 
@@ -260,6 +264,7 @@ class StudentHandover:
         """metrics.json `teacher_trust.handover`: per group the step it handed over at (null: never)
         and every block's test."""
         return {"window": self.window, "alpha": self.alpha, "check": self.check, "check_features": self.check_features,
+                "check_answers": self.check_answers,
                 "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
                                   "tests": self.tests[i]} for i, name in enumerate(self.names)}}
 
