@@ -263,8 +263,8 @@ class StudentHandover:
     def as_dict(self) -> Dict[str, Any]:
         """metrics.json `teacher_trust.handover`: per group the step it handed over at (null: never)
         and every block's test."""
-        return {"window": self.window, "alpha": self.alpha, "check": self.check, "check_features": self.check_features,
-                "check_answers": self.check_answers,
+        return {"window": self.window, "alpha": self.alpha, "check": self.check,
+                "check_features": self.check_features, "check_answers": self.check_answers,
                 "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
                                   "tests": self.tests[i]} for i, name in enumerate(self.names)}}
 

@@ -218,7 +218,7 @@ class VcrTask(Task):
         (the question with each answer: inputs, not labels). QA->R is left out: its sequences
         hold the gold answer."""
         if not answers:
-            return [(self.label_free_text(row), None)]
+            return super().label_free_texts(row)
         return [(row["text"], a) for a in row["answers"]]
 
     def corpus_texts(self, ds: Any) -> List[str]:
