@@ -1,10 +1,11 @@
 """Cost of CLIP-TD per training step, and of building the teacher cache.
 
-    python bench/bench_finetune_step.py [--steps 10] [--batch 32] [--rows 256] [--teacher local-dir:DIR]
+    python bench/bench_finetune_step.py [--steps 10] [--batch 32] [--rows 256] [--teacher local-dir:DIR] [--student default]
                                         [--out bench/results/finetune_step.json]
 
 One process (CPU here, or the GPU if there is one). Student + VQA head (+ distiller) with the
-default fine-tuning shapes (ViLT 128 wide, 2 layers, 64 px, patch 8) and the default teacher
+default fine-tuning shapes (the default pretrained student: the shipped ViLT, 128 wide, 4 layers,
+64 px, patch 8; `--student config`: the schema's two-layer from-config one) and the default teacher
 (the shipped one unless `--teacher`), with the default method: VQA's question-conditioned
 candidates ("<question> <answer>" for each of 100 answers, one list per question, encoded on
 first lookup as fine-tuning does) and the per-answer Bernoulli answer term. Times one optimizer
@@ -44,7 +45,7 @@ from tasks.heads import MLPHead  # noqa: E402
 from clip_td.lib.students import create_student  # noqa: E402
 from tasks import get_task  # noqa: E402
 from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
-from clip_td.lib.tokenizer import build_wordpiece  # noqa: E402
+from clip_td.lib.tokenizer import build_wordpiece, load_pretrained_tokenizer  # noqa: E402
 from clip_td.lib.trust import StudentHandover  # noqa: E402
 from tasks.vqa.task import vqa_bce  # noqa: E402
 from clip_td.app.teacher_setup import _with_handover  # noqa: E402
@@ -88,6 +89,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--teacher", default=None, help="open_clip name / local-dir:DIR (default: the default teacher)")
+    ap.add_argument("--student", choices=["default", "config"], default="default",
+                    help="default: the default pretrained student finetune.py loads (the shipped four-layer ViLT); "
+                         "config: the schema's from-config student (two layers)")
     ap.add_argument("--out", default="bench/results/finetune_step.json")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -110,8 +114,14 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     n_images = len({r["image"] for r in rows})
 
-    tok = build_wordpiece([r["text"] for r in rows], vocab_size=200)
-    scfg = StudentConfig(pretrained=None)  # the from-config student (the cost per step, not the weights)
+    if args.student == "default":  # what `finetune.py` fine-tunes by default (student.pretrained=default)
+        from pretrain.student.default_student import ensure_default_student
+
+        scfg = StudentConfig(pretrained=str(ensure_default_student()))
+        tok = load_pretrained_tokenizer(scfg.pretrained)
+    else:  # the schema's from-config student
+        scfg = StudentConfig(pretrained=None)
+        tok = build_wordpiece([r["text"] for r in rows], vocab_size=200)
     student = create_student("vilt", scfg, vocab_size=len(tok), image_size=64).to(device)
     head = MLPHead(student.hidden_size, len(vocab)).to(device)
     method = for_task(resolve_method(MethodConfig()), task)  # answer_loss=auto -> bernoulli (sigmoid head)
@@ -162,7 +172,8 @@ def main() -> None:
         "teacher": live,
     }, args.steps)
     result = {
-        "device": device, "batch": args.batch, "torch_threads": torch.get_num_threads(), "teacher": args.teacher,
+        "device": device, "batch": args.batch, "student": args.student,
+        "student_params": sum(p.numel() for p in student.parameters()), "torch_threads": torch.get_num_threads(), "teacher": args.teacher,
         "step_time_s": timings,
         "ratio_cache_over_none": timings["clip_td_cache"] / timings["none"],
         "ratio_live_over_none": timings["clip_td_live"] / timings["none"],
@@ -171,6 +182,7 @@ def main() -> None:
                         "images_per_s": n_images / build_s, "rows_per_s": len(rows) / build_s,
                         "bytes": cache.bytes, "bytes_per_row": cache.bytes / len(rows)},
     }
+    print(f"student: {args.student} ({result['student_params'] / 1e6:.2f} M parameters), batch {args.batch}")
     print(f"{'variant':<16}{'step s':>10}{'x none':>9}")
     for name, t in timings.items():
         print(f"{name:<16}{t:>10.4f}{t / timings['none']:>9.3f}")
