@@ -128,6 +128,32 @@ def test_label_free_answer_term_hand_case():
     assert dist.label_free_answers(logits, gated).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_label_free_teacher_tau_sharpens_only_the_teacher_side():
+    """method.label_free_teacher_tau: q_u = softmax(teacher / tau_t), the student side keeps tau.
+    Row 0: teacher (0, 2 ln 3) at tau_t 1 -> q = (1/10, 9/10); student 0 at tau 2 -> (1/2, 1/2):
+    KL = 0.1 ln 0.2 + 0.9 ln 1.8, times tau^2 = 4. Row 1: teacher (1, -1) at tau_t 1 against the
+    same logits at tau 2 is no longer 0. Bernoulli head: each answer's KL(Bern(q_c) || Bern(1/2))
+    is 0.1 ln 0.2 + 0.9 ln 1.8 for both answers. A temperature <= 0 is refused by name."""
+    import math
+
+    teacher = {"cand_logits": torch.tensor([[0.0, 2 * math.log(3.0)], [1.0, -1.0]])}
+    logits = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    dist = create_distiller(resolve_method(MethodConfig(alpha=0.5, eta=2.0, tau=2.0, answer_loss="kl",
+                                                        label_free_teacher_tau=1.0)), 2, 2)
+    kl0 = (0.1 * math.log(0.2) + 0.9 * math.log(1.8)) * 4.0
+    q0, p0 = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-1.0))
+    kl1 = (q0 * math.log(q0 / p0) + (1 - q0) * math.log((1 - q0) / (1 - p0))) * 4.0
+    assert dist.label_free_answers(logits, teacher).item() == pytest.approx(0.5 * 2.0 * (kl0 + kl1) / 2, abs=1e-6)
+    bern = create_distiller(resolve_method(MethodConfig(alpha=1.0, eta=1.0, tau=2.0, answer_loss="bernoulli",
+                                                        label_free_teacher_tau=1.0)), 2, 2)
+    one = 0.1 * math.log(0.2) + 0.9 * math.log(1.8)
+    row0 = bern.label_free_answers(logits[:1], {"cand_logits": teacher["cand_logits"][:1]})
+    assert row0.item() == pytest.approx(2 * one, abs=1e-6)
+    for bad in (0.0, -1.0):
+        with pytest.raises(InputError, match="method.label_free_teacher_tau"):
+            resolve_method(MethodConfig(label_free_teacher_tau=bad))
+
+
 def test_label_free_answers_settings_are_checked_and_a_vqa_run_trains(small_world, tiny_teacher, tmp_path):
     from clip_td.app.build import check_label_free_answers
     from tasks import get_task

@@ -48,13 +48,14 @@ def cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tenso
 
 
 def answer_bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float,
-                        mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        mask: Optional[torch.Tensor] = None, teacher_tau: Optional[float] = None) -> torch.Tensor:
     """The answer-level term for a sigmoid head (VQA's BCE on soft scores): each answer's student
     probability sigmoid(s_c) against the teacher's q_c = softmax(teacher / tau)_c, summed over the
     candidates the teacher scored (`mask`; all when None), as the task's BCE sums over answers:
     L_ans(i) = sum_c [BCE(sigmoid(s_ic), q_ic) - H(q_ic)] = sum_c KL(Bern(q_ic) || Bern(sigmoid(s_ic))),
-    zero when the head matches the teacher. teacher_logits, student_logits (B, C) -> (B,)."""
-    q = F.softmax(teacher_logits.float() / tau, dim=-1)
+    zero when the head matches the teacher. `teacher_tau` (default tau) is the temperature of q
+    alone. teacher_logits, student_logits (B, C) -> (B,)."""
+    q = F.softmax(teacher_logits.float() / (tau if teacher_tau is None else teacher_tau), dim=-1)
     bce = F.binary_cross_entropy_with_logits(student_logits.float(), q, reduction="none")
     entropy = -(torch.special.xlogy(q, q) + torch.special.xlogy(1 - q, 1 - q))
     per = bce - entropy
@@ -66,12 +67,14 @@ def answer_bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tens
 ANSWER_LOSSES = ("auto", "kl", "bernoulli")
 
 
-def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float) -> torch.Tensor:
-    """L_ans(i) = KL(q_i || softmax(student / tau)) * tau^2, q_i = softmax(teacher / tau).
+def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float,
+              teacher_tau: Optional[float] = None) -> torch.Tensor:
+    """L_ans(i) = KL(q_i || softmax(student / tau)) * tau^2, q_i = softmax(teacher / tau_t), with
+    tau_t = `teacher_tau` (default tau: the usual distillation KL).
 
     teacher_logits, student_logits (B, C) -> (B,).
     """
-    log_q = F.log_softmax(teacher_logits.float() / tau, dim=-1)
+    log_q = F.log_softmax(teacher_logits.float() / (tau if teacher_tau is None else teacher_tau), dim=-1)
     log_p = F.log_softmax(student_logits.float() / tau, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1) * tau**2
 
@@ -176,6 +179,7 @@ class MethodConfig:
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
     label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
     label_free_answers: bool = False  # with label_free: the answer-level term on the unlabelled rows too (the teacher's distribution over the row's candidates, which are inputs, not labels; unweighted; within the trust groups the gate passed; VCR: the Q->A stage, the question with each answer)
+    label_free_teacher_tau: Optional[float] = None  # with label_free_answers: the temperature of the teacher's distribution in the label-free answer term alone (null: method.tau; smaller sharpens it toward the teacher's top answer, as pseudo-labelling does; the student side keeps method.tau)
     label_free_features: bool = True  # with label_free: the token and global terms on the unlabelled rows (false: only the answer term of label_free_answers)
 
 
@@ -245,6 +249,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
         if getattr(m, key) and not (m.handover and float(m.student_check) > 0):
             raise InputError(f"config key method.{key}: needs the held-back check (method.handover=true and "
                              f"method.student_check > 0), got handover={m.handover!r}, student_check={m.student_check!r}")
+    if m.label_free_teacher_tau is not None and not float(m.label_free_teacher_tau) > 0:
+        raise InputError(f"config key method.label_free_teacher_tau: expected a temperature > 0 or null, "
+                         f"got {m.label_free_teacher_tau!r}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")
@@ -347,15 +354,15 @@ class Distiller(nn.Module):
     def label_free_answers(self, logits: torch.Tensor, teacher_out: Dict[str, Any]) -> torch.Tensor:
         """L_free_ans = alpha * eta * mean_u g_u L_ans(u) on unlabelled rows: the answer-level term
         of the labelled rows (the same KL form) against the teacher's distribution over the row's
-        candidates, without an instance weight (c_i needs the gold label) and with the trust
+        candidates (at temperature `label_free_teacher_tau` when set), without an instance weight (c_i needs the gold label) and with the trust
         gate's per-row decision g_u (1 when there is none). logits (B, C) -> scalar (not yet
         scaled by method.label_free)."""
         s = self.settings
         cand = masked_candidates(teacher_out["cand_logits"].to(logits.device), None)
         if s.answer_loss == "bernoulli":
-            ans = answer_bernoulli_kl(cand, logits, s.tau)
+            ans = answer_bernoulli_kl(cand, logits, s.tau, teacher_tau=s.label_free_teacher_tau)
         else:
-            ans = answer_kl(cand, logits, s.tau)
+            ans = answer_kl(cand, logits, s.tau, teacher_tau=s.label_free_teacher_tau)
         gate = teacher_out.get("answer_gate")
         if gate is not None:
             ans = ans * gate.to(ans.device, ans.dtype)
