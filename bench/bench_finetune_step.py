@@ -172,8 +172,8 @@ def main() -> None:
         "teacher": live,
     }, args.steps)
     result = {
-        "device": device, "batch": args.batch, "student": args.student,
-        "student_params": sum(p.numel() for p in student.parameters()), "torch_threads": torch.get_num_threads(), "teacher": args.teacher,
+        "device": device, "batch": args.batch, "torch_threads": torch.get_num_threads(), "teacher": args.teacher,
+        "student": args.student, "student_params": sum(p.numel() for p in student.parameters()),
         "step_time_s": timings,
         "ratio_cache_over_none": timings["clip_td_cache"] / timings["none"],
         "ratio_live_over_none": timings["clip_td_live"] / timings["none"],

@@ -323,10 +323,7 @@ class Distiller(nn.Module):
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
             out["glob_loss"] = s.alpha * s.beta * (w_feat * glob).mean()
         if s.eta:
-            if s.answer_loss == "bernoulli":
-                ans = answer_bernoulli_kl(cand_logits, logits, s.tau, batch.get("cand_mask"))
-            else:
-                ans = answer_kl(cand_logits, logits, s.tau)
+            ans = self._answer_term(cand_logits, logits, batch.get("cand_mask"))
             if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
                 ans = ans * t["answer_gate"].to(ans.dtype)
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
@@ -354,19 +351,24 @@ class Distiller(nn.Module):
     def label_free_answers(self, logits: torch.Tensor, teacher_out: Dict[str, Any]) -> torch.Tensor:
         """L_free_ans = alpha * eta * mean_u g_u L_ans(u) on unlabelled rows: the answer-level term
         of the labelled rows (the same KL form) against the teacher's distribution over the row's
-        candidates (at temperature `label_free_teacher_tau` when set), without an instance weight (c_i needs the gold label) and with the trust
-        gate's per-row decision g_u (1 when there is none). logits (B, C) -> scalar (not yet
-        scaled by method.label_free)."""
+        candidates (at temperature `label_free_teacher_tau` when set), without an instance weight
+        (c_i needs the gold label) and with the trust gate's per-row decision g_u (1 when there is
+        none). logits (B, C) -> scalar (not yet scaled by method.label_free)."""
         s = self.settings
         cand = masked_candidates(teacher_out["cand_logits"].to(logits.device), None)
-        if s.answer_loss == "bernoulli":
-            ans = answer_bernoulli_kl(cand, logits, s.tau, teacher_tau=s.label_free_teacher_tau)
-        else:
-            ans = answer_kl(cand, logits, s.tau, teacher_tau=s.label_free_teacher_tau)
+        ans = self._answer_term(cand, logits, teacher_tau=s.label_free_teacher_tau)
         gate = teacher_out.get("answer_gate")
         if gate is not None:
             ans = ans * gate.to(ans.device, ans.dtype)
         return s.alpha * s.eta * ans.mean()
+
+    def _answer_term(self, cand_logits: torch.Tensor, logits: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                     teacher_tau: Optional[float] = None) -> torch.Tensor:
+        """L_ans per row in the form of the task's head (`method.answer_loss`): the Bernoulli KL
+        for a sigmoid head (over the `mask`ed candidates), else the softmax KL. -> (B,)"""
+        if self.settings.answer_loss == "bernoulli":
+            return answer_bernoulli_kl(cand_logits, logits, self.settings.tau, mask, teacher_tau=teacher_tau)
+        return answer_kl(cand_logits, logits, self.settings.tau, teacher_tau=teacher_tau)
 
     def _token_term(self, student_out: Dict[str, torch.Tensor], t: Dict[str, Any],
                     batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
