@@ -249,7 +249,9 @@ class Task:
         raise NotImplementedError(f"task {self.name!r} gives the teacher no texts")
 
     def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:
-        """Extra per-row tensors the distiller reads (VQA: `cand_mask`, the allowed answers)."""
+        """Extra per-row tensors the distiller reads (VQA: `cand_mask`, the allowed answers). The
+        label-free answer term reads them on unlabelled rows too, so they must not depend on the
+        row's label (VQA's depend on the question's type, which the question's first words give)."""
         return {}
 
     def trust_group(self, row: Dict[str, Any]) -> Optional[str]:

@@ -160,12 +160,10 @@ def test_label_free_answers_settings_are_checked_and_a_vqa_run_trains(small_worl
 
     with pytest.raises(InputError, match="needs method.label_free > 0"):
         check_label_free_answers(resolve_method(MethodConfig(label_free_answers=True)))
-    with pytest.raises(InputError, match="cannot be combined with method.answer_sets"):
-        check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True,
-                                                             answer_sets=True)))
     check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_answers=True)), get_task("vcr"))
     runs = {}
-    for name, extra in (("tokens", {}), ("answers", {"method.label_free_answers": "true"})):
+    for name, extra in (("tokens", {}), ("answers", {"method.label_free_answers": "true"}),
+                        ("sets", {"method.label_free_answers": "true", "method.answer_sets": "true"})):
         out = tmp_path / name
         args = tiny_overrides(small_world, tiny_teacher, out, **{
             "task.name": "vqa", "method.name": "clip_td", "train.fraction": 0.25, "train.max_steps": 2,
@@ -175,8 +173,50 @@ def test_label_free_answers_settings_are_checked_and_a_vqa_run_trains(small_worl
     from safetensors.torch import load_file
 
     # same seed, same batches: only the answer term on the unlabelled rows makes the students differ
-    a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("tokens", "answers"))
+    a, b, c = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("tokens", "answers", "sets"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(b[k], c[k]) for k in b)  # the answer sets change the teacher's targets
+
+
+def test_label_free_answers_with_answer_sets_hand_case():
+    """With a mask (VQA's answer sets) the teacher's distribution is over the allowed candidates
+    and the Bernoulli KL sums over them alone. Teacher (0, 2 ln 3, 5), allowed (yes, yes, no), tau 2
+    -> q = (1/4, 3/4, 0); student logits 0 -> sigmoid 1/2 each:
+    KL(Bern(1/4) || Bern(1/2)) + KL(Bern(3/4) || Bern(1/2)) = 2 (1/4 ln 1/2 + 3/4 ln 3/2)."""
+    import math
+
+    dist = create_distiller(resolve_method(MethodConfig(alpha=1.0, eta=1.0, tau=2.0, answer_loss="bernoulli")), 2, 2)
+    teacher = {"cand_logits": torch.tensor([[0.0, 2 * math.log(3.0), 5.0]])}
+    logits, mask = torch.zeros(1, 3), torch.tensor([[True, True, False]])
+    expected = 2 * (0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+    assert dist.label_free_answers(logits, teacher, mask).item() == pytest.approx(expected, abs=1e-6)
+    assert dist.label_free_answers(logits, teacher).item() > expected + 0.5  # unmasked: the third answer dominates
+
+
+def test_unlabelled_vqa_rows_carry_the_answer_set_of_their_question_type(small_world):
+    """An unlabelled VQA row (method.label_free_answers with method.answer_sets) carries `cand_mask`,
+    the answers its question's type takes in the labelled rows, and nothing of its own label."""
+    from clip_td.app.batches import TaskDataset, student_transform
+    from clip_td.app.schema import FinetuneConfig
+    from clip_td.base.config import load_config
+    from tasks import get_task
+    from tasks.vqa.answers import answer_set_mask
+
+    task = get_task("vqa")
+    ds = task.load(small_world / "vqa", "train")
+    settings = load_config(FinetuneConfig, overrides=["method.answer_sets=true"])
+    task.setup(ds.select(range(40)), settings)  # the labelled rows: the first 40
+    free = TaskDataset(task, ds.select(range(40, 60)), student_transform(32, (0.5,) * 3, (0.5,) * 3),
+                       source_index=list(range(40, 60)), label_free=True, free_answers=True, teacher_extras=True)
+    n = len(task.answer_vocab)
+    for j in range(20):
+        item, row = free[j], ds[40 + j]
+        assert set(item["targets"]) == {"cand_mask"}
+        assert torch.equal(item["targets"]["cand_mask"], answer_set_mask(task.answer_sets, row["question_type"], n))
+    assert any(not free[j]["targets"]["cand_mask"].all() for j in range(20))  # some types are restricted
+    plain = TaskDataset(task, ds.select(range(40, 42)), student_transform(32, (0.5,) * 3, (0.5,) * 3),
+                        label_free=True, free_answers=True)
+    assert plain[0]["targets"] == {}
 
 
 def test_label_free_features_off_leaves_only_the_answer_term():
@@ -220,9 +260,9 @@ def test_vcr_label_free_answers_read_the_q2a_stage_of_unlabelled_rows(small_worl
     seen = []
     real = Distiller.label_free_answers
 
-    def spy(self, logits, teacher_out):
-        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape)))
-        return real(self, logits, teacher_out)
+    def spy(self, logits, teacher_out, mask=None):
+        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape), mask))
+        return real(self, logits, teacher_out, mask)
 
     monkeypatch.setattr(Distiller, "label_free_answers", spy)
     out = tmp_path / "vcr"
@@ -231,5 +271,5 @@ def test_vcr_label_free_answers_read_the_q2a_stage_of_unlabelled_rows(small_worl
         "train.batch_size": 4, "seed": 0, "method.label_free": 1.0, "method.label_free_answers": "true",
         "method.label_free_features": "false", "method.trust_gate": "off", "method.student_check": 0.0})
     assert main(["--config", TINY, *args]) == 0
-    assert seen == [((4, 4), (4, 4))] * 2
+    assert seen == [((4, 4), (4, 4), None)] * 2  # VCR has no answer sets
     assert read_metrics(out)["train"]["label_free_rows"] > 0

@@ -94,8 +94,11 @@ class TaskDataset(Dataset):
         image = load_rgb(row["image"])
         if self.label_free:
             shown = self.augment(image) if self.augment is not None else image
+            # no targets; with the answer term the task's extras (VQA's answer set: the question's
+            # type, never its answer), which the teacher's distribution is restricted to
+            extras = self.task.teacher_extras(row) if self.free_answers and self.teacher_extras else {}
             return {"index": self.source_index[i], "pixel_values": self.transform(shown),
-                    "texts": self.task.label_free_texts(row, answers=self.free_answers), "targets": {},
+                    "texts": self.task.label_free_texts(row, answers=self.free_answers), "targets": extras,
                     "label_free": True}
         item: Dict[str, Any] = {
             "index": self.source_index[i],

@@ -118,7 +118,7 @@ def label_free_indices(n_rows: int, train_idx: List[int], holdout_idx: List[int]
 
 def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
     """`method.label_free_answers` needs the label-free term, a task whose unlabelled rows it can
-    read (single-sequence, or `Task.label_free_choices`: VCR's Q->A stage) and no answer sets."""
+    read (single-sequence, or `Task.label_free_choices`: VCR's Q->A stage)."""
     if not method.label_free_features and not method.label_free_answers:
         raise InputError("method.label_free_features=false leaves the label-free term nothing to distil; set "
                          "method.label_free_answers=true (the answer term alone) or keep the features")
@@ -126,9 +126,6 @@ def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
         return
     if not method.label_free:
         raise InputError("method.label_free_answers=true needs method.label_free > 0 (the unlabelled rows it reads)")
-    if method.answer_sets:
-        raise InputError("method.label_free_answers=true cannot be combined with method.answer_sets=true "
-                         "(the unlabelled rows carry no answer sets)")
     multi = task is not None and getattr(task, "sequences_per_instance", 1) > 1
     if multi and not getattr(task, "label_free_choices", False):
         raise InputError(f"method.label_free_answers=true: task {task.name!r} reads each candidate as a sequence "
@@ -273,7 +270,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
 
         free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,
                                augment=photometric_augment() if method.label_free_augment else None,
-                               free_answers=bool(method.label_free_answers))
+                               free_answers=bool(method.label_free_answers), teacher_extras=True)
     return Built(
         task=task, method=method, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,
         collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),

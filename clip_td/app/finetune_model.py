@@ -63,7 +63,7 @@ class FinetuneModel(nn.Module):
                 else:
                     free_result = self.task.outputs(self.head(free_out["pooled"]), {})  # no targets: logits only
                     _, _, free_logits = self.task.distill_view(free_out, free_batch, free_result)
-                free = free + self.distiller.label_free_answers(free_logits, free_teacher)
+                free = free + self.distiller.label_free_answers(free_logits, free_teacher, free_batch.get("cand_mask"))
             result["free_loss"] = weight * kd_scale * torch.as_tensor(free, dtype=torch.float32)
         return result
 

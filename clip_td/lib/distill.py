@@ -348,15 +348,20 @@ class Distiller(nn.Module):
             tok = tok + s.beta * cosine_distance(g, teacher_out["image_embed"].to(hv.device))
         return s.alpha * tok.mean()
 
-    def label_free_answers(self, logits: torch.Tensor, teacher_out: Dict[str, Any]) -> torch.Tensor:
+    def label_free_answers(self, logits: torch.Tensor, teacher_out: Dict[str, Any],
+                           mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """L_free_ans = alpha * eta * mean_u g_u L_ans(u) on unlabelled rows: the answer-level term
         of the labelled rows (the same KL form) against the teacher's distribution over the row's
         candidates (at temperature `label_free_teacher_tau` when set), without an instance weight
         (c_i needs the gold label) and with the trust gate's per-row decision g_u (1 when there is
-        none). logits (B, C) -> scalar (not yet scaled by method.label_free)."""
+        none). `mask` (B, C) bool: the candidates each row may take (VQA's answer sets, from the
+        question's type), as on the labelled rows. logits (B, C) -> scalar (not yet scaled by
+        method.label_free)."""
         s = self.settings
-        cand = masked_candidates(teacher_out["cand_logits"].to(logits.device), None)
-        ans = self._answer_term(cand, logits, teacher_tau=s.label_free_teacher_tau)
+        if mask is not None:
+            mask = mask.to(logits.device)
+        cand = masked_candidates(teacher_out["cand_logits"].to(logits.device), mask)
+        ans = self._answer_term(cand, logits, mask, teacher_tau=s.label_free_teacher_tau)
         gate = teacher_out.get("answer_gate")
         if gate is not None:
             ans = ans * gate.to(ans.device, ans.dtype)
