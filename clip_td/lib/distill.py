@@ -358,8 +358,6 @@ class Distiller(nn.Module):
         question's type), as on the labelled rows. logits (B, C) -> scalar (not yet scaled by
         method.label_free)."""
         s = self.settings
-        if mask is not None:
-            mask = mask.to(logits.device)
         cand = masked_candidates(teacher_out["cand_logits"].to(logits.device), mask)
         ans = self._answer_term(cand, logits, mask, teacher_tau=s.label_free_teacher_tau)
         gate = teacher_out.get("answer_gate")
