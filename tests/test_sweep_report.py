@@ -126,3 +126,28 @@ def test_a_results_folder_without_its_runs_re_renders_from_results_csv(tmp_path,
     (tmp_path / "results.csv").write_text("task,method,train_fraction,seed,split,metric,value\nsnli_ve,none,x,0,val,accuracy,1\n")
     with pytest.raises(InputError, match=r"results.csv:2: train_fraction, seed and value must be numbers"):
         report(tmp_path)
+
+
+def test_fraction_overrides_give_each_fraction_its_budget(tmp_path):
+    """Per-fraction overrides follow the global and task ones and precede the cell's own keys; a key
+    that names no fraction of the grid is refused before the output folder is written."""
+    from clip_td.app.sweep import SweepConfig, _cell_command, run_sweep
+
+    base = OmegaConf.structured(SweepConfig)
+    cfg = OmegaConf.merge(base, OmegaConf.create(
+        "overrides: [train.max_steps=300]\n"
+        "task_overrides: {vqa: [train.batch_size=16]}\n"
+        "fraction_overrides: {1.0: [train.max_steps=6000, train.patience=4], '0.05': [train.max_steps=1200]}\n"
+        "grid: {tasks: [vqa], methods: [none], fractions: [0.05, 1.0], seeds: [0]}\n"))
+    cells = expand_grid(cfg.grid)
+    cmds = [_cell_command(cfg, c, tmp_path / c.name) for c in cells]
+    args = [cmd[cmd.index("clip_td.app.trainer") + 1:] for cmd in cmds]
+    assert args[0] == ["train.max_steps=300", "train.batch_size=16", "train.max_steps=1200", "task.name=vqa",
+                       "method.name=none", "train.fraction=0.05", "seed=0", f"output_dir={tmp_path / cells[0].name}"]
+    assert args[1][:5] == ["train.max_steps=300", "train.batch_size=16", "train.max_steps=6000", "train.patience=4",
+                           "task.name=vqa"]
+    bad = OmegaConf.merge(cfg, OmegaConf.create(f"fraction_overrides: {{0.25: [train.max_steps=2]}}\n"
+                                                f"output_dir: {tmp_path / 'never'}\n"))
+    with pytest.raises(InputError, match=r"fraction_overrides has key 0.25; expected one of grid.fractions \(0.05, 1\)"):
+        run_sweep(bad)
+    assert not (tmp_path / "never").exists()

@@ -61,6 +61,9 @@ class SweepConfig:
     overrides: List[str] = field(default_factory=list)  # dotted finetune overrides for every cell
     # per-task dotted overrides, e.g. {"vcr": ["train.batch_size=16"]}
     task_overrides: Dict[str, List[str]] = field(default_factory=dict)
+    # per-fraction dotted overrides (after the task's), keyed by a fraction of grid.fractions, e.g.
+    # {1.0: ["train.max_steps=6000", "train.holdout=0.1", "train.patience=4"]}: a step budget per fraction
+    fraction_overrides: Dict[Any, List[str]] = field(default_factory=dict)
     grid: GridConfig = field(default_factory=GridConfig)
     parallel: int = 1  # cells run at once (each gets cpu_count // parallel threads)
     launcher: str = "python"  # "python" (one process per cell) or "accelerate" (accelerate launch per cell)
@@ -105,6 +108,22 @@ def expand_grid(grid: Any) -> List[Cell]:
     return cells
 
 
+def fraction_overrides(cfg: Any) -> Dict[float, List[str]]:
+    """cfg.fraction_overrides keyed by fraction (float); every key must be one of grid.fractions."""
+    fractions = [float(f) for f in cfg.grid.fractions]
+    out: Dict[float, List[str]] = {}
+    for key, values in (cfg.get("fraction_overrides") or {}).items():
+        try:
+            frac = float(key)
+        except ValueError:
+            frac = None
+        if frac not in fractions:
+            raise InputError(f"sweep config: fraction_overrides has key {key!r}; expected one of grid.fractions "
+                             f"({', '.join(f'{f:g}' for f in fractions)})")
+        out[frac] = [str(v) for v in values]
+    return out
+
+
 def is_complete(metrics_path: Path) -> bool:
     """A finished cell: metrics.json parses and holds every metric of its task for each eval split."""
     try:
@@ -121,7 +140,8 @@ def _cell_command(cfg: Any, cell: Cell, run_dir: Path) -> List[str]:
     args: List[str] = []
     if cfg.finetune_config:
         args += ["--config", str(cfg.finetune_config)]
-    args += list(cfg.overrides) + list(cfg.task_overrides.get(cell.task, [])) + cell.overrides()
+    args += list(cfg.overrides) + list(cfg.task_overrides.get(cell.task, []))
+    args += fraction_overrides(cfg).get(cell.fraction, []) + cell.overrides()
     args.append(f"output_dir={run_dir}")
     if cfg.launcher == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", *cfg.launch_args, "-m", "clip_td.app.trainer", *args]
@@ -183,10 +203,11 @@ def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
 
 def run_sweep(cfg: Any) -> Dict[str, Any]:
     """Run the missing cells of the grid and write the report; returns a summary of what ran."""
+    cells = expand_grid(cfg.grid)
+    fraction_overrides(cfg)  # a key that names no fraction of the grid fails before anything is written
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root)
-    cells = expand_grid(cfg.grid)
     todo = []
     for cell in cells:
         run_dir = root / "runs" / cell.name
