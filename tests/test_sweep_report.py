@@ -146,8 +146,12 @@ def test_fraction_overrides_give_each_fraction_its_budget(tmp_path):
                        "method.name=none", "train.fraction=0.05", "seed=0", f"output_dir={tmp_path / cells[0].name}"]
     assert args[1][:5] == ["train.max_steps=300", "train.batch_size=16", "train.max_steps=6000", "train.patience=4",
                            "task.name=vqa"]
-    bad = OmegaConf.merge(cfg, OmegaConf.create(f"fraction_overrides: {{0.25: [train.max_steps=2]}}\n"
-                                                f"output_dir: {tmp_path / 'never'}\n"))
-    with pytest.raises(InputError, match=r"fraction_overrides has key 0.25; expected one of grid.fractions \(0.05, 1\)"):
-        run_sweep(bad)
+    narrowed = OmegaConf.merge(cfg, OmegaConf.create("grid: {fractions: [0.05]}"))  # 1.0's keys apply to no cell
+    assert [_cell_command(narrowed, c, tmp_path)[-6:-4] for c in expand_grid(narrowed.grid)] == [
+        ["train.max_steps=1200", "task.name=vqa"]]
+    for key in ("1.5", "full"):
+        bad = OmegaConf.merge(cfg, OmegaConf.create(f"fraction_overrides: {{'{key}': [train.max_steps=2]}}\n"
+                                                    f"output_dir: {tmp_path / 'never'}\n"))
+        with pytest.raises(InputError, match=rf"fraction_overrides has key '{key}'; expected a training fraction in \(0, 1\]"):
+            run_sweep(bad)
     assert not (tmp_path / "never").exists()

@@ -109,17 +109,17 @@ def expand_grid(grid: Any) -> List[Cell]:
 
 
 def fraction_overrides(cfg: Any) -> Dict[float, List[str]]:
-    """cfg.fraction_overrides keyed by fraction (float); every key must be one of grid.fractions."""
-    fractions = [float(f) for f in cfg.grid.fractions]
+    """cfg.fraction_overrides keyed by fraction (float). Every key must be a fraction in (0, 1]; a
+    key the grid does not hold (a grid narrowed on the command line) applies to no cell."""
     out: Dict[float, List[str]] = {}
     for key, values in (cfg.get("fraction_overrides") or {}).items():
         try:
             frac = float(key)
         except ValueError:
-            frac = None
-        if frac not in fractions:
-            raise InputError(f"sweep config: fraction_overrides has key {key!r}; expected one of grid.fractions "
-                             f"({', '.join(f'{f:g}' for f in fractions)})")
+            frac = math.nan
+        if not 0.0 < frac <= 1.0:
+            raise InputError(f"sweep config: fraction_overrides has key {key!r}; expected a training fraction "
+                             f"in (0, 1], as in grid.fractions")
         out[frac] = [str(v) for v in values]
     return out
 
@@ -204,7 +204,7 @@ def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
 def run_sweep(cfg: Any) -> Dict[str, Any]:
     """Run the missing cells of the grid and write the report; returns a summary of what ran."""
     cells = expand_grid(cfg.grid)
-    fraction_overrides(cfg)  # a key that names no fraction of the grid fails before anything is written
+    fraction_overrides(cfg)  # a key that is no fraction fails before anything is written
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root)
