@@ -40,12 +40,19 @@ def per_type_scores(sweep: Path, methods: List[str], fraction: float) -> Dict[st
             files = read_json(run / "metrics.json").get("files", {})
             for split, f in files.items():
                 try:
-                    got = evaluate_files(f["questions"], f["annotations"], f["predictions"])
+                    got = evaluate_files(f["questions"], f["annotations"], _predictions(run, f["predictions"]))
                 except KeyError as e:
                     raise InputError(f"{run / 'metrics.json'}: files.{split} has no {e.args[0]!r}") from None
                 for qtype, value in got["perQuestionType"].items():
                     scores.setdefault(split, {}).setdefault(qtype, {}).setdefault(method, []).append(value)
     return {"scores": scores, "seeds": seeds}
+
+
+def _predictions(run: Path, recorded: str) -> str:
+    """The predictions file metrics.json records (a path as the run saw it); when that path is gone
+    (the sweep folder was moved or copied), the file of the same name in the run's `predictions/`."""
+    moved = run / "predictions" / Path(recorded).name
+    return recorded if Path(recorded).is_file() or not moved.is_file() else str(moved)
 
 
 def _runs(sweep: Path, method: str, fraction: float) -> List[Path]:

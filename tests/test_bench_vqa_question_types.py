@@ -48,6 +48,21 @@ def test_scores_per_question_type_and_the_difference(tmp_path):
     assert "| what color is the | 25.00 +- 35.36 (n=2) | 75.00 +- 35.36 (n=2) | +50.00 |" in text
 
 
+def test_a_moved_sweep_reads_each_runs_own_predictions(tmp_path):
+    """metrics.json records the predictions' path as the run saw it; after the sweep folder moves,
+    the file of the same name in the run's predictions/ is read instead."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from vqa_question_types import per_type_scores
+
+    sweep = _sweep(tmp_path)
+    for run in (sweep / "runs" / "vqa").glob("*/f1/s*"):
+        (run / "predictions").mkdir()
+        (run / "val.json").rename(run / "predictions" / "val.json")
+    moved = sweep.rename(tmp_path / "moved")
+    got = per_type_scores(moved, ["none", "clip_td"], 1.0)
+    assert got["scores"]["val"]["how many"] == {"none": [100.0, 50.0], "clip_td": [0.0, 100.0]}
+
+
 def test_cli_writes_json_and_names_a_missing_cell(tmp_path):
     sweep = _sweep(tmp_path)
     out = tmp_path / "out.json"
