@@ -7,7 +7,7 @@ import torch
 
 from clip_td.base.io import InputError
 
-from clip_td.lib.distill import (METHODS, NoDistillation, _masked_distance_sum, answer_kl, create_distiller,
+from clip_td.lib.distill import (METHODS, MethodConfig, NoDistillation, _masked_distance_sum, answer_kl, create_distiller,
                                  first_segment_offsets, masked_candidates, resolve_method)
 from clip_td.lib.token_grid import resample_grid
 
@@ -156,6 +156,31 @@ def test_distiller_weights_are_bounded_hand_case():
         # q = (0.25, 0.75): KL(q || p) = 0.25 ln 0.5 + 0.75 ln 1.5; mean over b of w * KL = 4 KL / b
         kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
         assert out["ans_loss"].item() == pytest.approx(4.0 * kl / b, rel=1e-5)
+
+
+def test_teacher_tau_sharpens_the_labelled_rows_teacher_side_only():
+    """method.teacher_tau: the answer term's q = softmax(teacher / tau_t) on labelled rows; the
+    student side keeps tau and the instance weights keep q at tau. Hand case, 4 rows, only row 0 with
+    its gold (candidate 0) among the candidates: teacher logits (0, ln 3), student (0, 0) at tau 2 ->
+    p = (1/2, 1/2). tau_t = 1: q = (1/4, 3/4), L_ans = KL(q || p) * tau^2; default (tau_t = tau = 2):
+    q = (1, sqrt 3) / (1 + sqrt 3). Row 0's weight is the bound (4) either way: mean of w L = L."""
+    def ans_loss(**extra):
+        dist = _distiller("clip_td", {"selection": "all", "tau": 2.0, "alpha": 1.0, "beta": 0.0, "eta": 1.0,
+                                      "answer_loss": "kl", **extra}, 2, 2)
+        student, teacher, batch = _hand_case()
+        rep = lambda t: t.detach().repeat(4, *([1] * (t.dim() - 1)))
+        student, teacher, batch = ({k: rep(v) for k, v in d.items()} for d in (student, teacher, batch))
+        teacher["gold"] = torch.tensor([0, -1, -1, -1])
+        out = dist(student, teacher, batch, torch.zeros(4, 2))
+        torch.testing.assert_close(out["weights"], torch.tensor([4.0, 0.0, 0.0, 0.0]))
+        return out["ans_loss"].item()
+
+    kl = lambda q0: q0 * math.log(2 * q0) + (1 - q0) * math.log(2 * (1 - q0))
+    assert ans_loss(teacher_tau=1.0) == pytest.approx(4.0 * kl(0.25), rel=1e-5)
+    assert ans_loss() == pytest.approx(4.0 * kl(1 / (1 + math.sqrt(3.0))), rel=1e-5)
+    for bad in (0.0, -0.5):
+        with pytest.raises(InputError, match="method.teacher_tau"):
+            resolve_method(MethodConfig(teacher_tau=bad))
 
 
 def test_answer_kl_hand_case():

@@ -153,6 +153,7 @@ class MethodConfig:
     beta: float = 0.5  # weight of the global-embedding term
     eta: float = 1.0  # weight of the answer-level term
     tau: float = 2.0  # temperature of the answer-level term
+    teacher_tau: Optional[float] = None  # temperature of the teacher's distribution in the labelled rows' answer-level term alone (null: method.tau; smaller sharpens it toward the teacher's top answer; the student side, the instance weights and the label-free term keep theirs)
     rho: float = 0.25  # fraction of teacher image tokens kept per instance
     gamma: float = 1.0  # confidence exponent of the dynamic weight
     selection: str = "relevance_topk"  # SELECTORS registry name (clip_td); the ablations override it
@@ -249,9 +250,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
         if getattr(m, key) and not (m.handover and float(m.student_check) > 0):
             raise InputError(f"config key method.{key}: needs the held-back check (method.handover=true and "
                              f"method.student_check > 0), got handover={m.handover!r}, student_check={m.student_check!r}")
-    if m.label_free_teacher_tau is not None and not float(m.label_free_teacher_tau) > 0:
-        raise InputError(f"config key method.label_free_teacher_tau: expected a temperature > 0 or null, "
-                         f"got {m.label_free_teacher_tau!r}")
+    for key in ("teacher_tau", "label_free_teacher_tau"):
+        if getattr(m, key) is not None and not float(getattr(m, key)) > 0:
+            raise InputError(f"config key method.{key}: expected a temperature > 0 or null, got {getattr(m, key)!r}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")
@@ -323,7 +324,7 @@ class Distiller(nn.Module):
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
             out["glob_loss"] = s.alpha * s.beta * (w_feat * glob).mean()
         if s.eta:
-            ans = self._answer_term(cand_logits, logits, batch.get("cand_mask"))
+            ans = self._answer_term(cand_logits, logits, batch.get("cand_mask"), teacher_tau=s.teacher_tau)
             if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
                 ans = ans * t["answer_gate"].to(ans.dtype)
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
