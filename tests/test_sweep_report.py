@@ -130,7 +130,8 @@ def test_a_results_folder_without_its_runs_re_renders_from_results_csv(tmp_path,
 
 def test_fraction_overrides_give_each_fraction_its_budget(tmp_path):
     """Per-fraction overrides follow the global and task ones and precede the cell's own keys; a key
-    that names no fraction of the grid is refused before the output folder is written."""
+    the grid does not hold applies to no cell; a key that is no fraction in (0, 1] is refused before
+    the output folder is written."""
     from clip_td.app.sweep import SweepConfig, _cell_command, run_sweep
 
     base = OmegaConf.structured(SweepConfig)

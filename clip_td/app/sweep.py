@@ -61,8 +61,9 @@ class SweepConfig:
     overrides: List[str] = field(default_factory=list)  # dotted finetune overrides for every cell
     # per-task dotted overrides, e.g. {"vcr": ["train.batch_size=16"]}
     task_overrides: Dict[str, List[str]] = field(default_factory=dict)
-    # per-fraction dotted overrides (after the task's), keyed by a fraction of grid.fractions, e.g.
-    # {1.0: ["train.max_steps=6000", "train.holdout=0.1", "train.patience=4"]}: a step budget per fraction
+    # per-fraction dotted overrides (after the task's), keyed by a fraction in (0, 1] (a key the grid
+    # does not hold applies to no cell), e.g. {1.0: ["train.max_steps=6000", "train.holdout=0.1",
+    # "train.patience=4"]}: a step budget per fraction
     fraction_overrides: Dict[Any, List[str]] = field(default_factory=dict)
     grid: GridConfig = field(default_factory=GridConfig)
     parallel: int = 1  # cells run at once (each gets cpu_count // parallel threads)
