@@ -17,7 +17,8 @@ def test_targets_hand_case():
         ("none", 0.25, "val_shift"): (48.0, 1.0), ("clip_td", 0.25, "val_shift"): (48.5, 1.0),
         ("none", 1.0, "val"): (60.0, 1.0), ("naive_kd", 1.0, "val"): (60.0, 1.0), ("clip_td", 1.0, "val"): (58.5, 1.5),
     })
-    got = {(r["target"], r["fraction"]): (round(r["value"], 4), r["holds"]) for r in check_targets(agg)}
+    got = {(r["target"], r["fraction"]): (round(r["value"], 4), r["holds"]) for r in check_targets(agg)
+           if r["method"] == "clip_td"}
     assert got == {
         ("T1", 0.01): (11.0, True), ("T1", 0.25): (1.0, False),   # 1.0 is not above the std 1.5
         ("T2", 0.01): (11.0, True),                              # VQA needs +10 at the lowest fraction
@@ -27,7 +28,31 @@ def test_targets_hand_case():
     }
     md = targets_markdown(agg)
     assert "**T1** clip_td above none by more than the seeds' std (val, fractions <= 25 %): holds in 1 of 2" in md
-    assert "| T4 | vqa | 25% | +0.50 | >= 1.00 | no |" in md
+    assert "| clip_td | T4 | vqa | 25% | +0.50 | >= 1.00 | no |" in md
+
+
+def test_targets_judge_each_clip_td_row_against_the_same_baselines():
+    """A clip_td row with extra grid keys is judged on its own cells against the same none and
+    naive_kd; ablation presets are not judged; T2 sits at none's lowest fraction even where the
+    row has no cell there."""
+    row = "clip_td[method.teacher_tau=0.5]"
+    agg = _agg({
+        ("none", 0.01, "val"): (40.0, 1.0), ("naive_kd", 0.01, "val"): (45.0, 0.5), ("clip_td", 0.01, "val"): (41.0, 2.0),
+        ("none", 0.05, "val"): (50.0, 1.0), ("naive_kd", 0.05, "val"): (52.0, 1.0),
+        ("none", 0.05, "val_shift"): (44.0, 1.0),
+        (row, 0.05, "val"): (53.5, 0.5), (row, 0.05, "val_shift"): (46.0, 2.0),
+        ("clip_td_nosel", 0.01, "val"): (60.0, 0.1),
+    })
+    got = {(r["method"], r["target"], r["fraction"]): (round(r["value"], 4), r["holds"]) for r in check_targets(agg)}
+    assert got == {
+        ("clip_td", "T1", 0.01): (1.0, False), ("clip_td", "T2", 0.01): (1.0, False), ("clip_td", "T3", 0.01): (-4.0, False),
+        (row, "T1", 0.05): (3.5, True), (row, "T3", 0.05): (1.5, True),
+        (row, "T4", 0.05): (2.0, False),  # shifted gain 2.0 < in-domain gain 3.5; no T2: 5 % is not none's lowest
+    }
+    md = targets_markdown(agg)
+    assert f"- **T1** clip_td above none by more than the seeds' std (val, fractions <= 25 %): holds in 0 of 1; `{row}` holds in 1 of 1" in md
+    assert f"| {row} | T3 | vqa | 5% | +1.50 | > 0 | yes |" in md
+    assert "clip_td_nosel" not in md
 
 
 def test_no_targets_without_baseline_or_clip_td():

@@ -3,7 +3,8 @@
     lines = targets_markdown(agg)     # "" unless the sweep has `none` and `clip_td`
 
 Each target is checked per task on its primary metric (VQA accuracy, SNLI-VE accuracy, VCR
-Q->AR), mean over seeds:
+Q->AR), mean over seeds, for `clip_td` and for every clip_td row with extra grid keys (a method
+label `clip_td[...]`, e.g. the label-free row), each against the same `none` and `naive_kd` cells:
   T1  clip_td - none > max(std) on val, at every fraction <= 25 %
   T2  clip_td - none >= the task's lowshot_target_gain on val, at the lowest fraction
   T3  clip_td > naive_kd on val, at every fraction <= 25 %
@@ -26,38 +27,54 @@ def _cell(agg: Agg, task: str, method: str, frac: float, split: str) -> Dict[str
     return agg.get((task, method, frac, split, find_task(task).primary))
 
 
+def judged_methods(agg: Agg) -> List[str]:
+    """The method labels the targets judge: `clip_td` first, then its rows with extra grid keys
+    (`clip_td[...]`) in sorted order. The ablation presets (clip_td_nosel, ...) are not judged."""
+    labels = {k[1] for k in agg}
+    return [m for m in ["clip_td"] + sorted(x for x in labels if x.startswith("clip_td[")) if m in labels]
+
+
 def check_targets(agg: Agg) -> List[Dict[str, Any]]:
-    """One row per (target, task, fraction): {"target", "task", "fraction", "value", "needed", "holds"}."""
+    """One row per (method, target, task, fraction): {"method", "target", "task", "fraction",
+    "value", "needed", "holds"}, for each label of `judged_methods`."""
     out: List[Dict[str, Any]] = []
     tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
-    for task in tasks:
-        fracs = sorted({k[2] for k in agg if k[0] == task and k[1] == "clip_td"})
-        for f in fracs:
-            td, none, kd = (_cell(agg, task, m, f, "val") for m in ("clip_td", "none", "naive_kd"))
-            if td is None or none is None:
-                continue
-            gain = td["mean"] - none["mean"]
-            noise = max(td["std"], none["std"])
-            if f <= LOW_SHOT_MAX:
-                out.append(dict(target="T1", task=task, fraction=f, value=gain, needed=f"> {noise:.2f}",
-                                holds=gain > noise))
-                if kd is not None:
-                    out.append(dict(target="T3", task=task, fraction=f, value=td["mean"] - kd["mean"],
-                                    needed="> 0", holds=td["mean"] > kd["mean"]))
-            if f == fracs[0]:
-                need = find_task(task).lowshot_target_gain
-                out.append(dict(target="T2", task=task, fraction=f, value=gain, needed=f">= {need:g}",
-                                holds=gain >= need))
-            td_s, none_s = _cell(agg, task, "clip_td", f, "val_shift"), _cell(agg, task, "none", f, "val_shift")
-            if td_s is not None and none_s is not None:
-                shift_gain = td_s["mean"] - none_s["mean"]
-                out.append(dict(target="T4", task=task, fraction=f, value=shift_gain, needed=f">= {gain:.2f}",
-                                holds=shift_gain >= gain))
-            if f == 1.0:
-                out.append(dict(target="T5", task=task, fraction=f, value=gain, needed=f">= {-noise:.2f}",
-                                holds=gain >= -noise))
+    for method in judged_methods(agg):
+        out += [dict(method=method, **r) for task in tasks for r in _check_task(agg, task, method)]
     order = {"T1": 0, "T2": 1, "T3": 2, "T4": 3, "T5": 4}
-    return sorted(out, key=lambda r: (order[r["target"]], r["task"], r["fraction"]))
+    rank = {m: i for i, m in enumerate(judged_methods(agg))}
+    return sorted(out, key=lambda r: (rank[r["method"]], order[r["target"]], r["task"], r["fraction"]))
+
+
+def _check_task(agg: Agg, task: str, method: str) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    fracs = sorted({k[2] for k in agg if k[0] == task and k[1] == method})
+    lowest = min((k[2] for k in agg if k[0] == task and k[1] == "none"), default=None)  # T2's fraction
+    for f in fracs:
+        td, none, kd = (_cell(agg, task, m, f, "val") for m in (method, "none", "naive_kd"))
+        if td is None or none is None:
+            continue
+        gain = td["mean"] - none["mean"]
+        noise = max(td["std"], none["std"])
+        if f <= LOW_SHOT_MAX:
+            out.append(dict(target="T1", task=task, fraction=f, value=gain, needed=f"> {noise:.2f}",
+                            holds=gain > noise))
+            if kd is not None:
+                out.append(dict(target="T3", task=task, fraction=f, value=td["mean"] - kd["mean"],
+                                needed="> 0", holds=td["mean"] > kd["mean"]))
+        if f == lowest:
+            need = find_task(task).lowshot_target_gain
+            out.append(dict(target="T2", task=task, fraction=f, value=gain, needed=f">= {need:g}",
+                            holds=gain >= need))
+        td_s, none_s = _cell(agg, task, method, f, "val_shift"), _cell(agg, task, "none", f, "val_shift")
+        if td_s is not None and none_s is not None:
+            shift_gain = td_s["mean"] - none_s["mean"]
+            out.append(dict(target="T4", task=task, fraction=f, value=shift_gain, needed=f">= {gain:.2f}",
+                            holds=shift_gain >= gain))
+        if f == 1.0:
+            out.append(dict(target="T5", task=task, fraction=f, value=gain, needed=f">= {-noise:.2f}",
+                            holds=gain >= -noise))
+    return out
 
 
 TARGET_TEXT = {
@@ -70,19 +87,27 @@ TARGET_TEXT = {
 
 
 def targets_markdown(agg: Agg) -> str:
-    """A "Targets" section for summary.md ("" when the sweep has no `none` / `clip_td` cells)."""
+    """A "Targets" section for summary.md ("" when the sweep has no `none` / `clip_td` cells):
+    per target one count for each judged method label, then every check in a table."""
     rows = check_targets(agg)
     if not rows:
         return ""
     lines = ["## Targets", "",
              "Primary metric per task (VQA accuracy, SNLI-VE accuracy, VCR Q->AR), means over seeds; "
-             "value = the difference the target is about (points).", ""]
+             "value = the difference the target is about (points). Each clip_td row (`clip_td`, and "
+             "`clip_td[...]` with extra grid keys) is judged against the same `none` and `naive_kd` cells.", ""]
+    methods = judged_methods(agg)
     for target, text in TARGET_TEXT.items():
-        mine = [r for r in rows if r["target"] == target]
-        if mine:
-            lines.append(f"- **{target}** {text}: holds in {sum(r['holds'] for r in mine)} of {len(mine)}")
-    lines += ["", "| target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|"]
+        counts = []
+        for method in methods:
+            mine = [r for r in rows if r["target"] == target and r["method"] == method]
+            if mine:
+                counts.append(f"{'' if method == 'clip_td' else f'`{method}` '}holds in "
+                              f"{sum(r['holds'] for r in mine)} of {len(mine)}")
+        if counts:
+            lines.append(f"- **{target}** {text}: " + "; ".join(counts))
+    lines += ["", "| method | target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | {r['needed']} | "
-                     f"{'yes' if r['holds'] else 'no'} |")
+        lines.append(f"| {r['method']} | {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | "
+                     f"{r['needed']} | {'yes' if r['holds'] else 'no'} |")
     return "\n".join(lines) + "\n"
