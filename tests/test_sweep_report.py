@@ -156,3 +156,18 @@ def test_fraction_overrides_give_each_fraction_its_budget(tmp_path):
         with pytest.raises(InputError, match=rf"fraction_overrides has key '{key}'; expected a training fraction in \(0, 1\]"):
             run_sweep(bad)
     assert not (tmp_path / "never").exists()
+
+
+def test_plot_legend_labels_and_colours_for_long_method_rows():
+    """Rows with extra grid keys are shown without the `method.` prefix, wrapped; every method
+    gets its own colour, none / naive_kd / clip_td their fixed ones."""
+    from clip_td.app.sweep import _legend_label, _palette
+
+    label = "clip_td[method.answer_sets=True,method.label_free=1.0,method.label_free_answers=True]"
+    assert _legend_label(label) == "clip_td[answer_sets=True,\nlabel_free=1.0,\nlabel_free_answers=True]"
+    assert _legend_label("naive_kd") == "naive_kd"
+    rows = ["clip_td", "none", "naive_kd", "clip_td_nosel", "clip_td_noweight", label, "clip_td[method.eta=0.0]"]
+    colours = _palette(rows)
+    assert set(colours) == set(rows)
+    assert (colours["none"], colours["naive_kd"], colours["clip_td"]) == ("tab:blue", "tab:orange", "tab:green")
+    assert len({str(c) for c in colours.values()}) == len(rows)

@@ -426,11 +426,30 @@ def summary_markdown(agg, status: Optional[GridStatus] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _colour(method: str) -> str:
-    """One colour per method across every panel and plot."""
-    fixed = {"none": "tab:blue", "naive_kd": "tab:orange", "clip_td": "tab:green"}
-    others = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-    return fixed.get(method) or others[sum(map(ord, method)) % len(others)]
+FIXED_COLOURS = {"none": "tab:blue", "naive_kd": "tab:orange", "clip_td": "tab:green"}
+
+
+def _palette(methods: Iterable[str]) -> Dict[str, Any]:
+    """One distinct colour per method across every panel and plot: none / naive_kd / clip_td keep
+    theirs, the other rows take the rest of tab10, then tab20's, in `_method_order`."""
+    import matplotlib
+
+    methods = set(methods)
+    fixed = set(FIXED_COLOURS.values())
+    free = [c for c in (f"tab:{n}" for n in ("red", "purple", "brown", "pink", "olive", "cyan", "gray")) if c not in fixed]
+    free += list(matplotlib.colormaps["tab20"].colors[1::2])
+    others = [m for m in sorted(methods, key=_method_order) if m not in FIXED_COLOURS]
+    out: Dict[str, Any] = {m: free[i % len(free)] for i, m in enumerate(others)}
+    return {**out, **{m: c for m, c in FIXED_COLOURS.items() if m in methods}}
+
+
+def _legend_label(method: str, width: int = 36) -> str:
+    """A plot legend's label for a method row: `clip_td[method.a=1,method.b=2]` is shown as
+    `clip_td[a=1, b=2]` wrapped to `width` characters a line, so that long rows (the label-free
+    row's five keys) leave room for the axes."""
+    import textwrap
+
+    return textwrap.fill(method.replace("method.", "").replace(",", ", "), width)
 
 
 def _method_order(method: str) -> Tuple[int, str]:
@@ -460,6 +479,7 @@ def plot(agg, out_dir: Path) -> List[Path]:
     paths = []
     tasks = sorted({k[0] for k in agg})
     splits = sorted({k[3] for k in agg}, key=lambda s: (s != "val", s))
+    colour = _palette(k[1] for k in agg)
     fig, axes = plt.subplots(len(splits), len(tasks), figsize=(4.2 * len(tasks), 3.4 * len(splits)), squeeze=False)
     for c, task in enumerate(tasks):
         metric = primary_metric(task)
@@ -473,15 +493,14 @@ def plot(agg, out_dir: Path) -> List[Path]:
                 mean = [agg[(task, method, f, split, metric)]["mean"] for f in fr]
                 std = [agg[(task, method, f, split, metric)]["std"] for f in fr]
                 x = [100 * f for f in fr]
-                ax.plot(x, mean, marker="o", label=method, color=_colour(method))
-                ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, color=_colour(method))
+                ax.plot(x, mean, marker="o", label=_legend_label(method), color=colour[method])
+                ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, color=colour[method])
             ax.set_xscale("log")
             ax.set_xlabel("training fraction (%)")
             ax.set_ylabel(f"{metric} (%)")
             ax.set_title(f"{task} / {split}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    _figure_legend(fig, axes)
     paths.append(_save_fig(fig, out_dir / "metric_vs_fraction.png"))
     plt.close(fig)
 
@@ -499,7 +518,7 @@ def plot(agg, out_dir: Path) -> List[Path]:
                     if g_in and g_sh:
                         pts.append((g_in[0], g_sh[0], f))
                 if pts:
-                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=method, color=_colour(method))
+                    ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=_legend_label(method), color=colour[method])
                     for p in pts:
                         ax.annotate(f"{100 * p[2]:g}%", (p[0], p[1]), fontsize=7)
             lims = ax.get_xlim() + ax.get_ylim()
@@ -509,16 +528,28 @@ def plot(agg, out_dir: Path) -> List[Path]:
             ax.set_ylabel("gain over none, val_shift (points)")
             ax.set_title(f"{task} ({metric})")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
+        _figure_legend(fig, axes)
         paths.append(_save_fig(fig, out_dir / "gain_shift_vs_indomain.png"))
         plt.close(fig)
     return paths
 
 
+def _figure_legend(fig, axes) -> None:
+    """One legend for the whole figure, right of the panels (every method once, none / naive_kd /
+    clip_td first): per-panel legends of long method rows would cover the curves."""
+    handles: Dict[str, Any] = {}
+    for ax in (a for row in axes for a in row):
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.tight_layout()
+    if handles:
+        labels = sorted(handles, key=_method_order)
+        fig.legend([handles[k] for k in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+
+
 def _save_fig(fig, path: Path) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
     return path
 
