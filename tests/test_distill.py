@@ -137,6 +137,37 @@ def test_feature_gate_keeps_the_feature_terms_to_the_rows_the_answer_term_reads(
         torch.testing.assert_close(student["pooled"].grad, torch.tensor([[0.0, -0.25 * row0], [0.0, -0.125]]))
 
 
+def test_weight_features_false_leaves_the_feature_terms_unweighted():
+    """Two rows of the hand case, tau 1: row 0's teacher gives the gold answer 1/4, row 1's 3/4, so
+    the confidence weights (mean 1 over the batch) are 0.5 and 1.5; row 1's student image token
+    equals the teacher's, so its token term is (0 + 1) / 2 = 0.5 against row 0's 0.52. Weighted
+    (the paper): tok_loss = (0.5 * 0.52 + 1.5 * 0.5) / 2 = 0.505; with method.weight_features=false
+    the plain mean, 0.51. The weights and the answer-level term are the same either way."""
+    got = {}
+    for weight_features in (True, False):
+        dist = _distiller("clip_td", {"selection": "all", "weighting": "confidence", "alpha": 1.0, "beta": 0.5,
+                                      "eta": 1.0, "tau": 1.0, "weight_features": weight_features,
+                                      "trust_gate": "off"}, 2, 2)
+        for p in (dist.proj_v, dist.proj_t, dist.proj_g):
+            with torch.no_grad():
+                p.weight.copy_(torch.eye(2))
+                p.bias.zero_()
+        student, teacher, batch = _hand_case()
+        student = {k: v.detach().repeat(2, *([1] * (v.dim() - 1))).clone() for k, v in student.items()}
+        student["image_tokens"][1, 0] = torch.tensor([4.0, 3.0])
+        teacher = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in teacher.items()}
+        teacher["cand_logits"] = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
+        batch = {k: v.repeat(2, 1, 1) for k, v in batch.items()}
+        got[weight_features] = dist(student, teacher, batch, torch.zeros(2, 2))
+    for out in got.values():
+        torch.testing.assert_close(out["weights"], torch.tensor([0.5, 1.5]))
+        assert out["glob_loss"].item() == pytest.approx(0.25, abs=1e-6)  # same 0.5 per row: mean(w) = 1 either way
+    assert got[True]["tok_loss"].item() == pytest.approx(0.505, abs=1e-6)
+    assert got[False]["tok_loss"].item() == pytest.approx(0.51, abs=1e-6)
+    assert got[True]["ans_loss"].item() == pytest.approx(got[False]["ans_loss"].item(), abs=1e-7)
+    assert got[True]["ans_loss"].item() > 0
+
+
 def test_distiller_weights_are_bounded_hand_case():
     # 4 instances; only the first has its gold answer among the candidates (the others: gold -1).
     # confidence weights: c = (0.25, 0, 0, 0) -> mean-1 would give (4, 0, 0, 0) = B; with B = 4 the

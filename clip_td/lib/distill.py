@@ -175,6 +175,7 @@ class MethodConfig:
     student_check_at: float = 0.5  # the check's step, as a share of the run's steps
     check_features: bool = False  # with the held-back check: the token and global terms of the labelled rows wait for it too (none before `student_check_at`), and run after it only if the check keeps the answer-level term (the teacher answered more held-back rows right than the student)
     check_answers: bool = False  # with the held-back check: the answer-level term waits for it on every labelled row (not only the held-back ones); with check_features, nothing is distilled before the teacher has shown it answers better than the student
+    weight_features: bool = True  # the instance weight w_i scales the token and global terms too (the paper: L = mean_i w_i (L_tok + beta L_glob + eta L_ans)); false: they run unweighted and w_i scales the answer-level term alone (the teacher's confidence in the gold answer says whether to trust its answers, not its image features)
     feature_gate: bool = False  # the token and global terms follow the trust gate too: an instance's feature terms run only where its answer-level term runs (its trust group passed the gate and has not handed over; none when the gate turned the answer term off for the run)
     answer_loss: str = "auto"  # answer-level term: kl (softmax head) | bernoulli (sigmoid head: per-answer KL) | auto (the task's head)
     label_free: float = 0.0  # weight of the label-free term on the training split's unlabelled images (0 = off: the paper's protocol)
@@ -312,7 +313,8 @@ class Distiller(nn.Module):
                               num_candidates=n_cand.to(q.device))
         w = w.detach().clamp(0.0, MAX_WEIGHT)  # every weighting is bounded (weighting.MAX_WEIGHT)
 
-        w_feat = w  # method.feature_gate: the feature terms only where the answer-level term runs
+        w_feat = w if s.weight_features else torch.ones_like(w)  # method.weight_features
+        # method.feature_gate: the feature terms only where the answer-level term runs
         if s.feature_gate and t.get("answer_gate") is not None:
             w_feat = w * t["answer_gate"].to(w.device, w.dtype)
         if t.get("feature_on") is not None:  # method.check_features: the held-back check's decision
