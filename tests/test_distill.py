@@ -108,6 +108,19 @@ def test_distiller_tok_and_glob_loss_and_their_gradients_hand_case():
     torch.testing.assert_close(dist.proj_g.weight.grad, torch.tensor([[0.0, 0.0], [-0.25, 0.0]]))
 
 
+def _two_row_case(dist):
+    """`dist`'s projections set to the identity and the hand case repeated over a batch of two
+    rows -> (student, teacher, batch); the student tensors are fresh leaves that need a gradient."""
+    for p in (dist.proj_v, dist.proj_t, dist.proj_g):
+        with torch.no_grad():
+            p.weight.copy_(torch.eye(2))
+            p.bias.zero_()
+    student, teacher, batch = _hand_case()
+    student = {k: v.detach().repeat(2, *([1] * (v.dim() - 1))).requires_grad_() for k, v in student.items()}
+    teacher = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in teacher.items()}
+    return student, teacher, {k: v.repeat(2, 1, 1) for k, v in batch.items()}
+
+
 def test_feature_gate_keeps_the_feature_terms_to_the_rows_the_answer_term_reads():
     """Two copies of the hand case; the gate passes row 1 only. With method.feature_gate the token
     and global terms of row 0 are 0 (value and gradient) and row 1 keeps its own: the means over the
@@ -115,15 +128,8 @@ def test_feature_gate_keeps_the_feature_terms_to_the_rows_the_answer_term_reads(
     for feature_gate in (True, False):
         dist = _distiller("clip_td", {"selection": "all", "weighting": "uniform", "alpha": 1.0, "beta": 0.5,
                                       "eta": 0.0, "feature_gate": feature_gate}, 2, 2)
-        for p in (dist.proj_v, dist.proj_t, dist.proj_g):
-            with torch.no_grad():
-                p.weight.copy_(torch.eye(2))
-                p.bias.zero_()
-        student, teacher, batch = _hand_case()
-        student = {k: v.detach().repeat(2, *([1] * (v.dim() - 1))).requires_grad_() for k, v in student.items()}
-        teacher = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in teacher.items()}
+        student, teacher, batch = _two_row_case(dist)
         teacher["answer_gate"] = torch.tensor([0.0, 1.0])
-        batch = {k: v.repeat(2, 1, 1) for k, v in batch.items()}
         out = dist(student, teacher, batch, torch.zeros(2, 2))
         share = 0.5 if feature_gate else 1.0  # rows whose terms count, over the batch of 2
         assert out["tok_loss"].item() == pytest.approx(share * 0.52, abs=1e-6)  # hand case: 0.52 per row
@@ -148,16 +154,10 @@ def test_weight_features_false_leaves_the_feature_terms_unweighted():
         dist = _distiller("clip_td", {"selection": "all", "weighting": "confidence", "alpha": 1.0, "beta": 0.5,
                                       "eta": 1.0, "tau": 1.0, "weight_features": weight_features,
                                       "trust_gate": "off"}, 2, 2)
-        for p in (dist.proj_v, dist.proj_t, dist.proj_g):
-            with torch.no_grad():
-                p.weight.copy_(torch.eye(2))
-                p.bias.zero_()
-        student, teacher, batch = _hand_case()
-        student = {k: v.detach().repeat(2, *([1] * (v.dim() - 1))).clone() for k, v in student.items()}
-        student["image_tokens"][1, 0] = torch.tensor([4.0, 3.0])
-        teacher = {k: v.repeat(2, *([1] * (v.dim() - 1))) for k, v in teacher.items()}
+        student, teacher, batch = _two_row_case(dist)
+        with torch.no_grad():
+            student["image_tokens"][1, 0] = torch.tensor([4.0, 3.0])
         teacher["cand_logits"] = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
-        batch = {k: v.repeat(2, 1, 1) for k, v in batch.items()}
         got[weight_features] = dist(student, teacher, batch, torch.zeros(2, 2))
     for out in got.values():
         torch.testing.assert_close(out["weights"], torch.tensor([0.5, 1.5]))

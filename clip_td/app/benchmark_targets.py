@@ -39,10 +39,11 @@ def check_targets(agg: Agg) -> List[Dict[str, Any]]:
     "value", "needed", "holds"}, for each label of `judged_methods`."""
     out: List[Dict[str, Any]] = []
     tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
-    for method in judged_methods(agg):
+    methods = judged_methods(agg)
+    for method in methods:
         out += [dict(method=method, **r) for task in tasks for r in _check_task(agg, task, method)]
     order = {"T1": 0, "T2": 1, "T3": 2, "T4": 3, "T5": 4}
-    rank = {m: i for i, m in enumerate(judged_methods(agg))}
+    rank = {m: i for i, m in enumerate(methods)}
     return sorted(out, key=lambda r: (rank[r["method"]], order[r["target"]], r["task"], r["fraction"]))
 
 
