@@ -171,3 +171,27 @@ def test_plot_legend_labels_and_colours_for_long_method_rows():
     assert set(colours) == set(rows)
     assert (colours["none"], colours["naive_kd"], colours["clip_td"]) == ("tab:blue", "tab:orange", "tab:green")
     assert len({str(c) for c in colours.values()}) == len(rows)
+
+
+def test_report_includes_another_sweeps_results_csv(tmp_path, capsys):
+    """--include adds the cells this folder lacks; a run of this folder wins over an included row."""
+    new = tmp_path / "new"
+    for seed, v in enumerate((50.0, 54.0)):
+        _write_run(new, "vqa", "clip_td", 0.05, seed, {"val": {"vqa_acc": v}})
+    old = tmp_path / "old"
+    old.mkdir()
+    lines = ["task,method,train_fraction,seed,split,metric,value"]
+    lines += [f"vqa,none,0.05,{s},val,vqa_acc,{v}" for s, v in ((0, 40.0), (1, 44.0))]
+    lines += ["vqa,clip_td,0.05,0,val,vqa_acc,10.0000"]  # the new folder's own run of this cell wins
+    (old / "results.csv").write_text("\n".join(lines) + "\n")
+    assert cli_main(["report", str(new), "--include", str(old)]) == 0
+    rows = list(csv.DictReader(open(new / "results.csv")))
+    assert [(r["method"], r["seed"], r["value"]) for r in rows] == [
+        ("none", "0", "40.0000"), ("none", "1", "44.0000"), ("clip_td", "0", "50.0000"), ("clip_td", "1", "54.0000")]
+    summary = (new / "summary.md").read_text()
+    # none 42 +- 2.83 (n 2), clip_td 52 +- 2.83, gain +10
+    assert "| none | 5% | val | vqa_acc | 42.00 +- 2.83 | 2 |  |  |" in summary
+    assert "| clip_td | 5% | val | vqa_acc | 52.00 +- 2.83 | 2 | +10.00 |" in summary
+    assert f"- `{old}`: 2 rows added, 1 already here (kept this folder's; 1 of them differ)" in summary
+    with pytest.raises(InputError, match=r"nowhere: no results.csv to include"):
+        report(new, include=[tmp_path / "nowhere"])

@@ -70,7 +70,7 @@ def _report(args: argparse.Namespace) -> int:
     complete metrics.json, unless --allow-missing."""
     from clip_td.app.sweep import grid_status, report
 
-    _print_json({k: str(v) for k, v in report(args.dir).items()})
+    _print_json({k: str(v) for k, v in report(args.dir, include=args.include).items()})
     status = grid_status(args.dir)
     if status is None or not status.missing:
         return 0
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render results.csv, summary.md and plots of a sweep folder")
     p.add_argument("dir")
+    p.add_argument("--include", action="append", default=[], metavar="RESULTS_CSV",
+                   help="another sweep's results.csv (or its folder) whose cells this folder lacks, reported "
+                        "beside them (repeatable; this folder's own runs win)")
     p.add_argument("--allow-missing", action="store_true",
                    help="exit 0 even when cells of the sweep's grid have no complete metrics.json (default: exit 1)")
     p.set_defaults(func=_report)

@@ -554,29 +554,72 @@ def _save_fig(fig, path: Path) -> Path:
     return path
 
 
-def report(root: Any) -> Dict[str, Path]:
+def _row_key(r: Dict[str, Any]) -> Tuple[str, str, float, int, str, str]:
+    return r["task"], r["method"], r["train_fraction"], r["seed"], r["split"], r["metric"]
+
+
+def include_rows(rows: List[Dict[str, Any]], paths: Sequence[Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """`rows` plus the rows of other sweeps' results.csv files (a file, or a folder holding one)
+    that `rows` lacks: a run of `rows` always wins over an included row of the same task, method,
+    fraction, seed, split and metric. Returns the merged rows and one markdown line per file
+    (how many rows it added, how many it held that were already there and of those how many
+    disagreed)."""
+    merged = list(rows)
+    seen = {_row_key(r): r["value"] for r in rows}
+    notes = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            path = path / "results.csv"
+        if not path.is_file():
+            raise InputError(f"{p}: no results.csv to include (expected a sweep's results.csv or a folder holding one)")
+        added = dup = differ = 0
+        for r in read_results_csv(path):
+            k = _row_key(r)
+            if k in seen:
+                dup += 1
+                differ += abs(seen[k] - r["value"]) > 5e-5
+                continue
+            seen[k] = r["value"]
+            merged.append(r)
+            added += 1
+        notes.append(f"- `{p}`: {added} rows added, {dup} already here (kept this folder's"
+                     f"{f'; {differ} of them differ' if differ else ''})")
+    return merged, notes
+
+
+def report(root: Any, include: Sequence[Any] = ()) -> Dict[str, Path]:
     """Re-render results.csv, summary.md and plots from the metrics.json files under `root/runs`
     (summary.md marks what the grid of `root/config.yaml` asked for and did not get: `grid_status`).
     A results folder kept without its runs (results.csv + config.yaml) re-renders from its
-    results.csv, which is left as it is."""
+    results.csv, which is left as it is unless `include` adds rows. `include`: other sweeps'
+    results.csv files (or their folders) whose cells this folder lacks, reported beside its own
+    (`include_rows`; results.csv then holds them too and summary.md lists where they came from)."""
     root = Path(root)
     if (root / "runs").is_dir():
         rows = collect_rows(root)
         if not rows:
             raise InputError(f"{root / 'runs'}: no complete metrics.json found")
-        write_results_csv(rows, root / "results.csv")
+        fresh = True
     elif (root / "results.csv").is_file():
         rows = read_results_csv(root / "results.csv")
         if not rows:
             raise InputError(f"{root / 'results.csv'}: no result rows")
+        fresh = False
     else:
         raise InputError(f"{root}: not a sweep folder (expected {root / 'runs'}/ with finetune runs, or a "
                          f"results.csv)")
+    rows, notes = include_rows(rows, include)
+    if fresh or include:
+        write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
 
     targets = targets_markdown(agg)
     status = grid_status(root)
-    write_text_atomic(root / "summary.md", summary_markdown(agg, status) + ("\n" + targets if targets else ""))
+    included = ("\n## Included results\n\nRows of other sweeps reported beside this folder's runs:\n"
+                + "\n".join(notes) + "\n") if notes else ""
+    write_text_atomic(root / "summary.md",
+                      summary_markdown(agg, status) + included + ("\n" + targets if targets else ""))
     out = {"results": root / "results.csv", "summary": root / "summary.md"}
     for p in plot(agg, root):
         out[p.stem] = p
