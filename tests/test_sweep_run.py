@@ -124,6 +124,40 @@ def test_failed_cells_are_kept_retried_and_reported(tmp_path, monkeypatch, capsy
     assert report_exit()[0] == 0
 
 
+def test_a_cell_another_sweep_is_running_is_left_to_it(tmp_path, monkeypatch):
+    """Two sweeps on one folder: a cell whose lock is held is skipped (not run twice, not failed),
+    and a cell that finished between the scan and its turn is not run again."""
+    import fcntl
+
+    from omegaconf import OmegaConf
+
+    import clip_td.app.sweep as sweep
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    monkeypatch.setattr(sweep, "_cell_command",
+                        lambda cfg, cell, run_dir: [sys.executable, "-c", FAKE_CELL, str(run_dir), str(cell.seed), str(flags)])
+    out = tmp_path / "sweep"
+    cfg = OmegaConf.structured(sweep.SweepConfig(output_dir=str(out), grid=sweep.GridConfig(
+        tasks=["snli_ve"], methods=["none"], fractions=[0.25], seeds=[0, 1])))
+    busy = out / "runs" / "snli_ve/none/f0.25/s1"
+    busy.mkdir(parents=True)
+    with open(busy / sweep.CELL_LOCK, "a") as held:  # "the other sweep" holds seed 1
+        fcntl.flock(held, fcntl.LOCK_EX)
+        summary = sweep.run_sweep(cfg)
+    assert (summary["ran"], summary["elsewhere"], summary["failed"]) == (1, ["snli_ve/none/f0.25/s1"], [])
+    assert summary["missing"] == ["snli_ve/none/f0.25/s1"]
+    assert not (busy / "failed.json").exists() and not (busy / "log.txt").exists()
+    # seed 0 finished (as if by the other sweep after this one's scan): its turn runs nothing
+    done = out / "runs" / "snli_ve/none/f0.25/s0"
+    before = (done / "metrics.json").stat().st_mtime_ns
+    rec = sweep.run_cell(cfg, sweep.expand_grid(cfg.grid)[0], out, threads=1)
+    assert rec == {"cell": "snli_ve/none/f0.25/s0", "seconds": 0.0, "elsewhere": "finished by another sweep meanwhile"}
+    assert (done / "metrics.json").stat().st_mtime_ns == before
+    summary = sweep.run_sweep(cfg)  # lock released: the rerun runs seed 1 only
+    assert (summary["ran"], summary["skipped"], summary["elsewhere"], summary["missing"]) == (1, 1, [], [])
+
+
 def test_sweep_script_user_error_is_one_line(tmp_path):
     """sweep.py shares the scripts' one error path: a bad key is one `error:` line, exit code 2."""
     import subprocess

@@ -14,6 +14,7 @@ unless given `--allow-missing`.
 from __future__ import annotations
 
 import csv
+import fcntl
 import itertools
 import json
 import math
@@ -166,13 +167,33 @@ def _failure_reason(lines: List[str], returncode: int) -> str:
     return "exit code 0 but metrics.json is missing or incomplete"
 
 
+CELL_LOCK = ".cell.lock"  # held (fcntl.flock) by the sweep running a cell, released by the kernel on death
+
+
 def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
     """Run one cell in its own process; never raises for a failed run (the record says why).
 
     A failure writes `failed.json`: {cell, seconds, returncode, error (one line), log_tail (the
-    last LOG_TAIL_LINES lines of log.txt), log (its path), attempts}; a success removes it."""
+    last LOG_TAIL_LINES lines of log.txt), log (its path), attempts}; a success removes it. Two
+    sweeps on one folder never run a cell at once: the cell's lock file is held while it runs, and
+    a sweep that finds it held (or the cell finished meanwhile) leaves the cell to the other sweep
+    (`elsewhere` in the record)."""
     run_dir = root / "runs" / cell.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / CELL_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {"cell": cell.name, "seconds": 0.0, "elsewhere": "running in another sweep (its lock is held)"}
+        try:
+            if is_complete(run_dir / "metrics.json"):
+                return {"cell": cell.name, "seconds": 0.0, "elsewhere": "finished by another sweep meanwhile"}
+            return _run_cell_locked(cfg, cell, run_dir, threads)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_cell_locked(cfg: Any, cell: Cell, run_dir: Path, threads: int) -> Dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     start = time.time()
     log_path = run_dir / "log.txt"
@@ -227,13 +248,15 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
         for i, fut in enumerate(futures, start=1):
             rec = fut.result()
             records.append(rec)
-            status = "ok" if "error" not in rec else "FAILED: " + rec["error"].splitlines()[-1]
+            status = ("FAILED: " + rec["error"].splitlines()[-1] if "error" in rec
+                      else "skipped: " + rec["elsewhere"] if "elsewhere" in rec else "ok")
             print(f"[{i}/{len(todo)}] {rec['cell']} ({rec['seconds']} s) {status}", flush=True)
     missing = [c.name for c in cells if not is_complete(root / "runs" / c.name / "metrics.json")]
     summary = {
         "cells": len(cells),
-        "ran": len(records),
+        "ran": len([r for r in records if "elsewhere" not in r]),
         "failed": [r["cell"] for r in records if "error" in r],
+        "elsewhere": [r["cell"] for r in records if "elsewhere" in r],  # left to another sweep on this folder
         "skipped": len(cells) - len(todo),
         "missing": missing,  # every grid cell without a complete metrics.json now (failed before or now)
         "wall_s": round(time.time() - start, 1),
