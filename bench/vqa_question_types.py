@@ -71,8 +71,10 @@ def _runs(sweep: Path, method: str, fraction: float) -> List[Path]:
 
 
 def _cell(values: List[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} +- {std:.2f} (n={len(values)})"
+    """mean +- sample std (n); a single seed has no std, so none is printed."""
+    if len(values) == 1:
+        return f"{values[0]:.2f} (n=1)"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} (n={len(values)})"
 
 
 def table(result: Dict[str, Any], methods: List[str]) -> str:

@@ -101,3 +101,11 @@ def test_a_tagged_cell_is_read_by_its_label_and_from_another_folder(tmp_path):
     assert got["scores"]["val"]["what color is the"][label] == [100.0]  # clip_td s0 answers 1 and 2
     with pytest.raises(Exception, match=r"no finished run of 'clip_td\[method.eta=0\]'"):
         per_type_scores(sweep, ["clip_td[method.eta=0]"], 1.0)
+
+
+def test_a_cell_prints_mean_std_and_n_and_a_single_seed_without_std():
+    sys.path.insert(0, str(REPO / "bench"))
+    from vqa_question_types import _cell
+
+    assert _cell([50.0, 52.0, 54.0]) == "52.00 +- 2.00 (n=3)"
+    assert _cell([69.65]) == "69.65 (n=1)"
