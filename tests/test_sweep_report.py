@@ -173,7 +173,7 @@ def test_plot_legend_labels_and_colours_for_long_method_rows():
     assert len({str(c) for c in colours.values()}) == len(rows)
 
 
-def test_report_includes_another_sweeps_results_csv(tmp_path, capsys):
+def test_report_includes_another_sweeps_results_csv(tmp_path):
     """--include adds the cells this folder lacks; a run of this folder wins over an included row."""
     new = tmp_path / "new"
     for seed, v in enumerate((50.0, 54.0)):

@@ -254,7 +254,7 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
     missing = [c.name for c in cells if not is_complete(root / "runs" / c.name / "metrics.json")]
     summary = {
         "cells": len(cells),
-        "ran": len([r for r in records if "elsewhere" not in r]),
+        "ran": sum("elsewhere" not in r for r in records),
         "failed": [r["cell"] for r in records if "error" in r],
         "elsewhere": [r["cell"] for r in records if "elsewhere" in r],  # left to another sweep on this folder
         "skipped": len(cells) - len(todo),
