@@ -29,6 +29,7 @@ def test_targets_hand_case():
     md = targets_markdown(agg)
     assert "**T1** clip_td above none by more than the seeds' std (val, fractions <= 25 %): holds in 1 of 2" in md
     assert "| clip_td | T4 | vqa | 25% | +0.50 | >= 1.00 | no |" in md
+    assert "| method | T1 |" not in md  # one judged row: its counts are on the target lines alone
 
 
 def test_targets_judge_each_clip_td_row_against_the_same_baselines():
@@ -50,7 +51,10 @@ def test_targets_judge_each_clip_td_row_against_the_same_baselines():
         (row, "T4", 0.05): (2.0, False),  # shifted gain 2.0 < in-domain gain 3.5; no T2: 5 % is not none's lowest
     }
     md = targets_markdown(agg)
-    assert f"- **T1** clip_td above none by more than the seeds' std (val, fractions <= 25 %): holds in 0 of 1; `{row}` holds in 1 of 1" in md
+    assert "- **T1** clip_td above none by more than the seeds' std (val, fractions <= 25 %): holds in 0 of 1\n" in md
+    assert "| method | T1 | T2 | T3 | T4 | T5 |" in md
+    assert "| clip_td | 0 of 1 | 0 of 1 | 0 of 1 | - | - |" in md
+    assert f"| {row} | 1 of 1 | - | 1 of 1 | 0 of 1 | - |" in md
     assert f"| {row} | T3 | vqa | 5% | +1.50 | > 0 | yes |" in md
     assert "clip_td_nosel" not in md
 

@@ -87,9 +87,16 @@ TARGET_TEXT = {
 }
 
 
+def _count(rows: List[Dict[str, Any]], target: str, method: str) -> str:
+    """"k of n" for one method's checks of one target ("" when it has none)."""
+    mine = [r for r in rows if r["target"] == target and r["method"] == method]
+    return f"{sum(r['holds'] for r in mine)} of {len(mine)}" if mine else ""
+
+
 def targets_markdown(agg: Agg) -> str:
-    """A "Targets" section for summary.md ("" when the sweep has no `none` / `clip_td` cells):
-    per target one count for each judged method label, then every check in a table."""
+    """A "Targets" section for summary.md ("" when the sweep has no `none` / `clip_td` cells): one
+    line per target with `clip_td`'s count; with other judged labels (`clip_td[...]`) a table of
+    every label's counts, one row each; then every check in a table."""
     rows = check_targets(agg)
     if not rows:
         return ""
@@ -99,14 +106,15 @@ def targets_markdown(agg: Agg) -> str:
              "`clip_td[...]` with extra grid keys) is judged against the same `none` and `naive_kd` cells.", ""]
     methods = judged_methods(agg)
     for target, text in TARGET_TEXT.items():
-        counts = []
+        if "clip_td" in methods and _count(rows, target, "clip_td"):
+            lines.append(f"- **{target}** {text}: holds in {_count(rows, target, 'clip_td')}")
+        elif any(_count(rows, target, m) for m in methods):
+            lines.append(f"- **{target}** {text}")
+    if methods != ["clip_td"]:
+        lines += ["", "Targets held, per judged row (k of n checks; - : no cell to judge):", "",
+                  "| method | " + " | ".join(TARGET_TEXT) + " |", "|---|" + "---|" * len(TARGET_TEXT)]
         for method in methods:
-            mine = [r for r in rows if r["target"] == target and r["method"] == method]
-            if mine:
-                counts.append(f"{'' if method == 'clip_td' else f'`{method}` '}holds in "
-                              f"{sum(r['holds'] for r in mine)} of {len(mine)}")
-        if counts:
-            lines.append(f"- **{target}** {text}: " + "; ".join(counts))
+            lines.append(f"| {method} | " + " | ".join(_count(rows, t, method) or "-" for t in TARGET_TEXT) + " |")
     lines += ["", "| method | target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | "
