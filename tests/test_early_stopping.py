@@ -63,6 +63,7 @@ def test_patience_counts_evaluations_without_a_better_held_out_score(tmp_path, m
     assert history == [(50.0, 10, 0, False), (55.0, 20, 0, False), (55.0, 20, 1, False), (55.0, 20, 2, True),
                        (60.0, 50, 0, False), (60.0, 50, 1, False), (60.0, 50, 2, True)]
     assert saved == [10, 20, 50]
+    assert fake.pos["history"] == [[10, 50.0], [20, 55.0], [30, 55.0], [40, 54.0], [50, 60.0], [60, 59.0], [70, 58.0]]
 
 
 def test_the_best_weights_are_picked_by_the_primary_metric_not_the_first(tmp_path, monkeypatch):
@@ -92,6 +93,9 @@ def test_a_run_with_holdout_ends_with_its_best_weights(small_world, tiny_teacher
     assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "holdout"]
     assert h["best_step"] in (2, 4, 6) and h["stopped_early"] is False and m["train"]["steps"] == 6
     assert h["rows"] > 0 and h["best"] is not None
+    assert [step for step, _ in h["history"]] == [2, 4, 6]  # every held-out evaluation, in order
+    assert max(score for _, score in h["history"]) == pytest.approx(h["best"], abs=1e-4)
+    assert dict(map(tuple, h["history"]))[h["best_step"]] == pytest.approx(h["best"], abs=1e-4)
     final, best = load_file(str(out / "model" / "model.safetensors")), load_file(str(out / "best" / "model.safetensors"))
     assert final.keys() == best.keys() and all(torch.equal(final[k], best[k]) for k in final)
     assert sorted(m["eval"]) == ["val", "val_shift"]  # the held-out rows are not an eval split

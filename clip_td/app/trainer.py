@@ -260,12 +260,18 @@ class Trainer:
             state = load_file(str(self.out / "best" / "model.safetensors"))
             self.acc.unwrap_model(self.model).load_state_dict(state, strict=False)
         return {"rows": len(self.built.holdout_rows), "best": self.pos["best"], "best_step": self.pos["best_step"],
-                "stopped_early": bool(self.stop)}
+                "stopped_early": bool(self.stop), "history": self.pos.get("history", [])}
 
     def keep_best_holdout(self, count_patience: bool = True) -> None:
         """Score the held-out training rows and keep the best weights (`score_and_keep`); after
-        `train.patience` evaluations without improvement, stop."""
-        self.score_and_keep("holdout", self.holdout_dl, self.built.holdout_rows, self.out / "predictions" / "holdout")
+        `train.patience` evaluations without improvement, stop. Each score joins `pos["history"]`
+        as [step, score] (metrics.json's `train.holdout.history`) and is printed on its own line."""
+        score = self.score_and_keep("holdout", self.holdout_dl, self.built.holdout_rows,
+                                    self.out / "predictions" / "holdout")
+        if self.acc.is_main_process and score is not None:
+            self.pos.setdefault("history", []).append([self.pos["step"], round(float(score), 4)])
+            tqdm.write(f"held-out {self.built.task.primary} at step {self.pos['step']}: {score:.2f} "
+                       f"(best {self.pos['best']:.2f} at step {self.pos['best_step']})")
         if count_patience:
             improved = self.pos["best_step"] == self.pos["step"]
             self.pos["bad_evals"] = 0 if improved else self.pos["bad_evals"] + 1
@@ -371,6 +377,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best", "best_step", "bad_evals")}
+        state["history"] = self.pos.get("history", [])
         if self.built.handover is not None:
             state["handover"] = self.built.handover.state_dict()
         save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**state, "signature": self.signature},
@@ -381,11 +388,12 @@ class Trainer:
         split = self.cfg.eval.best_split
         self.score_and_keep(split, self.eval_dls[split], self.built.eval_rows[split], self.out / "predictions")
 
-    def score_and_keep(self, split: str, loader: DataLoader, rows: Any, pred_dir: Path) -> None:
+    def score_and_keep(self, split: str, loader: DataLoader, rows: Any, pred_dir: Path) -> Optional[float]:
         """Score `split` by the task's primary metric; when it beats `pos["best"]` (ties keep the
         earlier step), record the score and the step and save the student + head as `<output_dir>/best`. Every process ends with
-        the main process's `best` and `best_step`."""
+        the main process's `best` and `best_step`. -> the score on the main process, else None."""
         scores, _ = evaluate(self.acc, self.model, self.built, {split: loader}, pred_dir, rows={split: rows})
+        score: Optional[float] = None
         if self.acc.is_main_process:
             score = scores[split][self.built.task.primary]  # the metric sweeps rank by (VCR: Q->AR)
             self.acc.log({f"eval/{split}": score}, step=self.pos["step"])
@@ -395,6 +403,7 @@ class Trainer:
         self.pos["best"] = broadcast_float(self.acc, self.pos["best"])
         best_step = broadcast_float(self.acc, None if self.pos["best_step"] is None else float(self.pos["best_step"]))
         self.pos["best_step"] = None if best_step is None else int(best_step)
+        return score
 
 
 def broadcast_float(accelerator: Accelerator, value: Optional[float]) -> Optional[float]:
