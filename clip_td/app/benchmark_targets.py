@@ -105,16 +105,17 @@ def targets_markdown(agg: Agg) -> str:
              "value = the difference the target is about (points). Each clip_td row (`clip_td`, and "
              "`clip_td[...]` with extra grid keys) is judged against the same `none` and `naive_kd` cells.", ""]
     methods = judged_methods(agg)
+    counts = {m: {t: _count(rows, t, m) for t in TARGET_TEXT} for m in methods}
     for target, text in TARGET_TEXT.items():
-        if "clip_td" in methods and _count(rows, target, "clip_td"):
-            lines.append(f"- **{target}** {text}: holds in {_count(rows, target, 'clip_td')}")
-        elif any(_count(rows, target, m) for m in methods):
+        if counts.get("clip_td", {}).get(target):
+            lines.append(f"- **{target}** {text}: holds in {counts['clip_td'][target]}")
+        elif any(c[target] for c in counts.values()):
             lines.append(f"- **{target}** {text}")
     if methods != ["clip_td"]:
         lines += ["", "Targets held, per judged row (k of n checks; - : no cell to judge):", "",
                   "| method | " + " | ".join(TARGET_TEXT) + " |", "|---|" + "---|" * len(TARGET_TEXT)]
         for method in methods:
-            lines.append(f"| {method} | " + " | ".join(_count(rows, t, method) or "-" for t in TARGET_TEXT) + " |")
+            lines.append(f"| {method} | " + " | ".join(counts[method][t] or "-" for t in TARGET_TEXT) + " |")
     lines += ["", "| method | target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | "

@@ -204,7 +204,7 @@ class Trainer:
             accelerator.register_save_state_pre_hook(adapter_only_hook)
         self.signature = run_signature(cfg, built)
         self.pos: Dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None,
-                                    "bad_evals": 0}
+                                    "bad_evals": 0, "history": []}  # history: the held-out curve
         self.stop = False  # early stopping: train.patience evaluations without a better held-out score
         self.samples, self.train_time = 0, 0.0
         if built.teacher is not None:
@@ -260,7 +260,7 @@ class Trainer:
             state = load_file(str(self.out / "best" / "model.safetensors"))
             self.acc.unwrap_model(self.model).load_state_dict(state, strict=False)
         return {"rows": len(self.built.holdout_rows), "best": self.pos["best"], "best_step": self.pos["best_step"],
-                "stopped_early": bool(self.stop), "history": self.pos.get("history", [])}
+                "stopped_early": bool(self.stop), "history": self.pos["history"]}
 
     def keep_best_holdout(self, count_patience: bool = True) -> None:
         """Score the held-out training rows and keep the best weights (`score_and_keep`); after
@@ -376,8 +376,7 @@ class Trainer:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best", "best_step", "bad_evals")}
-        state["history"] = self.pos.get("history", [])
+        state = {k: self.pos[k] for k in ("step", "epoch", "batch", "best", "best_step", "bad_evals", "history")}
         if self.built.handover is not None:
             state["handover"] = self.built.handover.state_dict()
         save_checkpoint(self.acc, self.out, f"step_{self.pos['step']}", {**state, "signature": self.signature},
