@@ -170,3 +170,68 @@ def test_sweep_script_user_error_is_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "grid.bogus" in lines[0]
+
+
+def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_path, monkeypatch):
+    """A changed default or sweep config does not silently keep old cells: the sweep stops before
+    anything runs and names each cell and key (`stale=error`), or reruns them (`stale=rerun`), or
+    keeps them (`stale=keep`). The two keys a run fills itself (the default student's folder, the
+    learning rate for a pretrained student) and keys the saved config lacks are not differences."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    import clip_td.app.sweep as sweep
+    from clip_td.app.schema import FinetuneConfig
+    from clip_td.base.config import load_config, save_config
+    from clip_td.base.io import InputError
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    monkeypatch.setattr(sweep, "_cell_command",
+                        lambda cfg, cell, run_dir: [sys.executable, "-c", FAKE_CELL, str(run_dir), str(cell.seed), str(flags)])
+    out = tmp_path / "sweep"
+
+    def sweep_once(overrides=(), **extra):
+        cfg = OmegaConf.structured(sweep.SweepConfig(output_dir=str(out), overrides=list(overrides), **extra,
+                                                     grid=sweep.GridConfig(tasks=["snli_ve"], methods=["none"],
+                                                                           fractions=[0.25], seeds=[0, 1])))
+        return sweep.run_sweep(cfg)
+
+    assert sweep_once()["ran"] == 2
+    cells = sweep.expand_grid(OmegaConf.structured(sweep.GridConfig(tasks=["snli_ve"], methods=["none"],
+                                                                    fractions=[0.25], seeds=[0, 1])))
+    for cell in cells:  # what the trainer saves: the default student's cached folder and the resolved lr
+        run_dir = out / "runs" / cell.name
+        resolved = load_config(FinetuneConfig, None, [*cell.overrides(), f"output_dir={run_dir}",
+                                                      "student.pretrained=/cache/students/default", "train.lr=0.0003"])
+        save_config(resolved, run_dir)
+    assert sweep_once()["ran"] == 0  # same config: nothing is stale
+
+    sweep_cfg = out / "config.yaml"
+    before = sweep_cfg.read_text()
+    with pytest.raises(InputError) as e:
+        sweep_once(overrides=["method.eta=0.5", "train.lr=0.001"])
+    msg = str(e.value)
+    assert msg.startswith(f"{out}: 2 finished cell(s) ran with a config that differs")
+    assert "  snli_ve/none/f0.25/s0: method.eta was 1.0, now 0.5; train.lr was 0.0003, now 0.001" in msg
+    assert "  snli_ve/none/f0.25/s1: " in msg and "stale=rerun" in msg and "stale=keep" in msg
+    assert sweep_cfg.read_text() == before  # nothing written
+
+    # the from-scratch student: its folder and its learning rate (resolved to SCRATCH_LR) both differ
+    diff = sweep.stale_keys(OmegaConf.structured(sweep.SweepConfig(overrides=["student.pretrained=null"])),
+                            cells[0], out / "runs" / cells[0].name)
+    assert diff == [("student.pretrained", "/cache/students/default", None), ("train.lr", 0.0003, 0.001)]
+
+    # a key the run's config does not hold (added to the schema since) is not compared
+    saved = OmegaConf.load(out / "runs" / cells[1].name / "config.yaml")
+    del saved.method["eta"]
+    OmegaConf.save(saved, out / "runs" / cells[1].name / "config.yaml")
+    assert sweep.stale_keys(OmegaConf.structured(sweep.SweepConfig(overrides=["method.eta=0.5"])),
+                            cells[1], out / "runs" / cells[1].name) == []
+
+    summary = sweep_once(overrides=["method.eta=0.5"], stale="keep")
+    assert (summary["ran"], summary["skipped"], summary["missing"]) == (0, 2, [])
+    summary = sweep_once(overrides=["method.eta=0.5"], stale="rerun")  # only seed 0 differs now
+    assert (summary["ran"], summary["skipped"]) == (1, 1)
+    with pytest.raises(InputError, match="stale='later'; expected 'error', 'rerun' or 'keep'"):
+        sweep_once(stale="later")

@@ -1,7 +1,8 @@
 """Grids of fine-tuning runs (tasks x methods x fractions x seeds x any config key) and their report.
 
 `sweep.py --config configs/sweep/lowshot.yaml` runs every cell of the grid as a finetune run in
-`<output_dir>/runs/<cell>/`, skipping cells whose metrics.json is complete and recording each failed
+`<output_dir>/runs/<cell>/`, skipping cells whose metrics.json is complete (and whose saved config.yaml
+is what the cell resolves to now: `stale` says what happens to one that is not) and recording each failed
 cell in its `failed.json` (the error line, the log's tail, the attempt count) without stopping; a
 rerun retries failed cells (`retry_failed: false` leaves them) and removes `failed.json` once the
 cell succeeds. `report(dir)` (also `clip-td report DIR`) turns the metrics.json files into
@@ -19,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +73,10 @@ class SweepConfig:
     launcher: str = "python"  # "python" (one process per cell) or "accelerate" (accelerate launch per cell)
     launch_args: List[str] = field(default_factory=list)  # extra `accelerate launch` arguments, e.g. ["--num_processes", "2"]
     retry_failed: bool = True  # rerun cells recorded as failed (false: leave them, and their failed.json)
+    # a finished cell whose saved config.yaml differs from what the cell resolves to now (a changed
+    # default, an edited sweep config): "error" stops before anything runs and names the cells and
+    # keys, "rerun" runs them again (their old results are replaced), "keep" keeps the old results
+    stale: str = "error"
     report: bool = True  # write results.csv, summary.md and plots at the end
 
 
@@ -138,12 +144,17 @@ def is_complete(metrics_path: Path) -> bool:
         return False
 
 
+def _cell_overrides(cfg: Any, cell: Cell) -> List[str]:
+    """The dotted finetune overrides of one cell, in the order they apply."""
+    return (list(cfg.overrides) + list(cfg.task_overrides.get(cell.task, []))
+            + fraction_overrides(cfg).get(cell.fraction, []) + cell.overrides())
+
+
 def _cell_command(cfg: Any, cell: Cell, run_dir: Path) -> List[str]:
     args: List[str] = []
     if cfg.finetune_config:
         args += ["--config", str(cfg.finetune_config)]
-    args += list(cfg.overrides) + list(cfg.task_overrides.get(cell.task, []))
-    args += fraction_overrides(cfg).get(cell.fraction, []) + cell.overrides()
+    args += _cell_overrides(cfg, cell)
     args.append(f"output_dir={run_dir}")
     if cfg.launcher == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", *cfg.launch_args, "-m", "clip_td.app.trainer", *args]
@@ -167,17 +178,70 @@ def _failure_reason(lines: List[str], returncode: int) -> str:
     return "exit code 0 but metrics.json is missing or incomplete"
 
 
+#: keys a run writes into its config.yaml itself or that name where it ran, never compared
+_RUN_KEYS = ("output_dir", "train.resume")
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def stale_keys(cfg: Any, cell: Cell, run_dir: Path) -> List[Tuple[str, Any, Any]]:
+    """(key, value in the cell's saved config.yaml, value the cell resolves to now) for every
+    finetune key that differs; empty when they agree or the run saved no config.yaml.
+
+    The run fills two keys itself: `student.pretrained=default` becomes the cached folder (not
+    compared while the cell asks for the default) and `train.lr=null` the learning rate for a
+    pretrained or a from-scratch student (compared as resolved). A key the saved config lacks
+    (added to the schema after the run) or holds no more (removed) is not compared."""
+    from omegaconf import OmegaConf
+
+    from clip_td.app.schema import FinetuneConfig, PRETRAINED_LR, SCRATCH_LR
+    from pretrain.student.default_student import DEFAULT
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return []
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    except Exception as e:
+        raise InputError(f"{saved_path}: not a readable config ({e}); remove the cell folder to rerun it") from None
+    now = OmegaConf.to_container(load_config(FinetuneConfig, cfg.finetune_config or None,
+                                             _cell_overrides(cfg, cell)), resolve=True)
+    if now["train"]["lr"] is None:
+        now["train"]["lr"] = PRETRAINED_LR if now["student"]["pretrained"] is not None else SCRATCH_LR
+    saved_flat, now_flat = _flatten(saved), _flatten(now)
+    out = []
+    for key, value in now_flat.items():
+        if key in _RUN_KEYS or key not in saved_flat:
+            continue
+        if key == "student.pretrained" and value == DEFAULT:
+            continue
+        if saved_flat[key] != value:
+            out.append((key, saved_flat[key], value))
+    return out
+
+
 CELL_LOCK = ".cell.lock"  # held (fcntl.flock) by the sweep running a cell, released by the kernel on death
 
 
-def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
+def run_cell(cfg: Any, cell: Cell, root: Path, threads: int, rerun: bool = False) -> Dict[str, Any]:
     """Run one cell in its own process; never raises for a failed run (the record says why).
 
     A failure writes `failed.json`: {cell, seconds, returncode, error (one line), log_tail (the
     last LOG_TAIL_LINES lines of log.txt), log (its path), attempts}; a success removes it. Two
     sweeps on one folder never run a cell at once: the cell's lock file is held while it runs, and
     a sweep that finds it held (or the cell finished meanwhile) leaves the cell to the other sweep
-    (`elsewhere` in the record)."""
+    (`elsewhere` in the record). `rerun`: the cell finished under another config (`stale=rerun`):
+    unless another sweep has rerun it meanwhile, its metrics.json and checkpoints go first, so an
+    interrupted rerun leaves an unfinished cell, never the old results under the new config."""
     run_dir = root / "runs" / cell.name
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / CELL_LOCK, "a") as lock:
@@ -187,7 +251,10 @@ def run_cell(cfg: Any, cell: Cell, root: Path, threads: int) -> Dict[str, Any]:
             return {"cell": cell.name, "seconds": 0.0, "elsewhere": "running in another sweep (its lock is held)"}
         try:
             if is_complete(run_dir / "metrics.json"):
-                return {"cell": cell.name, "seconds": 0.0, "elsewhere": "finished by another sweep meanwhile"}
+                if not (rerun and stale_keys(cfg, cell, run_dir)):
+                    return {"cell": cell.name, "seconds": 0.0, "elsewhere": "finished by another sweep meanwhile"}
+                (run_dir / "metrics.json").unlink()
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             return _run_cell_locked(cfg, cell, run_dir, threads)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -229,22 +296,40 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
     fraction_overrides(cfg)  # a key that is no fraction fails before anything is written
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root)
-    todo = []
+    if cfg.stale not in ("error", "rerun", "keep"):
+        raise InputError(f"sweep config: stale={cfg.stale!r}; expected 'error', 'rerun' or 'keep'")
+    todo, stale = [], []
     for cell in cells:
         run_dir = root / "runs" / cell.name
         if is_complete(run_dir / "metrics.json"):
+            diff = stale_keys(cfg, cell, run_dir) if cfg.stale != "keep" else []
+            if diff:
+                stale.append((cell, diff))
+                if cfg.stale == "rerun":
+                    todo.append(cell)
             continue
         if (run_dir / "failed.json").exists() and not cfg.retry_failed:
             continue
         todo.append(cell)
+    if stale and cfg.stale == "error":
+        lines = [f"  {cell.name}: " + "; ".join(f"{k} was {old!r}, now {new!r}" for k, old, new in diff[:4])
+                 + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "") for cell, diff in stale[:10]]
+        more = f"\n  ... and {len(stale) - 10} more cells" if len(stale) > 10 else ""
+        raise InputError(f"{root}: {len(stale)} finished cell(s) ran with a config that differs from what they "
+                         f"resolve to now (a changed default or sweep config):\n" + "\n".join(lines) + more
+                         + "\nRun with stale=rerun to run them again (their results are replaced), or "
+                         "stale=keep to keep them as they are")
+    save_config(cfg, root)
     parallel = max(1, int(cfg.parallel))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} done or failed before, {len(todo)} to run", flush=True)
+    print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} done or failed before, {len(todo)} to run"
+          + (f" ({len(stale)} finished under another config, {'rerun' if cfg.stale == 'rerun' else 'kept'})"
+             if stale else ""), flush=True)
     records: List[Dict[str, Any]] = []
     start = time.time()
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(run_cell, cfg, cell, root, threads) for cell in todo]
+        rerun = {cell for cell, _ in stale}
+        futures = [pool.submit(run_cell, cfg, cell, root, threads, cell in rerun) for cell in todo]
         for i, fut in enumerate(futures, start=1):
             rec = fut.result()
             records.append(rec)
