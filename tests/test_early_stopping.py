@@ -3,6 +3,7 @@ patience rule on a scripted score sequence, and a tiny run that ends with its be
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,6 +38,25 @@ def test_holdout_is_a_stratified_disjoint_share_of_the_lowshot_rows():
         split_holdout(_Labels(), ds, train_idx, 1.0, seed=0)
     with pytest.raises(InputError, match="both need at least one row"):
         split_holdout(_Labels(), ds, [0], 0.5, seed=0)
+
+
+def test_holdout_by_image_holds_out_whole_images():
+    """`train.holdout_by=image`: every low-shot row of a drawn image is held out with it, so no
+    held-out image is trained on (with `row`, most held-out rows share their image with a trained
+    sibling question); the share is drawn over images, stratified by each image's first label."""
+    images = [f"img{k // 2}.png" for k in range(80)]  # two questions per image, as VCR asks
+    ds = {"label": [(k // 2) % 4 for k in range(80)], "image": images}
+    train_idx = list(range(80))
+    fit, held = split_holdout(_Labels(), ds, train_idx, 0.25, seed=0, by="image")
+    assert len(held) == 20 and sorted(fit + held) == train_idx  # 10 of the 40 images, both rows each
+    assert not {images[i] for i in fit} & {images[i] for i in held}
+    per_label = Counter(ds["label"][i] for i in held[::2])  # 10 images over 4 labels of 10 images each
+    assert sorted(per_label.values()) == [2, 2, 3, 3]
+    assert split_holdout(_Labels(), ds, train_idx, 0.25, seed=0, by="image") == (fit, held)
+    fit_r, held_r = split_holdout(_Labels(), ds, train_idx, 0.25, seed=0, by="row")
+    assert len(held_r) == 20 and {images[i] for i in fit_r} & {images[i] for i in held_r}
+    with pytest.raises(InputError, match="train.holdout_by='scene'; expected one of: row, image"):
+        split_holdout(_Labels(), ds, train_idx, 0.25, seed=0, by="scene")
 
 
 def _fake_trainer(patience: int, tmp_path: Path, primary: str = "acc"):

@@ -71,20 +71,36 @@ def check_settings(cfg: DictConfig) -> MethodConfig:
     return method
 
 
-def split_holdout(task: Any, ds: Any, train_idx: List[int], share: float, seed: int) -> tuple:
+HOLDOUT_BY = ("row", "image")
+
+
+def split_holdout(task: Any, ds: Any, train_idx: List[int], share: float, seed: int, by: str = "row") -> tuple:
     """(training indices, held-out indices) of the low-shot rows `train_idx`: a stratified `share`
     of them (by the task's label, fixed per seed, drawn independently of the low-shot subset) is
-    held out for early stopping; ([...], []) when share is 0."""
+    held out for early stopping; ([...], []) when share is 0. `by="image"` draws the share over the
+    rows' images instead (`ds["image"]`; each image stratified by its first row's label) and holds
+    out every low-shot row of a drawn image, so no held-out image is trained on."""
     if share == 0:
         return train_idx, []
     if not 0.0 < share < 1.0:
         raise InputError(f"train.holdout={share}; expected a share in [0, 1)")
+    if by not in HOLDOUT_BY:
+        raise InputError(f"train.holdout_by={by!r}; expected one of: {', '.join(HOLDOUT_BY)}")
     from tasks.splits import lowshot_indices
 
     column = ds[task.label_key]
-    labels = [column[i] for i in train_idx]
+    if by == "image":
+        images = ds["image"]
+        groups: Dict[Any, List[int]] = {}
+        for k, i in enumerate(train_idx):
+            groups.setdefault(images[i], []).append(k)
+        members = list(groups.values())
+        labels = [column[train_idx[g[0]]] for g in members]
+    else:
+        members = [[k] for k in range(len(train_idx))]
+        labels = [column[i] for i in train_idx]
     try:
-        picked = set(lowshot_indices(labels, share, seed + 7919))  # another stream than the low-shot draw
+        picked = {k for g in lowshot_indices(labels, share, seed + 7919) for k in members[g]}  # another stream than the low-shot draw
     except InputError:
         picked = set()
     if not picked or len(picked) == len(train_idx):
@@ -241,7 +257,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     task_root = root / cfg.task.name
     full_train = task.load(task_root, cfg.data.train_split)
     train_idx = lowshot_subset(task, full_train, cfg.train.fraction, cfg.seed)
-    train_idx, holdout_idx = split_holdout(task, full_train, train_idx, cfg.train.holdout, cfg.seed)
+    train_idx, holdout_idx = split_holdout(task, full_train, train_idx, cfg.train.holdout, cfg.seed, cfg.train.holdout_by)
     train_rows = full_train.select(train_idx)
     eval_rows = {s: task.load(task_root, s) for s in eval_splits(cfg, task, task_root)}
 

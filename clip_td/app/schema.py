@@ -94,6 +94,11 @@ class TrainConfig:
     # stop on: every eval_every steps the student is scored on them, the best weights are kept, and the
     # run ends with those (the val splits never choose anything); 0 = no held-out rows
     holdout: float = 0.0
+    # what the held-out share is drawn over: "row" (each row on its own) or "image" (every row of a
+    # drawn image goes with it, so the held-out rows show images the student never trains on, as the
+    # val splits do; VCR asks two questions of each image and VQA several: with "row" a held-out
+    # row's image is mostly trained on through its sibling questions)
+    holdout_by: str = "row"
     patience: int = 0  # with holdout: stop after this many evaluations without a better held-out score (0 = never)
     keep_checkpoints: int = 2  # periodic checkpoints kept on disk (oldest removed first)
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
