@@ -94,7 +94,7 @@ def test_report_knows_the_grid_from_the_saved_config(tmp_path, capsys):
     _write_run(tmp_path, "vqa", "clip_td", 0.05, 0, {"val": {"vqa_acc": 50.0}}, extra="method.rho=0.25")
     summary = report(tmp_path)["summary"].read_text()
     assert "| none[method.rho=0.25] | 5% | val | vqa_acc | 40.50 +- 0.71 | 2 |" in summary
-    assert "| clip_td[method.rho=0.25] | 5% | val | vqa_acc | 50.00 +- 0.00 | 1 of 2 \u2020 |" in summary
+    assert "| clip_td[method.rho=0.25] | 5% | val | vqa_acc | 50.00 (one seed: no std) | 1 of 2 \u2020 |" in summary
     assert "1 of 4 grid cells have no complete metrics.json" in summary
     assert "| vqa | clip_td[method.rho=0.25] | 5% | 1 | not run (or its metrics.json is incomplete) |" in summary
     assert cli_main(["report", str(tmp_path)]) == 1

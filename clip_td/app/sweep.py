@@ -517,7 +517,8 @@ def summary_markdown(agg, status: Optional[GridStatus] = None) -> str:
             rel = f"{g[1]:+.1f}%" if g and not math.isnan(g[1]) else ""
             n = _n_text(a, status.seeds.get(key[:3]) if status else None)
             short = short or SHORT in n
-            lines.append(f"| {key[1]} | {key[2] * 100:g}% | {key[3]} | {key[4]} | {a['mean']:.2f} +- {a['std']:.2f} | {n} | {gain} | {rel} |")
+            spread = f"+- {a['std']:.2f}" if a["n"] > 1 else "(one seed: no std)"
+            lines.append(f"| {key[1]} | {key[2] * 100:g}% | {key[3]} | {key[4]} | {a['mean']:.2f} {spread} | {n} | {gain} | {rel} |")
         lines.append("")
     if short:
         lines += [f"{SHORT} Fewer seeds than the sweep's grid asks: mean and std cover only the seeds that finished",
