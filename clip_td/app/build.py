@@ -158,7 +158,7 @@ def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
     student, SCRATCH_LR from scratch, also written into `cfg`."""
     from pretrain.student.default_student import DEFAULT, ensure_default_student
 
-    from clip_td.app.schema import PRETRAINED_LR, SCRATCH_LR
+    from clip_td.app.schema import default_lr
 
     if cfg.student.pretrained == DEFAULT:
         path = None
@@ -169,7 +169,7 @@ def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
             cfg.student.pretrained = path
     if cfg.train.lr is None:
         with read_write(cfg):
-            cfg.train.lr = PRETRAINED_LR if cfg.student.pretrained is not None else SCRATCH_LR
+            cfg.train.lr = default_lr(cfg.student.pretrained)
 
 
 def data_root(cfg: DictConfig, accelerator: Any) -> Path:

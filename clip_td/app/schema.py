@@ -75,6 +75,11 @@ PRETRAINED_LR = 3e-4
 SCRATCH_LR = 1e-3
 
 
+def default_lr(pretrained: Optional[str]) -> float:
+    """What `train.lr=null` resolves to for a student loaded from `pretrained` (None: from scratch)."""
+    return PRETRAINED_LR if pretrained is not None else SCRATCH_LR
+
+
 @dataclass
 class TrainConfig:
     fraction: float = 0.1  # low-shot fraction of the training split (1.0 = all), stratified by label

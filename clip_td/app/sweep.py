@@ -178,6 +178,8 @@ def _failure_reason(lines: List[str], returncode: int) -> str:
     return "exit code 0 but metrics.json is missing or incomplete"
 
 
+STALE_MODES = ("error", "rerun", "keep")  # sweep key `stale`
+
 #: keys a run writes into its config.yaml itself or that name where it ran, never compared
 _RUN_KEYS = ("output_dir", "train.resume")
 
@@ -203,7 +205,7 @@ def stale_keys(cfg: Any, cell: Cell, run_dir: Path) -> List[Tuple[str, Any, Any]
     (added to the schema after the run) or holds no more (removed) is not compared."""
     from omegaconf import OmegaConf
 
-    from clip_td.app.schema import FinetuneConfig, PRETRAINED_LR, SCRATCH_LR
+    from clip_td.app.schema import FinetuneConfig, default_lr
     from pretrain.student.default_student import DEFAULT
 
     saved_path = run_dir / "config.yaml"
@@ -216,7 +218,7 @@ def stale_keys(cfg: Any, cell: Cell, run_dir: Path) -> List[Tuple[str, Any, Any]
     now = OmegaConf.to_container(load_config(FinetuneConfig, cfg.finetune_config or None,
                                              _cell_overrides(cfg, cell)), resolve=True)
     if now["train"]["lr"] is None:
-        now["train"]["lr"] = PRETRAINED_LR if now["student"]["pretrained"] is not None else SCRATCH_LR
+        now["train"]["lr"] = default_lr(now["student"]["pretrained"])
     saved_flat, now_flat = _flatten(saved), _flatten(now)
     out = []
     for key, value in now_flat.items():
@@ -296,8 +298,9 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
     fraction_overrides(cfg)  # a key that is no fraction fails before anything is written
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    if cfg.stale not in ("error", "rerun", "keep"):
-        raise InputError(f"sweep config: stale={cfg.stale!r}; expected 'error', 'rerun' or 'keep'")
+    if cfg.stale not in STALE_MODES:
+        raise InputError(f"sweep config: stale={cfg.stale!r}; expected " + ", ".join(map(repr, STALE_MODES[:-1]))
+                         + f" or {STALE_MODES[-1]!r}")
     todo, stale = [], []
     for cell in cells:
         run_dir = root / "runs" / cell.name
