@@ -235,3 +235,28 @@ def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_pat
     assert (summary["ran"], summary["skipped"]) == (1, 1)
     with pytest.raises(InputError, match="stale='later'; expected 'error', 'rerun' or 'keep'"):
         sweep_once(stale="later")
+
+
+def test_sweep_configs_pin_the_weighting_their_results_ran_with():
+    """method.weight_features defaults to false; the sweep configs whose clip_td rows were measured
+    with the paper's weighting pin true (cell overrides come last, so a grid value still wins),
+    and budget_holdout_image.yaml runs the new default."""
+    from clip_td.app.sweep import SweepConfig, _cell_overrides, expand_grid
+    from clip_td.base.config import load_config
+    from clip_td.lib.distill import MethodConfig
+
+    assert MethodConfig().weight_features is False
+    repo = Path(__file__).resolve().parents[1]
+
+    def weighting(name):
+        cfg = load_config(SweepConfig, str(repo / "configs/sweep" / name), [])
+        out = {}
+        for cell in expand_grid(cfg.grid):
+            keys = [o.split("=", 1)[1] for o in _cell_overrides(cfg, cell) if o.startswith("method.weight_features=")]
+            out[(cell.method, cell.fraction, tuple(cell.overrides()))] = keys[-1].lower() if keys else None
+        return set(out.values())
+
+    for legacy in ("lowshot.yaml", "benchmark.yaml", "benchmark_budget.yaml", "budget_converged25.yaml"):
+        assert weighting(legacy) == {"true"}, legacy
+    assert weighting("budget_weight_features.yaml") == {"false"}  # its grid value overrides the pin
+    assert weighting("budget_holdout_image.yaml") == {None}
