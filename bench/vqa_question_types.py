@@ -55,14 +55,14 @@ def _predictions(run: Path, recorded: str) -> str:
     return recorded if Path(recorded).is_file() or not moved.is_file() else str(moved)
 
 
-def _runs(sweep: Path, method: str, fraction: float) -> List[Path]:
+def _runs(sweep: Path, method: str, fraction: float, task: str = "vqa") -> List[Path]:
     """The finished run folders of one method: `name`, `name[key=value,...]` (a cell with extra grid
     keys, as results.csv labels it) and either one `@FOLDER` to read it from another sweep."""
     label, _, other = method.partition("@")
     root = Path(other) if other else sweep
     name, _, tag = label.partition("[")
     extra = [p for p in tag.rstrip("]").split(",") if p] if tag else []
-    cell = root / "runs" / "vqa" / name / f"f{fraction:g}"
+    cell = root / "runs" / task / name / f"f{fraction:g}"
     runs = sorted(p.joinpath(*extra) for p in cell.glob("s*") if p.joinpath(*extra, "metrics.json").is_file())
     if not runs:
         where = "/".join(["s<seed>", *extra, "metrics.json"])

@@ -1,4 +1,5 @@
-"""VCR Q->A, QA->R and Q->AR (both right, per instance), and `evaluate_files`."""
+"""VCR Q->A, QA->R and Q->AR (both right, per instance), `evaluate_files` and
+`evaluate_files_by_type` (the same scores per question type)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,27 @@ def evaluate_files(annotations: Union[str, Path], predictions: Union[str, Path])
     check_same_ids(pred, list(gold), "annot_id", predictions, annotations)
     ids = list(gold)
     return vcr_scores([pred[i] for i in ids], [gold[i] for i in ids])
+
+
+def question_type(question: Sequence) -> str:
+    """A VCR question's type: its first two words, lower-cased, an object reference (a list of
+    indices) written `<obj>`: "why is", "what color", "where is"."""
+    words = ["<obj>" if isinstance(w, list) else str(w).lower() for w in question]
+    return " ".join(words[:2])
+
+
+def evaluate_files_by_type(annotations: Union[str, Path], predictions: Union[str, Path]) -> Dict[str, Dict[str, float]]:
+    """`evaluate_files` per question type: {type: {q2a, qa2r, q2ar, n}}; the annotations need
+    `question` (VCR's token list) as well as the labels."""
+    gold = _pairs(annotations, ("answer_label", "rationale_label"))
+    pred = _pairs(predictions, ("answer", "rationale"))
+    check_same_ids(pred, list(gold), "annot_id", predictions, annotations)
+    groups: Dict[str, list] = {}
+    for lineno, obj in iter_jsonl(annotations):
+        if not isinstance(obj.get("question"), list):
+            raise InputError(f"{annotations}:{lineno}: expected 'question' as a list of words and object references")
+        groups.setdefault(question_type(obj["question"]), []).append(str(obj["annot_id"]))
+    out: Dict[str, Dict[str, float]] = {}
+    for qtype, ids in sorted(groups.items()):
+        out[qtype] = {**vcr_scores([pred[i] for i in ids], [gold[i] for i in ids]), "n": len(ids)}
+    return out
