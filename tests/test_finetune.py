@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from clip_td.app.trainer import main
 from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
@@ -43,8 +44,9 @@ def test_metrics_schema_and_files_score_the_same(small_world, tiny_teacher, tmp_
     assert (m["task"], m["method"], m["train_fraction"], m["seed"]) == ("vqa", "none", 0.25, 3)
     assert sorted(m["eval"]) == ["val", "val_shift"]
     assert all(list(scores) == ["vqa_acc"] for scores in m["eval"].values())
-    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s"] and m["train"]["steps"] == 4
+    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "threads"] and m["train"]["steps"] == 4
     assert m["train"]["samples_per_s"] > 0 and m["train"]["step_time_s"] > 0
+    assert m["train"]["threads"] == torch.get_num_threads()  # in-process: this process's count
     for split, files in m["files"].items():
         assert sorted(files) == ["annotations", "predictions", "questions"]
         assert evaluate_cli("vqa", files)["overall"] == m["eval"][split]["vqa_acc"]

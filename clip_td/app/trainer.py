@@ -436,6 +436,7 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
         "eval": scores,
         "train": {"steps": int(figures["steps"]), "samples_per_s": round(float(figures["samples_per_s"]), 3),
                   "step_time_s": round(float(figures["step_time_s"]), 5),
+                  "threads": int(torch.get_num_threads()),
                   **({"holdout": figures["holdout"]} if "holdout" in figures else {}),
                   **({"label_free_rows": int(figures["label_free_rows"])} if "label_free_rows" in figures else {})},
         "files": files,
