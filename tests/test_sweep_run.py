@@ -110,6 +110,7 @@ def test_failed_cells_are_kept_retried_and_reported(tmp_path, monkeypatch, capsy
     summary = sweep_once()  # a rerun retries the failed cell (only it), which fails again
     assert (summary["ran"], summary["skipped"], summary["failed"]) == (1, 2, [cell])
     assert json.loads((out / "runs" / cell / "failed.json").read_text())["attempts"] == 2
+    assert (out / "runs" / cell / "log.txt").read_text().count("error: boom on seed 1") == 2  # both attempts kept
     summary = sweep_once(retry_failed=False)  # asked not to retry: left as it is, still reported
     assert (summary["ran"], summary["missing"]) == (0, [cell]) and (out / "runs" / cell / "failed.json").exists()
     assert report_exit()[0] == 1

@@ -267,7 +267,9 @@ def _run_cell_locked(cfg: Any, cell: Cell, run_dir: Path, threads: int) -> Dict[
     start = time.time()
     log_path = run_dir / "log.txt"
     try:
-        with open(log_path, "w") as log:
+        # appended, not replaced: a cell resumed from its checkpoints (train.resume=latest) or
+        # retried after a failure keeps the log of its earlier attempts
+        with open(log_path, "a") as log:
             returncode = subprocess.run(_cell_command(cfg, cell, run_dir), stdout=log, stderr=subprocess.STDOUT,
                                         env=env).returncode
     except (OSError, InputError) as e:  # the cell could not even start
