@@ -19,7 +19,6 @@ position, whatever its Q->A.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -27,8 +26,8 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clip_td.base.io import InputError, read_json, write_json_atomic  # noqa: E402
-from vqa_question_types import _predictions, _runs, table  # noqa: E402
+from clip_td.base.io import InputError, read_json  # noqa: E402
+from vqa_question_types import _predictions, _runs, run_cli  # noqa: E402
 
 SCORES = (("q2a", "Q->A"), ("qa2r", "QA->R"), ("q2ar", "Q->AR"))
 
@@ -58,25 +57,10 @@ def per_type_scores(sweep: Path, methods: List[str], fraction: float) -> Dict[st
     return {"scores": scores, "n": rows, "seeds": seeds}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweep", help="a sweep output folder (holds runs/vcr/...)")
-    ap.add_argument("--fraction", type=float, default=1.0, help="train.fraction of the cells to read")
-    ap.add_argument("--methods", nargs="+", default=["none", "clip_td"], help="the first is the reference")
-    ap.add_argument("--out", default=None, help="JSON output (default: <sweep>/vcr_question_types_f<fraction>.json)")
-    args = ap.parse_args()
-    try:
-        result = per_type_scores(Path(args.sweep), args.methods, args.fraction)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def _row_counts(result: Dict[str, Any]) -> None:
     for split, by_type in result["n"].items():
         print(f"{split}: " + ", ".join(f"{t} {n} rows" for t, n in sorted(by_type.items())))
-    print(table(result, args.methods))
-    out = Path(args.out) if args.out else Path(args.sweep) / f"vcr_question_types_f{args.fraction:g}.json"
-    write_json_atomic(out, {"sweep": str(args.sweep), "fraction": args.fraction, "methods": args.methods, **result})
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(__doc__, per_type_scores, "vcr", preamble=_row_counts)

@@ -94,23 +94,28 @@ def table(result: Dict[str, Any], methods: List[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweep", help="a sweep output folder (holds runs/vqa/...)")
+def run_cli(doc: str, scores_fn, task: str, preamble=None) -> None:
+    """The command line of the per-question-type benches: `scores_fn(sweep, methods, fraction)`
+    scores a sweep folder's runs of `task`; `preamble(result)` prints lines before the table."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("sweep", help=f"a sweep output folder (holds runs/{task}/...)")
     ap.add_argument("--fraction", type=float, default=1.0, help="train.fraction of the cells to read")
     ap.add_argument("--methods", nargs="+", default=["none", "clip_td"], help="the first is the reference")
-    ap.add_argument("--out", default=None, help="JSON output (default: <sweep>/vqa_question_types_f<fraction>.json)")
+    ap.add_argument("--out", default=None,
+                    help=f"JSON output (default: <sweep>/{task}_question_types_f<fraction>.json)")
     args = ap.parse_args()
     try:
-        result = per_type_scores(Path(args.sweep), args.methods, args.fraction)
+        result = scores_fn(Path(args.sweep), args.methods, args.fraction)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if preamble is not None:
+        preamble(result)
     print(table(result, args.methods))
-    out = Path(args.out) if args.out else Path(args.sweep) / f"vqa_question_types_f{args.fraction:g}.json"
+    out = Path(args.out) if args.out else Path(args.sweep) / f"{task}_question_types_f{args.fraction:g}.json"
     write_json_atomic(out, {"sweep": str(args.sweep), "fraction": args.fraction, "methods": args.methods, **result})
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(__doc__, per_type_scores, "vqa")
