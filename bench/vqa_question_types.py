@@ -16,7 +16,6 @@ sample std over seeds (n per cell) and the difference to the first method. Write
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
