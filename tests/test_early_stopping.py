@@ -59,9 +59,9 @@ def test_holdout_by_image_holds_out_whole_images():
         split_holdout(_Labels(), ds, train_idx, 0.25, seed=0, by="scene")
 
 
-def _fake_trainer(patience: int, tmp_path: Path, primary: str = "acc"):
+def _fake_trainer(patience: int, tmp_path: Path, primary: str = "acc", min_steps: int = 0):
     acc = SimpleNamespace(is_main_process=True, num_processes=1, log=lambda *a, **k: None)
-    cfg = SimpleNamespace(train=SimpleNamespace(patience=patience))
+    cfg = SimpleNamespace(train=SimpleNamespace(patience=patience, min_steps=min_steps))
     fake = SimpleNamespace(acc=acc, cfg=cfg, model=None, out=tmp_path, holdout_dl=None, stop=False,
                            built=SimpleNamespace(holdout_rows=[], task=SimpleNamespace(primary=primary)),
                            pos={"step": 0, "best": None, "best_step": None, "bad_evals": 0})
@@ -84,6 +84,26 @@ def test_patience_counts_evaluations_without_a_better_held_out_score(tmp_path, m
                        (60.0, 50, 0, False), (60.0, 50, 1, False), (60.0, 50, 2, True)]
     assert saved == [10, 20, 50]
     assert fake.pos["history"] == [[10, 50.0], [20, 55.0], [30, 55.0], [40, 54.0], [50, 60.0], [60, 59.0], [70, 58.0]]
+
+
+def test_min_steps_keeps_an_early_peak_from_ending_the_run(tmp_path, monkeypatch):
+    """The same scores with train.min_steps=40: the evaluations at steps 10-40 keep the best
+    weights but count no patience, so the dip at 30-40 does not stop the run."""
+    scores = iter([50.0, 55.0, 55.0, 54.0, 53.0, 52.0, 60.0])
+    saved = []
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: ({"holdout": {"acc": next(scores)}}, {}))
+    monkeypatch.setattr(trainer_mod, "save_best", lambda acc, model, cfg, out, pos: saved.append(pos["step"]))
+    fake = _fake_trainer(patience=2, tmp_path=tmp_path, min_steps=40)
+    history = []
+    for step in range(10, 80, 10):
+        fake.pos["step"] = step
+        Trainer.keep_best_holdout(fake)
+        history.append((fake.pos["best"], fake.pos["best_step"], fake.pos["bad_evals"], fake.stop))
+        if fake.stop:
+            break
+    assert history == [(50.0, 10, 0, False), (55.0, 20, 0, False), (55.0, 20, 0, False), (55.0, 20, 0, False),
+                       (55.0, 20, 1, False), (55.0, 20, 2, True)]
+    assert saved == [10, 20]
 
 
 def test_the_best_weights_are_picked_by_the_primary_metric_not_the_first(tmp_path, monkeypatch):
@@ -124,6 +144,7 @@ def test_a_run_with_holdout_ends_with_its_best_weights(small_world, tiny_teacher
 def test_patience_without_holdout_and_holdout_without_eval_every_are_refused(small_world, tiny_teacher, tmp_path,
                                                                              capsys):
     for extra, needle in (({"train.patience": 2}, "train.patience=2 needs train.holdout"),
-                          ({"train.holdout": 0.2}, "train.holdout=0.2 needs train.eval_every")):
+                          ({"train.holdout": 0.2}, "train.holdout=0.2 needs train.eval_every"),
+                          ({"train.min_steps": 5}, "train.min_steps=5: expected 0, or a step count with train.patience > 0")):
         code = main(["--config", TINY, *tiny_overrides(small_world, tiny_teacher, tmp_path / "x", **extra)])
         assert code != 0 and needle in capsys.readouterr().err

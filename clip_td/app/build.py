@@ -66,6 +66,9 @@ def check_settings(cfg: DictConfig) -> MethodConfig:
     if cfg.train.patience and not cfg.train.holdout:
         raise InputError(f"train.patience={cfg.train.patience} needs train.holdout > 0: early stopping reads held-out "
                          f"training rows, never the val splits")
+    if cfg.train.min_steps < 0 or (cfg.train.min_steps and not cfg.train.patience):
+        raise InputError(f"train.min_steps={cfg.train.min_steps}: expected 0, or a step count with train.patience > 0 "
+                         "(it delays early stopping)")
     if cfg.train.patience < 0:
         raise InputError(f"train.patience={cfg.train.patience}; expected an integer >= 0")
     return method

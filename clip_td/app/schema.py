@@ -105,6 +105,9 @@ class TrainConfig:
     # row's image is mostly trained on through its sibling questions)
     holdout_by: str = "row"
     patience: int = 0  # with holdout: stop after this many evaluations without a better held-out score (0 = never)
+    # with patience: no early stop before this step; the evaluations up to it keep the best weights
+    # but do not count towards patience (a noisy early peak cannot end the run); 0 = count from the start
+    min_steps: int = 0
     keep_checkpoints: int = 2  # periodic checkpoints kept on disk (oldest removed first)
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
     log_every: int = 10  # log losses to the trackers every this many optimizer steps

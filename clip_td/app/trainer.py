@@ -264,7 +264,8 @@ class Trainer:
 
     def keep_best_holdout(self, count_patience: bool = True) -> None:
         """Score the held-out training rows and keep the best weights (`score_and_keep`); after
-        `train.patience` evaluations without improvement, stop. Each score joins `pos["history"]`
+        `train.patience` evaluations without improvement (those up to `train.min_steps` do not
+        count), stop. Each score joins `pos["history"]`
         as [step, score] (metrics.json's `train.holdout.history`) and is printed on its own line."""
         score = self.score_and_keep("holdout", self.holdout_dl, self.built.holdout_rows,
                                     self.out / "predictions" / "holdout")
@@ -273,7 +274,8 @@ class Trainer:
             tqdm.write(f"held-out {self.built.task.primary} at step {self.pos['step']}: {score:.2f} "
                        f"(best {self.pos['best']:.2f} at step {self.pos['best_step']})")
         if count_patience:
-            improved = self.pos["best_step"] == self.pos["step"]
+            # train.min_steps: the evaluations up to it never count towards patience
+            improved = self.pos["best_step"] == self.pos["step"] or self.pos["step"] <= self.cfg.train.min_steps
             self.pos["bad_evals"] = 0 if improved else self.pos["bad_evals"] + 1
             patience = self.cfg.train.patience
             self.stop = bool(patience) and self.pos["bad_evals"] >= patience

@@ -100,6 +100,18 @@ class ImageInitConfig:
 
 
 @dataclass
+class RegionsConfig:
+    # MLM on region descriptions of freshly rendered scenes during MLM + ITM (where each object is:
+    # "the red circle is near the top left.", and one relation), weighted by this; 0 = off.
+    # The corpus' captions never say where an object is; these teach the student the place words
+    weight: float = 0.0
+    scenes: int = 32  # described scenes per step (per process): the rehearsal's scenes when it is on
+    mask_prob: float = 0.15  # MLM probability of the descriptions' other tokens
+    place_mask_prob: float = 0.5  # MLM probability of the place words (top, left, center, above, ...)
+    vocab_scenes: int = 2000  # descriptions of this many scenes join the texts the vocabulary is fitted on
+
+
+@dataclass
 class EvalConfig:
     max_rows: int = 512  # the held-out slice: the first N source-style rows of data.val
     batch_size: int = 64
@@ -113,6 +125,7 @@ class StudentPretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     image_init: ImageInitConfig = field(default_factory=ImageInitConfig)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

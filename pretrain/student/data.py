@@ -41,16 +41,17 @@ ALPHABET = string.ascii_lowercase + string.digits + string.punctuation
 
 
 def build_tokenizer(rows: Sequence[Dict[str, str]], columns: Sequence[str], vocab_size: int,
-                    source: str = "the captions file"):
-    """The WordPiece tokenizer fitted on the rows' text in `columns` (deterministic: a resume
-    rebuilds the same one), every character of ALPHABET included. A column missing from the
-    rows is an InputError naming the file (`source`) and the key."""
+                    source: str = "the captions file", extra_texts: Sequence[str] = ()):
+    """The WordPiece tokenizer fitted on the rows' text in `columns` and `extra_texts`
+    (deterministic: a resume rebuilds the same one), every character of ALPHABET included. A
+    column missing from the rows is an InputError naming the file (`source`) and the key."""
     texts = []
     for column in columns:
         if any(column not in r for r in rows):
             raise InputError(f"{source}: no column {column!r}, which config key data.vocab_columns asks the "
                              f"student's vocabulary to be fitted on")
         texts.extend(r[column] for r in rows)
+    texts.extend(extra_texts)
     return build_wordpiece(texts, vocab_size=vocab_size, alphabet=ALPHABET)
 
 

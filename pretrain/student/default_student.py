@@ -30,12 +30,15 @@ DEFAULT = "default"
 def recipe_hash(overrides: Sequence[str] = ()) -> str:
     """Hash of the resolved default student recipe (output_dir excluded): the cache key. Options
     added after the first default student was built are left out at the value where they change
-    nothing (no concept masking, no image initialisation, no rehearsal), so adding them keeps
+    nothing (no concept masking, no image initialisation, no rehearsal, no region
+    descriptions), so adding them keeps
     every cache valid."""
     cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
     if cfg["train"].get("concept_mask_prob") is None:
         cfg["train"].pop("concept_mask_prob", None)
     ii = cfg["image_init"] = without_neutral_rehearsal(cfg["image_init"])
+    if not cfg["regions"]["weight"]:  # no region descriptions: the recipe before they existed
+        cfg.pop("regions")
     if ii["steps"] == 0 and ii["weights"] is None and "rehearsal" not in ii:
         cfg.pop("image_init")
     return config_hash(cfg)

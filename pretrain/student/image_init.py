@@ -95,13 +95,16 @@ def patch_labels(scene: Dict[str, Any], image_size: int, patch_size: int) -> tor
 
 
 def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
-                max_objects: int = 1, patch_size: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+                max_objects: int = 1, patch_size: int = 0, stream: str = "image-init",
+                return_scenes: bool = False) -> Tuple:
     """(pixels (n, 3, side, side), labels) of `n` source-style scenes drawn from
-    `random.Random((seed, step))`. With `patch_size` (dense labels): 1 to `max_objects` objects,
-    labels (n, G * G, 3) from `patch_labels`. Otherwise one object each (`max_objects` 1): labels
-    (n, 3), its colour, shape and size indices; or 1 to `max_objects` objects: labels
-    (n, len(LABELS)) multi-hot."""
-    rng = random.Random(f"student-image-init/{seed}/{step}")
+    `random.Random((stream, seed, step))`. With `patch_size` (dense labels): 1 to `max_objects`
+    objects, labels (n, G * G, 3) from `patch_labels`. Otherwise one object each (`max_objects`
+    1): labels (n, 3), its colour, shape and size indices; or 1 to `max_objects` objects: labels
+    (n, len(LABELS)) multi-hot. `return_scenes` adds the scenes (their objects and places) third.
+    Another `stream` draws other scenes for the same (seed, step)."""
+    rng = random.Random(f"student-{stream}/{seed}/{step}")
+    scenes = []
     images, labels = [], []
     for _ in range(n):
         if patch_size:
@@ -115,6 +118,9 @@ def scene_batch(seed: int, step: int, n: int, image_size: int, transform: Any,
             scene = sample_scene(rng, style="source", min_objects=1, max_objects=max_objects)
             labels.append(scene_labels(scene["objects"]))
         images.append(transform(render_scene(scene, image_size, rng.getrandbits(32))))
+        scenes.append(scene)
+    if return_scenes:
+        return torch.stack(images), torch.stack(labels), scenes
     return torch.stack(images), torch.stack(labels)
 
 

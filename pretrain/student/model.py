@@ -6,7 +6,8 @@ their own images, ITM on the unmasked captions with half of them swapped for ano
 The ITM head is ViLT's: a `nn.Linear(hidden, 2)` on the pooled output with cross-entropy
 (label 1 = the caption belongs to the image). With `patch_text` (image_init.rehearsal), a third
 pass classifies every patch of other, labelled scenes (`PatchHeads`, the dense image init's
-objective) so that MLM + ITM keep what the patches learnt. Only `mlm.vilt` (a ViltModel) is exported.
+objective) so that MLM + ITM keep what the patches learnt; with region descriptions
+(`pretrain.student.regions`), a fourth pass is MLM on them with their own scenes. Only `mlm.vilt` (a ViltModel) is exported.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ class StudentPretrainModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor, attention_mask: torch.Tensor, mlm_ids: torch.Tensor,
                 mlm_labels: torch.Tensor, itm_ids: torch.Tensor, itm_attention_mask: torch.Tensor,
                 itm_labels: torch.Tensor, patch_pixels: Optional[torch.Tensor] = None,
-                patch_labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                patch_labels: Optional[torch.Tensor] = None, region_pixels: Optional[torch.Tensor] = None,
+                region_ids: Optional[torch.Tensor] = None, region_attention_mask: Optional[torch.Tensor] = None,
+                region_labels: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """mlm_loss, itm_loss and the logits they come from (mlm (B, T, V), itm (B, 2)); with
-        `patch_pixels` and their dense `patch_labels` (B', G * G, 3), also patch_loss."""
+        `patch_pixels` and their dense `patch_labels` (B', G * G, 3), also patch_loss; with
+        `region_pixels` and their masked descriptions (`pretrain.student.regions`), region_loss
+        (MLM through the same head) and region_logits."""
         text, _ = self.encode(pixel_values, mlm_ids, attention_mask)
         mlm_logits = self.mlm.mlm_score(text)
         _, pooled = self.encode(pixel_values, itm_ids, itm_attention_mask)
@@ -73,4 +78,8 @@ class StudentPretrainModel(nn.Module):
         }
         if patch_pixels is not None:
             out["patch_loss"] = classification_loss(self.patch_heads(self.mlm.vilt, patch_pixels), patch_labels)
+        if region_pixels is not None:
+            text, _ = self.encode(region_pixels, region_ids, region_attention_mask)
+            out["region_logits"] = self.mlm.mlm_score(text)
+            out["region_loss"] = masked_lm_loss(out["region_logits"], region_labels)
         return out

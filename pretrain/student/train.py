@@ -38,6 +38,7 @@ from pretrain.student.image_init import (HELD_OUT_SEED, ImageClassifier, held_ou
                                          load_image_init, save_image_init, scene_batch)
 from pretrain.student.model import StudentPretrainModel, vilt_config
 from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
+from pretrain.student.regions import descriptions, region_inputs, vocabulary_texts
 
 logger = logging.getLogger("pretrain.student")
 IMAGE_INIT_FILE = "image_init.json"  # the image-initialisation stage's metrics (copied into metrics.json)
@@ -75,10 +76,18 @@ def build(cfg: DictConfig) -> Setup:
                          f"of the dense patch loss, which needs image_init.dense=true")
     if ii.rehearsal and ii.rehearsal_scenes < 1:
         raise InputError(f"config key image_init.rehearsal_scenes={ii.rehearsal_scenes}: expected at least 1")
+    rc = cfg.regions
+    if rc.weight < 0 or (rc.weight and rc.scenes < 1):
+        raise InputError(f"config keys regions.weight={rc.weight}, regions.scenes={rc.scenes}: expected weight 0 "
+                         f"(off), or a positive weight with at least 1 scene a step")
+    for key in ("mask_prob", "place_mask_prob"):
+        if not 0 <= rc[key] <= 1:
+            raise InputError(f"config key regions.{key}={rc[key]}: expected a probability in [0, 1]")
     val = paths["val"]  # read now: a bad val file fails before training, not after
     val_rows = source_rows(val, cfg.data.text_column, cfg.eval.max_rows) if val is not None else []
+    extra = vocabulary_texts(cfg.seed, rc.vocab_scenes, ii.max_objects) if rc.weight else []
     tokenizer = build_tokenizer(rows, list(cfg.data.vocab_columns) or [cfg.data.text_column], cfg.model.vocab_size,
-                                source=str(paths["train"]))
+                                source=str(paths["train"]), extra_texts=extra)
     patch_text = (tokenizer.cls_token_id, tokenizer.sep_token_id) if ii.rehearsal else None
     model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size), patch_text)
     return Setup(paths, rows, val_rows, tokenizer, PairDataset(rows, cfg.data.text_column, cfg.data.image_size), model)
@@ -94,6 +103,8 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     ii = cfg.image_init
     if ii.steps or ii.weights or ii.rehearsal:  # (absent without them: older checkpoints resume)
         signature["image_init"] = without_neutral_rehearsal(to_dict(ii))
+    if cfg.regions.weight:
+        signature["regions"] = to_dict(cfg.regions)
     return json.loads(json.dumps(signature))
 
 
@@ -132,6 +143,20 @@ def rehearsal_batch(cfg: DictConfig, index: int, transform: Any):
     scenes (-1) use."""
     return scene_batch(cfg.seed, -2 - index, cfg.image_init.rehearsal_scenes, cfg.data.image_size, transform,
                        cfg.image_init.max_objects, cfg.model.patch_size)
+
+
+def region_batch(cfg: DictConfig, index: int, transform: Any, tokenizer: Any,
+                 generator: torch.Generator) -> Dict[str, torch.Tensor]:
+    """Region-description batch `index` (step * processes + process): `regions.scenes` fresh
+    source-style scenes of 1 to image_init.max_objects objects (scene stream "regions"), their
+    descriptions and those descriptions' MLM masks (drawn from `generator`)."""
+    rc = cfg.regions
+    pixels, _, scenes = scene_batch(cfg.seed, index, rc.scenes, cfg.data.image_size, transform,
+                                    max(cfg.image_init.max_objects, 1), stream="regions", return_scenes=True)
+    inputs = region_inputs(descriptions(cfg.seed, index, scenes), tokenizer, cfg.model.max_text_len, rc.mask_prob,
+                           rc.place_mask_prob, generator)
+    inputs.pop("region_place")
+    return {"region_pixels": pixels, **inputs}
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -179,15 +204,21 @@ class StudentTrainer(ResumableLoop):
             pixels, labels = rehearsal_batch(self.cfg, self.pos["step"] * self.acc.num_processes + self.acc.process_index,
                                              self.transform)
             inputs.update(patch_pixels=pixels.to(self.acc.device), patch_labels=labels.to(self.acc.device))
+        rc = self.cfg.regions
+        if rc.weight:
+            index = self.pos["step"] * self.acc.num_processes + self.acc.process_index
+            inputs.update({k: v.to(self.acc.device) for k, v in
+                           region_batch(self.cfg, index, self.transform, self.setup.tokenizer, gen).items()})
         out = self.model(**inputs)
-        self.acc.backward(out["mlm_loss"] + out["itm_loss"] + ii.rehearsal * out.get("patch_loss", 0.0))
+        self.acc.backward(out["mlm_loss"] + out["itm_loss"] + ii.rehearsal * out.get("patch_loss", 0.0)
+                          + rc.weight * out.get("region_loss", 0.0))
         if cfg.max_grad_norm > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
         self.times.append(time.perf_counter() - t0)
-        return {k: float(v.detach()) for k, v in out.items() if k.endswith("_loss")}  # mlm, itm (+ patch)
+        return {k: float(v.detach()) for k, v in out.items() if k.endswith("_loss")}  # mlm, itm (+ patch, region)
 
     def after_step(self, terms: Dict[str, float], bar: Any) -> None:
         step, cfg = self.pos["step"], self.cfg.train
@@ -271,6 +302,42 @@ def rehearsal_accuracy(model: StudentPretrainModel, cfg: DictConfig, tokenizer: 
             "held_out": held_out_accuracy(reader, pixels.to(device), labels)}
 
 
+@torch.no_grad()
+def region_accuracy(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any, device: Any,
+                    batch_size: int = 100) -> Dict:
+    """Held-out place words: `image_init.eval_scenes` scenes no step draws (region batch -1),
+    described, every place word's tokens masked ([MASK], nothing else masked); the share of those
+    tokens the student predicts (%), and the share a text-only guess of the most frequent
+    place token would get (the same masks, the majority label)."""
+    rc, ii = cfg.regions, cfg.image_init
+    transform = image_transform(cfg.data.image_size)
+    pixels, _, scenes = scene_batch(cfg.seed, HELD_OUT_SEED, ii.eval_scenes, cfg.data.image_size, transform,
+                                    max(ii.max_objects, 1), stream="regions", return_scenes=True)
+    texts = descriptions(cfg.seed, HELD_OUT_SEED, scenes)
+    was = model.training
+    model.eval()
+    right, labels_all = 0, []
+    for i in range(0, len(texts), batch_size):
+        inputs = region_inputs(texts[i:i + batch_size], tokenizer, cfg.model.max_text_len, 0.0, 1.0,
+                               torch.Generator().manual_seed(0))
+        place, ids = inputs["region_place"], inputs["region_ids"]
+        # every place token masked (mask_tokens keeps 10 % and swaps 10 %: undo that here)
+        original = torch.where(inputs["region_labels"] != IGNORE, inputs["region_labels"], ids)
+        ids = torch.where(place, torch.full_like(ids, tokenizer.mask_token_id), original)
+        text, _ = model.encode(pixels[i:i + batch_size].to(device), ids.to(device),
+                               inputs["region_attention_mask"].to(device))
+        pred = model.mlm.mlm_score(text).argmax(-1).cpu()
+        right += int((pred == original)[place].sum())
+        labels_all.append(original[place])
+    model.train(was)
+    labels = torch.cat(labels_all)
+    majority = int(torch.bincount(labels).max()) if len(labels) else 0
+    n = max(len(labels), 1)
+    return {"weight": rc.weight, "scenes_per_step": rc.scenes, "place_mask_prob": rc.place_mask_prob,
+            "held_out": {"scenes": len(texts), "place_tokens": len(labels), "place_accuracy": 100.0 * right / n,
+                         "majority_place_token": 100.0 * majority / n}}
+
+
 def make_accelerator(cfg: DictConfig) -> Accelerator:
     return Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=cfg.train.tracker,
                        project_dir=cfg.output_dir, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
@@ -292,6 +359,8 @@ def finish(cfg: DictConfig, trainer: StudentTrainer, stats: Dict[str, Any]) -> D
             metrics["image_init"] = read_json(out / IMAGE_INIT_FILE)
         if cfg.image_init.rehearsal:
             metrics["rehearsal"] = rehearsal_accuracy(model, cfg, setup.tokenizer, acc.device)
+        if cfg.regions.weight:
+            metrics["regions"] = region_accuracy(model, cfg, setup.tokenizer, acc.device)
         write_json_atomic(out / "metrics.json", metrics)
         logger.info("metrics: %s", json.dumps(ev))
     acc.end_training()
