@@ -21,7 +21,7 @@ rehearsal batches drawn with them) are the ones the recipe draws without this st
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -67,19 +67,25 @@ def vocabulary_texts(seed: int, n: int, max_objects: int) -> List[str]:
     return descriptions(seed, VOCAB_SEED, scenes)
 
 
-def region_inputs(texts: Sequence[str], tokenizer: Any, max_len: int, mask_prob: float, place_prob: float,
-                  generator: torch.Generator) -> Dict[str, torch.Tensor]:
-    """The MLM inputs of the descriptions: region_ids (masked), region_attention_mask,
-    region_labels (-100 where not chosen) and region_place (True at the place words' tokens).
-    Place words are chosen with `place_prob`, the other tokens with `mask_prob`; BERT's
-    80/10/10 replacement (`mask_tokens`)."""
+def encode(texts: Sequence[str], tokenizer: Any, max_len: int) -> Tuple[Any, torch.Tensor, torch.Tensor]:
+    """(the tokenizer's encoding, special (B, T): [CLS] / [SEP] / padding, place (B, T): the
+    tokens of the place words) of the descriptions."""
     from pretrain.student.data import concept_token_mask
 
     texts = list(texts)
     enc = tokenizer(texts, padding="longest", truncation=True, max_length=max_len,
                     return_special_tokens_mask=True, return_tensors="pt")
     special = enc["special_tokens_mask"].bool() | (enc["attention_mask"] == 0)
-    place = concept_token_mask(enc, texts, [PLACE_WORDS] * len(texts))
+    return enc, special, concept_token_mask(enc, texts, [PLACE_WORDS] * len(texts))
+
+
+def region_inputs(texts: Sequence[str], tokenizer: Any, max_len: int, mask_prob: float, place_prob: float,
+                  generator: torch.Generator) -> Dict[str, torch.Tensor]:
+    """The MLM inputs of the descriptions: region_ids (masked), region_attention_mask,
+    region_labels (-100 where not chosen) and region_place (True at the place words' tokens).
+    Place words are chosen with `place_prob`, the other tokens with `mask_prob`; BERT's
+    80/10/10 replacement (`mask_tokens`)."""
+    enc, special, place = encode(texts, tokenizer, max_len)
     ids, labels = mask_tokens(enc["input_ids"], special, len(tokenizer), position_mask_prob(place, mask_prob, place_prob),
                               generator, tokenizer.mask_token_id)
     return {"region_ids": ids, "region_attention_mask": enc["attention_mask"], "region_labels": labels,

@@ -38,7 +38,7 @@ from pretrain.student.image_init import (HELD_OUT_SEED, ImageClassifier, held_ou
                                          load_image_init, save_image_init, scene_batch)
 from pretrain.student.model import StudentPretrainModel, vilt_config
 from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
-from pretrain.student.regions import descriptions, region_inputs, vocabulary_texts
+from pretrain.student.regions import descriptions, encode, region_inputs, vocabulary_texts
 
 logger = logging.getLogger("pretrain.student")
 IMAGE_INIT_FILE = "image_init.json"  # the image-initialisation stage's metrics (copied into metrics.json)
@@ -199,14 +199,12 @@ class StudentTrainer(ResumableLoop):
         cfg, t0 = self.cfg.train, time.perf_counter()
         gen = step_generator(self.cfg.seed, self.pos["step"], self.acc.process_index)
         inputs = objective_inputs(batch, gen, self.setup.tokenizer, cfg.mask_prob, cfg.itm_prob, cfg.concept_mask_prob)
-        ii = self.cfg.image_init
+        ii, rc = self.cfg.image_init, self.cfg.regions
+        index = self.pos["step"] * self.acc.num_processes + self.acc.process_index  # this process's scene batch
         if ii.rehearsal:
-            pixels, labels = rehearsal_batch(self.cfg, self.pos["step"] * self.acc.num_processes + self.acc.process_index,
-                                             self.transform)
+            pixels, labels = rehearsal_batch(self.cfg, index, self.transform)
             inputs.update(patch_pixels=pixels.to(self.acc.device), patch_labels=labels.to(self.acc.device))
-        rc = self.cfg.regions
         if rc.weight:
-            index = self.pos["step"] * self.acc.num_processes + self.acc.process_index
             inputs.update({k: v.to(self.acc.device) for k, v in
                            region_batch(self.cfg, index, self.transform, self.setup.tokenizer, gen).items()})
         out = self.model(**inputs)
@@ -318,14 +316,10 @@ def region_accuracy(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any
     model.eval()
     right, labels_all = 0, []
     for i in range(0, len(texts), batch_size):
-        inputs = region_inputs(texts[i:i + batch_size], tokenizer, cfg.model.max_text_len, 0.0, 1.0,
-                               torch.Generator().manual_seed(0))
-        place, ids = inputs["region_place"], inputs["region_ids"]
-        # every place token masked (mask_tokens keeps 10 % and swaps 10 %: undo that here)
-        original = torch.where(inputs["region_labels"] != IGNORE, inputs["region_labels"], ids)
-        ids = torch.where(place, torch.full_like(ids, tokenizer.mask_token_id), original)
-        text, _ = model.encode(pixels[i:i + batch_size].to(device), ids.to(device),
-                               inputs["region_attention_mask"].to(device))
+        enc, _, place = encode(texts[i:i + batch_size], tokenizer, cfg.model.max_text_len)
+        original = enc["input_ids"]
+        ids = torch.where(place, torch.full_like(original, tokenizer.mask_token_id), original)  # every place token
+        text, _ = model.encode(pixels[i:i + batch_size].to(device), ids.to(device), enc["attention_mask"].to(device))
         pred = model.mlm.mlm_score(text).argmax(-1).cpu()
         right += int((pred == original)[place].sum())
         labels_all.append(original[place])
