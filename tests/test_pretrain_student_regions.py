@@ -100,6 +100,16 @@ def test_a_run_with_region_descriptions_reports_them_and_refuses_another_weights
     _, _, scenes = scene_batch(0, HELD_OUT_SEED, 6, 32, image_transform(32), 3, stream="regions", return_scenes=True)
     words = " ".join(descriptions(0, HELD_OUT_SEED, scenes)).replace(".", " ").split()
     assert held["scenes"] == 6 and held["place_tokens"] == sum(w in PLACE_WORDS for w in words)
+    # by kind: a relation word follows "is"; a lone object's words come from one-object scenes
+    texts = [t.replace(".", " ").split() for t in descriptions(0, HELD_OUT_SEED, scenes)]
+    relation = sum(w in PLACE_WORDS and t[k - 1] == "is" for t in texts for k, w in enumerate(t))
+    lone = sum(w in PLACE_WORDS and t[k - 1] != "is" for s, t in zip(scenes, texts) if len(s["objects"]) == 1
+               for k, w in enumerate(t))
+    kinds = held["by_kind"]
+    assert (kinds["relation"]["tokens"], kinds["lone_object"]["tokens"]) == (relation, lone)
+    assert kinds["region"]["tokens"] + relation == held["place_tokens"]
+    for kind in kinds.values():
+        assert 0 <= kind["accuracy"] <= 100
     assert 0 <= held["place_accuracy"] <= 100 and 0 < held["majority_place_token"] <= 100
     plain = main([f"data.root={root}", "train.max_steps=3", *TINY, "model.max_text_len=40",
                   f"output_dir={tmp_path / 'p'}"])

@@ -48,6 +48,11 @@ class ModelConfig:
     patch_size: int = 8  # image patch side in pixels
     max_text_len: int = 40  # text tokens per sequence (longer captions are truncated)
     vocab_size: int = 2000  # WordPiece vocabulary size built on the source-style captions (an upper bound)
+    # initial patch position embeddings: "zeros" (transformers' ViltEmbeddings, made to be overwritten
+    # by a pretrained checkpoint) or "sincos" (2-D sine-cosine of the patch's row and column, as MAE;
+    # still trained). From zeros the patches' places stay nearly indistinguishable: a region student
+    # started there does not read where even a lone object is (docs/results/student_pretrained/)
+    patch_positions: str = "zeros"
 
 
 @dataclass
@@ -138,6 +143,14 @@ def without_neutral_rehearsal(image_init: dict) -> dict:
     if image_init.get("rehearsal"):
         return image_init
     return {k: v for k, v in image_init.items() if k not in REHEARSAL_KEYS}
+
+
+def without_neutral_positions(model: dict) -> dict:
+    """The `model` section (a plain dict) without `patch_positions` when it is "zeros", the
+    initialisation before the key existed: what cache keys and resume signatures compare."""
+    if model.get("patch_positions", "zeros") != "zeros":
+        return model
+    return {k: v for k, v in model.items() if k != "patch_positions"}
 
 
 def load_student_config(config_path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> DictConfig:

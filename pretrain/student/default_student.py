@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from clip_td.base.io import cache_root
 
 from pretrain.default_teacher import config_hash, run_module_into, train_once
-from pretrain.student.config import default_recipe, load_student_config, without_neutral_rehearsal
+from pretrain.student.config import (default_recipe, load_student_config, without_neutral_positions,
+                                      without_neutral_rehearsal)
 
 #: The value of `student.pretrained` that names this student.
 DEFAULT = "default"
@@ -36,6 +37,7 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
     cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
     if cfg["train"].get("concept_mask_prob") is None:
         cfg["train"].pop("concept_mask_prob", None)
+    cfg["model"] = without_neutral_positions(cfg["model"])
     ii = cfg["image_init"] = without_neutral_rehearsal(cfg["image_init"])
     if not cfg["regions"]["weight"]:  # no region descriptions: the recipe before they existed
         cfg.pop("regions")

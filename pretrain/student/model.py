@@ -33,6 +33,25 @@ def vilt_config(model_cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
     )
 
 
+PATCH_POSITIONS = ("zeros", "sincos")
+
+
+def sincos_patch_positions(grid: int, dim: int) -> torch.Tensor:
+    """(1, 1 + grid * grid, dim) position embeddings for ViltEmbeddings: row 0 ([CLS] of the image)
+    zeros, then the patches in row-major order, each the concatenation of a 1-D sine-cosine code
+    of its row and one of its column (dim / 2 each: dim / 4 frequencies 1 / 10000^(k / (dim / 4)),
+    sines then cosines), as MAE's 2-D sine-cosine embedding."""
+    if dim % 4:
+        raise ValueError(f"sine-cosine patch positions need a width divisible by 4, got {dim}")
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    pos = torch.arange(grid, dtype=torch.float64)[:, None] * freqs[None]  # (grid, dim / 4)
+    code = torch.cat([pos.sin(), pos.cos()], dim=1)  # (grid, dim / 2)
+    rows = code[:, None, :].expand(grid, grid, -1)
+    cols = code[None, :, :].expand(grid, grid, -1)
+    table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim)
+    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).unsqueeze(0).float()
+
+
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the labelled positions; 0 (with a graph) when none is labelled."""
     total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
@@ -40,9 +59,16 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class StudentPretrainModel(nn.Module):
-    def __init__(self, config: ViltConfig, patch_text: Optional[Tuple[int, int]] = None) -> None:
+    def __init__(self, config: ViltConfig, patch_text: Optional[Tuple[int, int]] = None,
+                 patch_positions: str = "zeros") -> None:
         super().__init__()
         self.mlm = ViltForMaskedLM(config)
+        if patch_positions == "sincos":
+            table = sincos_patch_positions(config.image_size // config.patch_size, config.hidden_size)
+            with torch.no_grad():
+                self.mlm.vilt.embeddings.position_embeddings.copy_(table)
+        elif patch_positions != "zeros":
+            raise ValueError(f"patch_positions={patch_positions!r}: expected one of {PATCH_POSITIONS}")
         self.itm_head = nn.Linear(config.hidden_size, 2)
         if patch_text is not None:  # ([CLS], [SEP]) ids: the blank text the patch pass reads images with
             self.patch_heads = PatchHeads(config.hidden_size, *patch_text)

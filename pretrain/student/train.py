@@ -30,13 +30,13 @@ from clip_td.base.io import InputError, read_json, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
 from pretrain.loop import ResumableLoop, start_run
-from pretrain.student.config import load_student_config, without_neutral_rehearsal
+from pretrain.student.config import load_student_config, without_neutral_positions, without_neutral_rehearsal
 from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
                                    resolve_paths, source_rows)
 from pretrain.student.export import export_student
 from pretrain.student.image_init import (HELD_OUT_SEED, ImageClassifier, held_out_accuracy, image_init,
                                          load_image_init, save_image_init, scene_batch)
-from pretrain.student.model import StudentPretrainModel, vilt_config
+from pretrain.student.model import PATCH_POSITIONS, StudentPretrainModel, vilt_config
 from pretrain.student.objectives import IGNORE, itm_negatives, mask_tokens, position_mask_prob
 from pretrain.student.regions import descriptions, encode, region_inputs, vocabulary_texts
 
@@ -76,6 +76,12 @@ def build(cfg: DictConfig) -> Setup:
                          f"of the dense patch loss, which needs image_init.dense=true")
     if ii.rehearsal and ii.rehearsal_scenes < 1:
         raise InputError(f"config key image_init.rehearsal_scenes={ii.rehearsal_scenes}: expected at least 1")
+    if cfg.model.patch_positions not in PATCH_POSITIONS:
+        raise InputError(f"config key model.patch_positions={cfg.model.patch_positions}: expected one of "
+                         f"{', '.join(PATCH_POSITIONS)}")
+    if cfg.model.patch_positions == "sincos" and cfg.model.hidden_size % 4:
+        raise InputError(f"config keys model.patch_positions=sincos and model.hidden_size={cfg.model.hidden_size}: "
+                         f"the sine-cosine code needs a width divisible by 4")
     rc = cfg.regions
     if rc.weight < 0 or (rc.weight and rc.scenes < 1):
         raise InputError(f"config keys regions.weight={rc.weight}, regions.scenes={rc.scenes}: expected weight 0 "
@@ -89,14 +95,15 @@ def build(cfg: DictConfig) -> Setup:
     tokenizer = build_tokenizer(rows, list(cfg.data.vocab_columns) or [cfg.data.text_column], cfg.model.vocab_size,
                                 source=str(paths["train"]), extra_texts=extra)
     patch_text = (tokenizer.cls_token_id, tokenizer.sep_token_id) if ii.rehearsal else None
-    model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size), patch_text)
+    model = StudentPretrainModel(vilt_config(cfg.model, len(tokenizer), cfg.data.image_size), patch_text,
+                                 cfg.model.patch_positions)
     return Setup(paths, rows, val_rows, tokenizer, PairDataset(rows, cfg.data.text_column, cfg.data.image_size), model)
 
 
 def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
     """What a checkpoint must share with the run resuming from it (JSON-normalised)."""
     signature = {
-        "model": to_dict(cfg.model), "vocab_size": len(setup.tokenizer), "image_size": cfg.data.image_size,
+        "model": without_neutral_positions(to_dict(cfg.model)), "vocab_size": len(setup.tokenizer), "image_size": cfg.data.image_size,
         "text_column": cfg.data.text_column, "train_rows": len(setup.rows), "batch_size": cfg.train.batch_size,
         "num_processes": num_processes,
     }
@@ -306,30 +313,41 @@ def region_accuracy(model: StudentPretrainModel, cfg: DictConfig, tokenizer: Any
     """Held-out place words: `image_init.eval_scenes` scenes no step draws (region batch -1),
     described, every place word's tokens masked ([MASK], nothing else masked); the share of those
     tokens the student predicts (%), and the share a text-only guess of the most frequent
-    place token would get (the same masks, the majority label)."""
+    place token would get (the same masks, the majority label). `by_kind` splits the share:
+    `region` (where one object is: "near the top left"), `relation` (the word right after "is":
+    "is left of", "is above") and `lone_object` (the region words of one-object scenes, where
+    nothing but the image's layout can tell them)."""
     rc, ii = cfg.regions, cfg.image_init
     transform = image_transform(cfg.data.image_size)
     pixels, _, scenes = scene_batch(cfg.seed, HELD_OUT_SEED, ii.eval_scenes, cfg.data.image_size, transform,
                                     max(ii.max_objects, 1), stream="regions", return_scenes=True)
     texts = descriptions(cfg.seed, HELD_OUT_SEED, scenes)
+    is_id = tokenizer.convert_tokens_to_ids("is")
     was = model.training
     model.eval()
-    right, labels_all = 0, []
+    hits, labels_all, kinds_all = [], [], []
     for i in range(0, len(texts), batch_size):
         enc, _, place = encode(texts[i:i + batch_size], tokenizer, cfg.model.max_text_len)
         original = enc["input_ids"]
         ids = torch.where(place, torch.full_like(original, tokenizer.mask_token_id), original)  # every place token
-        text, _ = model.encode(pixels[i:i + batch_size].to(device), ids.to(device), enc["attention_mask"].to(device))
+        with torch.no_grad():
+            text, _ = model.encode(pixels[i:i + batch_size].to(device), ids.to(device), enc["attention_mask"].to(device))
         pred = model.mlm.mlm_score(text).argmax(-1).cpu()
-        right += int((pred == original)[place].sum())
+        relation = torch.zeros_like(place)
+        relation[:, 1:] = original[:, :-1] == is_id
+        lone = torch.tensor([len(s["objects"]) == 1 for s in scenes[i:i + batch_size]])[:, None].expand_as(place)
+        hits.append((pred == original)[place])
         labels_all.append(original[place])
+        kinds_all.append(torch.stack([relation[place], lone[place]], dim=-1))
     model.train(was)
-    labels = torch.cat(labels_all)
+    labels, hit, kinds = torch.cat(labels_all), torch.cat(hits), torch.cat(kinds_all)
     majority = int(torch.bincount(labels).max()) if len(labels) else 0
     n = max(len(labels), 1)
+    share = lambda m: {"tokens": int(m.sum()), "accuracy": 100.0 * float(hit[m].sum()) / max(int(m.sum()), 1)}  # noqa: E731
+    by_kind = {"region": share(~kinds[:, 0]), "relation": share(kinds[:, 0]), "lone_object": share(kinds[:, 1] & ~kinds[:, 0])}
     return {"weight": rc.weight, "scenes_per_step": rc.scenes, "place_mask_prob": rc.place_mask_prob,
-            "held_out": {"scenes": len(texts), "place_tokens": len(labels), "place_accuracy": 100.0 * right / n,
-                         "majority_place_token": 100.0 * majority / n}}
+            "held_out": {"scenes": len(texts), "place_tokens": len(labels), "place_accuracy": 100.0 * float(hit.sum()) / n,
+                         "majority_place_token": 100.0 * majority / n, "by_kind": by_kind}}
 
 
 def make_accelerator(cfg: DictConfig) -> Accelerator:
