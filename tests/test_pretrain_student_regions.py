@@ -137,3 +137,35 @@ def test_bad_region_settings_are_one_message_each(tmp_path, bad, match):
 
     with pytest.raises(InputError, match=match):
         build(load_student_config(None, [f"data.root={write_corpus(tmp_path)}", *TINY, *bad]))
+
+
+def test_the_curriculum_grows_the_described_scenes_from_one_object(tmp_path):
+    from pretrain.student.data import image_transform
+    from pretrain.student.image_init import scene_batch
+    from pretrain.student.train import build, region_batch, region_objects
+
+    cfg = load_student_config(None, ["image_init.max_objects=6", "regions.curriculum_steps=1000"])
+    # 1 + 5 * step // 1000 objects at most: one object until step 200, six from step 1000
+    assert [region_objects(cfg, s) for s in (0, 199, 200, 999, 1000, 5000)] == [1, 1, 2, 5, 6, 6]
+    assert region_objects(load_student_config(None, ["image_init.max_objects=6"]), 0) == 6  # no curriculum
+    assert region_objects(load_student_config(None, ["image_init.max_objects=0"]), 0) == 1
+    cfg = load_student_config(None, [f"data.root={write_corpus(tmp_path)}", *TINY, *REGIONS_ON,
+                                     "regions.curriculum_steps=10", "regions.scenes=6"])
+    tokenizer, transform = build(cfg).tokenizer, image_transform(32)
+    early = region_batch(cfg, 0, transform, tokenizer, torch.Generator().manual_seed(0), step=0)
+    lone, _, scenes = scene_batch(0, 0, 6, 32, transform, 1, stream="regions", return_scenes=True)
+    assert all(len(s["objects"]) == 1 for s in scenes)
+    torch.testing.assert_close(early["region_pixels"], lone)  # step 0: the one-object scenes of that stream
+    late = region_batch(cfg, 0, transform, tokenizer, torch.Generator().manual_seed(0), step=10)
+    full = region_batch(cfg, 0, transform, tokenizer, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(late["region_pixels"], full["region_pixels"])  # the ramp is over: up to 3 objects
+
+
+def test_the_curriculum_at_zero_keeps_the_region_recipes_cache_key(tmp_path):
+    from pretrain.student.default_student import recipe_hash
+    from pretrain.student.train import build
+
+    on = ["regions.weight=1"]
+    assert recipe_hash([*on, "regions.curriculum_steps=0"]) == recipe_hash(on) != recipe_hash([*on, "regions.curriculum_steps=9"])
+    with pytest.raises(InputError, match=r"regions.curriculum_steps=-1: expected 0 \(off\) or the number of steps"):
+        build(load_student_config(None, [f"data.root={write_corpus(tmp_path)}", *TINY, "regions.curriculum_steps=-1"]))

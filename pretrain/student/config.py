@@ -114,6 +114,10 @@ class RegionsConfig:
     mask_prob: float = 0.15  # MLM probability of the descriptions' other tokens
     place_mask_prob: float = 0.5  # MLM probability of the place words (top, left, center, above, ...)
     vocab_scenes: int = 2000  # descriptions of this many scenes join the texts the vocabulary is fitted on
+    # objects per described scene grow from 1 to image_init.max_objects over the first N steps
+    # (linearly; 0 = 1 to max_objects from the first step). A student that meets crowded scenes
+    # first learns the place words from the text around them, not from the image
+    curriculum_steps: int = 0
 
 
 @dataclass
@@ -151,6 +155,14 @@ def without_neutral_positions(model: dict) -> dict:
     if model.get("patch_positions", "zeros") != "zeros":
         return model
     return {k: v for k, v in model.items() if k != "patch_positions"}
+
+
+def without_neutral_regions(regions: dict) -> dict:
+    """The `regions` section (a plain dict) without `curriculum_steps` when it is 0 (no
+    curriculum, as before the key existed): what cache keys and resume signatures compare."""
+    if regions.get("curriculum_steps", 0):
+        return regions
+    return {k: v for k, v in regions.items() if k != "curriculum_steps"}
 
 
 def load_student_config(config_path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> DictConfig:

@@ -22,7 +22,7 @@ from clip_td.base.io import cache_root
 
 from pretrain.default_teacher import config_hash, run_module_into, train_once
 from pretrain.student.config import (default_recipe, load_student_config, without_neutral_positions,
-                                      without_neutral_rehearsal)
+                                      without_neutral_regions, without_neutral_rehearsal)
 
 #: The value of `student.pretrained` that names this student.
 DEFAULT = "default"
@@ -41,6 +41,8 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
     ii = cfg["image_init"] = without_neutral_rehearsal(cfg["image_init"])
     if not cfg["regions"]["weight"]:  # no region descriptions: the recipe before they existed
         cfg.pop("regions")
+    else:
+        cfg["regions"] = without_neutral_regions(cfg["regions"])
     if ii["steps"] == 0 and ii["weights"] is None and "rehearsal" not in ii:
         cfg.pop("image_init")
     return config_hash(cfg)

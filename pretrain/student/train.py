@@ -30,7 +30,8 @@ from clip_td.base.io import InputError, read_json, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
 from pretrain.loop import ResumableLoop, start_run
-from pretrain.student.config import load_student_config, without_neutral_positions, without_neutral_rehearsal
+from pretrain.student.config import (load_student_config, without_neutral_positions, without_neutral_regions,
+                                      without_neutral_rehearsal)
 from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
                                    resolve_paths, source_rows)
 from pretrain.student.export import export_student
@@ -86,6 +87,9 @@ def build(cfg: DictConfig) -> Setup:
     if rc.weight < 0 or (rc.weight and rc.scenes < 1):
         raise InputError(f"config keys regions.weight={rc.weight}, regions.scenes={rc.scenes}: expected weight 0 "
                          f"(off), or a positive weight with at least 1 scene a step")
+    if rc.curriculum_steps < 0:
+        raise InputError(f"config key regions.curriculum_steps={rc.curriculum_steps}: expected 0 (off) or the "
+                         f"number of steps over which the described scenes grow to image_init.max_objects objects")
     for key in ("mask_prob", "place_mask_prob"):
         if not 0 <= rc[key] <= 1:
             raise InputError(f"config key regions.{key}={rc[key]}: expected a probability in [0, 1]")
@@ -111,7 +115,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     if ii.steps or ii.weights or ii.rehearsal:  # (absent without them: older checkpoints resume)
         signature["image_init"] = without_neutral_rehearsal(to_dict(ii))
     if cfg.regions.weight:
-        signature["regions"] = to_dict(cfg.regions)
+        signature["regions"] = without_neutral_regions(to_dict(cfg.regions))
     return json.loads(json.dumps(signature))
 
 
@@ -152,14 +156,22 @@ def rehearsal_batch(cfg: DictConfig, index: int, transform: Any):
                        cfg.image_init.max_objects, cfg.model.patch_size)
 
 
+def region_objects(cfg: DictConfig, step: int) -> int:
+    """The most objects a described scene of `step` holds: image_init.max_objects (at least 1),
+    or, with regions.curriculum_steps = N, 1 + (max - 1) * step // N until step N."""
+    most, ramp = max(cfg.image_init.max_objects, 1), cfg.regions.curriculum_steps
+    return min(most, 1 + (most - 1) * step // ramp) if ramp else most
+
+
 def region_batch(cfg: DictConfig, index: int, transform: Any, tokenizer: Any,
-                 generator: torch.Generator) -> Dict[str, torch.Tensor]:
+                 generator: torch.Generator, step: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """Region-description batch `index` (step * processes + process): `regions.scenes` fresh
-    source-style scenes of 1 to image_init.max_objects objects (scene stream "regions"), their
-    descriptions and those descriptions' MLM masks (drawn from `generator`)."""
+    source-style scenes of 1 to `region_objects(cfg, step)` objects (scene stream "regions"; step
+    None: the most), their descriptions and those descriptions' MLM masks (drawn from `generator`)."""
     rc = cfg.regions
-    pixels, _, scenes = scene_batch(cfg.seed, index, rc.scenes, cfg.data.image_size, transform,
-                                    max(cfg.image_init.max_objects, 1), stream="regions", return_scenes=True)
+    most = max(cfg.image_init.max_objects, 1) if step is None else region_objects(cfg, step)
+    pixels, _, scenes = scene_batch(cfg.seed, index, rc.scenes, cfg.data.image_size, transform, most,
+                                    stream="regions", return_scenes=True)
     inputs = region_inputs(descriptions(cfg.seed, index, scenes), tokenizer, cfg.model.max_text_len, rc.mask_prob,
                            rc.place_mask_prob, generator)
     inputs.pop("region_place")
@@ -213,7 +225,8 @@ class StudentTrainer(ResumableLoop):
             inputs.update(patch_pixels=pixels.to(self.acc.device), patch_labels=labels.to(self.acc.device))
         if rc.weight:
             inputs.update({k: v.to(self.acc.device) for k, v in
-                           region_batch(self.cfg, index, self.transform, self.setup.tokenizer, gen).items()})
+                           region_batch(self.cfg, index, self.transform, self.setup.tokenizer, gen,
+                                        self.pos["step"]).items()})
         out = self.model(**inputs)
         self.acc.backward(out["mlm_loss"] + out["itm_loss"] + ii.rehearsal * out.get("patch_loss", 0.0)
                           + rc.weight * out.get("region_loss", 0.0))
