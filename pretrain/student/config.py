@@ -149,20 +149,13 @@ def without_neutral_rehearsal(image_init: dict) -> dict:
     return {k: v for k, v in image_init.items() if k not in REHEARSAL_KEYS}
 
 
-def without_neutral_positions(model: dict) -> dict:
-    """The `model` section (a plain dict) without `patch_positions` when it is "zeros", the
-    initialisation before the key existed: what cache keys and resume signatures compare."""
-    if model.get("patch_positions", "zeros") != "zeros":
-        return model
-    return {k: v for k, v in model.items() if k != "patch_positions"}
-
-
-def without_neutral_regions(regions: dict) -> dict:
-    """The `regions` section (a plain dict) without `curriculum_steps` when it is 0 (no
-    curriculum, as before the key existed): what cache keys and resume signatures compare."""
-    if regions.get("curriculum_steps", 0):
-        return regions
-    return {k: v for k, v in regions.items() if k != "curriculum_steps"}
+def without_neutral(section: dict, key: str, neutral: object) -> dict:
+    """`section` (a plain dict) without `key` when it holds `neutral`, the behaviour before the key
+    existed (model.patch_positions "zeros", regions.curriculum_steps 0): what cache keys and
+    resume signatures compare, so that adding the key changed neither."""
+    if section.get(key, neutral) != neutral:
+        return section
+    return {k: v for k, v in section.items() if k != key}
 
 
 def load_student_config(config_path: Optional[PathLike] = None, overrides: Sequence[str] = ()) -> DictConfig:

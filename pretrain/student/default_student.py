@@ -21,8 +21,7 @@ from omegaconf import OmegaConf
 from clip_td.base.io import cache_root
 
 from pretrain.default_teacher import config_hash, run_module_into, train_once
-from pretrain.student.config import (default_recipe, load_student_config, without_neutral_positions,
-                                      without_neutral_regions, without_neutral_rehearsal)
+from pretrain.student.config import default_recipe, load_student_config, without_neutral, without_neutral_rehearsal
 
 #: The value of `student.pretrained` that names this student.
 DEFAULT = "default"
@@ -37,12 +36,12 @@ def recipe_hash(overrides: Sequence[str] = ()) -> str:
     cfg = OmegaConf.to_container(load_student_config(None, list(overrides)), resolve=True)
     if cfg["train"].get("concept_mask_prob") is None:
         cfg["train"].pop("concept_mask_prob", None)
-    cfg["model"] = without_neutral_positions(cfg["model"])
+    cfg["model"] = without_neutral(cfg["model"], "patch_positions", "zeros")
     ii = cfg["image_init"] = without_neutral_rehearsal(cfg["image_init"])
     if not cfg["regions"]["weight"]:  # no region descriptions: the recipe before they existed
         cfg.pop("regions")
     else:
-        cfg["regions"] = without_neutral_regions(cfg["regions"])
+        cfg["regions"] = without_neutral(cfg["regions"], "curriculum_steps", 0)
     if ii["steps"] == 0 and ii["weights"] is None and "rehearsal" not in ii:
         cfg.pop("image_init")
     return config_hash(cfg)

@@ -30,8 +30,7 @@ from clip_td.base.io import InputError, read_json, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged
 
 from pretrain.loop import ResumableLoop, start_run
-from pretrain.student.config import (load_student_config, without_neutral_positions, without_neutral_regions,
-                                      without_neutral_rehearsal)
+from pretrain.student.config import load_student_config, without_neutral, without_neutral_rehearsal
 from pretrain.student.data import (CONCEPT_COLUMN, PairDataset, build_tokenizer, image_transform, make_collate,
                                    resolve_paths, source_rows)
 from pretrain.student.export import export_student
@@ -107,7 +106,7 @@ def build(cfg: DictConfig) -> Setup:
 def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str, Any]:
     """What a checkpoint must share with the run resuming from it (JSON-normalised)."""
     signature = {
-        "model": without_neutral_positions(to_dict(cfg.model)), "vocab_size": len(setup.tokenizer), "image_size": cfg.data.image_size,
+        "model": without_neutral(to_dict(cfg.model), "patch_positions", "zeros"), "vocab_size": len(setup.tokenizer), "image_size": cfg.data.image_size,
         "text_column": cfg.data.text_column, "train_rows": len(setup.rows), "batch_size": cfg.train.batch_size,
         "num_processes": num_processes,
     }
@@ -115,7 +114,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
     if ii.steps or ii.weights or ii.rehearsal:  # (absent without them: older checkpoints resume)
         signature["image_init"] = without_neutral_rehearsal(to_dict(ii))
     if cfg.regions.weight:
-        signature["regions"] = without_neutral_regions(to_dict(cfg.regions))
+        signature["regions"] = without_neutral(to_dict(cfg.regions), "curriculum_steps", 0)
     return json.loads(json.dumps(signature))
 
 
