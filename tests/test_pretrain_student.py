@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from clip_td.base.io import InputError
@@ -21,7 +22,12 @@ SHIFT_ONLY_WORD = "hexagon"  # appears only in the shift-style row: it must stay
 # the image initialisation off (the default recipe's two stages are switched on where a test
 # says so): the schema's values
 NO_IMAGE_INIT = ["image_init.steps=0", "image_init.max_objects=1", "image_init.dense=false", "image_init.rehearsal=0"]
-TINY = ["data.image_size=32", "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "pretrain_student"
+# the recipe before the region descriptions (configs/pretrain_student/captions_only.yaml): zero patch
+# positions, no descriptions; region tests turn them on themselves
+CAPTIONS_ONLY = ["model.patch_positions=zeros", "regions.weight=0", "regions.place_mask_prob=0.5",
+                 "regions.curriculum_steps=0"]
+TINY = [*CAPTIONS_ONLY, "data.image_size=32", "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
         "model.intermediate_size=64", "model.max_text_len=16", "train.batch_size=4", "eval.batch_size=4",
         *NO_IMAGE_INIT]
 
@@ -338,6 +344,22 @@ def test_the_default_recipe_reads_the_synthetic_captions():
     assert (ii.steps, ii.max_objects, ii.dense, ii.rehearsal, ii.weights) == (4000, 6, True, 1.0, None)
 
 
+def test_the_default_recipe_teaches_place_and_its_ablations_resolve_to_the_recipes_before_it():
+    from pretrain.student.default_student import recipe_hash
+
+    cfg = load_student_config()
+    r = cfg.regions
+    assert (cfg.model.patch_positions, r.weight, r.place_mask_prob, r.curriculum_steps) == ("sincos", 1.0, 1.0, 1000)
+    resolved = lambda path: OmegaConf.to_container(load_student_config(RECIPES / path), resolve=True)  # noqa: E731
+    assert resolved("regions_place.yaml") == OmegaConf.to_container(cfg, resolve=True)
+    # the recipes shipped before keep the cache keys their students were built under
+    assert recipe_hash(CAPTIONS_ONLY) == "9cae16cce95a1e91"
+    assert recipe_hash([*CAPTIONS_ONLY, "regions.weight=1"]) == "9d53d75ebdafb9a2"
+    assert resolved("captions_only.yaml") == OmegaConf.to_container(load_student_config(None, CAPTIONS_ONLY), resolve=True)
+    assert resolved("regions.yaml") == OmegaConf.to_container(
+        load_student_config(None, [*CAPTIONS_ONLY, "regions.weight=1"]), resolve=True)
+
+
 # ---- the default pretrained student (fine-tuning's student.pretrained=default) --------------------
 
 
@@ -392,8 +414,22 @@ def test_finetuning_resolves_student_pretrained_default(name, given, expected, m
     OmegaConf.set_readonly(cfg, True)
     resolve_student(cfg, _Acc())
     assert cfg.student.pretrained == expected
+    # config.yaml records which default student was loaded: its recipe hash
+    assert cfg.student.default_recipe == (default_student.recipe_hash() if expected and given == "default" else None)
     # train.lr=null (the schema default) follows the student: 3e-4 pretrained, 1e-3 from scratch
     assert cfg.train.lr == (3e-4 if expected is not None else 1e-3)
+
+
+def test_the_default_recipe_key_is_the_runs_to_fill():
+    from omegaconf import OmegaConf
+
+    from clip_td.app.build import resolve_student
+    from clip_td.app.schema import FinetuneConfig
+
+    cfg = OmegaConf.structured(FinetuneConfig)
+    cfg.student.default_recipe = "abc"
+    with pytest.raises(InputError, match=r"student.default_recipe='abc': the run fills this key itself"):
+        resolve_student(cfg, _Acc())
 
 
 @pytest.mark.parametrize("given", [None, "some/folder"])
@@ -555,7 +591,7 @@ def test_options_at_their_neutral_value_keep_the_default_students_cache_key():
 
     # the recipe shipped before the image initialisation (two layers, MLM + ITM only) keeps the
     # cache key its students were built under
-    base = ["model.num_layers=2", *NO_IMAGE_INIT]
+    base = ["model.num_layers=2", *NO_IMAGE_INIT, *CAPTIONS_ONLY]
     key = recipe_hash(base)
     assert key == "7ee05cdeaad19826"
     assert recipe_hash([*base, "train.concept_mask_prob=null", "image_init.lr=0.5", "image_init.rehearsal_scenes=7",

@@ -13,7 +13,7 @@ from clip_td.base.io import InputError
 from pretrain.student import load_student_config
 from pretrain.student.model import StudentPretrainModel, sincos_patch_positions, vilt_config
 from pretrain.student.train import main
-from test_pretrain_student import TINY, write_corpus
+from test_pretrain_student import CAPTIONS_ONLY, TINY, write_corpus
 
 
 def test_the_sine_cosine_table_codes_row_then_column():
@@ -45,11 +45,14 @@ def test_the_model_starts_from_the_chosen_positions():
         StudentPretrainModel(config, patch_positions="learned")
 
 
-def test_zeros_keep_the_default_students_cache_key_and_sincos_changes_it():
+def test_zeros_keep_the_captions_only_students_cache_key_and_sincos_changes_it():
     from pretrain.student.default_student import recipe_hash
 
-    key = recipe_hash()
-    assert recipe_hash(["model.patch_positions=zeros"]) == key != recipe_hash(["model.patch_positions=sincos"])
+    off = [k for k in CAPTIONS_ONLY if not k.startswith("model.patch_positions")]
+    key = recipe_hash([*off, "model.patch_positions=zeros"])
+    assert key == "9cae16cce95a1e91"  # the key it had before the option existed
+    assert recipe_hash(off) != key  # the default recipe starts from sine-cosine positions
+    assert recipe_hash([*off, "model.patch_positions=sincos"]) == recipe_hash(off) != key
 
 
 def test_a_checkpoint_resumes_only_with_the_same_positions(tmp_path):

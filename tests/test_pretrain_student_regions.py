@@ -15,7 +15,7 @@ from pretrain.student import load_student_config
 from pretrain.student.objectives import IGNORE
 from pretrain.student.regions import PLACE_WORDS, describe, descriptions, region_inputs
 from pretrain.student.train import main
-from test_pretrain_student import TINY, write_corpus
+from test_pretrain_student import CAPTIONS_ONLY, TINY, write_corpus
 
 REGIONS_ON = ["regions.weight=0.5", "regions.scenes=2", "regions.vocab_scenes=40", "image_init.max_objects=3",
               "image_init.eval_scenes=6"]
@@ -122,9 +122,10 @@ def test_a_run_with_region_descriptions_reports_them_and_refuses_another_weights
 def test_region_options_at_weight_zero_keep_the_default_students_cache_key():
     from pretrain.student.default_student import recipe_hash
 
-    key = recipe_hash()
-    assert recipe_hash(["regions.scenes=7", "regions.place_mask_prob=0.9"]) == key
-    assert recipe_hash(["regions.weight=1"]) != key != recipe_hash(["regions.weight=1", "regions.scenes=7"])
+    off = [*CAPTIONS_ONLY]
+    key = recipe_hash(off)
+    assert recipe_hash([*off, "regions.scenes=7", "regions.place_mask_prob=0.9"]) == key
+    assert recipe_hash([*off, "regions.weight=1"]) != key != recipe_hash([*off, "regions.weight=1", "regions.scenes=7"])
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -147,7 +148,8 @@ def test_the_curriculum_grows_the_described_scenes_from_one_object(tmp_path):
     cfg = load_student_config(None, ["image_init.max_objects=6", "regions.curriculum_steps=1000"])
     # 1 + 5 * step // 1000 objects at most: one object until step 200, six from step 1000
     assert [region_objects(cfg, s) for s in (0, 199, 200, 999, 1000, 5000)] == [1, 1, 2, 5, 6, 6]
-    assert region_objects(load_student_config(None, ["image_init.max_objects=6"]), 0) == 6  # no curriculum
+    assert region_objects(load_student_config(None, ["image_init.max_objects=6", "regions.curriculum_steps=0"]), 0) == 6
+    assert region_objects(load_student_config(None), 0) == 1  # the default recipe's curriculum
     assert region_objects(load_student_config(None, ["image_init.max_objects=0"]), 0) == 1
     cfg = load_student_config(None, [f"data.root={write_corpus(tmp_path)}", *TINY, *REGIONS_ON,
                                      "regions.curriculum_steps=10", "regions.scenes=6"])
@@ -165,7 +167,7 @@ def test_the_curriculum_at_zero_keeps_the_region_recipes_cache_key(tmp_path):
     from pretrain.student.default_student import recipe_hash
     from pretrain.student.train import build
 
-    on = ["regions.weight=1"]
+    on = [*CAPTIONS_ONLY, "regions.weight=1"]
     assert recipe_hash([*on, "regions.curriculum_steps=0"]) == recipe_hash(on) != recipe_hash([*on, "regions.curriculum_steps=9"])
     with pytest.raises(InputError, match=r"regions.curriculum_steps=-1: expected 0 \(off\) or the number of steps"):
         build(load_student_config(None, [f"data.root={write_corpus(tmp_path)}", *TINY, "regions.curriculum_steps=-1"]))

@@ -117,3 +117,28 @@ def test_vilt_image_tokens_are_row_major_patches():
         handle.remove()
     changed = ((seen[-1][0, 6:, 0] - expected).abs() > 1e-3).nonzero().flatten().tolist()
     assert changed == [9]
+
+
+def test_from_config_vilt_patch_positions_zeros_or_sine_cosine(tmp_path):
+    import math
+
+    from clip_td.lib.students.vilt import sincos_patch_positions
+
+    torch.manual_seed(0)
+    zeros = create_student("vilt", CFG, vocab_size=50, image_size=32).model.embeddings.position_embeddings
+    assert zeros.shape == (1, 17, 32) and not zeros.any()  # transformers' initialisation, the default
+    cfg = StudentConfig(**{**CFG.__dict__, "patch_positions": "sincos"})
+    table = create_student("vilt", cfg, vocab_size=50, image_size=32).model.embeddings.position_embeddings
+    torch.testing.assert_close(table.detach(), sincos_patch_positions(4, 32))
+    # patch (row 1, col 2) = token 1 + 1 * 4 + 2: its row code first, sin(1 * 1) and cos(1 * 1) at frequency 1
+    assert table[0, 7, 0].item() == pytest.approx(math.sin(1.0)) and table[0, 7, 8].item() == pytest.approx(math.cos(1.0))
+    assert table[0, 7, 16].item() == pytest.approx(math.sin(2.0)) and table.requires_grad
+    with pytest.raises(InputError, match=r"student.patch_positions='learned': expected one of zeros, sincos"):
+        create_student("vilt", StudentConfig(**{**CFG.__dict__, "patch_positions": "learned"}), vocab_size=50, image_size=32)
+    with pytest.raises(InputError, match=r"needs student.hidden_size divisible by 4, got 30"):
+        create_student("vilt", StudentConfig(**{**CFG.__dict__, "hidden_size": 30, "num_heads": 2,
+                                                 "patch_positions": "sincos"}), vocab_size=50, image_size=32)
+    ViltModel(vilt_config(CFG, 50, 32)).save_pretrained(tmp_path / "vilt")
+    with pytest.raises(InputError, match=r"student.pretrained=.*brings its own positions"):
+        create_student("vilt", StudentConfig(**{**CFG.__dict__, "pretrained": str(tmp_path / "vilt"),
+                                                 "patch_positions": "sincos"}), vocab_size=50, image_size=32)

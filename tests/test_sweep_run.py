@@ -176,8 +176,9 @@ def test_sweep_script_user_error_is_one_line(tmp_path):
 def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_path, monkeypatch):
     """A changed default or sweep config does not silently keep old cells: the sweep stops before
     anything runs and names each cell and key (`stale=error`), or reruns them (`stale=rerun`), or
-    keeps them (`stale=keep`). The two keys a run fills itself (the default student's folder, the
-    learning rate for a pretrained student) and keys the saved config lacks are not differences."""
+    keeps them (`stale=keep`). Two keys a run fills itself (the default student's folder, the
+    learning rate for a pretrained student) and keys the saved config lacks are not differences;
+    the third (the default student's recipe hash) is."""
     import pytest
     from omegaconf import OmegaConf
 
@@ -185,6 +186,8 @@ def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_pat
     from clip_td.app.schema import FinetuneConfig
     from clip_td.base.config import load_config, save_config
     from clip_td.base.io import InputError
+    from pretrain.student import default_student
+    from pretrain.student.default_student import recipe_hash
 
     flags = tmp_path / "flags"
     flags.mkdir()
@@ -201,12 +204,28 @@ def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_pat
     assert sweep_once()["ran"] == 2
     cells = sweep.expand_grid(OmegaConf.structured(sweep.GridConfig(tasks=["snli_ve"], methods=["none"],
                                                                     fractions=[0.25], seeds=[0, 1])))
-    for cell in cells:  # what the trainer saves: the default student's cached folder and the resolved lr
+    key = recipe_hash()
+    for cell in cells:  # what the trainer saves: the default student's folder and recipe, the resolved lr
         run_dir = out / "runs" / cell.name
         resolved = load_config(FinetuneConfig, None, [*cell.overrides(), f"output_dir={run_dir}",
-                                                      "student.pretrained=/cache/students/default", "train.lr=0.0003"])
+                                                      "student.pretrained=/cache/students/default",
+                                                      f"student.default_recipe={key}", "train.lr=0.0003"])
         save_config(resolved, run_dir)
     assert sweep_once()["ran"] == 0  # same config: nothing is stale
+
+    # another default student recipe (the shipped student replaced), or a run from before the key
+    # was recorded: the cell ran with another student
+    default_cfg = OmegaConf.structured(sweep.SweepConfig())
+    with monkeypatch.context() as m:
+        m.setattr(default_student, "recipe_hash", lambda overrides=(): "0123456789abcdef")
+        assert sweep.stale_keys(default_cfg, cells[0], out / "runs" / cells[0].name) == [
+            ("student.default_recipe", key, "0123456789abcdef")]
+    old_run = tmp_path / "old_run"
+    old_run.mkdir()
+    saved = OmegaConf.load(out / "runs" / cells[0].name / "config.yaml")
+    del saved.student["default_recipe"]
+    OmegaConf.save(saved, old_run / "config.yaml")
+    assert sweep.stale_keys(default_cfg, cells[0], old_run) == [("student.default_recipe", None, key)]
 
     sweep_cfg = out / "config.yaml"
     before = sweep_cfg.read_text()
@@ -218,10 +237,11 @@ def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_pat
     assert "  snli_ve/none/f0.25/s1: " in msg and "stale=rerun" in msg and "stale=keep" in msg
     assert sweep_cfg.read_text() == before  # nothing written
 
-    # the from-scratch student: its folder and its learning rate (resolved to SCRATCH_LR) both differ
+    # the from-scratch student: its folder, its recipe and its learning rate (resolved to SCRATCH_LR) differ
     diff = sweep.stale_keys(OmegaConf.structured(sweep.SweepConfig(overrides=["student.pretrained=null"])),
                             cells[0], out / "runs" / cells[0].name)
-    assert diff == [("student.pretrained", "/cache/students/default", None), ("train.lr", 0.0003, 0.001)]
+    assert diff == [("student.pretrained", "/cache/students/default", None), ("student.default_recipe", key, None),
+                    ("train.lr", 0.0003, 0.001)]
 
     # a key the run's config does not hold (added to the schema since) is not compared
     saved = OmegaConf.load(out / "runs" / cells[1].name / "config.yaml")
@@ -241,7 +261,7 @@ def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_pat
 def test_sweep_configs_pin_the_weighting_their_results_ran_with():
     """method.weight_features defaults to false; the sweep configs whose clip_td rows were measured
     with the paper's weighting pin true (cell overrides come last, so a grid value still wins),
-    and budget_holdout_image.yaml runs the new default."""
+    and budget_holdout_image.yaml and benchmark_place.yaml run the new default."""
     from clip_td.app.sweep import SweepConfig, _cell_overrides, expand_grid
     from clip_td.base.config import load_config
     from clip_td.lib.distill import MethodConfig
@@ -261,3 +281,4 @@ def test_sweep_configs_pin_the_weighting_their_results_ran_with():
         assert weighting(legacy) == {"true"}, legacy
     assert weighting("budget_weight_features.yaml") == {"false"}  # its grid value overrides the pin
     assert weighting("budget_holdout_image.yaml") == {None}
+    assert weighting("benchmark_place.yaml") == {None}  # the rerun on the place-reading student: today's default

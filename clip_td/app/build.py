@@ -157,19 +157,23 @@ def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
     student (pretrain_student.py's shipped recipe on the synthetic world, trained once and cached),
     written into `cfg` so config.yaml names the folder that was loaded. The default pretrained
     student is a ViLT: with `student.name=dual_stream` "default" means from scratch (there is no
-    dual-stream pretraining recipe). Then `train.lr=null` -> PRETRAINED_LR for a pretrained
+    dual-stream pretraining recipe). The default student's recipe hash goes into
+    `cfg.student.default_recipe`, so config.yaml says which default was loaded. Then `train.lr=null` -> PRETRAINED_LR for a pretrained
     student, SCRATCH_LR from scratch, also written into `cfg`."""
-    from pretrain.student.default_student import DEFAULT, ensure_default_student
+    from pretrain.student.default_student import DEFAULT, ensure_default_student, recipe_hash
 
     from clip_td.app.schema import default_lr
 
+    if cfg.student.default_recipe is not None:
+        raise InputError(f"student.default_recipe={cfg.student.default_recipe!r}: the run fills this key itself "
+                         f"(the default student's recipe hash); leave it unset")
     if cfg.student.pretrained == DEFAULT:
-        path = None
+        path = recipe = None
         if cfg.student.name == "vilt":
             with accelerator.main_process_first():  # one process trains it, the others then load it
-                path = str(ensure_default_student())
+                path, recipe = str(ensure_default_student()), recipe_hash()
         with read_write(cfg):
-            cfg.student.pretrained = path
+            cfg.student.pretrained, cfg.student.default_recipe = path, recipe
     if cfg.train.lr is None:
         with read_write(cfg):
             cfg.train.lr = default_lr(cfg.student.pretrained)

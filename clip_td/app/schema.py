@@ -43,12 +43,18 @@ class StudentConfig:
     # checkpoint folder or hub id (e.g. dandelin/vilt-b32-mlm); "default" = the default pretrained student
     # (pretrain_student.py's recipe on the synthetic world, trained once and cached); null = from config
     pretrained: Optional[str] = "default"
+    # filled by the run, never set: the recipe hash of the default pretrained student it loaded
+    # (with pretrained=default), so config.yaml says which default it was and sweeps can tell
+    default_recipe: Optional[str] = None
     hidden_size: int = 128  # transformer width (from-config students)
     num_layers: int = 2  # transformer depth (vilt; dual_stream: text layers) (from-config students)
     vision_layers: int = 2  # dual_stream: ViT image-encoder layers (from-config students)
     num_heads: int = 4  # attention heads (from-config students)
     intermediate_size: int = 256  # MLP width (from-config students)
     patch_size: int = 8  # image patch side in pixels (from-config students)
+    # vilt, from config: the patch position embeddings start at zeros (transformers' ViltEmbeddings,
+    # made for a checkpoint to overwrite) or sincos (a 2-D sine-cosine code, as the default student's recipe)
+    patch_positions: str = "zeros"
     image_size: Optional[int] = None  # student input side; null = the checkpoint's, else the data's image size
     max_text_len: int = 40  # text tokens per sequence (longer ones are truncated)
     vocab_size: int = 2000  # WordPiece vocabulary built for the synthetic world (no checkpoint)

@@ -199,14 +199,16 @@ def stale_keys(cfg: Any, cell: Cell, run_dir: Path) -> List[Tuple[str, Any, Any]
     """(key, value in the cell's saved config.yaml, value the cell resolves to now) for every
     finetune key that differs; empty when they agree or the run saved no config.yaml.
 
-    The run fills two keys itself: `student.pretrained=default` becomes the cached folder (not
-    compared while the cell asks for the default) and `train.lr=null` the learning rate for a
-    pretrained or a from-scratch student (compared as resolved). A key the saved config lacks
-    (added to the schema after the run) or holds no more (removed) is not compared."""
+    The run fills three keys itself: `student.pretrained=default` becomes the student's folder (not
+    compared while the cell asks for the default) and `student.default_recipe` that student's recipe
+    hash (compared with today's default recipe; a run from before the key existed holds none and
+    counts as another student), and `train.lr=null` the learning rate for a pretrained or a
+    from-scratch student (compared as resolved). Any other key the saved config lacks (added to the
+    schema after the run) or holds no more (removed) is not compared."""
     from omegaconf import OmegaConf
 
     from clip_td.app.schema import FinetuneConfig, default_lr
-    from pretrain.student.default_student import DEFAULT
+    from pretrain.student.default_student import DEFAULT, recipe_hash
 
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
@@ -219,6 +221,9 @@ def stale_keys(cfg: Any, cell: Cell, run_dir: Path) -> List[Tuple[str, Any, Any]
                                              _cell_overrides(cfg, cell)), resolve=True)
     if now["train"]["lr"] is None:
         now["train"]["lr"] = default_lr(now["student"]["pretrained"])
+    if now["student"]["pretrained"] == DEFAULT and now["student"]["name"] == "vilt":
+        now["student"]["default_recipe"] = recipe_hash()
+        saved.setdefault("student", {}).setdefault("default_recipe", None)
     saved_flat, now_flat = _flatten(saved), _flatten(now)
     out = []
     for key, value in now_flat.items():

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ViltConfig, ViltForMaskedLM
 
+from clip_td.lib.students.vilt import PATCH_POSITIONS, sincos_patch_positions
 from pretrain.student.image_init import PatchHeads, classification_loss
 from pretrain.student.objectives import IGNORE
 
@@ -31,25 +32,6 @@ def vilt_config(model_cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
         image_size=image_size, patch_size=model_cfg.patch_size, max_position_embeddings=model_cfg.max_text_len,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_image_length=-1,
     )
-
-
-PATCH_POSITIONS = ("zeros", "sincos")
-
-
-def sincos_patch_positions(grid: int, dim: int) -> torch.Tensor:
-    """(1, 1 + grid * grid, dim) position embeddings for ViltEmbeddings: row 0 ([CLS] of the image)
-    zeros, then the patches in row-major order, each the concatenation of a 1-D sine-cosine code
-    of its row and one of its column (dim / 2 each: dim / 4 frequencies 1 / 10000^(k / (dim / 4)),
-    sines then cosines), as MAE's 2-D sine-cosine embedding."""
-    if dim % 4:
-        raise ValueError(f"sine-cosine patch positions need a width divisible by 4, got {dim}")
-    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    pos = torch.arange(grid, dtype=torch.float64)[:, None] * freqs[None]  # (grid, dim / 4)
-    code = torch.cat([pos.sin(), pos.cos()], dim=1)  # (grid, dim / 2)
-    rows = code[:, None, :].expand(grid, grid, -1)
-    cols = code[None, :, :].expand(grid, grid, -1)
-    table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim)
-    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).unsqueeze(0).float()
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

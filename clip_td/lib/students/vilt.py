@@ -42,6 +42,27 @@ class ViltStudent(nn.Module):
         return {"pooled": out.pooler_output, "image_tokens": hidden[:, t + 1:], "text_tokens": hidden[:, :t]}
 
 
+#: `student.patch_positions` (from-config ViLT students) and the student pretraining recipe's
+#: `model.patch_positions`: transformers' zeros, or a 2-D sine-cosine code (still trained)
+PATCH_POSITIONS = ("zeros", "sincos")
+
+
+def sincos_patch_positions(grid: int, dim: int) -> torch.Tensor:
+    """(1, 1 + grid * grid, dim) position embeddings for ViltEmbeddings: row 0 ([CLS] of the image)
+    zeros, then the patches in row-major order, each the concatenation of a 1-D sine-cosine code
+    of its row and one of its column (dim / 2 each: dim / 4 frequencies 1 / 10000^(k / (dim / 4)),
+    sines then cosines), as MAE's 2-D sine-cosine embedding."""
+    if dim % 4:
+        raise ValueError(f"sine-cosine patch positions need a width divisible by 4, got {dim}")
+    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    pos = torch.arange(grid, dtype=torch.float64)[:, None] * freqs[None]  # (grid, dim / 4)
+    code = torch.cat([pos.sin(), pos.cos()], dim=1)  # (grid, dim / 2)
+    rows = code[:, None, :].expand(grid, grid, -1)
+    cols = code[None, :, :].expand(grid, grid, -1)
+    table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim)
+    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).unsqueeze(0).float()
+
+
 def vilt_config(cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
     return ViltConfig(
         vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
@@ -84,8 +105,22 @@ def load_vilt(pretrained: str) -> ViltModel:
 @STUDENTS.register("vilt")
 def create_vilt(cfg: Any, vocab_size: int, image_size: int) -> ViltStudent:
     pretrained = getattr(cfg, "pretrained", None)
+    positions = getattr(cfg, "patch_positions", "zeros")
+    if positions not in PATCH_POSITIONS:
+        raise InputError(f"student.patch_positions={positions!r}: expected one of {', '.join(PATCH_POSITIONS)}")
     if not pretrained:
-        return ViltStudent(ViltModel(vilt_config(cfg, vocab_size, image_size)), image_size)
+        model = ViltModel(vilt_config(cfg, vocab_size, image_size))
+        if positions == "sincos":
+            if cfg.hidden_size % 4:
+                raise InputError(f"student.patch_positions='sincos' needs student.hidden_size divisible by 4, "
+                                 f"got {cfg.hidden_size}")
+            with torch.no_grad():
+                model.embeddings.position_embeddings.copy_(
+                    sincos_patch_positions(image_size // cfg.patch_size, cfg.hidden_size))
+        return ViltStudent(model, image_size)
+    if positions != "zeros":
+        raise InputError(f"student.patch_positions={positions!r} initialises a from-config student; "
+                         f"student.pretrained={pretrained!r} brings its own positions (leave it 'zeros')")
     model = load_vilt(pretrained)
     if model.config.vocab_size != vocab_size:
         raise InputError(f"student.pretrained={pretrained!r}: vocab size {model.config.vocab_size} != tokenizer's "
