@@ -420,16 +420,21 @@ def test_finetuning_resolves_student_pretrained_default(name, given, expected, m
     assert cfg.train.lr == (3e-4 if expected is not None else 1e-3)
 
 
-def test_the_default_recipe_key_is_the_runs_to_fill():
+def test_the_default_recipe_key_is_filled_by_the_run_and_resolving_twice_keeps_it(monkeypatch):
     from omegaconf import OmegaConf
 
     from clip_td.app.build import resolve_student
     from clip_td.app.schema import FinetuneConfig
+    from pretrain.student import default_student
 
+    monkeypatch.setattr(default_student, "ensure_default_student", lambda: Path("/cache/students/abc/student"))
     cfg = OmegaConf.structured(FinetuneConfig)
-    cfg.student.default_recipe = "abc"
-    with pytest.raises(InputError, match=r"student.default_recipe='abc': the run fills this key itself"):
-        resolve_student(cfg, _Acc())
+    cfg.student.default_recipe = "abc"  # whatever it was told, the run records the student it loaded
+    resolve_student(cfg, _Acc())
+    resolved = OmegaConf.to_container(cfg)
+    assert cfg.student.default_recipe == default_student.recipe_hash() != "abc"
+    resolve_student(cfg, _Acc())  # the trainer and the data builder both resolve it
+    assert OmegaConf.to_container(cfg) == resolved
 
 
 @pytest.mark.parametrize("given", [None, "some/folder"])

@@ -164,9 +164,6 @@ def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
 
     from clip_td.app.schema import default_lr
 
-    if cfg.student.default_recipe is not None:
-        raise InputError(f"student.default_recipe={cfg.student.default_recipe!r}: the run fills this key itself "
-                         f"(the default student's recipe hash); leave it unset")
     if cfg.student.pretrained == DEFAULT:
         path = recipe = None
         if cfg.student.name == "vilt":

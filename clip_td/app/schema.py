@@ -43,8 +43,8 @@ class StudentConfig:
     # checkpoint folder or hub id (e.g. dandelin/vilt-b32-mlm); "default" = the default pretrained student
     # (pretrain_student.py's recipe on the synthetic world, trained once and cached); null = from config
     pretrained: Optional[str] = "default"
-    # filled by the run, never set: the recipe hash of the default pretrained student it loaded
-    # (with pretrained=default), so config.yaml says which default it was and sweeps can tell
+    # filled by the run (a given value is overwritten): the recipe hash of the default pretrained
+    # student it loaded (with pretrained=default), so config.yaml says which default it was
     default_recipe: Optional[str] = None
     hidden_size: int = 128  # transformer width (from-config students)
     num_layers: int = 2  # transformer depth (vilt; dual_stream: text layers) (from-config students)
