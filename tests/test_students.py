@@ -122,7 +122,7 @@ def test_vilt_image_tokens_are_row_major_patches():
 def test_from_config_vilt_patch_positions_zeros_or_sine_cosine(tmp_path):
     import math
 
-    from clip_td.lib.students.vilt import sincos_patch_positions
+    from clip_td.base.vilt_positions import sincos_patch_positions
 
     torch.manual_seed(0)
     zeros = create_student("vilt", CFG, vocab_size=50, image_size=32).model.embeddings.position_embeddings

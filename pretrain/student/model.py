@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ViltConfig, ViltForMaskedLM
 
-from clip_td.lib.students.vilt import PATCH_POSITIONS, sincos_patch_positions
+from clip_td.base.vilt_positions import PATCH_POSITIONS, sincos_patch_positions
 from pretrain.student.image_init import PatchHeads, classification_loss
 from pretrain.student.objectives import IGNORE
 

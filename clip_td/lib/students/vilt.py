@@ -10,6 +10,7 @@ from transformers import ViltConfig, ViltModel
 
 from clip_td.base.io import InputError
 from clip_td.base.vilt_order import grid_ordered
+from clip_td.base.vilt_positions import PATCH_POSITIONS, sincos_patch_positions
 from clip_td.lib.students import STUDENTS
 
 
@@ -40,27 +41,6 @@ class ViltStudent(nn.Module):
         hidden = out.last_hidden_state  # (B, T + 1 + Nv, h): text, image CLS, patches
         t = input_ids.shape[1]
         return {"pooled": out.pooler_output, "image_tokens": hidden[:, t + 1:], "text_tokens": hidden[:, :t]}
-
-
-#: `student.patch_positions` (from-config ViLT students) and the student pretraining recipe's
-#: `model.patch_positions`: transformers' zeros, or a 2-D sine-cosine code (still trained)
-PATCH_POSITIONS = ("zeros", "sincos")
-
-
-def sincos_patch_positions(grid: int, dim: int) -> torch.Tensor:
-    """(1, 1 + grid * grid, dim) position embeddings for ViltEmbeddings: row 0 ([CLS] of the image)
-    zeros, then the patches in row-major order, each the concatenation of a 1-D sine-cosine code
-    of its row and one of its column (dim / 2 each: dim / 4 frequencies 1 / 10000^(k / (dim / 4)),
-    sines then cosines), as MAE's 2-D sine-cosine embedding."""
-    if dim % 4:
-        raise ValueError(f"sine-cosine patch positions need a width divisible by 4, got {dim}")
-    freqs = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    pos = torch.arange(grid, dtype=torch.float64)[:, None] * freqs[None]  # (grid, dim / 4)
-    code = torch.cat([pos.sin(), pos.cos()], dim=1)  # (grid, dim / 2)
-    rows = code[:, None, :].expand(grid, grid, -1)
-    cols = code[None, :, :].expand(grid, grid, -1)
-    table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim)
-    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).unsqueeze(0).float()
 
 
 def vilt_config(cfg: Any, vocab_size: int, image_size: int) -> ViltConfig:
