@@ -158,8 +158,9 @@ def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
     written into `cfg` so config.yaml names the folder that was loaded. The default pretrained
     student is a ViLT: with `student.name=dual_stream` "default" means from scratch (there is no
     dual-stream pretraining recipe). The default student's recipe hash goes into
-    `cfg.student.default_recipe`, so config.yaml says which default was loaded. Then `train.lr=null` -> PRETRAINED_LR for a pretrained
-    student, SCRATCH_LR from scratch, also written into `cfg`."""
+    `cfg.student.default_recipe`, so config.yaml says which default was loaded. Then
+    `train.lr=null` -> PRETRAINED_LR for a pretrained student, SCRATCH_LR from scratch, also
+    written into `cfg`."""
     from pretrain.student.default_student import DEFAULT, ensure_default_student, recipe_hash
 
     from clip_td.app.schema import default_lr

@@ -29,3 +29,11 @@ def sincos_patch_positions(grid: int, dim: int) -> torch.Tensor:
     cols = code[None, :, :].expand(grid, grid, -1)
     table = torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim)
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).unsqueeze(0).float()
+
+
+def use_sincos_patch_positions(vilt) -> None:
+    """Overwrite the patch position embeddings of a ViltModel (`vilt.config`, `vilt.embeddings`)
+    with the sine-cosine table of its patch grid and width, in place."""
+    c = vilt.config
+    with torch.no_grad():
+        vilt.embeddings.position_embeddings.copy_(sincos_patch_positions(c.image_size // c.patch_size, c.hidden_size))

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ViltConfig, ViltForMaskedLM
 
-from clip_td.base.vilt_positions import PATCH_POSITIONS, sincos_patch_positions
+from clip_td.base.vilt_positions import PATCH_POSITIONS, use_sincos_patch_positions
+from clip_td.base.vilt_positions import sincos_patch_positions  # noqa: F401 (the table, importable from here)
 from pretrain.student.image_init import PatchHeads, classification_loss
 from pretrain.student.objectives import IGNORE
 
@@ -46,9 +47,7 @@ class StudentPretrainModel(nn.Module):
         super().__init__()
         self.mlm = ViltForMaskedLM(config)
         if patch_positions == "sincos":
-            table = sincos_patch_positions(config.image_size // config.patch_size, config.hidden_size)
-            with torch.no_grad():
-                self.mlm.vilt.embeddings.position_embeddings.copy_(table)
+            use_sincos_patch_positions(self.mlm.vilt)
         elif patch_positions != "zeros":
             raise ValueError(f"patch_positions={patch_positions!r}: expected one of {PATCH_POSITIONS}")
         self.itm_head = nn.Linear(config.hidden_size, 2)

@@ -10,7 +10,7 @@ from transformers import ViltConfig, ViltModel
 
 from clip_td.base.io import InputError
 from clip_td.base.vilt_order import grid_ordered
-from clip_td.base.vilt_positions import PATCH_POSITIONS, sincos_patch_positions
+from clip_td.base.vilt_positions import PATCH_POSITIONS, use_sincos_patch_positions
 from clip_td.lib.students import STUDENTS
 
 
@@ -94,9 +94,7 @@ def create_vilt(cfg: Any, vocab_size: int, image_size: int) -> ViltStudent:
             if cfg.hidden_size % 4:
                 raise InputError(f"student.patch_positions='sincos' needs student.hidden_size divisible by 4, "
                                  f"got {cfg.hidden_size}")
-            with torch.no_grad():
-                model.embeddings.position_embeddings.copy_(
-                    sincos_patch_positions(image_size // cfg.patch_size, cfg.hidden_size))
+            use_sincos_patch_positions(model)
         return ViltStudent(model, image_size)
     if positions != "zeros":
         raise InputError(f"student.patch_positions={positions!r} initialises a from-config student; "
