@@ -261,7 +261,7 @@ def test_a_finished_cell_run_under_another_config_is_named_rerun_or_kept(tmp_pat
 def test_sweep_configs_pin_the_weighting_their_results_ran_with():
     """method.weight_features defaults to false; the sweep configs whose clip_td rows were measured
     with the paper's weighting pin true (cell overrides come last, so a grid value still wins),
-    and budget_holdout_image.yaml and benchmark_place.yaml run the new default."""
+    and budget_holdout_image.yaml, benchmark_place.yaml and its label-free row run the new default."""
     from clip_td.app.sweep import SweepConfig, _cell_overrides, expand_grid
     from clip_td.base.config import load_config
     from clip_td.lib.distill import MethodConfig
@@ -282,3 +282,4 @@ def test_sweep_configs_pin_the_weighting_their_results_ran_with():
     assert weighting("budget_weight_features.yaml") == {"false"}  # its grid value overrides the pin
     assert weighting("budget_holdout_image.yaml") == {None}
     assert weighting("benchmark_place.yaml") == {None}  # the rerun on the place-reading student: today's default
+    assert weighting("benchmark_place_label_free.yaml") == {None}  # its label-free row, same folder
