@@ -283,3 +283,24 @@ def test_sweep_configs_pin_the_weighting_their_results_ran_with():
     assert weighting("budget_holdout_image.yaml") == {None}
     assert weighting("benchmark_place.yaml") == {None}  # the rerun on the place-reading student: today's default
     assert weighting("benchmark_place_label_free.yaml") == {None}  # its label-free row, same folder
+
+
+def test_every_committed_sweep_config_loads_and_expands():
+    """Each configs/sweep/*.yaml resolves (its `_base_` chain included) to a grid with at least one
+    cell, and every cell's overrides are `key=value` strings: a config the README points at
+    cannot be broken by a base it inherits from."""
+    from clip_td.app.sweep import SweepConfig, _cell_overrides, expand_grid
+    from clip_td.base.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    configs = sorted((repo / "configs" / "sweep").glob("*.yaml"))
+    assert len(configs) >= 70
+    for path in configs:
+        cfg = load_config(SweepConfig, str(path), [])
+        cells = expand_grid(cfg.grid)
+        assert cells, path.name
+        for cell in cells:
+            assert all("=" in o for o in _cell_overrides(cfg, cell)), path.name
+    place = load_config(SweepConfig, str(repo / "configs/sweep/place_answer_sets.yaml"), [])
+    assert place.output_dir == "runs/sweep_budget_place"
+    assert len(expand_grid(place.grid)) == 2 * 3  # two fractions x three seeds, one method
