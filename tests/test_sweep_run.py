@@ -303,4 +303,4 @@ def test_every_committed_sweep_config_loads_and_expands():
             assert all("=" in o for o in _cell_overrides(cfg, cell)), path.name
     place = load_config(SweepConfig, str(repo / "configs/sweep/place_answer_sets.yaml"), [])
     assert place.output_dir == "runs/sweep_budget_place"
-    assert len(expand_grid(place.grid)) == 2 * 3  # two fractions x three seeds, one method
+    assert len(expand_grid(place.grid)) == 3 * 3  # three fractions x three seeds, one method
