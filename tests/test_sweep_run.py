@@ -304,3 +304,84 @@ def test_every_committed_sweep_config_loads_and_expands():
     place = load_config(SweepConfig, str(repo / "configs/sweep/place_answer_sets.yaml"), [])
     assert place.output_dir == "runs/sweep_budget_place"
     assert len(expand_grid(place.grid)) == 3 * 3  # three fractions x three seeds, one method
+
+
+# A stand-in for a long cell: records its pid and OMP_NUM_THREADS, waits for `<flags>/go` (at most
+# 60 s), then writes a complete metrics.json.
+SLOW_CELL = r"""
+import json, os, sys, time
+from pathlib import Path
+run_dir, seed, flags = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+(flags / f"pid-{seed}").write_text(f"{os.getpid()} {os.environ['OMP_NUM_THREADS']}")
+end = time.time() + 60
+while not (flags / "go").exists() and time.time() < end:
+    time.sleep(0.05)
+(run_dir / "metrics.json").write_text(json.dumps({
+    "task": "snli_ve", "method": "none", "train_fraction": 0.25, "seed": seed,
+    "eval": {"val": {"accuracy": 50.0}}, "train": {"steps": 1, "samples_per_s": 1.0, "step_time_s": 1.0}}))
+"""
+
+SWEEP_DRIVER = r"""
+import sys
+from omegaconf import OmegaConf
+import clip_td.app.sweep as sweep
+out, flags, cell_src = sys.argv[1], sys.argv[2], sys.argv[3]
+sweep._cell_command = lambda cfg, cell, run_dir: [sys.executable, "-c", cell_src, str(run_dir), str(cell.seed), flags]
+cfg = OmegaConf.structured(sweep.SweepConfig(output_dir=out, threads=3, report=False, grid=sweep.GridConfig(
+    tasks=["snli_ve"], methods=["none"], fractions=[0.25], seeds=[0])))
+sweep.run_sweep(cfg)
+"""
+
+
+def test_a_killed_sweep_leaves_its_running_cell_locked(tmp_path, monkeypatch):
+    """A sweep killed mid-cell (its cell process goes on, orphaned) does not release the cell: a
+    new sweep on the folder leaves it to the running process instead of starting it twice, and
+    skips it once that process has written its metrics. `threads` sets the cell's OMP_NUM_THREADS."""
+    import fcntl
+    import signal
+    import time
+
+    import pytest
+    from omegaconf import OmegaConf
+
+    import clip_td.app.sweep as sweep
+    from clip_td.base.io import InputError
+
+    out, flags = tmp_path / "sweep", tmp_path / "flags"
+    flags.mkdir()
+    driver = subprocess.Popen([sys.executable, "-c", SWEEP_DRIVER, str(out), str(flags), SLOW_CELL], cwd=ROOT)
+    pid_file = flags / "pid-0"
+    deadline = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    cell_pid, threads = map(int, pid_file.read_text().split())
+    assert threads == 3
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    lock_path = out / "runs/snli_ve/none/f0.25/s0" / sweep.CELL_LOCK
+    with open(lock_path, "a") as probe, pytest.raises(BlockingIOError):
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the orphaned cell process
+
+    monkeypatch.setattr(sweep, "_cell_command",
+                        lambda cfg, cell, run_dir: [sys.executable, "-c", SLOW_CELL, str(run_dir), str(cell.seed), str(flags)])
+    cfg = OmegaConf.structured(sweep.SweepConfig(output_dir=str(out), report=False, grid=sweep.GridConfig(
+        tasks=["snli_ve"], methods=["none"], fractions=[0.25], seeds=[0])))
+    summary = sweep.run_sweep(cfg)
+    assert (summary["ran"], summary["elsewhere"]) == (0, ["snli_ve/none/f0.25/s0"])
+    assert pid_file.read_text().split()[0] == str(cell_pid)  # not started a second time
+
+    (flags / "go").write_text("")
+    deadline = time.time() + 60
+    with open(lock_path, "a") as probe:
+        while time.time() < deadline:  # the lock goes with the cell process's exit
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+    summary = sweep.run_sweep(cfg)
+    assert (summary["ran"], summary["skipped"], summary["missing"]) == (0, 1, [])
+
+    with pytest.raises(InputError, match="threads=0"):
+        sweep.run_sweep(OmegaConf.merge(cfg, {"threads": 0}))

@@ -69,7 +69,10 @@ class SweepConfig:
     # "train.patience=4"]}: a step budget per fraction
     fraction_overrides: Dict[Any, List[str]] = field(default_factory=dict)
     grid: GridConfig = field(default_factory=GridConfig)
-    parallel: int = 1  # cells run at once (each gets cpu_count // parallel threads)
+    parallel: int = 1  # cells run at once
+    # threads per cell (OMP_NUM_THREADS / MKL_NUM_THREADS of its process); null: cpu_count // parallel.
+    # Two sweeps sharing the cores: give each threads=1 (or parallel=cores) to avoid oversubscription
+    threads: Optional[int] = None
     launcher: str = "python"  # "python" (one process per cell) or "accelerate" (accelerate launch per cell)
     launch_args: List[str] = field(default_factory=list)  # extra `accelerate launch` arguments, e.g. ["--num_processes", "2"]
     retry_failed: bool = True  # rerun cells recorded as failed (false: leave them, and their failed.json)
@@ -262,21 +265,24 @@ def run_cell(cfg: Any, cell: Cell, root: Path, threads: int, rerun: bool = False
                     return {"cell": cell.name, "seconds": 0.0, "elsewhere": "finished by another sweep meanwhile"}
                 (run_dir / "metrics.json").unlink()
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            return _run_cell_locked(cfg, cell, run_dir, threads)
+            return _run_cell_locked(cfg, cell, run_dir, threads, lock.fileno())
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _run_cell_locked(cfg: Any, cell: Cell, run_dir: Path, threads: int) -> Dict[str, Any]:
+def _run_cell_locked(cfg: Any, cell: Cell, run_dir: Path, threads: int, lock_fd: int) -> Dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     start = time.time()
     log_path = run_dir / "log.txt"
     try:
         # appended, not replaced: a cell resumed from its checkpoints (train.resume=latest) or
         # retried after a failure keeps the log of its earlier attempts
+        # the cell's process inherits the lock's file descriptor: a flock belongs to the open file,
+        # so a sweep killed mid-cell leaves the lock held until the still-running cell exits, and a
+        # new sweep on the folder leaves that cell alone instead of starting it a second time
         with open(log_path, "a") as log:
             returncode = subprocess.run(_cell_command(cfg, cell, run_dir), stdout=log, stderr=subprocess.STDOUT,
-                                        env=env).returncode
+                                        env=env, pass_fds=(lock_fd,)).returncode
     except (OSError, InputError) as e:  # the cell could not even start
         with open(log_path, "a") as log:
             log.write(f"error: could not start the cell: {e}\n")
@@ -331,7 +337,10 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
                          "stale=keep to keep them as they are")
     save_config(cfg, root)
     parallel = max(1, int(cfg.parallel))
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    if cfg.threads is not None and int(cfg.threads) < 1:
+        raise InputError(f"sweep config: threads={cfg.threads}; expected a positive integer or null "
+                         "(null: cpu_count // parallel)")
+    threads = int(cfg.threads) if cfg.threads is not None else max(1, (os.cpu_count() or 1) // parallel)
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} done or failed before, {len(todo)} to run"
           + (f" ({len(stale)} finished under another config, {'rerun' if cfg.stale == 'rerun' else 'kept'})"
              if stale else ""), flush=True)
