@@ -276,10 +276,10 @@ def _run_cell_locked(cfg: Any, cell: Cell, run_dir: Path, threads: int, lock_fd:
     log_path = run_dir / "log.txt"
     try:
         # appended, not replaced: a cell resumed from its checkpoints (train.resume=latest) or
-        # retried after a failure keeps the log of its earlier attempts
-        # the cell's process inherits the lock's file descriptor: a flock belongs to the open file,
-        # so a sweep killed mid-cell leaves the lock held until the still-running cell exits, and a
-        # new sweep on the folder leaves that cell alone instead of starting it a second time
+        # retried after a failure keeps the log of its earlier attempts. The cell's process
+        # inherits the lock's file descriptor (a flock belongs to the open file): a sweep killed
+        # mid-cell leaves the lock held until the still-running cell exits, so a new sweep on the
+        # folder leaves that cell alone instead of starting it a second time
         with open(log_path, "a") as log:
             returncode = subprocess.run(_cell_command(cfg, cell, run_dir), stdout=log, stderr=subprocess.STDOUT,
                                         env=env, pass_fds=(lock_fd,)).returncode
@@ -309,11 +309,14 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
     """Run the missing cells of the grid and write the report; returns a summary of what ran."""
     cells = expand_grid(cfg.grid)
     fraction_overrides(cfg)  # a key that is no fraction fails before anything is written
-    root = Path(cfg.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if cfg.threads is not None and int(cfg.threads) < 1:
+        raise InputError(f"sweep config: threads={cfg.threads}; expected a positive integer or null "
+                         "(null: cpu_count // parallel)")
     if cfg.stale not in STALE_MODES:
         raise InputError(f"sweep config: stale={cfg.stale!r}; expected " + ", ".join(map(repr, STALE_MODES[:-1]))
                          + f" or {STALE_MODES[-1]!r}")
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
     todo, stale = [], []
     for cell in cells:
         run_dir = root / "runs" / cell.name
@@ -337,9 +340,6 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
                          "stale=keep to keep them as they are")
     save_config(cfg, root)
     parallel = max(1, int(cfg.parallel))
-    if cfg.threads is not None and int(cfg.threads) < 1:
-        raise InputError(f"sweep config: threads={cfg.threads}; expected a positive integer or null "
-                         "(null: cpu_count // parallel)")
     threads = int(cfg.threads) if cfg.threads is not None else max(1, (os.cpu_count() or 1) // parallel)
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} done or failed before, {len(todo)} to run"
           + (f" ({len(stale)} finished under another config, {'rerun' if cfg.stale == 'rerun' else 'kept'})"
