@@ -64,3 +64,22 @@ def test_no_targets_without_baseline_or_clip_td():
     assert check_targets(agg) == [] and targets_markdown(agg) == ""
     other = {(t, m, 0.01, "val", "x"): {"mean": 1.0, "std": 0.0} for t in ("my_task",) for m in ("none", "clip_td")}
     assert check_targets(other) == []  # tasks without a known primary metric are not judged
+
+
+def test_targets_on_cells_with_fewer_seeds_than_asked_are_marked():
+    """A check reading a cell with fewer seeds than the grid asks is marked `short` ("no †") and
+    counted apart; the same aggregate without the asked seeds is not marked."""
+    agg = _agg({
+        ("none", 0.01, "val"): (40.0, 1.0), ("naive_kd", 0.01, "val"): (45.0, 0.5), ("clip_td", 0.01, "val"): (51.0, 2.0),
+        ("none", 0.05, "val"): (50.0, 1.0), ("naive_kd", 0.05, "val"): (52.0, 1.0), ("clip_td", 0.05, "val"): (50.5, 1.0),
+    })
+    agg[("vqa", "clip_td", 0.05, "val", "vqa_acc")].update(n=1, seeds=[0])
+    asked = {("vqa", m, f): [0, 1, 2] for m in ("none", "naive_kd", "clip_td") for f in (0.01, 0.05)}
+    short = {(r["target"], r["fraction"]): r["short"] for r in check_targets(agg, asked)}
+    assert short == {("T1", 0.01): False, ("T2", 0.01): False, ("T3", 0.01): False,
+                     ("T1", 0.05): True, ("T3", 0.05): True}
+    md = targets_markdown(agg, asked)
+    assert "holds in 1 of 2 (1 \u2020)" in md  # T1: 0.01 holds (+11 > 2), 0.05 does not and is short
+    assert "| clip_td | T3 | vqa | 5% | -1.50 | > 0 | no \u2020 |" in md
+    assert "| clip_td | T1 | vqa | 1% | +11.00 | > 2.00 | yes |" in md
+    assert "\u2020" not in targets_markdown(agg)

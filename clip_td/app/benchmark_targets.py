@@ -10,17 +10,21 @@ label `clip_td[...]`, e.g. the label-free row), each against the same `none` and
   T3  clip_td > naive_kd on val, at every fraction <= 25 %
   T4  gain over none on val_shift >= gain on val, at every fraction
   T5  clip_td >= none - max(std) on val, at 100 %
+With the grid's asked seeds (`GridStatus.seeds`), a check that reads a cell with fewer seeds than
+the grid asks is marked provisional (`short`; "yes †" / "no †" in the markdown).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tasks import find_task
 
 LOW_SHOT_MAX = 0.25
 
 Agg = Dict[Tuple[str, str, float, str, str], Dict[str, Any]]
+Asked = Dict[Tuple[str, str, float], List[int]]  # (task, method, fraction) -> the seeds the grid asks
+SHORT = "\u2020"
 
 
 def _cell(agg: Agg, task: str, method: str, frac: float, split: str) -> Dict[str, Any] | None:
@@ -34,17 +38,32 @@ def judged_methods(agg: Agg) -> List[str]:
     return [m for m in ["clip_td"] + sorted(x for x in labels if x.startswith("clip_td[")) if m in labels]
 
 
-def check_targets(agg: Agg) -> List[Dict[str, Any]]:
+def check_targets(agg: Agg, asked: Optional[Asked] = None) -> List[Dict[str, Any]]:
     """One row per (method, target, task, fraction): {"method", "target", "task", "fraction",
-    "value", "needed", "holds"}, for each label of `judged_methods`."""
+    "value", "needed", "holds", "short"}, for each label of `judged_methods`; `short` is True where a
+    cell the check reads has fewer seeds than `asked` lists for it."""
     out: List[Dict[str, Any]] = []
     tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
     methods = judged_methods(agg)
     for method in methods:
-        out += [dict(method=method, **r) for task in tasks for r in _check_task(agg, task, method)]
+        out += [dict(method=method, **r, short=_short(agg, asked, task, method, r["target"], r["fraction"]))
+                for task in tasks for r in _check_task(agg, task, method)]
     order = {"T1": 0, "T2": 1, "T3": 2, "T4": 3, "T5": 4}
     rank = {m: i for i, m in enumerate(methods)}
     return sorted(out, key=lambda r: (rank[r["method"]], order[r["target"]], r["task"], r["fraction"]))
+
+
+def _short(agg: Agg, asked: Optional[Asked], task: str, method: str, target: str, frac: float) -> bool:
+    """Whether a cell the check reads (the row, `none`, and `naive_kd` for T3) has fewer seeds than
+    the grid asks for it."""
+    if not asked:
+        return False
+    for m in (method, "naive_kd" if target == "T3" else "none"):
+        cell = _cell(agg, task, m, frac, "val")
+        wanted = len(set(asked.get((task, m, frac)) or []))
+        if cell is not None and cell.get("n", wanted) < wanted:
+            return True
+    return False
 
 
 def _check_task(agg: Agg, task: str, method: str) -> List[Dict[str, Any]]:
@@ -88,16 +107,19 @@ TARGET_TEXT = {
 
 
 def _count(rows: List[Dict[str, Any]], target: str, method: str) -> str:
-    """"k of n" for one method's checks of one target ("" when it has none)."""
+    """"k of n" for one method's checks of one target ("" when it has none), with "(s †)" when s of
+    them read cells with fewer seeds than the grid asks."""
     mine = [r for r in rows if r["target"] == target and r["method"] == method]
-    return f"{sum(r['holds'] for r in mine)} of {len(mine)}" if mine else ""
+    short = sum(r.get("short", False) for r in mine)
+    return (f"{sum(r['holds'] for r in mine)} of {len(mine)}" + (f" ({short} {SHORT})" if short else "")) if mine else ""
 
 
-def targets_markdown(agg: Agg) -> str:
+def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
     """A "Targets" section for summary.md ("" when the sweep has no `none` / `clip_td` cells): one
     line per target with `clip_td`'s count; with other judged labels (`clip_td[...]`) a table of
-    every label's counts, one row each; then every check in a table."""
-    rows = check_targets(agg)
+    every label's counts, one row each; then every check in a table. With `asked`, checks on cells
+    with fewer seeds than the grid asks are marked and counted apart."""
+    rows = check_targets(agg, asked)
     if not rows:
         return ""
     lines = ["## Targets", "",
@@ -119,5 +141,8 @@ def targets_markdown(agg: Agg) -> str:
     lines += ["", "| method | target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | "
-                     f"{r['needed']} | {'yes' if r['holds'] else 'no'} |")
+                     f"{r['needed']} | {'yes' if r['holds'] else 'no'}{' ' + SHORT if r.get('short') else ''} |")
+    if any(r.get("short") for r in rows):
+        lines += ["", f"{SHORT} Judged on a cell with fewer seeds than the grid asks (provisional; \"(s {SHORT})\": s of "
+                  "the checks counted are such)."]
     return "\n".join(lines) + "\n"

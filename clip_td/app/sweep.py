@@ -742,8 +742,8 @@ def report(root: Any, include: Sequence[Any] = ()) -> Dict[str, Path]:
         write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
 
-    targets = targets_markdown(agg)
     status = grid_status(root)
+    targets = targets_markdown(agg, status.seeds if status else None)
     included = ("\n## Included results\n\nRows of other sweeps reported beside this folder's runs:\n"
                 + "\n".join(notes) + "\n") if notes else ""
     write_text_atomic(root / "summary.md",
