@@ -24,7 +24,14 @@ LOW_SHOT_MAX = 0.25
 
 Agg = Dict[Tuple[str, str, float, str, str], Dict[str, Any]]
 Asked = Dict[Tuple[str, str, float], List[int]]  # (task, method, fraction) -> the seeds the grid asks
-SHORT = "\u2020"
+SHORT = "\u2020"  # marks a cell, or a check reading one, with fewer seeds than the grid asks
+
+
+def seeds_short(entry: Dict[str, Any], asked: Optional[List[int]]) -> int:
+    """How many distinct seeds the grid asks (`asked`) for a cell with n = entry["n"] finished, or 0
+    when the cell has them all (or the grid asks none)."""
+    wanted = len(set(asked)) if asked else 0
+    return wanted if entry["n"] < wanted else 0
 
 
 def _cell(agg: Agg, task: str, method: str, frac: float, split: str) -> Dict[str, Any] | None:
@@ -58,12 +65,8 @@ def _short(agg: Agg, asked: Optional[Asked], task: str, method: str, target: str
     the grid asks for it."""
     if not asked:
         return False
-    for m in (method, "naive_kd" if target == "T3" else "none"):
-        cell = _cell(agg, task, m, frac, "val")
-        wanted = len(set(asked.get((task, m, frac)) or []))
-        if cell is not None and cell.get("n", wanted) < wanted:
-            return True
-    return False
+    cells = ((m, _cell(agg, task, m, frac, "val")) for m in (method, "naive_kd" if target == "T3" else "none"))
+    return any(cell is not None and seeds_short(cell, asked.get((task, m, frac))) for m, cell in cells)
 
 
 def _check_task(agg: Agg, task: str, method: str) -> List[Dict[str, Any]]:
@@ -110,7 +113,7 @@ def _count(rows: List[Dict[str, Any]], target: str, method: str) -> str:
     """"k of n" for one method's checks of one target ("" when it has none), with "(s †)" when s of
     them read cells with fewer seeds than the grid asks."""
     mine = [r for r in rows if r["target"] == target and r["method"] == method]
-    short = sum(r.get("short", False) for r in mine)
+    short = sum(r["short"] for r in mine)
     return (f"{sum(r['holds'] for r in mine)} of {len(mine)}" + (f" ({short} {SHORT})" if short else "")) if mine else ""
 
 
@@ -141,8 +144,8 @@ def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
     lines += ["", "| method | target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | "
-                     f"{r['needed']} | {'yes' if r['holds'] else 'no'}{' ' + SHORT if r.get('short') else ''} |")
-    if any(r.get("short") for r in rows):
+                     f"{r['needed']} | {'yes' if r['holds'] else 'no'}{' ' + SHORT if r['short'] else ''} |")
+    if any(r["short"] for r in rows):
         lines += ["", f"{SHORT} Judged on a cell with fewer seeds than the grid asks (provisional; \"(s {SHORT})\": s of "
                   "the checks counted are such)."]
     return "\n".join(lines) + "\n"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from clip_td.base.config import load_config, parse_script_args, save_config
-from clip_td.app.benchmark_targets import targets_markdown
+from clip_td.app.benchmark_targets import SHORT, seeds_short, targets_markdown
 from clip_td.base.io import InputError, read_json, write_json_atomic, write_text_atomic
 from clip_td.base.scripts import run_script
 from tasks import find_task
@@ -455,9 +455,6 @@ def _gain(agg, key) -> Optional[Tuple[float, float]]:
     return diff, rel
 
 
-SHORT = "\u2020"  # marks a table row with fewer seeds than the grid asks
-
-
 @dataclass
 class GridStatus:
     """What the sweep's grid asked for, and which of its cells have no complete metrics.json."""
@@ -513,8 +510,8 @@ def grid_status(root: Any) -> Optional[GridStatus]:
 
 def _n_text(entry: Dict[str, Any], asked: Optional[List[int]]) -> str:
     """n, or "n of N †" when the grid asked for N > n seeds."""
-    wanted = len(set(asked)) if asked else 0
-    return f"{entry['n']} of {wanted} {SHORT}" if entry["n"] < wanted else str(entry["n"])
+    wanted = seeds_short(entry, asked)
+    return f"{entry['n']} of {wanted} {SHORT}" if wanted else str(entry["n"])
 
 
 def summary_markdown(agg, status: Optional[GridStatus] = None) -> str:
