@@ -15,23 +15,33 @@ builds q_i:
            hypothesis h (the softmax cancels cos(image, h)), one-feature probes on cos(image, h)
            fitted on the first --max-rows training rows: 3-way, and entailment vs contradiction
            (the best training threshold; chance 50), with the mean cos(image, h) per label
-  vcr      Q->A accuracy over the 4 answers
+  vcr      Q->A accuracy over the 4 answers, and QA->R over the 4 rationales (question + right
+           answer + rationale, as the distiller scores the second stage); keys "qa2r: ..."
 Also `by_group`: the main scorer's accuracy by question type (VQA, answer sets) or by the
 question's first two words (choice tasks). Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
 single-object images, per image style (prompt-ensembled class embeddings, as CLIP does).
 Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
 probability and the mean probability of the gold candidate (c_i before the batch
 normalisation of the confidence weight). Chance: SNLI-VE 33.3, VCR 25.0. Compare with the
-students' low-shot scores to see how much a teacher of this quality can transfer. Prints a table and writes JSON.
+students' low-shot scores to see how much a teacher of this quality can transfer.
+Also `candidate_words` (choice tasks, per teacher stage): the words that tell a row's candidates
+apart (in some of its candidates but not all), each with the rows it decides, the number of
+tokens the teacher's tokenizer splits it into, and how many rows of the teacher's pretraining
+captions (`--corpus`, default the synthetic world's pretrain/train.tsv: title, synthetic_caption
+and facts) contain it. A teacher cannot rank candidates by a word it never read: a stage whose
+deciding words are missing from the corpus is one where its answer-level term carries no
+information, whatever the gate is given. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -134,7 +144,59 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
            **sharpness(teacher, logits, gold)}
     if fit is not None:  # fixed label meanings: what cos(image, task text) alone says
         out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit))
+    for stage in range(1, int(getattr(task, "teacher_stages", 1))):  # VCR: QA->R over the rationales
+        staged = [{**r, "_stage": stage} for r in rows]
+        name = task.trust_group(staged[0]) or f"stage {stage}"
+        texts = [task.teacher_texts(r) for r in staged]
+        cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), len(texts[0][1]), -1)
+        logits = torch.einsum("nd,ncd->nc", img, cand)
+        gold = torch.tensor([t[2] for t in texts])
+        out.update({f"{name}: {k}": v for k, v in {
+            "teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / len(texts[0][1]),
+            **sharpness(teacher, logits, gold)}.items()})
     return out, groups
+
+
+def words(text: str) -> List[str]:
+    """Lower-cased runs of letters: "diamond0 is near the top." -> [diamond, is, near, the, top]."""
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def distinguishing_words(candidates: Sequence[str]) -> List[str]:
+    """The words (sorted) that occur in some of `candidates` but not in all: what a reader of the
+    candidates must understand to rank them."""
+    bags = [set(words(c)) for c in candidates]
+    return sorted(set().union(*bags) - set.intersection(*bags)) if bags else []
+
+
+def corpus_word_rows(path: Path, columns: Sequence[str] = ("title", "synthetic_caption", "facts")) -> Counter:
+    """{word: rows of the captions file `path` whose `columns` (those it has) contain it}."""
+    counts: Counter = Counter()
+    csv.field_size_limit(1 << 24)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() in (".tsv", ".txt") else ",")
+        present = [c for c in columns if c in (reader.fieldnames or [])]
+        for row in reader:
+            counts.update(set(words(" ".join(row[c] or "" for c in present))))
+    return counts
+
+
+def candidate_words(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], stage: int,
+                    corpus: Optional[Counter]) -> Dict[str, Any]:
+    """What the candidates of `rows` at teacher stage `stage` differ by, and whether the teacher
+    can have learned it: {"rows", "rows decided by words absent from the corpus" (%, with a
+    corpus), "words": {word: {"rows", "tokens", "corpus rows"}}}, words by rows decided."""
+    per_row = [distinguishing_words(task.teacher_texts({**r, "_stage": stage})[1]) for r in rows]
+    decided = Counter(w for ws in per_row for w in ws)
+    out: Dict[str, Any] = {"rows": len(rows)}
+    if corpus is not None:
+        unseen = sum(any(corpus[w] == 0 for w in ws) for ws in per_row)
+        out["rows decided by words absent from the corpus"] = 100.0 * unseen / max(len(rows), 1)
+    out["words"] = {}
+    for w, n in sorted(decided.items(), key=lambda kv: (-kv[1], kv[0])):
+        pieces = int(teacher._content_mask(teacher.tokenize([w]).cpu()).sum())
+        out["words"][w] = {"rows": n, "tokens": pieces, **({"corpus rows": corpus[w]} if corpus is not None else {})}
+    return out
 
 
 def task_text_cos(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor) -> torch.Tensor:
@@ -200,6 +262,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--data-root", default=None, help="folder holding vqa/ snli_ve/ vcr/ (default: the synthetic world)")
     p.add_argument("--tasks", nargs="+", default=["vqa", "snli_ve", "vcr"])
     p.add_argument("--max-rows", type=int, default=1500, help="rows scored per split (the first N)")
+    p.add_argument("--corpus", default=None,
+                   help="the teacher's pretraining captions file, for `candidate_words` (default: the synthetic world's pretrain/train.tsv)")
     p.add_argument("--out", default="bench/results/teacher_zeroshot.json")
     args = p.parse_args(argv)
 
@@ -216,6 +280,11 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     name = default_teacher_name(args.teacher)
     teacher = FrozenTeacher.from_name(name, args.pretrained)
     results: Dict[str, Any] = {"teacher": name, "data_root": str(root), "max_rows": args.max_rows, "tasks": {}}
+    corpus_path = Path(args.corpus) if args.corpus else root / "pretrain" / "train.tsv"
+    if args.corpus and not corpus_path.is_file():
+        raise SystemExit(f"--corpus {corpus_path}: file not found")
+    corpus = corpus_word_rows(corpus_path) if corpus_path.is_file() else None
+    results["corpus"] = str(corpus_path) if corpus is not None else None
     settings = load_config(FinetuneConfig, overrides=["method.answer_sets=true"])
     for task_name in args.tasks:
         task = get_task(task_name)
@@ -232,6 +301,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
                            else score_choice(teacher, task, rows, fit))
             results["tasks"].setdefault(task_name, {})[split] = res
             results.setdefault("by_group", {}).setdefault(task_name, {})[split] = groups
+            if not open_answers:
+                results.setdefault("candidate_words", {}).setdefault(task_name, {})[split] = {
+                    (task.trust_group({**rows[0], "_stage": s}) or f"stage {s}"): candidate_words(teacher, task, rows, s, corpus)
+                    for s in range(int(getattr(task, "teacher_stages", 1)))}
 
     if (root / "pretrain" / "zeroshot.json").is_file():
         results["concepts"] = concept_scores(teacher, root / "pretrain")
@@ -244,6 +317,14 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             for scorer, value in res.items():
                 fmt = ".3f" if scorer.startswith("mean cos") else ".1f"
                 print(f"{task_name:<9}{split:<11}{scorer:<{width}}{value:>7{fmt}}")
+    for task_name, splits in results.get("candidate_words", {}).items():
+        for stage, res in splits.get("val", {}).items():
+            top = ", ".join(f"{w} ({v['rows']} rows, {v['tokens']} tokens"
+                            + (f", {v['corpus rows']} corpus rows)" if "corpus rows" in v else ")")
+                            for w, v in list(res["words"].items())[:8])
+            absent = res.get("rows decided by words absent from the corpus")
+            print(f"{task_name} val {stage}: deciding words {top}"
+                  + ("" if absent is None else f"; rows decided by words absent from the corpus {absent:.1f} %"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, results)

@@ -30,3 +30,83 @@ def test_concepts_per_style_agree_with_the_pretraining_zero_shot(small_world, ti
         n = {s: spec["styles"].count(s) for s in ("source", "shift")}
         mixed = sum(scores[s][name] * n[s] for s in n) / sum(n.values())
         assert mixed == pytest.approx(overall, abs=1e-3)
+
+
+def test_distinguishing_words_are_those_some_candidates_lack():
+    from teacher_zeroshot import distinguishing_words, words
+
+    assert words("Diamond0 is near the top-left.") == ["diamond", "is", "near", "the", "top", "left"]
+    cands = ["d is near the top left.", "d is near the bottom.", "d is in the center.", "d is near the left."]
+    assert distinguishing_words(cands) == ["bottom", "center", "in", "left", "near", "top"]
+    assert distinguishing_words(["a red circle", "a red circle"]) == []
+    assert distinguishing_words([]) == []
+
+
+def test_corpus_word_rows_counts_rows_over_the_caption_columns(tmp_path):
+    from teacher_zeroshot import corpus_word_rows
+
+    path = tmp_path / "train.tsv"
+    path.write_text("filepath\ttitle\tsynthetic_caption\tother\n"
+                    "a.jpg\ta red circle\tred red square\ttop\n"
+                    "b.jpg\tcircle left of square\t\ttop\n")
+    counts = corpus_word_rows(path)
+    assert counts["red"] == 1 and counts["circle"] == 2 and counts["square"] == 2 and counts["left"] == 1
+    assert counts["top"] == 0  # not a caption column
+
+
+def test_candidate_words_with_the_shipped_teachers_fitted_vocabulary():
+    """The shipped teacher's WordPiece vocabulary holds "left" whole and spells "top" and
+    "bottom" in pieces (to ##p; b ##o ##t ##t ##o ##m)."""
+    from collections import Counter
+
+    from teacher_zeroshot import candidate_words
+
+    from clip_td.lib.teacher import FrozenTeacher
+    from pretrain.shipped import shipped_dir
+
+    class TwoStage:
+        def teacher_texts(self, row):
+            if row["_stage"] == 1:
+                return "", [f"x near the {w}" for w in row["regions"]], 0
+            return "", ["x is left", "x is right"], 0
+
+    teacher = FrozenTeacher.from_name(f"local-dir:{shipped_dir('default_teacher')}")
+    rows = [{"regions": ["top", "left"]}, {"regions": ["bottom", "left"]}, {"regions": ["left", "right"]}]
+    corpus = Counter({"left": 5, "right": 4})
+    got = candidate_words(teacher, TwoStage(), rows, 1, corpus)
+    assert got["rows"] == 3
+    assert got["rows decided by words absent from the corpus"] == pytest.approx(200.0 / 3)
+    assert got["words"] == {"left": {"rows": 3, "tokens": 1, "corpus rows": 5},
+                            "bottom": {"rows": 1, "tokens": 6, "corpus rows": 0},
+                            "right": {"rows": 1, "tokens": 1, "corpus rows": 4},
+                            "top": {"rows": 1, "tokens": 2, "corpus rows": 0}}
+    assert list(got["words"]) == ["left", "bottom", "right", "top"]  # by rows decided, then by word
+    first = candidate_words(teacher, TwoStage(), rows, 0, None)
+    assert "rows decided by words absent from the corpus" not in first
+    assert first["words"] == {"left": {"rows": 3, "tokens": 1}, "right": {"rows": 3, "tokens": 1}}
+
+
+def test_vcr_scores_qa2r_over_the_rationales(small_world, tiny_teacher):
+    """`qa2r: teacher` is the argmax over question + right answer + each rationale, recomputed
+    here row by row from the teacher's own encoders."""
+    import torch
+    from teacher_zeroshot import score_choice
+
+    from clip_td.lib.teacher import FrozenTeacher
+    from clip_td.lib.teacher_cache import _load_image
+    from tasks import get_task
+
+    teacher = FrozenTeacher.from_name(f"local-dir:{tiny_teacher}")
+    task = get_task("vcr")
+    task.setup(None, None)
+    ds = task.load(small_world / "vcr", "val")
+    rows = [ds[i] for i in range(12)]
+    out, _ = score_choice(teacher, task, rows)
+    transform, right = teacher.image_transform(), 0
+    for r in rows:
+        img = teacher.encode_images(_load_image(r["image"], transform)[None])["image_embed"][0]
+        gold = r["answers"][r["answer_label"]]
+        cands = [f"{r['text']} {gold} {x}" for x in r["rationales"]]
+        right += int((teacher.encode_texts(cands)["text_embed"] @ img).argmax()) == r["rationale_label"]
+    assert out["qa2r: chance"] == 25.0
+    assert out["qa2r: teacher"] == pytest.approx(100.0 * right / len(rows))
