@@ -195,3 +195,16 @@ def test_report_includes_another_sweeps_results_csv(tmp_path):
     assert f"- `{old}`: 2 rows added, 1 already here (kept this folder's; 1 of them differ)" in summary
     with pytest.raises(InputError, match=r"nowhere: no results.csv to include"):
         report(new, include=[tmp_path / "nowhere"])
+
+
+def test_oversubscription_warning_only_when_automatic_threads_overfill_a_busy_machine():
+    from clip_td.app.sweep import oversubscription_warning
+
+    # 2 cores, one run with both threads: fine on an idle machine (0.3 + 2 <= 2.5) ...
+    assert oversubscription_warning(0.3, 2, 1, 2) is None
+    # ... not beside four single-thread trainers (4 + 2 > 2.5)
+    msg = oversubscription_warning(4.0, 2, 1, 2)
+    assert msg is not None and "load average is 4.0 on 2 cores" in msg and "threads=1" in msg
+    assert oversubscription_warning(1.0, 2, 1, 2) is not None  # 1 + 2 = 3 > 2.5
+    assert oversubscription_warning(4.0, 2, 2, 1) is None  # one thread a run: nothing to lower
+    assert oversubscription_warning(6.0, 16, 2, 8) is not None and oversubscription_warning(0.4, 16, 2, 8) is None

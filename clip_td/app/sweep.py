@@ -305,6 +305,18 @@ def _run_cell_locked(cfg: Any, cell: Cell, run_dir: Path, threads: int, lock_fd:
     return record
 
 
+def oversubscription_warning(load: float, cores: int, parallel: int, threads: int) -> Optional[str]:
+    """The warning for threads chosen automatically (cpu_count // parallel) on a machine that is
+    already busy: `load` (the 1-minute load average) plus this sweep's parallel * threads threads
+    would exceed the cores by more than half a core. None when they fit or a run has one thread."""
+    if threads <= 1 or load + parallel * threads <= cores + 0.5:
+        return None
+    return (f"sweep: the load average is {load:.1f} on {cores} cores before this sweep starts, and each of its "
+            f"{parallel} run(s) gets {threads} threads (cpu_count // parallel): with the work already running "
+            f"that oversubscribes the cores, which slows every run several times over; pass threads=1 "
+            f"(or stop the other work)")
+
+
 def run_sweep(cfg: Any) -> Dict[str, Any]:
     """Run the missing cells of the grid and write the report; returns a summary of what ran."""
     cells = expand_grid(cfg.grid)
@@ -341,6 +353,10 @@ def run_sweep(cfg: Any) -> Dict[str, Any]:
     save_config(cfg, root)
     parallel = max(1, int(cfg.parallel))
     threads = int(cfg.threads) if cfg.threads is not None else max(1, (os.cpu_count() or 1) // parallel)
+    if cfg.threads is None and todo and hasattr(os, "getloadavg"):
+        warning = oversubscription_warning(os.getloadavg()[0], os.cpu_count() or 1, parallel, threads)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} done or failed before, {len(todo)} to run"
           + (f" ({len(stale)} finished under another config, {'rerun' if cfg.stale == 'rerun' else 'kept'})"
              if stale else ""), flush=True)
