@@ -36,7 +36,6 @@ information, whatever the gate is given. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from collections import Counter, defaultdict
@@ -128,32 +127,41 @@ def question_conditioned(teacher: FrozenTeacher, task: Any, rows: List[Dict[str,
     return torch.tensor(preds)
 
 
+def stage_name(task: Any, row: Dict[str, Any], stage: int) -> str:
+    """A teacher stage's name in the output: the task's trust group of it (VCR: q2a, qa2r), else "stage <s>"."""
+    return task.trust_group({**row, "_stage": stage}) or f"stage {stage}"
+
+
+def stage_logits(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor,
+                 stage: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) cos(image, candidate) of teacher stage `stage` of each row (as the distiller scores
+    it) and the (N,) gold candidates."""
+    texts = [task.teacher_texts({**r, "_stage": stage}) for r in rows]
+    cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), len(texts[0][1]), -1)
+    return torch.einsum("nd,ncd->nc", img, cand), torch.tensor([t[2] for t in texts])
+
+
+def choice_scores(teacher: FrozenTeacher, logits: torch.Tensor, gold: torch.Tensor) -> Dict[str, float]:
+    """Accuracy of the argmax candidate, chance, and the sharpness of q_i."""
+    return {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / logits.shape[1],
+            **sharpness(teacher, logits, gold)}
+
+
 def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
                  fit: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[Dict, Dict]:
     """Accuracy over each row's candidates, its sharpness, and (with `fit`, the training rows'
     cos(image, task text) and labels from `probe_inputs`) the one-feature probes; plus the
-    accuracy by the question's first two words."""
-    texts = [task.teacher_texts(r) for r in rows]
-    n_cand = len(texts[0][1])
+    accuracy by the question's first two words. Later teacher stages (VCR: QA->R) add the same
+    scores under "<stage name>: "."""
     img = image_embeds(teacher, rows)
-    cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), n_cand, -1)
-    logits = torch.einsum("nd,ncd->nc", img, cand)
-    gold = torch.tensor([t[2] for t in texts])
+    logits, gold = stage_logits(teacher, task, rows, img)
     groups = by_group([" ".join(str(r["text"]).split()[:2]) for r in rows], (logits.argmax(1) == gold).float().tolist())
-    out = {"teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / n_cand,
-           **sharpness(teacher, logits, gold)}
+    out = choice_scores(teacher, logits, gold)
     if fit is not None:  # fixed label meanings: what cos(image, task text) alone says
         out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit))
-    for stage in range(1, int(getattr(task, "teacher_stages", 1))):  # VCR: QA->R over the rationales
-        staged = [{**r, "_stage": stage} for r in rows]
-        name = task.trust_group(staged[0]) or f"stage {stage}"
-        texts = [task.teacher_texts(r) for r in staged]
-        cand = text_embeds(teacher, [c for t in texts for c in t[1]]).view(len(rows), len(texts[0][1]), -1)
-        logits = torch.einsum("nd,ncd->nc", img, cand)
-        gold = torch.tensor([t[2] for t in texts])
-        out.update({f"{name}: {k}": v for k, v in {
-            "teacher": 100.0 * (logits.argmax(1) == gold).float().mean().item(), "chance": 100.0 / len(texts[0][1]),
-            **sharpness(teacher, logits, gold)}.items()})
+    for stage in range(1, int(getattr(task, "teacher_stages", 1))):
+        scores = choice_scores(teacher, *stage_logits(teacher, task, rows, img, stage))
+        out.update({f"{stage_name(task, rows[0], stage)}: {k}": v for k, v in scores.items()})
     return out, groups
 
 
@@ -171,13 +179,11 @@ def distinguishing_words(candidates: Sequence[str]) -> List[str]:
 
 def corpus_word_rows(path: Path, columns: Sequence[str] = ("title", "synthetic_caption", "facts")) -> Counter:
     """{word: rows of the captions file `path` whose `columns` (those it has) contain it}."""
+    from pretrain.data import read_captions
+
     counts: Counter = Counter()
-    csv.field_size_limit(1 << 24)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() in (".tsv", ".txt") else ",")
-        present = [c for c in columns if c in (reader.fieldnames or [])]
-        for row in reader:
-            counts.update(set(words(" ".join(row[c] or "" for c in present))))
+    for row in read_captions(path, required=("filepath",), check_images=False):
+        counts.update(set(words(" ".join(row.get(c, "") for c in columns))))
     return counts
 
 
@@ -303,7 +309,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             results.setdefault("by_group", {}).setdefault(task_name, {})[split] = groups
             if not open_answers:
                 results.setdefault("candidate_words", {}).setdefault(task_name, {})[split] = {
-                    (task.trust_group({**rows[0], "_stage": s}) or f"stage {s}"): candidate_words(teacher, task, rows, s, corpus)
+                    stage_name(task, rows[0], s): candidate_words(teacher, task, rows, s, corpus)
                     for s in range(int(getattr(task, "teacher_stages", 1)))}
 
     if (root / "pretrain" / "zeroshot.json").is_file():
