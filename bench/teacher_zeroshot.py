@@ -90,7 +90,9 @@ def by_group(groups: List[str], right: List[float]) -> Dict[str, Dict[str, float
 def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List[Dict[str, Any]]) -> Tuple[Dict, Dict]:
     """VQA-style tasks (one shared answer vocabulary): all answers, answer sets, and the prior."""
     vocab = task.answer_vocab
-    _, candidates, _ = task.teacher_texts(rows[0])
+    # the bare answer words, whatever method.question_candidates says: teacher_texts(row) would
+    # give one row's question in front of every answer, scored against every image
+    candidates = [vocab.decode(i) for i in range(len(vocab))]
     logits = image_embeds(teacher, rows) @ text_embeds(teacher, candidates).T  # (N, A)
     mask = torch.stack([task.teacher_extras(r)["cand_mask"] for r in rows])
     scores = [vocab.soft_scores(r["answers"]) for r in rows]

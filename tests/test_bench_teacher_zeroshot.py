@@ -110,3 +110,39 @@ def test_vcr_scores_qa2r_over_the_rationales(small_world, tiny_teacher):
         right += int((teacher.encode_texts(cands)["text_embed"] @ img).argmax()) == r["rationale_label"]
     assert out["qa2r: chance"] == 25.0
     assert out["qa2r: teacher"] == pytest.approx(100.0 * right / len(rows))
+
+
+def test_vqa_bare_answer_rows_score_the_answer_words_alone(small_world, tiny_teacher):
+    """`teacher, all answers` / `teacher, answer sets` rank cos(image, bare answer word), whatever
+    method.question_candidates says (a run's default prefixes each row's own question, which a
+    bench over many rows must not take from the first row); recomputed row by row here."""
+    import torch
+    from teacher_zeroshot import score_open_answers
+
+    from clip_td.app.schema import FinetuneConfig
+    from clip_td.base.config import load_config
+    from clip_td.lib.teacher import FrozenTeacher
+    from clip_td.lib.teacher_cache import _load_image
+    from tasks import get_task
+
+    teacher = FrozenTeacher.from_name(f"local-dir:{tiny_teacher}")
+    task = get_task("vqa")
+    train = task.load(small_world / "vqa", "train")
+    settings = load_config(FinetuneConfig, overrides=["method.answer_sets=true"])
+    assert settings.method.question_candidates  # the default this bench must not follow
+    task.setup(train, settings)
+    ds = task.load(small_world / "vqa", "val")
+    rows = [ds[i] for i in range(12)]
+    out, _ = score_open_answers(teacher, task, train, rows)
+    vocab, transform = task.answer_vocab, teacher.image_transform()
+    words = teacher.encode_texts([vocab.decode(i) for i in range(len(vocab))])["text_embed"]
+    full = in_set = 0.0
+    for r in rows:
+        img = teacher.encode_images(_load_image(r["image"], transform)[None])["image_embed"][0]
+        cos = words @ img
+        mask = task.teacher_extras(r)["cand_mask"]
+        scores = vocab.soft_scores(r["answers"])
+        full += scores.get(int(cos.argmax()), 0.0)
+        in_set += scores.get(int(cos.masked_fill(~mask, -torch.inf).argmax()), 0.0)
+    assert out["teacher, all answers"] == pytest.approx(100.0 * full / len(rows))
+    assert out["teacher, answer sets"] == pytest.approx(100.0 * in_set / len(rows))
