@@ -92,8 +92,7 @@ def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List
     vocab = task.answer_vocab
     # the bare answer words, whatever method.question_candidates says: teacher_texts(row) would
     # give one row's question in front of every answer, scored against every image
-    candidates = [vocab.decode(i) for i in range(len(vocab))]
-    logits = image_embeds(teacher, rows) @ text_embeds(teacher, candidates).T  # (N, A)
+    logits = image_embeds(teacher, rows) @ text_embeds(teacher, task.answer_words).T  # (N, A)
     mask = torch.stack([task.teacher_extras(r)["cand_mask"] for r in rows])
     scores = [vocab.soft_scores(r["answers"]) for r in rows]
 

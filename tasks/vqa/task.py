@@ -102,7 +102,7 @@ class VQATask(Task):
         self.paths: VQAPaths = make_paths(VQAPaths, paths)
         self.answer_vocab: Optional[AnswerVocab] = None  # set by setup / load_state
         self.answer_sets: Optional[Dict[str, tuple]] = None  # method.answer_sets: question_type -> answer ids
-        self._candidates: List[str] = []
+        self.answer_words: List[str] = []  # the vocabulary's answers in index order (set_answer_vocab)
         self.question_candidates = False  # method.question_candidates: the teacher scores "<question> <answer>"
         self._question_lists: Dict[str, List[str]] = {}
 
@@ -257,7 +257,7 @@ class VQATask(Task):
         """Use `vocab` as the answer vocabulary (setup and load_state call this)."""
         self.answer_vocab = vocab
         # one list object shared by every question: the teacher encodes it once per run
-        self._candidates = [vocab.decode(i) for i in range(len(vocab))]
+        self.answer_words = [vocab.decode(i) for i in range(len(vocab))]
         self._question_lists = {}
 
     @property
@@ -288,12 +288,12 @@ class VQATask(Task):
         not in it: the confidence weight then trusts the teacher with nothing)."""
         answer = row["multiple_choice_answer"]
         gold = self.answer_vocab.encode(answer)
-        candidates = self._candidates
+        candidates = self.answer_words
         if self.question_candidates:
             question = str(row["text"])
             candidates = self._question_lists.get(question)
             if candidates is None:
-                candidates = self._question_lists[question] = [f"{question} {a}" for a in self._candidates]
+                candidates = self._question_lists[question] = [f"{question} {a}" for a in self.answer_words]
         return f"{row['text']} {answer}", candidates, -1 if gold is None else int(gold)
 
     def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:
