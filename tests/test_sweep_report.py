@@ -208,3 +208,29 @@ def test_oversubscription_warning_only_when_automatic_threads_overfill_a_busy_ma
     assert oversubscription_warning(1.0, 2, 1, 2) is not None  # 1 + 2 = 3 > 2.5
     assert oversubscription_warning(4.0, 2, 2, 1) is None  # one thread a run: nothing to lower
     assert oversubscription_warning(6.0, 16, 2, 8) is not None and oversubscription_warning(0.4, 16, 2, 8) is None
+
+
+def test_included_rows_the_grid_does_not_list_are_asked_for_the_grids_seeds(tmp_path):
+    """An included row with extra keys and 2 of the task's 3 seeds is marked "2 of 3", like a grid
+    row; a task the grid does not hold asks nothing."""
+    from clip_td.app.sweep import SweepConfig, ask_unlisted, grid_status
+    from clip_td.base.config import save_config
+
+    grid = GridConfig(tasks=["vqa"], methods=["none"], fractions=[0.05], seeds=[0, 1, 2])
+    save_config(OmegaConf.structured(SweepConfig(output_dir=str(tmp_path), grid=grid)), tmp_path)
+    for seed in (0, 1, 2):
+        _write_run(tmp_path, "vqa", "none", 0.05, seed, {"val": {"vqa_acc": 40.0 + seed}})
+    other = tmp_path / "other"
+    other.mkdir()
+    lines = ["task,method,train_fraction,seed,split,metric,value"]
+    lines += [f"vqa,clip_td[method.rho=0.5],0.05,{s},val,vqa_acc,{v}" for s, v in ((0, 50.0), (1, 54.0))]
+    lines += [f"snli_ve,none,0.05,{s},val,accuracy,60.0" for s in (0, 1)]
+    (other / "results.csv").write_text("\n".join(lines) + "\n")
+    summary = report(tmp_path, include=[other])["summary"].read_text()
+    # 52 +- 2.83 over seeds 0-1 of the 3 the grid asks of vqa; gain 52 - 41 = +11
+    assert "| clip_td[method.rho=0.5] | 5% | val | vqa_acc | 52.00 +- 2.83 | 2 of 3 \u2020 | +11.00 |" in summary
+    assert "| none | 5% | val | accuracy | 60.00 +- 0.00 | 2 |" in summary  # snli_ve: not in the grid
+    status = grid_status(tmp_path)
+    assert ask_unlisted(status, [("vqa", "none", 0.05), ("vqa", "x", 0.05), ("snli_ve", "none", 0.05)]) == [
+        ("vqa", "x", 0.05)]
+    assert status.seeds[("vqa", "x", 0.05)] == [0, 1, 2]

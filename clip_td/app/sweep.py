@@ -524,6 +524,23 @@ def grid_status(root: Any) -> Optional[GridStatus]:
     return GridStatus(seeds=seeds, missing=missing, cells=len(cells))
 
 
+def ask_unlisted(status: GridStatus, keys: Iterable[Tuple[Any, ...]]) -> List[Tuple[str, str, float]]:
+    """Rows the grid does not list (an included sweep's rows with extra keys, or a method the grid
+    never named) are asked for every seed the grid asks of their task, so that a row with fewer
+    seeds is marked like a grid row. Adds them to `status.seeds` and returns their keys; a task
+    the grid does not hold asks nothing."""
+    per_task: Dict[str, set] = {}
+    for (task, _method, _frac), seeds in status.seeds.items():
+        per_task.setdefault(task, set()).update(seeds)
+    added = []
+    for key in keys:
+        task, method, frac = key[0], key[1], float(key[2])
+        if (task, method, frac) not in status.seeds and task in per_task:
+            status.seeds[(task, method, frac)] = sorted(per_task[task])
+            added.append((task, method, frac))
+    return added
+
+
 def _n_text(entry: Dict[str, Any], asked: Optional[List[int]]) -> str:
     """n, or "n of N †" when the grid asked for N > n seeds."""
     wanted = seeds_short(entry, asked)
@@ -553,8 +570,9 @@ def summary_markdown(agg, status: Optional[GridStatus] = None) -> str:
             lines.append(f"| {key[1]} | {key[2] * 100:g}% | {key[3]} | {key[4]} | {a['mean']:.2f} {spread} | {n} | {gain} | {rel} |")
         lines.append("")
     if short:
-        lines += [f"{SHORT} Fewer seeds than the sweep's grid asks: mean and std cover only the seeds that finished",
-                  "(see Missing runs).", ""]
+        lines += [f"{SHORT} Fewer seeds than the sweep's grid asks (a row the grid does not list, such as an",
+                  "included sweep's, is asked for the seeds the grid asks of its task): mean and std cover only",
+                  "the seeds that finished (see Missing runs for the grid's own cells).", ""]
     if status and status.missing:
         lines += ["## Missing runs", "",
                   f"{len(status.missing)} of {status.cells} grid cells have no complete metrics.json "
@@ -756,6 +774,8 @@ def report(root: Any, include: Sequence[Any] = ()) -> Dict[str, Path]:
     agg = aggregate(rows)
 
     status = grid_status(root)
+    if status:
+        ask_unlisted(status, agg)
     targets = targets_markdown(agg, status.seeds if status else None)
     included = ("\n## Included results\n\nRows of other sweeps reported beside this folder's runs:\n"
                 + "\n".join(notes) + "\n") if notes else ""
