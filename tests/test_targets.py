@@ -83,3 +83,18 @@ def test_targets_on_cells_with_fewer_seeds_than_asked_are_marked():
     assert "| clip_td | T3 | vqa | 5% | -1.50 | > 0 | no \u2020 |" in md
     assert "| clip_td | T1 | vqa | 1% | +11.00 | > 2.00 | yes |" in md
     assert "\u2020" not in targets_markdown(agg)
+
+
+def test_equal_gains_from_float_means_are_a_tie():
+    """The VCR 100 % case: both gains are -1.6333 but the float means differ in the 15th digit
+    (-1.6333333333333329 on val against a shifted gain a few 1e-16 lower); T4 (>=) holds on a tie, T1 (>) would not."""
+    val_td, val_none = (45.4 + 45.5 + 46.6) / 3, (48.8 + 46.5 + 47.1) / 3
+    sh_td, sh_none = (9.4 + 5.3 + 9.1) / 3, (8.1 + 12.3 + 8.3) / 3
+    assert (sh_td - sh_none) != (val_td - val_none)  # the rounding the check has to see through
+    agg = _agg({("none", 1.0, "val"): (val_none, 1.19), ("clip_td", 1.0, "val"): (val_td, 0.67),
+                ("none", 1.0, "val_shift"): (sh_none, 2.37), ("clip_td", 1.0, "val_shift"): (sh_td, 2.29),
+                ("none", 0.25, "val"): (50.0, 1.0), ("clip_td", 0.25, "val"): (51.0 + 1e-13, 0.0)})
+    got = {(r["target"], r["fraction"]): r["holds"] for r in check_targets(agg) if r["method"] == "clip_td"}
+    assert got[("T4", 1.0)] is True
+    assert got[("T5", 1.0)] is False  # -1.63 is below -1.19
+    assert got[("T1", 0.25)] is False  # +1.0000000000001 is not above the std 1.0
