@@ -87,7 +87,8 @@ def test_targets_on_cells_with_fewer_seeds_than_asked_are_marked():
 
 def test_equal_gains_from_float_means_are_a_tie():
     """The VCR 100 % case: both gains are -1.6333 but the float means differ in the 15th digit
-    (-1.6333333333333329 on val against a shifted gain a few 1e-16 lower); T4 (>=) holds on a tie, T1 (>) would not."""
+    (-1.6333333333333329 on val against a shifted gain a few 1e-16 lower); T4 (>=) holds on a
+    tie, T1 (>) would not."""
     val_td, val_none = (45.4 + 45.5 + 46.6) / 3, (48.8 + 46.5 + 47.1) / 3
     sh_td, sh_none = (9.4 + 5.3 + 9.1) / 3, (8.1 + 12.3 + 8.3) / 3
     assert (sh_td - sh_none) != (val_td - val_none)  # the rounding the check has to see through
