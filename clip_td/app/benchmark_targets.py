@@ -30,6 +30,16 @@ TIE = 1e-9
 SHORT = "\u2020"  # marks a cell, or a check reading one, with fewer seeds than the grid asks
 
 
+def _above(a: float, b: float) -> bool:
+    """a > b, a tie (within TIE) not counting."""
+    return a - b > TIE
+
+
+def _at_least(a: float, b: float) -> bool:
+    """a >= b, a tie (within TIE) counting."""
+    return a - b >= -TIE
+
+
 def seeds_short(entry: Dict[str, Any], asked: Optional[List[int]]) -> int:
     """How many distinct seeds the grid asks (`asked`) for a cell with n = entry["n"] finished, or 0
     when the cell has them all (or the grid asks none)."""
@@ -84,22 +94,22 @@ def _check_task(agg: Agg, task: str, method: str) -> List[Dict[str, Any]]:
         noise = max(td["std"], none["std"])
         if f <= LOW_SHOT_MAX:
             out.append(dict(target="T1", task=task, fraction=f, value=gain, needed=f"> {noise:.2f}",
-                            holds=gain > noise + TIE))
+                            holds=_above(gain, noise)))
             if kd is not None:
                 out.append(dict(target="T3", task=task, fraction=f, value=td["mean"] - kd["mean"],
-                                needed="> 0", holds=td["mean"] - kd["mean"] > TIE))
+                                needed="> 0", holds=_above(td["mean"], kd["mean"])))
         if f == lowest:
             need = find_task(task).lowshot_target_gain
             out.append(dict(target="T2", task=task, fraction=f, value=gain, needed=f">= {need:g}",
-                            holds=gain >= need - TIE))
+                            holds=_at_least(gain, need)))
         td_s, none_s = _cell(agg, task, method, f, "val_shift"), _cell(agg, task, "none", f, "val_shift")
         if td_s is not None and none_s is not None:
             shift_gain = td_s["mean"] - none_s["mean"]
             out.append(dict(target="T4", task=task, fraction=f, value=shift_gain, needed=f">= {gain:.2f}",
-                            holds=shift_gain >= gain - TIE))
+                            holds=_at_least(shift_gain, gain)))
         if f == 1.0:
             out.append(dict(target="T5", task=task, fraction=f, value=gain, needed=f">= {-noise:.2f}",
-                            holds=gain >= -noise - TIE))
+                            holds=_at_least(gain, -noise)))
     return out
 
 
