@@ -49,6 +49,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     augment: bool = False  # open_clip's train transform (random resized crop); off = exact resume, positions kept
     fact_captions: float = 0.0  # share of rows whose text is written from their `facts` ("a red circle to the left of a blue square")
+    place_captions: float = 0.0  # a further share whose text says where one object is, from `places` ("a red circle near the top left")
 
 
 @dataclass
@@ -108,6 +109,7 @@ class ImageInitConfig:
     phrase_min_count: int = 5  # a phrase is a label when at least this many training captions hold it
     facts: bool = False  # also predict the `facts` column's scene graph ("red circle", "circle left of square")
     fact_min_count: int = 5  # a fact is a label when at least this many training rows hold it
+    places: bool = False  # also predict the `places` column ("circle at top left": where each shape is in the picture)
     standardise: bool = False  # then rescale the tower's pooled output to mean 0, variance 1 per dimension (folded into its last layer)
 
 

@@ -200,6 +200,22 @@ def split_facts(facts: str, colours: Sequence[str] = (), sep: str = "|") -> Tupl
     return relations, bound
 
 
+def split_places(places: str, sep: str = "|") -> Dict[str, List[str]]:
+    """A `places` value ("circle at top left|square at center") -> {shape: the regions it is in}."""
+    out: Dict[str, List[str]] = {}
+    for fact in (f.strip() for f in (places or "").split(sep) if f.strip()):
+        shape, at, where = fact.partition(" at ")
+        if not at or not where:
+            raise InputError(f"a `places` fact reads '<shape> at <region>', got {fact!r}")
+        out.setdefault(shape, []).append(where)
+    return out
+
+
+def place_phrase(region: str) -> str:
+    """"top left" -> "near the top left", "center" -> "in the center" (the world's own wording)."""
+    return "in the center" if region == "center" else f"near the {region}"
+
+
 class FactCaptions:
     """Captions written from the `facts` column (the scene graph; region descriptions of the Visual
     Genome kind), each with a hard negative that only the image can refute: for a share `share` of
@@ -207,29 +223,37 @@ class FactCaptions:
     the colours of its two objects where they are unambiguous ("a red circle to the left of a blue
     square"; negative: the relation reversed), or, in an image without a clear relation, one bound
     attribute ("a red circle"; negative: another colour the image does not give that shape).
-    Raw captions state a relation in about a quarter of the rows and never in this fixed form."""
+    Raw captions state a relation in about a quarter of the rows and never in this fixed form.
 
-    def __init__(self, share: float, seed: int = 0, colours: Sequence[str] = (), source: str = "corpus") -> None:
+    `places` (data.place_captions): a further share of the rows reads where one object is in the
+    picture, from the `places` column ("a red circle near the top left", "a square in the center";
+    negative: the same object in a region where the image has no such shape). Raw captions and
+    the facts never say where in the picture a thing is."""
+
+    def __init__(self, share: float, seed: int = 0, colours: Sequence[str] = (), source: str = "corpus",
+                 places: float = 0.0, regions: Sequence[str] = ()) -> None:
         if not 0.0 <= share <= 1.0:
             raise InputError(f"config key data.fact_captions: a share in [0, 1], got {share}")
-        self.share, self.seed, self.colours, self.source = share, seed, list(colours), source
+        if not 0.0 <= places <= 1.0 - share:
+            raise InputError(f"config key data.place_captions: a share in [0, 1 - data.fact_captions] = "
+                             f"[0, {1.0 - share:g}], got {places}")
+        self.share, self.seed, self.colours, self.source, self.places = share, seed, list(colours), source, places
+        self.regions = list(regions)  # the negatives' regions (none given: place captions have no negative)
 
     def __call__(self, row: Dict[str, str], index: int) -> Optional[tuple]:
         """(text, negative or None) for `row`, or None when the row keeps its own caption."""
         rng = random.Random(f"fact-caption|{self.seed}|{index}")
-        if rng.random() >= self.share:
-            return None
+        u = rng.random()
+        if u >= self.share:
+            return self._place(row, rng) if u < self.share + self.places else None
         if "facts" not in row:
             raise InputError(f"{self.source}: data.fact_captions needs a `facts` column (facts separated by '|')")
         relations, bound = split_facts(row.get("facts") or "", self.colours)
 
-        def np(shape: str) -> str:
-            colours = bound.get(shape, [])
-            return f"a {colours[0]} {shape}" if len(colours) == 1 else f"a {shape}"
-
         if relations:
             a, rel, b = rng.choice(relations)
-            return (f"{np(a)} {RELATION_PHRASES[rel]} {np(b)}", f"{np(a)} {RELATION_PHRASES[REVERSED[rel]]} {np(b)}")
+            return (f"{self._np(a, bound)} {RELATION_PHRASES[rel]} {self._np(b, bound)}",
+                    f"{self._np(a, bound)} {RELATION_PHRASES[REVERSED[rel]]} {self._np(b, bound)}")
         single = sorted(s for s, c in bound.items() if len(c) == 1)
         if not single:
             return None
@@ -237,6 +261,38 @@ class FactCaptions:
         others = [c for c in self.colours if c not in bound[shape]]
         negative = f"a {rng.choice(others)} {shape}" if others else None
         return f"a {bound[shape][0]} {shape}", negative
+
+    @staticmethod
+    def _np(shape: str, bound: Dict[str, List[str]]) -> str:
+        colours = bound.get(shape, [])
+        return f"a {colours[0]} {shape}" if len(colours) == 1 else f"a {shape}"
+
+    def _place(self, row: Dict[str, str], rng: random.Random) -> Optional[tuple]:
+        if "places" not in row:
+            raise InputError(f"{self.source}: data.place_captions needs a `places` column (\"circle at top left\" "
+                             f"facts separated by '|'); a synthetic world cached by an older generator is rebuilt "
+                             f"on first use")
+        where = split_places(row.get("places") or "")
+        if not where:
+            return None
+        shape = rng.choice(sorted(where))
+        _, bound = split_facts(row.get("facts") or "", self.colours)
+        region = rng.choice(sorted(where[shape]))
+        free = [r for r in self.regions if r not in where[shape]]
+        text = f"{self._np(shape, bound)} {place_phrase(region)}"
+        return text, (f"{self._np(shape, bound)} {place_phrase(rng.choice(free))}" if free else None)
+
+    def place_texts(self, rows: Sequence[Dict[str, str]]) -> List[str]:
+        """The place captions the rows read (for fitting a vocabulary that spells the place words)."""
+        out = []
+        for i, row in enumerate(rows):
+            rng = random.Random(f"fact-caption|{self.seed}|{i}")
+            u = rng.random()
+            if self.share <= u < self.share + self.places:
+                text = self._place(row, rng)
+                if text is not None:
+                    out.append(text[0])
+        return out
 
 
 class CaptionDataset(Dataset):

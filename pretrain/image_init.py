@@ -68,18 +68,20 @@ def _multi_hot(per_row: Sequence[Sequence[str]], min_count: int) -> Tuple[List[s
 
 
 def fact_targets(rows: Sequence[Dict[str, str]], min_count: int = 5, source: str = "corpus",
-                 sep: str = "|") -> Tuple[List[str], torch.Tensor]:
+                 sep: str = "|", column: str = "facts") -> Tuple[List[str], torch.Tensor]:
     """Scene-graph labels from the `facts` column ("red circle|circle left of square|..."): the facts
     seen in at least `min_count` rows (sorted) and the (N, F) multi-hot targets. Unlike a bag of
     concepts they say which attribute goes with which object and where objects are relative to each
-    other (annotations of the Visual Genome kind)."""
-    if rows and "facts" not in rows[0]:
-        raise InputError(f"{source}: image_init.facts=true needs a `facts` column (facts separated by {sep!r}); "
+    other (annotations of the Visual Genome kind). `column="places"`: the same from the `places`
+    column ("circle at top left": where each shape is in the picture)."""
+    key = "facts" if column == "facts" else "places"
+    if rows and column not in rows[0]:
+        raise InputError(f"{source}: image_init.{key}=true needs a `{column}` column (facts separated by {sep!r}); "
                          f"the columns are {sorted(rows[0])}")
-    vocab, out = _multi_hot([[f.strip() for f in (r.get("facts") or "").split(sep) if f.strip()] for r in rows],
+    vocab, out = _multi_hot([[f.strip() for f in (r.get(column) or "").split(sep) if f.strip()] for r in rows],
                             min_count)
     if not vocab:
-        raise InputError(f"{source}: no fact in the `facts` column occurs in image_init.fact_min_count={min_count} rows")
+        raise InputError(f"{source}: no fact in the `{column}` column occurs in image_init.fact_min_count={min_count} rows")
     return vocab, out
 
 

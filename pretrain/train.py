@@ -148,8 +148,15 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     check_names(cfg)
     paths = resolve_paths(cfg)
     rows = load_rows(cfg, paths["train"], Path(cfg.output_dir), accelerator.is_main_process)
+    facts = None
+    if cfg.data.fact_captions or cfg.data.place_captions:
+        from tasks.synthetic.scene import REGIONS
+        from tasks.synthetic.vocab import COLOUR_NAMES
+
+        facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
+                             source=str(paths["train"]), places=float(cfg.data.place_captions), regions=REGIONS)
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg,
-                        tokenizer=fit_vocabulary(cfg, rows))
+                        tokenizer=fit_vocabulary(cfg, rows, facts))
     negatives = None
     if cfg.loss.text_negatives:
         if cfg.loss.name != "infonce":
@@ -157,12 +164,6 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]),
                                   swap=float(cfg.loss.text_negative_swap),
                                   relation=float(cfg.loss.text_negative_relation))
-    facts = None
-    if cfg.data.fact_captions:
-        from tasks.synthetic.vocab import COLOUR_NAMES
-
-        facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
-                             source=str(paths["train"]))
     dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives,
                              facts)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
@@ -177,9 +178,10 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     return Setup(paths, rows, built, dataset, model, teacher, gates, losses, image_init)
 
 
-def fit_vocabulary(cfg: DictConfig, rows: List[Dict]) -> Any:
+def fit_vocabulary(cfg: DictConfig, rows: List[Dict], facts: Optional[FactCaptions] = None) -> Any:
     """`model.fitted_vocab_size > 0`: a deterministic WordPiece tokenizer fitted on the training
-    captions (raw texts and synthetic captions); None keeps CLIP's BPE."""
+    captions (raw texts and synthetic captions, and the place captions of `data.place_captions`,
+    so that the place words are whole tokens); None keeps CLIP's BPE."""
     size = int(cfg.model.fitted_vocab_size)
     if size <= 0:
         return None
@@ -190,6 +192,8 @@ def fit_vocabulary(cfg: DictConfig, rows: List[Dict]) -> Any:
     from clip_td.base.wordpiece import build_wordpiece
 
     texts = [r["title"] for r in rows] + [r["synthetic_caption"] for r in rows if r.get("synthetic_caption")]
+    if facts is not None and facts.places > 0:
+        texts += facts.place_texts(rows)
     # every printable ASCII character stays spellable: task texts name objects ("triangle1") and
     # end with "?", which captions never do
     return build_wordpiece(texts, vocab_size=size, alphabet=string.ascii_lowercase + string.digits + string.punctuation)
@@ -218,6 +222,9 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
     if ic.facts:
         _, facts = fact_targets(rows, int(ic.fact_min_count), str(paths["train"]))
         targets = torch.cat([targets, facts], dim=1)
+    if ic.places:
+        _, places = fact_targets(rows, int(ic.fact_min_count), str(paths["train"]), column="places")
+        targets = torch.cat([targets, places], dim=1)
     stats = concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
                               lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
                               show_progress=accelerator.is_local_main_process)
@@ -244,6 +251,7 @@ def run_signature(cfg: DictConfig, setup: Setup, num_processes: int) -> Dict[str
         "num_concepts": 0 if head is None else head.out_features, "train_rows": len(setup.rows),
         "image_init": {"steps": int(cfg.image_init.steps), "lock": bool(cfg.image_init.lock),
                        "phrases": bool(cfg.image_init.phrases), "facts": bool(cfg.image_init.facts),
+                       **({"places": True} if cfg.image_init.places else {}),
                        "standardise": bool(cfg.image_init.standardise)},
         "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum, "num_processes": num_processes,
     }))

@@ -15,7 +15,7 @@ from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
-           "lit_scene")
+           "lit_scene", "lit_facts_places", "lit_scene_place")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -40,6 +40,12 @@ def test_recipes_load_from_packaged_configs():
     assert facts.image_init.facts and facts.image_init.steps == 3000 and facts.data.fact_captions == 0.5
     assert facts.model.model_cfg.vision_cfg.width == 32 and facts.loss.text_negative_relation == 0.4
     assert facts.model.fitted_vocab_size == 1000 and facts.image_init.lock and not facts.image_init.standardise
+    place = load_pretrain_config(recipe_path("lit_scene_place"))  # lit_scene.yaml's stages on lit_facts_places
+    assert place.init_from == "lit_facts_places" and place.image_init.steps == 0 and place.image_init.standardise
+    assert place.image_init.places and place.data.place_captions == 0.25 and place.data.fact_captions == 0.5
+    first = load_pretrain_config(recipe_path("lit_facts_places"))
+    assert first.image_init.places and first.image_init.steps == 3000 and first.init_from is None
+    assert first.data.place_captions == 0.25 and first.train.max_steps == 1000
     diht = load_pretrain_config(recipe_path("diht"))
     assert diht.loss.name == "hn_nce" and diht.cat.enabled and diht.concept.weight == 1.0
     rn = load_pretrain_config(recipe_path("rn_negclip"))  # the ResNet tower merged over the tiny ViT defaults

@@ -224,3 +224,27 @@ def test_standardise_output_gives_every_output_dimension_mean_zero_and_unit_vari
                                               "layers": 1}}, preprocess_cfg={"size": 32})
     with pytest.raises(InputError, match="image_init.standardise: needs an image tower whose output layer"):
         standardise_output(vit.model.visual, ds)
+
+
+def test_places_of_a_hand_made_scene_give_each_shape_its_grid_cell():
+    from tasks.synthetic.pretrain_corpus import FACT_SEP, places_of
+
+    scene = {"style": "source", "objects": [
+        {"shape": "circle", "colour": "red", "size": "large", "x": 0.2, "y": 0.5, "r": 0.15},  # column 0, row 1
+        {"shape": "square", "colour": "blue", "size": "small", "x": 0.8, "y": 0.1, "r": 0.08},  # column 2, row 0
+        {"shape": "circle", "colour": "red", "size": "small", "x": 0.5, "y": 0.5, "r": 0.08},  # the middle cell
+        {"shape": "star", "colour": "red", "size": "small", "x": 0.35, "y": 0.9, "r": 0.08}]}  # column 1, row 2
+    assert places_of(scene) == ["circle at center", "circle at left", "square at top right", "star at bottom"]
+    assert FACT_SEP not in "".join(places_of(scene))
+
+
+def test_place_targets_are_the_places_column_and_name_it_when_missing():
+    from pretrain.image_init import fact_targets
+
+    rows = [{"places": "circle at top left|star at center"}, {"places": "circle at top left"}, {"places": ""}]
+    vocab, targets = fact_targets(rows, min_count=1, column="places")
+    assert vocab == ["circle at top left", "star at center"]
+    assert targets.tolist() == [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]
+    assert fact_targets(rows, min_count=2, column="places")[0] == ["circle at top left"]
+    with pytest.raises(InputError, match=r"c.tsv: image_init.places=true needs a `places` column"):
+        fact_targets([{"facts": "red circle"}], column="places", source="c.tsv")

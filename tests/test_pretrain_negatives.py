@@ -127,3 +127,67 @@ def test_fact_captions_state_one_relation_with_its_reversal_as_the_negative():
         FactCaptions(1.5)
     with pytest.raises(InputError, match="corpus.tsv: data.fact_captions needs a `facts` column"):
         FactCaptions(1.0, source="corpus.tsv")({"title": "x"}, 0)
+
+
+def test_place_captions_say_where_one_object_is_with_a_free_region_as_the_negative():
+    from pretrain.data import FactCaptions, split_places
+
+    regions = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
+    row = {"facts": "red circle|blue star|red star|circle left of square",
+           "places": "circle at top left|star at center|star at bottom"}
+    assert split_places(row["places"]) == {"circle": ["top left"], "star": ["center", "bottom"]}
+    every = FactCaptions(0.0, seed=0, colours=["red", "blue"], places=1.0, regions=regions)
+    seen = {every(row, i)[0] for i in range(60)}
+    # the star has two colours (and two places): never named with one colour
+    assert seen == {"a red circle near the top left", "a star in the center", "a star near the bottom"}
+    for i in range(60):
+        text, negative = every(row, i)
+        subject = text.split(" near the ")[0].split(" in the ")[0]  # "a red circle", "a star"
+        shape = subject.split()[-1]
+        assert negative.startswith(subject + " ") and negative != text
+        # the negative's region holds no object of that shape
+        taken = split_places(row["places"])[shape]
+        assert not any(negative.endswith(("near the " if r != "center" else "in the ") + r) for r in taken)
+    # the draw that picks facts vs places is the facts' own: place captions take the rows the facts
+    # leave, so data.place_captions=0 keeps every earlier run's captions
+    facts_only = FactCaptions(0.5, seed=0, colours=["red", "blue"])
+    both = FactCaptions(0.5, seed=0, colours=["red", "blue"], places=0.5, regions=regions)
+    for i in range(100):
+        if facts_only(row, i) is not None:
+            assert both(row, i) == facts_only(row, i)
+        else:
+            assert both(row, i)[0] in seen
+    assert both.place_texts([row] * 100) == [both(row, i)[0] for i in range(100) if facts_only(row, i) is None]
+    assert FactCaptions(0.0, places=1.0)(row, 0)[1] is None  # no regions given: no negative
+    assert every({"facts": "", "places": ""}, 0) is None
+    with pytest.raises(InputError, match=r"data.place_captions: a share in \[0, 1 - data.fact_captions\]"):
+        FactCaptions(0.6, places=0.5)
+    with pytest.raises(InputError, match="corpus.tsv: data.place_captions needs a `places` column"):
+        FactCaptions(0.0, source="corpus.tsv", places=1.0)({"facts": "red circle"}, 0)
+    with pytest.raises(InputError, match="'<shape> at <region>', got 'circle top left'"):
+        every({"facts": "", "places": "circle top left"}, 0)
+
+
+def test_the_fitted_vocabulary_spells_place_words_whole_only_with_place_captions():
+    from omegaconf import OmegaConf
+
+    from pretrain.data import FactCaptions
+    from pretrain.train import fit_vocabulary
+
+    rows = [{"title": f"a {c} {s} and a {s}", "synthetic_caption": f"a {c} {s}", "facts": f"{c} {s}",
+             "places": f"{s} at {r}"}
+            for c in ("red", "blue", "green") for s in ("circle", "square", "star")
+            for r in ("top left", "bottom", "center")]
+    cfg = OmegaConf.create({"model": {"fitted_vocab_size": 200, "name": None}})
+    places = FactCaptions(0.0, places=1.0)
+    plain, fitted = fit_vocabulary(cfg, rows), fit_vocabulary(cfg, rows, places)
+    assert places.place_texts(rows)[:2] == ["a red circle near the top left", "a red circle near the bottom"]
+
+    def pieces(tok, word):
+        return tok.tokenize(word) if hasattr(tok, "tokenize") else tok.tokenizer.tokenize(word)
+
+    for word in ("top", "bottom", "center", "near"):
+        assert pieces(fitted, word) == [word]
+        assert len(pieces(plain, word)) > 1  # the captions alone never say it
+    # facts-only captions leave the vocabulary as it was (the shipped teacher's stays the same)
+    assert fit_vocabulary(cfg, rows, FactCaptions(1.0)).get_vocab() == plain.get_vocab()

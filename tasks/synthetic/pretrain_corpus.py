@@ -17,10 +17,10 @@ from typing import Dict, List, Tuple
 
 from tasks.synthetic.common import RenderJob, item_rng, job
 from tasks.synthetic.language import caption, low_complexity, short_phrase, synthetic_caption
-from tasks.synthetic.scene import clear_pairs, sample_scene
+from tasks.synthetic.scene import clear_pairs, region, sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, SHAPES, SIZE_NAMES, STYLES
 
-COLUMNS = ("filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "facts", "style", "noise")
+COLUMNS = ("filepath", "title", "synthetic_caption", "ocr_text", "parse", "concepts", "facts", "places", "style", "noise")
 FACT_SEP = "|"  # separates the facts of one row in the `facts` column
 ZEROSHOT_SETS = {
     "shape": (SHAPES, ("a photo of a {}.", "a {} shape.", "a drawing of a {}.", "a picture of a {}.")),
@@ -65,6 +65,13 @@ def facts_of(scene: Dict) -> List[str]:
     return sorted(out)
 
 
+def places_of(scene: Dict) -> List[str]:
+    """Where each object is in the picture, as sorted phrases "<shape> at <region>" over the 3x3
+    grid ("circle at top left", "square at center"): what a caption such as "a red circle near the
+    top left" states, and what the `facts` column (relations between objects) never says."""
+    return sorted({f"{o['shape']} at {region(o)}" for o in scene["objects"]})
+
+
 def concept_vocab() -> List[str]:
     return list(SHAPES) + list(COLOUR_NAMES) + list(SIZE_NAMES)
 
@@ -104,6 +111,7 @@ def pair(seed: int, split: str, i: int, cfg: NoiseConfig, noisy: bool) -> Tuple[
         "parse": json.dumps(p.tokens, separators=(",", ":")),
         "concepts": " ".join(concepts_of(scene)),
         "facts": FACT_SEP.join(facts_of(scene)),
+        "places": FACT_SEP.join(places_of(scene)),
         "style": scene["style"],
         "noise": kind,
     }

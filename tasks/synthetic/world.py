@@ -19,7 +19,7 @@ from tasks.synthetic.render import encode_jpeg, render_scene
 from tasks.synthetic.scene import sample_scene
 from tasks.synthetic.vocab import COLOUR_NAMES, MOVIES, RELATIONS, SHAPES, SIZE_NAMES, movie_theme
 
-GENERATOR_VERSION = 2  # 2: the pretraining corpus gained the `facts` column
+GENERATOR_VERSION = 3  # 2: the pretraining corpus gained the `facts` column; 3: the `places` column
 SPLITS = ("train", "val", "val_shift")
 SPLIT_STYLE = {"train": "source", "val": "source", "val_shift": "shift"}
 
