@@ -92,10 +92,21 @@ def ensure_default_teacher(data_root: Optional[PathLike] = None, overrides: Sequ
     return run_dir / "teacher"
 
 
+RECIPE_PREFIX = "recipe:"  # teacher.model=recipe:<name>: that pretraining recipe's teacher, cached
+
+
 def default_teacher_name(name: Optional[str] = None) -> str:
-    """`name` when given, else the default teacher's open_clip name (`local-dir:<its folder>`,
-    built on first use as `ensure_default_teacher` does): what the benches take as `--teacher`."""
-    return name if name else f"local-dir:{ensure_default_teacher()}"
+    """The open_clip name of a teacher: `name` as given, `recipe:<recipe>` as the teacher of
+    `configs/pretrain/<recipe>.yaml` (`local-dir:<its folder>`, trained once into the cache), and
+    None as the default teacher (shipped, or built on first use as `ensure_default_teacher`
+    does): what `teacher.model` and the benches' `--teacher` take."""
+    if not name:
+        return f"local-dir:{ensure_default_teacher()}"
+    if name.startswith(RECIPE_PREFIX):
+        recipe = name[len(RECIPE_PREFIX):]
+        recipe_path(recipe)  # an unknown recipe: one error naming the known ones, before any work
+        return f"local-dir:{ensure_recipe_teacher(recipe)}"
+    return name
 
 
 def ensure_recipe_teacher(recipe: str, overrides: Sequence[str] = ()) -> Path:

@@ -87,3 +87,40 @@ def test_a_two_stage_recipe_trains_its_first_stage_once_and_continues_from_it(tm
     assert load_pretrain_config().init_from == "lit_facts_captions"
     with pytest.raises(InputError, match="init_from='clip' sets the starting teacher"):
         main(["--config", str(recipe), *tiny, "model.name=ViT-B-32", f"output_dir={tmp_path / 'run3'}"])
+
+
+def test_teacher_names_resolve_recipes_into_the_cache_and_pass_others_through(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    built = []
+
+    def fake_train(run_dir, train):  # what train_once would build, without training
+        built.append(run_dir)
+
+    monkeypatch.setattr(default_teacher, "train_once", fake_train)
+    name = default_teacher.default_teacher_name("recipe:lit_scene_place")
+    key = default_teacher.recipe_hash((), "lit_scene_place")
+    assert name == f"local-dir:{tmp_path / 'cache' / 'teachers' / key / 'teacher'}"
+    assert built == [tmp_path / "cache" / "teachers" / key]
+    assert key != default_teacher.recipe_hash((), "lit_scene")  # the places change the recipe
+    assert default_teacher.default_teacher_name("local-dir:/x") == "local-dir:/x"
+    assert default_teacher.default_teacher_name("ViT-B-32") == "ViT-B-32" and len(built) == 1
+    with pytest.raises(InputError, match="pretraining recipe 'no_such' not found; expected one of: .*lit_scene_place"):
+        default_teacher.default_teacher_name("recipe:no_such")
+    assert len(built) == 1
+
+
+def test_finetune_reads_a_recipe_teacher_name_from_teacher_model(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from clip_td.app import teacher_setup
+
+    class Main:
+        def main_process_first(self):
+            import contextlib
+            return contextlib.nullcontext()
+
+    monkeypatch.setattr(default_teacher, "ensure_recipe_teacher", lambda recipe: f"/cache/{recipe}/teacher")
+    cfg = OmegaConf.create({"teacher": {"model": "recipe:lit_scene_place"}})
+    assert teacher_setup.teacher_name(cfg, Main()) == "local-dir:/cache/lit_scene_place/teacher"
+    cfg.teacher.model = "hf-hub:org/clip"
+    assert teacher_setup.teacher_name(cfg, Main()) == "hf-hub:org/clip"

@@ -64,7 +64,9 @@ class StudentConfig:
 
 @dataclass
 class TeacherConfig:
-    model: Optional[str] = None  # open_clip name, "hf-hub:<id>" or "local-dir:<dir>"; null = the default teacher
+    # open_clip name, "hf-hub:<id>", "local-dir:<dir>" or "recipe:<pretraining recipe>" (trained once
+    # into the cache, e.g. recipe:lit_scene_place); null = the default teacher
+    model: Optional[str] = None
     pretrained: Optional[str] = None  # open_clip pretrained tag or weights file (with an open_clip model name)
     cache: bool = True  # precompute teacher outputs once per (data, split, teacher) and reuse them
     # patch tokens (token-term targets, relevance map): auto (the tower's own) | tokens (ViT: ln_post + proj

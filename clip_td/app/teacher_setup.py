@@ -33,13 +33,15 @@ class TeacherSide:
 
 
 def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
-    """open_clip model name of the teacher; null = the default teacher (trained on first use)."""
-    if cfg.teacher.model:
-        return str(cfg.teacher.model)
-    from pretrain.default_teacher import ensure_default_teacher
+    """open_clip model name of the teacher; null = the default teacher, `recipe:<name>` = that
+    pretraining recipe's teacher (both trained on first use when not shipped or cached)."""
+    model = cfg.teacher.model
+    if model and not str(model).startswith("recipe:"):
+        return str(model)
+    from pretrain.default_teacher import default_teacher_name
 
     with accelerator.main_process_first():  # one process trains it, the others then load it
-        return f"local-dir:{ensure_default_teacher()}"
+        return default_teacher_name(str(model) if model else None)
 
 
 def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
