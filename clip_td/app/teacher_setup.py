@@ -35,10 +35,11 @@ class TeacherSide:
 def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
     """open_clip model name of the teacher; null = the default teacher, `recipe:<name>` = that
     pretraining recipe's teacher (both trained on first use when not shipped or cached)."""
+    from pretrain.default_teacher import RECIPE_PREFIX, default_teacher_name
+
     model = cfg.teacher.model
-    if model and not str(model).startswith("recipe:"):
+    if model and not str(model).startswith(RECIPE_PREFIX):
         return str(model)
-    from pretrain.default_teacher import default_teacher_name
 
     with accelerator.main_process_first():  # one process trains it, the others then load it
         return default_teacher_name(str(model) if model else None)
