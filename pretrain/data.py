@@ -212,8 +212,10 @@ def split_places(places: str, sep: str = "|") -> Dict[str, List[str]]:
 
 
 def place_phrase(region: str) -> str:
-    """"top left" -> "near the top left", "center" -> "in the center" (the world's own wording)."""
-    return "in the center" if region == "center" else f"near the {region}"
+    """"top left" -> "near the top left", "center" -> "in the center" (VCR's rationales' wording)."""
+    from tasks.synthetic.vcr_gen import where
+
+    return " ".join(where(region))
 
 
 class FactCaptions:
@@ -240,12 +242,17 @@ class FactCaptions:
         self.share, self.seed, self.colours, self.source, self.places = share, seed, list(colours), source, places
         self.regions = list(regions)  # the negatives' regions (none given: place captions have no negative)
 
-    def __call__(self, row: Dict[str, str], index: int) -> Optional[tuple]:
-        """(text, negative or None) for `row`, or None when the row keeps its own caption."""
+    def _draw(self, index: int) -> Tuple[random.Random, Optional[str]]:
+        """Row `index`'s generator and what it reads: "facts", "places" or None (its own caption)."""
         rng = random.Random(f"fact-caption|{self.seed}|{index}")
         u = rng.random()
-        if u >= self.share:
-            return self._place(row, rng) if u < self.share + self.places else None
+        return rng, "facts" if u < self.share else "places" if u < self.share + self.places else None
+
+    def __call__(self, row: Dict[str, str], index: int) -> Optional[tuple]:
+        """(text, negative or None) for `row`, or None when the row keeps its own caption."""
+        rng, kind = self._draw(index)
+        if kind != "facts":
+            return self._place(row, rng) if kind == "places" else None
         if "facts" not in row:
             raise InputError(f"{self.source}: data.fact_captions needs a `facts` column (facts separated by '|')")
         relations, bound = split_facts(row.get("facts") or "", self.colours)
@@ -286,12 +293,10 @@ class FactCaptions:
         """The place captions the rows read (for fitting a vocabulary that spells the place words)."""
         out = []
         for i, row in enumerate(rows):
-            rng = random.Random(f"fact-caption|{self.seed}|{i}")
-            u = rng.random()
-            if self.share <= u < self.share + self.places:
-                text = self._place(row, rng)
-                if text is not None:
-                    out.append(text[0])
+            rng, kind = self._draw(i)
+            text = self._place(row, rng) if kind == "places" else None
+            if text is not None:
+                out.append(text[0])
         return out
 
 

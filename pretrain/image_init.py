@@ -74,9 +74,8 @@ def fact_targets(rows: Sequence[Dict[str, str]], min_count: int = 5, source: str
     concepts they say which attribute goes with which object and where objects are relative to each
     other (annotations of the Visual Genome kind). `column="places"`: the same from the `places`
     column ("circle at top left": where each shape is in the picture)."""
-    key = "facts" if column == "facts" else "places"
     if rows and column not in rows[0]:
-        raise InputError(f"{source}: image_init.{key}=true needs a `{column}` column (facts separated by {sep!r}); "
+        raise InputError(f"{source}: image_init.{column}=true needs a `{column}` column (facts separated by {sep!r}); "
                          f"the columns are {sorted(rows[0])}")
     vocab, out = _multi_hot([[f.strip() for f in (r.get(column) or "").split(sep) if f.strip()] for r in rows],
                             min_count)
