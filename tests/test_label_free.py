@@ -273,3 +273,112 @@ def test_vcr_label_free_answers_read_the_q2a_stage_of_unlabelled_rows(small_worl
     assert main(["--config", TINY, *args]) == 0
     assert seen == [((4, 4), (4, 4), None)] * 2  # VCR has no answer sets
     assert read_metrics(out)["train"]["label_free_rows"] > 0
+
+
+def test_vcr_label_free_rationales_texts_follow_the_teacher_answer(small_world):
+    """With `_free_answer` (the teacher's answer index) an unlabelled VCR row adds the QA->R stage:
+    the question + that answer with each rationale, never the gold answer; the teacher's
+    candidates are the same strings joined."""
+    from tasks import get_task
+
+    task = get_task("vcr")
+    row = next(r for r in task.load(small_world / "vcr", "train") if r["answer_label"] != 2)
+    q, answers, rationales = row["text"], row["answers"], row["rationales"]
+    texts = task.label_free_texts({**row, "_free_answer": 2}, answers=True)
+    assert texts == [(q, a) for a in answers] + [(f"{q} {answers[2]}", r) for r in rationales]
+    assert task.label_free_texts({**row, "_free_answer": -1}, answers=True) == [(q, a) for a in answers]
+    assert task.free_rationale_candidates(row, 2) == [f"{q} {answers[2]} {r}" for r in rationales]
+    # with the gold answer the candidates are exactly the cached QA->R stage's
+    assert task.free_rationale_candidates(row, row["answer_label"]) == task.teacher_texts({**row, "_stage": 1})[1]
+
+
+def test_staged_unlabelled_rows_read_every_stage_and_the_rationale_table():
+    """_staged_index with free_stages=2 gives unlabelled rows both teacher rows (instance-major,
+    like labelled rows); _with_free_rationales swaps the QA->R rows' candidate logits for the
+    table's row of that instance, and leaves labelled batches alone."""
+    from clip_td.app.teacher_setup import _staged_index, _with_free_rationales
+
+    def inner(batch):  # cand_logits row r = [r, r, r, r]
+        rows = torch.as_tensor(batch["index_host"])
+        return {"cand_logits": rows.float().unsqueeze(1).repeat(1, 4), "rows": rows}
+
+    table = torch.arange(40, dtype=torch.float32).reshape(10, 4) + 100
+    outputs = lambda b: _staged_index(lambda c: _with_free_rationales(inner, table, 2, c), 2, b, free_stages=2)  # noqa: E731
+    free = outputs({"index_host": [3, 7], "label_free": True})
+    assert free["rows"].tolist() == [6, 7, 14, 15]
+    assert free["cand_logits"].tolist() == [[6.0] * 4, table[3].tolist(), [14.0] * 4, table[7].tolist()]
+    labelled = outputs({"index_host": [3, 7]})
+    assert labelled["cand_logits"][:, 0].tolist() == [6.0, 7.0, 14.0, 15.0]
+    first_only = _staged_index(inner, 2, {"index_host": [3, 7], "label_free": True})
+    assert first_only["rows"].tolist() == [6, 14]
+
+
+def test_free_rationale_logits_match_the_cache_scoring_path(small_world, tiny_teacher):
+    """The teacher's answer is the argmax of its stage-0 logits; its rationale logits equal
+    `candidate_logits` (the cache's own scoring, one row at a time) on the candidates built from
+    that answer; rows outside the list stay -1 / 0."""
+    from clip_td.app.teacher_setup import free_rationale_logits
+    from clip_td.lib.teacher import FrozenTeacher
+    from clip_td.lib.teacher_cache import CandidateEncoder, candidate_logits
+    from tasks import get_task
+
+    teacher = FrozenTeacher.from_name(f"local-dir:{tiny_teacher}")
+    task = get_task("vcr")
+    rows = task.load(small_world / "vcr", "train").select(range(6))
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(6, teacher.embed_dim, generator=g), dim=-1)
+    stage0 = torch.randn(12, 4, generator=g)
+
+    class _Cache:
+        def lookup(self, idx):
+            idx = torch.as_tensor(idx)
+            assert bool((idx % 2 == 0).all())  # only the Q->A rows are read
+            return {"cand_logits": stage0[idx], "image_embed": image[idx // 2]}
+
+    answer, table = free_rationale_logits(teacher, task, rows, [1, 4, 5], _Cache(), stages=2, batch_size=2)
+    want = stage0[torch.tensor([2, 8, 10])].argmax(-1)
+    assert answer.tolist() == [-1, int(want[0]), -1, -1, int(want[1]), int(want[2])]
+    lists = [task.free_rationale_candidates(rows[i], int(a)) for i, a in zip((1, 4, 5), want)]
+    ref = candidate_logits(teacher, image[torch.tensor([1, 4, 5])], lists, CandidateEncoder(teacher))
+    assert torch.allclose(table[torch.tensor([1, 4, 5])], ref, atol=1e-5)
+    assert table[torch.tensor([0, 2, 3])].abs().sum().item() == 0.0
+
+
+def test_vcr_label_free_rationales_settings_are_checked_and_a_run_trains(small_world, tiny_teacher, tmp_path,
+                                                                         monkeypatch):
+    """method.label_free_rationales: named errors for a missing answer term, a task without a
+    second stage and method.rationales=false; a VCR run distils both stages of each unlabelled
+    row (8 of the student's choice scores against 8 teacher rows for 4 rows: Q->A then QA->R)."""
+    from omegaconf import OmegaConf
+
+    from clip_td.app.build import check_label_free_answers
+    from clip_td.lib.distill import Distiller
+    from tasks import get_task
+
+    vcr = get_task("vcr")
+    vcr.setup(None, OmegaConf.create({"method": {"rationales": True}}))
+    with pytest.raises(InputError, match="method.label_free_rationales=true needs method.label_free_answers=true"):
+        check_label_free_answers(resolve_method(MethodConfig(label_free=1.0, label_free_rationales=True)), vcr)
+    both = resolve_method(MethodConfig(label_free=1.0, label_free_answers=True, label_free_rationales=True))
+    check_label_free_answers(both, vcr)
+    with pytest.raises(InputError, match="task 'vqa' has no second stage"):
+        check_label_free_answers(both, get_task("vqa"))
+    vcr.setup(None, OmegaConf.create({"method": {"rationales": False}}))
+    with pytest.raises(InputError, match="needs method.rationales=true"):
+        check_label_free_answers(both, vcr)
+
+    seen = []
+    real = Distiller.label_free_answers
+
+    def spy(self, logits, teacher_out, mask=None):
+        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape)))
+        return real(self, logits, teacher_out, mask)
+
+    monkeypatch.setattr(Distiller, "label_free_answers", spy)
+    out = tmp_path / "vcr"
+    args = tiny_overrides(small_world, tiny_teacher, out, **{
+        "task.name": "vcr", "method.name": "clip_td", "train.fraction": 0.25, "train.max_steps": 2,
+        "train.batch_size": 4, "seed": 0, "method.label_free": 1.0, "method.label_free_answers": "true",
+        "method.label_free_rationales": "true", "method.trust_gate": "off", "method.student_check": 0.0})
+    assert main(["--config", TINY, *args]) == 0
+    assert seen == [((8, 4), (8, 4))] * 2

@@ -75,6 +75,7 @@ class TaskDataset(Dataset):
         label_free: bool = False,
         augment: Optional[Callable] = None,
         free_answers: bool = False,
+        free_answer: Optional[Any] = None,
     ) -> None:
         self.task, self.ds, self.transform = task, ds, transform  # task: tasks.Task after setup
         self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
@@ -85,6 +86,9 @@ class TaskDataset(Dataset):
         # or hypothesis, never an answer), no targets; `augment` (PIL -> PIL) applies to the student's copy
         self.label_free, self.augment = label_free, augment
         self.free_answers = free_answers  # method.label_free_answers: the candidates' sequences (Task.label_free_texts)
+        # method.label_free_rationales: the teacher's answer index per split row (-1: none), which
+        # the task's label-free texts condition the next stage on
+        self.free_answer = free_answer
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -97,6 +101,8 @@ class TaskDataset(Dataset):
             # no targets; with the answer term the task's extras (VQA's answer set: the question's
             # type, never its answer), which the teacher's distribution is restricted to
             extras = self.task.teacher_extras(row) if self.free_answers and self.teacher_extras else {}
+            if self.free_answer is not None:
+                row = {**row, "_free_answer": int(self.free_answer[self.source_index[i]])}
             return {"index": self.source_index[i], "pixel_values": self.transform(shown),
                     "texts": self.task.label_free_texts(row, answers=self.free_answers), "targets": extras,
                     "label_free": True}

@@ -137,11 +137,16 @@ def label_free_indices(n_rows: int, train_idx: List[int], holdout_idx: List[int]
 
 def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
     """`method.label_free_answers` needs the label-free term, a task whose unlabelled rows it can
-    read (single-sequence, or `Task.label_free_choices`: VCR's Q->A stage)."""
+    read (single-sequence, or `Task.label_free_choices`: VCR's Q->A stage);
+    `method.label_free_rationales` needs it too, and a task with a second teacher stage
+    (`Task.label_free_rationales`: VCR with method.rationales)."""
     if not method.label_free_features and not method.label_free_answers:
         raise InputError("method.label_free_features=false leaves the label-free term nothing to distil; set "
                          "method.label_free_answers=true (the answer term alone) or keep the features")
     if not method.label_free_answers:
+        if method.label_free_rationales:
+            raise InputError("method.label_free_rationales=true needs method.label_free_answers=true (it extends "
+                             "the label-free answer term to the QA->R stage)")
         return
     if not method.label_free:
         raise InputError("method.label_free_answers=true needs method.label_free > 0 (the unlabelled rows it reads)")
@@ -150,6 +155,13 @@ def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
         raise InputError(f"method.label_free_answers=true: task {task.name!r} reads each candidate as a sequence "
                          f"of its own and does not say which of them an unlabelled row can show "
                          f"(Task.label_free_choices); use it with vqa, snli_ve or vcr")
+    if method.label_free_rationales and task is not None:
+        if not getattr(task, "label_free_rationales", False):
+            raise InputError(f"method.label_free_rationales=true: task {task.name!r} has no second stage to read "
+                             f"with the teacher's answer; it is for vcr")
+        if int(getattr(task, "teacher_stages", 1)) < 2:
+            raise InputError("method.label_free_rationales=true needs method.rationales=true (the teacher scores "
+                             "the QA->R stage)")
 
 
 def resolve_student(cfg: DictConfig, accelerator: Any) -> None:
@@ -274,6 +286,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     torch.manual_seed(cfg.seed)  # same initial weights on every process and every run of a seed
     student = build_student(cfg, len(tokenizer), side)
     head = task.build_head(student.hidden_size)
+    check_label_free_answers(method, task)
     teacher_side = build_teacher_side(cfg, method, accelerator, task, full_train, train_idx, student)
     model = FinetuneModel(task, student, head, teacher_side.distiller)
 
@@ -283,7 +296,6 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
                             teacher_extras=teacher_side.distiller is not None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
-    check_label_free_answers(method, task)
     free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
     free_set = None
     if free_idx:
@@ -291,7 +303,8 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
 
         free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,
                                augment=photometric_augment() if method.label_free_augment else None,
-                               free_answers=bool(method.label_free_answers), teacher_extras=True)
+                               free_answers=bool(method.label_free_answers), teacher_extras=True,
+                               free_answer=teacher_side.free_answer)
     return Built(
         task=task, method=method, train_set=train_set, eval_sets=eval_sets, eval_rows=eval_rows, model=model,
         collator=Collator(tokenizer, cfg.student.max_text_len), vocab_size=len(tokenizer),

@@ -56,10 +56,14 @@ class FinetuneModel(nn.Module):
             settings = self.distiller.settings
             free = 0.0
             if settings.label_free_features:  # one sequence per image: the first choice's
-                free = self.distiller.label_free({k: v[::free_seq] for k, v in free_out.items()}, free_teacher)
+                # the teacher's rows of one image (VCR with method.label_free_rationales: one per
+                # stage) share its image features: its first row's
+                t_rows = free_teacher["image_embed"].shape[0] // free_batch["pixel_values"].shape[0]
+                image_teacher = {k: free_teacher[k][::t_rows] for k in ("patch_tokens", "image_embed")}
+                free = self.distiller.label_free({k: v[::free_seq] for k, v in free_out.items()}, image_teacher)
             if settings.label_free_answers and settings.eta:
-                if free_seq > 1:  # a multiple-choice stage: the head's score of each choice
-                    free_logits = self.head(free_out["pooled"]).reshape(-1, free_seq)
+                if free_seq > 1:  # multiple-choice stages: the head's score of each choice, one row per stage
+                    free_logits = self.head(free_out["pooled"]).reshape(-1, free_teacher["cand_logits"].shape[-1])
                 else:
                     free_result = self.task.outputs(self.head(free_out["pooled"]), {})  # no targets: logits only
                     _, _, free_logits = self.task.distill_view(free_out, free_batch, free_result)

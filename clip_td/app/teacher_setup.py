@@ -30,6 +30,7 @@ class TeacherSide:
     outputs: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # batch -> teacher_out
     trust: Optional[Dict[str, Any]] = None  # the trust gate's figures and decisions (metrics.json `teacher_trust`)
     handover: Any = None  # method.handover: clip_td.lib.trust.StudentHandover, fed by the trainer
+    free_answer: Optional[torch.Tensor] = None  # method.label_free_rationales: the teacher's answer per split row (-1: none)
 
 
 def teacher_name(cfg: DictConfig, accelerator: Any) -> str:
@@ -69,6 +70,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     from clip_td.lib.teacher import FrozenTeacher
 
     stages = int(getattr(task, "teacher_stages", 1))
+    split_rows = full_train
     if stages > 1:  # every stage of an instance is a teacher row of its own (StagedRows)
         full_train, train_idx = StagedRows(full_train, stages), [i * stages + s for i in train_idx for s in range(stages)]
     name = teacher_name(cfg, accelerator)
@@ -113,6 +115,11 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         elif gate is not None:
             logger.info("trust gate: the answer-level term is kept for %.1f %% of the labelled rows (groups %s)",
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
+    free_answer, free_table = None, None
+    if method.label_free_rationales and method.label_free and method.eta and cache is not None and stages > 1:
+        labelled = set(train_idx[::stages])  # teacher rows -> their instances' first-stage rows
+        unlabelled = [i for i in range(len(split_rows)) if i * stages not in labelled]
+        free_answer, free_table = free_rationale_logits(teacher, task, split_rows, unlabelled, cache, stages)
     distiller = create_distiller(for_task(method, task), student.hidden_size, teacher.embed_dim)
     on_gpu = cache is not None and accelerator.device.type == "cuda"  # fp16 as stored to the GPU, fp32 there
     if cache is not None:
@@ -124,6 +131,9 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                            trust=trust)
     if table is not None:
         side.outputs = partial(_with_candidate_table, side.outputs, table)
+    if free_table is not None:
+        side.outputs = partial(_with_free_rationales, side.outputs, free_table, stages)
+        side.free_answer = free_answer
     if gate is not None:
         side.outputs = partial(_with_answer_gate, side.outputs, gate)
     if handover is not None:
@@ -132,7 +142,7 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     if features_off:
         side.outputs = partial(_without_features, side.outputs)
     if stages > 1:
-        side.outputs = partial(_staged_index, side.outputs, stages)
+        side.outputs = partial(_staged_index, side.outputs, stages, free_stages=stages if free_table is not None else 1)
     if on_gpu:  # outermost: every wrapper above reads host tensors
         side.outputs = partial(_to_device, side.outputs, accelerator.device)
     return side
@@ -179,15 +189,63 @@ class StagedRows:
         return (self[j] for j in range(len(self)))
 
 
-def _staged_index(outputs: Callable, stages: int, batch: Dict[str, Any]) -> Dict[str, Any]:
+def _staged_index(outputs: Callable, stages: int, batch: Dict[str, Any], free_stages: int = 1) -> Dict[str, Any]:
     """Teacher outputs of every stage of the batch's instances, instance-major (B * stages rows,
     as `Task.distill_view` orders the student's), by teacher row index; unlabelled rows
-    (`method.label_free`) read only their first stage, which holds the image features."""
+    (`method.label_free`) read their first `free_stages` stages (1: the first stage alone, which
+    holds the image features; `method.label_free_rationales`: every stage)."""
     index = host_index(batch)
-    if batch.get("label_free"):
-        return outputs({**batch, "index": index * stages, "index_host": index * stages})
-    staged = (index.unsqueeze(1) * stages + torch.arange(stages)).flatten()
+    staged = (index.unsqueeze(1) * stages + torch.arange(free_stages if batch.get("label_free") else stages)).flatten()
     return outputs({**batch, "index": staged, "index_host": staged})
+
+
+@torch.no_grad()
+def free_rationale_logits(teacher: Any, task: Any, rows: Any, indices: List[int], cache: Any, stages: int,
+                          batch_size: int = 128) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`method.label_free_rationales`: for the split rows `indices`, the teacher's own Q->A answer
+    (the argmax of its cached first-stage candidate logits) and its logits over the row's
+    rationales with that answer in place of the gold one (`Task.free_rationale_candidates`):
+    logit_scale * cos(image, question + answer + rationale), the form of every cached candidate
+    logit. No label is read. -> (answer (N,) long, -1 outside `indices`; logits (N, C) float,
+    0 outside `indices`), N = len(rows)."""
+    import time
+
+    answer = torch.full((len(rows),), -1, dtype=torch.long)
+    table: Optional[torch.Tensor] = None
+    start_time = time.time()
+    for start in range(0, len(indices), batch_size):
+        idx = torch.tensor(indices[start:start + batch_size], dtype=torch.long)
+        out = cache.lookup(idx * stages)
+        chosen = out["cand_logits"].float().argmax(-1)
+        lists = [task.free_rationale_candidates(rows[int(i)], int(a)) for i, a in zip(idx, chosen)]
+        n_cand = len(lists[0])
+        if any(len(c) != n_cand for c in lists):
+            raise ValueError(f"{task.name}: rows with different numbers of rationales ({sorted({len(c) for c in lists})})")
+        emb = teacher.encode_texts([c for cs in lists for c in cs], with_tokens=False)["text_embed"].float()
+        emb = emb.reshape(len(lists), n_cand, -1)
+        image = out["image_embed"].float().to(emb.device)
+        logits = teacher.logit_scale * torch.einsum("bd,bcd->bc", image, emb)
+        if table is None:
+            table = torch.zeros(len(rows), n_cand)
+        table[idx], answer[idx] = logits.cpu(), chosen
+    logger.info("label-free rationales: the teacher's logits over the rationales given its own answer, %d rows "
+                "(%.1f s)", len(indices), time.time() - start_time)
+    return answer, table if table is not None else torch.zeros(len(rows), 0)
+
+
+def _with_free_rationales(outputs: Callable, table: torch.Tensor, stages: int, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs whose unlabelled rows' later-stage rows (VCR's QA->R) take `cand_logits`
+    from `table` (by split row: the teacher's logits over the rationales given its own answer,
+    `free_rationale_logits`) instead of the cache's, which condition on the gold answer."""
+    out = outputs(batch)
+    if batch.get("label_free"):
+        rows = host_index(batch)
+        later = rows % stages != 0
+        if bool(later.any()):
+            cand = out["cand_logits"].clone()
+            cand[later] = table[rows[later] // stages].to(cand.dtype)
+            out["cand_logits"] = cand
+    return out
 
 
 def _with_candidate_table(outputs: Callable, table: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:

@@ -182,6 +182,7 @@ class MethodConfig:
     label_free_augment: bool = False  # the student sees a photometrically augmented copy of each unlabelled image, the teacher's target stays the clean one
     label_free_answers: bool = False  # with label_free: the answer-level term on the unlabelled rows too (the teacher's distribution over the row's candidates, which are inputs, not labels; unweighted; within the trust groups the gate passed; VCR: the Q->A stage, the question with each answer)
     label_free_teacher_tau: Optional[float] = None  # with label_free_answers: the temperature of the teacher's distribution in the label-free answer term alone (null: method.tau; smaller sharpens it toward the teacher's top answer, as pseudo-labelling does; the student side keeps method.tau)
+    label_free_rationales: bool = False  # with label_free_answers on VCR: the QA->R stage of the unlabelled rows too, conditioned on the teacher's own Q->A answer (its argmax; never the gold one): the student reads the question + that answer with each rationale, the teacher's distribution is over the same 4 rationales
     label_free_features: bool = True  # with label_free: the token and global terms on the unlabelled rows (false: only the answer term of label_free_answers)
 
 

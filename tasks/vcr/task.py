@@ -212,14 +212,28 @@ class VcrTask(Task):
         return [(q, a) for a in row["answers"]] + [(f"{q} {gold}", r) for r in row["rationales"]]
 
     label_free_choices = True  # method.label_free_answers: the unlabelled rows' Q->A stage (label_free_texts)
+    label_free_rationales = True  # method.label_free_rationales: their QA->R stage with the teacher's answer
 
     def label_free_texts(self, row: Dict[str, Any], answers: bool = False) -> List[Tuple[str, Optional[str]]]:
         """An unlabelled row: the question alone, or with `answers` the Q->A stage's 4 sequences
-        (the question with each answer: inputs, not labels). QA->R is left out: its sequences
-        hold the gold answer."""
+        (the question with each answer: inputs, not labels). The QA->R stage follows only when the
+        row carries `_free_answer`, the index of the teacher's own answer
+        (`method.label_free_rationales`): the question + that answer with each rationale. The gold
+        answer is never read."""
         if not answers:
             return super().label_free_texts(row)
-        return [(row["text"], a) for a in row["answers"]]
+        q = row["text"]
+        pairs: List[Tuple[str, Optional[str]]] = [(q, a) for a in row["answers"]]
+        chosen = int(row.get("_free_answer", -1))
+        if chosen >= 0:
+            pairs += [(f"{q} {row['answers'][chosen]}", r) for r in row["rationales"]]
+        return pairs
+
+    def free_rationale_candidates(self, row: Dict[str, Any], answer: int) -> List[str]:
+        """The teacher's QA->R candidates of a row with `answer` in place of the gold one: the
+        question + that answer + each rationale, as `teacher_texts` writes stage 1."""
+        qa = f"{row['text']} {row['answers'][int(answer)]}"
+        return [f"{qa} {r}" for r in row["rationales"]]
 
     def corpus_texts(self, ds: Any) -> List[str]:
         out: List[str] = list(ds["text"])
