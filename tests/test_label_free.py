@@ -250,27 +250,14 @@ def test_vcr_label_free_answers_read_the_q2a_stage_of_unlabelled_rows(small_worl
     """VCR with method.label_free_answers: each unlabelled row is the question with each of its 4
     answers (no gold answer, no rationale), the student's 4 choice scores meet the teacher's
     Q->A distribution over the same 4 answers (stage 0's teacher row), and the run trains."""
-    from clip_td.lib.distill import Distiller
     from tasks import get_task
 
     task = get_task("vcr")
     row = task.load(small_world / "vcr", "train")[0]
     assert task.label_free_texts(row) == [(row["text"], None)]
     assert task.label_free_texts(row, answers=True) == [(row["text"], a) for a in row["answers"]]
-    seen = []
-    real = Distiller.label_free_answers
-
-    def spy(self, logits, teacher_out, mask=None):
-        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape), mask))
-        return real(self, logits, teacher_out, mask)
-
-    monkeypatch.setattr(Distiller, "label_free_answers", spy)
     out = tmp_path / "vcr"
-    args = tiny_overrides(small_world, tiny_teacher, out, **{
-        "task.name": "vcr", "method.name": "clip_td", "train.fraction": 0.25, "train.max_steps": 2,
-        "train.batch_size": 4, "seed": 0, "method.label_free": 1.0, "method.label_free_answers": "true",
-        "method.label_free_features": "false", "method.trust_gate": "off", "method.student_check": 0.0})
-    assert main(["--config", TINY, *args]) == 0
+    seen = _vcr_free_run(small_world, tiny_teacher, out, monkeypatch, **{"method.label_free_features": "false"})
     assert seen == [((4, 4), (4, 4), None)] * 2  # VCR has no answer sets
     assert read_metrics(out)["train"]["label_free_rows"] > 0
 
@@ -352,7 +339,6 @@ def test_vcr_label_free_rationales_settings_are_checked_and_a_run_trains(small_w
     from omegaconf import OmegaConf
 
     from clip_td.app.build import check_label_free_answers
-    from clip_td.lib.distill import Distiller
     from tasks import get_task
 
     vcr = get_task("vcr")
@@ -367,18 +353,27 @@ def test_vcr_label_free_rationales_settings_are_checked_and_a_run_trains(small_w
     with pytest.raises(InputError, match="needs method.rationales=true"):
         check_label_free_answers(both, vcr)
 
+    seen = _vcr_free_run(small_world, tiny_teacher, tmp_path / "vcr", monkeypatch,
+                         **{"method.label_free_rationales": "true"})
+    assert [s[:2] for s in seen] == [((8, 4), (8, 4))] * 2
+
+
+def _vcr_free_run(small_world, tiny_teacher, out, monkeypatch, **extra):
+    """A 2-step VCR run with the label-free answer term (trust gate and held-back check off);
+    -> (logits shape, teacher cand_logits shape, mask) per label-free answer call."""
+    from clip_td.lib.distill import Distiller
+
     seen = []
     real = Distiller.label_free_answers
 
     def spy(self, logits, teacher_out, mask=None):
-        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape)))
+        seen.append((tuple(logits.shape), tuple(teacher_out["cand_logits"].shape), mask))
         return real(self, logits, teacher_out, mask)
 
     monkeypatch.setattr(Distiller, "label_free_answers", spy)
-    out = tmp_path / "vcr"
     args = tiny_overrides(small_world, tiny_teacher, out, **{
         "task.name": "vcr", "method.name": "clip_td", "train.fraction": 0.25, "train.max_steps": 2,
         "train.batch_size": 4, "seed": 0, "method.label_free": 1.0, "method.label_free_answers": "true",
-        "method.label_free_rationales": "true", "method.trust_gate": "off", "method.student_check": 0.0})
+        "method.trust_gate": "off", "method.student_check": 0.0, **extra})
     assert main(["--config", TINY, *args]) == 0
-    assert seen == [((8, 4), (8, 4))] * 2
+    return seen
