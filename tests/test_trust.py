@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from clip_td.app.trainer import main
+from clip_td.base.io import InputError
 from clip_td.lib.trust import binomial_sf, group_decisions, prior_correct, trust_decision
 from test_finetune_helpers import small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
@@ -468,3 +469,40 @@ def test_check_answers_holds_every_rows_answer_term_until_the_check():
     h.observe(torch.tensor([1, 2]), torch.tensor([1, 1]), step=0)  # student ahead: never taught
     h.observe(torch.tensor([0]), torch.tensor([1]), step=2)
     assert not h.check["answer_term"] and h.gate(torch.arange(4)).tolist() == [0.0] * 4
+
+
+def test_mcnemar_check_needs_a_significant_student_lead_where_the_count_rule_takes_any_lead():
+    from clip_td.lib.trust import StudentHandover
+
+    def check(test, teacher, student):
+        n = len(teacher)
+        h = StudentHandover(torch.tensor(teacher), ["a"] * n, window=100, held_back=torch.ones(n, dtype=torch.bool),
+                            check_test=test)
+        h.check_step = 1
+        h.observe(torch.arange(n), torch.tensor(student), step=0)
+        h.observe(torch.tensor([0]), torch.tensor([0]), step=1)
+        return h.as_dict()["check"], h.gate(torch.arange(n)).tolist()
+
+    # student 4 right, teacher 3: b = 1 (row 1), c = 2 (rows 2, 3); p = P(X >= 2 | Bin(3, 1/2)) = 4/8
+    teacher, student = [1, 1, 0, 0, 1, 0], [1, 0, 1, 1, 1, 0]
+    counted, gate = check("count", teacher, student)
+    assert counted == {"step": 1, "held_back": 6, "rows": 6, "student_right": 4, "teacher_right": 3,
+                       "answer_term": False} and gate == [0.0] * 6
+    tested, gate = check("mcnemar", teacher, student)
+    assert tested == {"step": 1, "held_back": 6, "rows": 6, "student_right": 4, "teacher_right": 3,
+                      "answer_term": True, "test": "mcnemar", "b": 1, "c": 2, "p_value": 0.5} and gate == [1.0] * 6
+    # the student right on 5 rows the teacher gets wrong: p = 1/32 < 0.05, off; on 4 of them: p = 1/16, kept
+    five, gate = check("mcnemar", [0] * 5, [1] * 5)
+    assert (five["c"], five["p_value"], five["answer_term"], gate) == (5, 0.03125, False, [0.0] * 5)
+    four, _ = check("mcnemar", [0] * 4 + [1], [1] * 4 + [1])
+    assert (four["b"], four["c"], four["p_value"], four["answer_term"]) == (0, 4, 0.0625, True)
+    with pytest.raises(ValueError, match="student_check_test"):
+        StudentHandover(torch.tensor([1]), ["a"], check_test="vote")
+
+
+def test_student_check_test_is_checked_by_name():
+    from clip_td.lib.distill import MethodConfig, resolve_method
+
+    assert resolve_method(MethodConfig(student_check_test="mcnemar")).student_check_test == "mcnemar"
+    with pytest.raises(InputError, match="method.student_check_test: unknown value 'vote'"):
+        resolve_method(MethodConfig(student_check_test="vote"))

@@ -386,7 +386,8 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
                                              window=method.handover_window, alpha=method.trust_alpha,
                                              held_back=held, eligible=eligible, stages=stages,
                                              check_features=bool(method.check_features),
-                                             check_answers=bool(method.check_answers))
+                                             check_answers=bool(method.check_answers),
+                                             check_test=str(method.student_check_test))
     if not grouped:
         return trust, None
     trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),

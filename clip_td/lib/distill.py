@@ -173,6 +173,7 @@ class MethodConfig:
     handover_window: int = 200  # first visits per handover test
     student_check: float = 0.2  # with handover: share of the labelled rows held back for the student-vs-teacher check (their labels and answer-level term wait until it; 0 = no check)
     student_check_at: float = 0.5  # the check's step, as a share of the run's steps
+    student_check_test: str = "count"  # the check's rule: count (the answer-level term is off when the student answers at least as many held-back rows right as the teacher) | mcnemar (off only when the exact one-sided McNemar test on the held-back rows' discordant pairs finds the student better at trust_alpha, the rule of the handover blocks)
     check_features: bool = False  # with the held-back check: the token and global terms of the labelled rows wait for it too (none before `student_check_at`), and run after it only if the check keeps the answer-level term (the teacher answered more held-back rows right than the student)
     check_answers: bool = False  # with the held-back check: the answer-level term waits for it on every labelled row (not only the held-back ones); with check_features, nothing is distilled before the teacher has shown it answers better than the student
     weight_features: bool = False  # false (default): the token and global terms run unweighted and w_i scales the answer-level term alone (the teacher's confidence in the gold answer says whether to trust its answers, not its image features); true: w_i scales every term (the paper: L = mean_i w_i (L_tok + beta L_glob + eta L_ans))
@@ -248,6 +249,11 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if not 0.0 < float(m.student_check_at) < 1.0:
         raise InputError(f"config key method.student_check_at: expected a share of the run's steps in (0, 1), "
                          f"got {m.student_check_at!r}")
+    from clip_td.lib.trust import CHECK_TESTS
+
+    if m.student_check_test not in CHECK_TESTS:
+        raise InputError(f"config key method.student_check_test: unknown value {m.student_check_test!r}; expected one "
+                         f"of: {', '.join(CHECK_TESTS)}")
     for key in ("check_features", "check_answers"):
         if getattr(m, key) and not (m.handover and float(m.student_check) > 0):
             raise InputError(f"config key method.{key}: needs the held-back check (method.handover=true and "

@@ -117,6 +117,9 @@ def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Seque
     return out
 
 
+CHECK_TESTS = ("count", "mcnemar")  # method.student_check_test
+
+
 class StudentHandover:
     """`method.handover`: the answer-level term hands over to the labels once the student answers
     better than the teacher.
@@ -141,8 +144,11 @@ class StudentHandover:
     answer-level term on them) wait until step `check_step`; every visit before it is a held-out
     prediction of the student, and at `check_step` the student's latest answers to them are
     compared with the teacher's on the same rows, pooled over the rows whose answer-level term the
-    gate kept (`eligible`). When the student answers at least as many of them right the term is
-    off for the rest of the run (every group's `off_step` is the check step); either way the
+    gate kept (`eligible`). `check_test` says when the term is then off for the rest of the run
+    (every group's `off_step` is the check step): `count`, when the student answers at least as
+    many of them right as the teacher; `mcnemar`, when the exact one-sided McNemar test of the
+    blocks, on the held-back rows' discordant pairs, finds the student better at `alpha` (a tie or
+    a lead of one on a few rows keeps the teacher, as a block would). Either way the
     held-back rows' labels then count as every other row's. No eligible held-back row seen: no
     evidence, the term stays as the gate left it.
     """
@@ -150,16 +156,20 @@ class StudentHandover:
     def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
                  alpha: float = 0.05, held_back: Optional[torch.Tensor] = None, check_step: int = 0,
                  eligible: Optional[torch.Tensor] = None, stages: int = 1, check_features: bool = False,
-                 check_answers: bool = False) -> None:
+                 check_answers: bool = False, check_test: str = "count") -> None:
         """teacher_right (N,) over the teacher rows: 1 right, 0 wrong, -1 unlabelled (never
         counted); groups: one hashable per teacher row (its trust group). held_back (N,) bool: the
         teacher rows of the held-back check (None: no check); check_step: the step it runs at;
         eligible (N,) bool: the rows whose answer-level term the trust gate kept (None: all);
         stages: teacher rows per instance (VCR's 2), for `label_weight` by instance index;
         check_features: the feature terms follow the check too (`features_on`); check_answers: the
-        answer-level term of every row waits for the check (`gate`)."""
+        answer-level term of every row waits for the check (`gate`); check_test: the check's rule,
+        count | mcnemar (`method.student_check_test`)."""
         if int(window) < 1:
             raise ValueError(f"method.handover_window must be >= 1, got {window}")
+        if check_test not in CHECK_TESTS:
+            raise ValueError(f"method.student_check_test must be one of {', '.join(CHECK_TESTS)}, got {check_test!r}")
+        self.check_test = str(check_test)
         self.teacher_right = torch.as_tensor(teacher_right).long().cpu()
         names = sorted({str(g) for g in groups})
         self.names = names
@@ -238,12 +248,18 @@ class StudentHandover:
 
     def _check(self, step: int) -> None:
         seen = self.held_back & self.eligible & (self.latest >= 0) & (self.teacher_right >= 0)
-        student = int(self.latest[seen].sum())
-        teacher = int(self.teacher_right[seen].sum())
-        n = int(seen.sum())
-        off = n > 0 and student >= teacher
+        s, t = self.latest[seen].bool(), self.teacher_right[seen].bool()
+        student, teacher, n = int(s.sum()), int(t.sum()), int(seen.sum())
+        b, c = int((t & ~s).sum()), int((s & ~t).sum())
+        p = binomial_sf(c, b + c, 0.5)
+        if self.check_test == "mcnemar":
+            off = n > 0 and p < self.alpha
+        else:
+            off = n > 0 and student >= teacher
         self.check = {"step": int(step), "held_back": int(self.held_back[self.teacher_right >= 0].sum()), "rows": n,
                       "student_right": student, "teacher_right": teacher, "answer_term": not off}
+        if self.check_test != "count":  # the count rule's record is unchanged
+            self.check.update(test=self.check_test, b=b, c=c, p_value=float(f"{p:.6g}"))
         if off:
             for g in self.off_step:
                 if self.off_step[g] is None:
