@@ -28,7 +28,7 @@ Also `candidate_words` (choice tasks, per teacher stage): the words that tell a 
 apart (in some of its candidates but not all), each with the rows it decides, the number of
 tokens the teacher's tokenizer splits it into, and how many rows of the teacher's pretraining
 captions (`--corpus`, default the synthetic world's pretrain/train.tsv: title, synthetic_caption
-and facts) contain it. A teacher cannot rank candidates by a word it never read: a stage whose
+and facts, and places for a place-reading `recipe:` teacher; `--corpus-columns` sets them) contain it. A teacher cannot rank candidates by a word it never read: a stage whose
 deciding words are missing from the corpus is one where its answer-level term carries no
 information, whatever the gate is given. Prints a table and writes JSON.
 """
@@ -188,6 +188,22 @@ def corpus_word_rows(path: Path, columns: Sequence[str] = ("title", "synthetic_c
     return counts
 
 
+CAPTION_COLUMNS = ("title", "synthetic_caption", "facts")
+
+
+def corpus_columns(teacher: Optional[str]) -> Tuple[str, ...]:
+    """The caption columns a teacher read in pretraining: title, synthetic_caption and facts, and
+    `places` too when it is `recipe:<name>` whose recipe sets data.place_captions > 0 (the
+    place-reading teachers: their place captions are written from that column)."""
+    from pretrain.config import load_pretrain_config, recipe_path
+    from pretrain.default_teacher import RECIPE_PREFIX
+
+    if not teacher or not teacher.startswith(RECIPE_PREFIX):
+        return CAPTION_COLUMNS
+    cfg = load_pretrain_config(recipe_path(teacher[len(RECIPE_PREFIX):]))
+    return CAPTION_COLUMNS + (("places",) if float(cfg.data.place_captions) > 0 else ())
+
+
 def candidate_words(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], stage: int,
                     corpus: Optional[Counter]) -> Dict[str, Any]:
     """What the candidates of `rows` at teacher stage `stage` differ by, and whether the teacher
@@ -271,6 +287,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p.add_argument("--max-rows", type=int, default=1500, help="rows scored per split (the first N)")
     p.add_argument("--corpus", default=None,
                    help="the teacher's pretraining captions file, for `candidate_words` (default: the synthetic world's pretrain/train.tsv)")
+    p.add_argument("--corpus-columns", nargs="+", default=None,
+                   help="the caption columns the teacher read (default: title, synthetic_caption, facts, and places "
+                        "for a recipe:<name> teacher whose recipe writes place captions)")
     p.add_argument("--out", default="bench/results/teacher_zeroshot.json")
     args = p.parse_args(argv)
 
@@ -290,8 +309,10 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     corpus_path = Path(args.corpus) if args.corpus else root / "pretrain" / "train.tsv"
     if args.corpus and not corpus_path.is_file():
         raise SystemExit(f"--corpus {corpus_path}: file not found")
-    corpus = corpus_word_rows(corpus_path) if corpus_path.is_file() else None
+    columns = tuple(args.corpus_columns) if args.corpus_columns else corpus_columns(args.teacher)
+    corpus = corpus_word_rows(corpus_path, columns) if corpus_path.is_file() else None
     results["corpus"] = str(corpus_path) if corpus is not None else None
+    results["corpus_columns"] = list(columns) if corpus is not None else None
     settings = load_config(FinetuneConfig, overrides=["method.answer_sets=true"])
     for task_name in args.tasks:
         task = get_task(task_name)

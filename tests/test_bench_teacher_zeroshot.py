@@ -52,6 +52,16 @@ def test_corpus_word_rows_counts_rows_over_the_caption_columns(tmp_path):
     counts = corpus_word_rows(path)
     assert counts["red"] == 1 and counts["circle"] == 2 and counts["square"] == 2 and counts["left"] == 1
     assert counts["top"] == 0  # not a caption column
+    assert corpus_word_rows(path, ("title", "other"))["top"] == 2
+
+
+def test_corpus_columns_follow_the_teachers_recipe():
+    from teacher_zeroshot import CAPTION_COLUMNS, corpus_columns
+
+    assert CAPTION_COLUMNS == ("title", "synthetic_caption", "facts")
+    assert corpus_columns(None) == corpus_columns("ViT-B-32") == CAPTION_COLUMNS
+    assert corpus_columns("recipe:lit_scene") == CAPTION_COLUMNS  # place_captions 0
+    assert corpus_columns("recipe:lit_scene_place") == CAPTION_COLUMNS + ("places",)  # 0.25, from its _base_
 
 
 def test_candidate_words_with_the_shipped_teachers_fitted_vocabulary():
