@@ -179,12 +179,20 @@ def distinguishing_words(candidates: Sequence[str]) -> List[str]:
 
 
 def corpus_word_rows(path: Path, columns: Sequence[str] = ("title", "synthetic_caption", "facts")) -> Counter:
-    """{word: rows of the captions file `path` whose `columns` (those it has) contain it}."""
-    from pretrain.data import read_captions
+    """{word: rows of the captions file `path` whose `columns` (those it has) contain it}. The
+    `places` column counts as the place captions written from it ("circle at top left" -> "circle
+    near the top left", `pretrain.data.place_phrase`), the words a place-reading teacher reads."""
+    from pretrain.data import place_phrase, read_captions, split_places
+
+    def text(row: Dict[str, str], column: str) -> str:
+        if column != "places":
+            return row.get(column, "")
+        return " ".join(f"{shape} {place_phrase(r)}" for shape, regions in split_places(row.get(column, "")).items()
+                        for r in regions)
 
     counts: Counter = Counter()
     for row in read_captions(path, required=("filepath",), check_images=False):
-        counts.update(set(words(" ".join(row.get(c, "") for c in columns))))
+        counts.update(set(words(" ".join(text(row, c) for c in columns))))
     return counts
 
 

@@ -53,6 +53,13 @@ def test_corpus_word_rows_counts_rows_over_the_caption_columns(tmp_path):
     assert counts["red"] == 1 and counts["circle"] == 2 and counts["square"] == 2 and counts["left"] == 1
     assert counts["top"] == 0  # not a caption column
     assert corpus_word_rows(path, ("title", "other"))["top"] == 2
+    # the places column counts as the place captions written from it
+    path.write_text("filepath\ttitle\tplaces\n"
+                    "a.jpg\ta red circle\tcircle at top left|square at center\n"
+                    "b.jpg\ta square\tsquare at bottom\n")
+    placed = corpus_word_rows(path, ("title", "places"))
+    assert (placed["near"], placed["top"], placed["in"], placed["center"], placed["square"]) == (2, 1, 1, 1, 2)
+    assert placed["at"] == 0 and corpus_word_rows(path)["near"] == 0
 
 
 def test_corpus_columns_follow_the_teachers_recipe():
