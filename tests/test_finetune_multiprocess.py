@@ -28,7 +28,8 @@ def test_two_process_cpu_run(small_world, tiny_teacher, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = read_metrics(out)
-    assert list(m) == ["task", "method", "train_fraction", "seed", "eval", "train", "files", "teacher_trust"]
+    assert list(m) == ["task", "method", "train_fraction", "seed", "eval", "train", "files", "teacher", "teacher_trust"]
+    assert list(m["teacher"]) == ["name", "pretrained", "fingerprint"] and len(m["teacher"]["fingerprint"]) == 16
     assert m["train"]["steps"] == 2 and m["method"] == "clip_td" and list(m["eval"]) == ["val"]
     for split, scores in m["eval"].items():
         assert list(scores) == TASK_METRICS["vqa"]

@@ -506,3 +506,22 @@ def test_student_check_test_is_checked_by_name():
     assert resolve_method(MethodConfig(student_check_test="mcnemar")).student_check_test == "mcnemar"
     with pytest.raises(InputError, match="method.student_check_test: unknown value 'vote'"):
         resolve_method(MethodConfig(student_check_test="vote"))
+
+
+def test_metrics_name_the_teacher_build_by_its_weights_fingerprint(small_world, tiny_teacher, tmp_path):
+    """metrics.json `teacher`: the resolved name and the first 16 hex digits of the teacher's
+    fingerprint (config and every weight); no `teacher` when nothing is distilled."""
+    from clip_td.lib.teacher import FrozenTeacher
+
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+    runs = {}
+    for method in ("clip_td", "none"):
+        out = tmp_path / method
+        assert main(["--config", tiny, *tiny_overrides(small_world, tiny_teacher, out, **{
+            "task.name": "vqa", "method.name": method, "train.max_steps": 1, "eval.splits": "[val]"})]) == 0
+        runs[method] = json.loads((out / "metrics.json").read_text())
+    name = f"local-dir:{tiny_teacher}"
+    expected = FrozenTeacher.from_name(name).fingerprint()[:16]
+    assert runs["clip_td"]["teacher"] == {"name": name, "pretrained": None, "fingerprint": expected}
+    assert len(expected) == 16 and int(expected, 16) >= 0
+    assert "teacher" not in runs["none"]

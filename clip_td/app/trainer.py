@@ -427,9 +427,10 @@ def save_best(accelerator: Accelerator, model: Any, cfg: DictConfig, out_dir: Pa
 
 
 def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files: Dict,
-                  teacher_trust: Optional[Dict[str, Any]] = None) -> Path:
-    """`<output_dir>/metrics.json`, exactly docs/contracts.md section 2 (`teacher_trust` when the
-    run has an answer-level term)."""
+                  teacher_trust: Optional[Dict[str, Any]] = None, teacher: Any = None) -> Path:
+    """`<output_dir>/metrics.json`, exactly docs/contracts.md section 2 (`teacher` when the run
+    distils a teacher: its resolved name and the fingerprint of its weights, which tells two builds
+    of one recipe apart; `teacher_trust` when the run has an answer-level term)."""
     metrics = {
         "task": cfg.task.name,
         "method": cfg.method.name,
@@ -443,6 +444,9 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
                   **({"label_free_rows": int(figures["label_free_rows"])} if "label_free_rows" in figures else {})},
         "files": files,
     }
+    if teacher is not None:
+        model, _, pretrained = str(teacher.name).partition("|")  # FrozenTeacher.name: "<model>|<pretrained>"
+        metrics["teacher"] = {"name": model, "pretrained": pretrained or None, "fingerprint": teacher.fingerprint()[:16]}
     if teacher_trust is not None:
         metrics["teacher_trust"] = teacher_trust
     path = Path(cfg.output_dir) / "metrics.json"
@@ -471,7 +475,7 @@ def run(cfg: DictConfig) -> Path:
         built.teacher_trust["handover"] = built.handover.as_dict()
     if accelerator.is_main_process:
         save_best(accelerator, model, cfg, out / "model", {"step": figures["steps"]})
-        path = write_metrics(cfg, figures, scores, files, built.teacher_trust)
+        path = write_metrics(cfg, figures, scores, files, built.teacher_trust, built.teacher)
         summary = ", ".join(f"{s}: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()) for s, m in scores.items())
         print(f"{cfg.task.name} / {cfg.method.name}: {summary}")
         print(f"metrics: {path}")
