@@ -178,7 +178,10 @@ def distinguishing_words(candidates: Sequence[str]) -> List[str]:
     return sorted(set().union(*bags) - set.intersection(*bags)) if bags else []
 
 
-def corpus_word_rows(path: Path, columns: Sequence[str] = ("title", "synthetic_caption", "facts")) -> Counter:
+CAPTION_COLUMNS = ("title", "synthetic_caption", "facts")
+
+
+def corpus_word_rows(path: Path, columns: Sequence[str] = CAPTION_COLUMNS) -> Counter:
     """{word: rows of the captions file `path` whose `columns` (those it has) contain it}. The
     `places` column counts as the place captions written from it ("circle at top left" -> "circle
     near the top left", `pretrain.data.place_phrase`), the words a place-reading teacher reads."""
@@ -194,9 +197,6 @@ def corpus_word_rows(path: Path, columns: Sequence[str] = ("title", "synthetic_c
     for row in read_captions(path, required=("filepath",), check_images=False):
         counts.update(set(words(" ".join(text(row, c) for c in columns))))
     return counts
-
-
-CAPTION_COLUMNS = ("title", "synthetic_caption", "facts")
 
 
 def corpus_columns(teacher: Optional[str]) -> Tuple[str, ...]:

@@ -445,8 +445,8 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
         "files": files,
     }
     if teacher is not None:
-        model, _, pretrained = str(teacher.name).partition("|")  # FrozenTeacher.name: "<model>|<pretrained>"
-        metrics["teacher"] = {"name": model, "pretrained": pretrained or None, "fingerprint": teacher.fingerprint()[:16]}
+        metrics["teacher"] = {"name": teacher.model_name, "pretrained": teacher.pretrained,
+                              "fingerprint": teacher.fingerprint()[:16]}
     if teacher_trust is not None:
         metrics["teacher_trust"] = teacher_trust
     path = Path(cfg.output_dir) / "metrics.json"

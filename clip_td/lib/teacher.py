@@ -55,6 +55,7 @@ class FrozenTeacher(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.model_name, self.pretrained = name, None  # what from_name loaded (metrics.json `teacher`)
         self.preprocess = _preprocess_settings(preprocess_cfg, visual)
         self.model.requires_grad_(False)
         super().train(False)
@@ -113,6 +114,7 @@ class FrozenTeacher(nn.Module):
         cfg = open_clip.get_model_preprocess_cfg(model)
         teacher = cls(model, tokenizer, cfg, name=f"{model_name}|{pretrained or ''}")
         teacher._config_text = _model_config_text(model_name) + ("|quick_gelu" if quick_gelu else "")
+        teacher.model_name, teacher.pretrained = model_name, pretrained or None
         return teacher
 
     # ---- frozen behaviour ---------------------------------------------------------------------

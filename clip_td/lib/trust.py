@@ -120,6 +120,12 @@ def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Seque
 CHECK_TESTS = ("count", "mcnemar")  # method.student_check_test
 
 
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact one-sided McNemar test that the student is better: b = teacher right and student
+    wrong, c = the reverse; p = P(X >= c | X ~ Binomial(b + c, 1/2))."""
+    return binomial_sf(c, b + c, 0.5)
+
+
 class StudentHandover:
     """`method.handover`: the answer-level term hands over to the labels once the student answers
     better than the teacher.
@@ -251,7 +257,7 @@ class StudentHandover:
         s, t = self.latest[seen].bool(), self.teacher_right[seen].bool()
         student, teacher, n = int(s.sum()), int(t.sum()), int(seen.sum())
         b, c = int((t & ~s).sum()), int((s & ~t).sum())
-        p = binomial_sf(c, b + c, 0.5)
+        p = mcnemar_p(b, c)
         if self.check_test == "mcnemar":
             off = n > 0 and p < self.alpha
         else:
@@ -269,7 +275,7 @@ class StudentHandover:
         pairs, self.block[g] = self.block[g], []
         b = sum(1 for s, t in pairs if t and not s)
         c = sum(1 for s, t in pairs if s and not t)
-        p = binomial_sf(c, b + c, 0.5)
+        p = mcnemar_p(b, c)
         self.tests[g].append({"step": int(step), "rows": len(pairs), "student_right": sum(s for s, _ in pairs),
                               "teacher_right": sum(t for _, t in pairs), "b": b, "c": c,
                               "p_value": float(f"{p:.6g}")})
