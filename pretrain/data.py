@@ -230,10 +230,15 @@ class FactCaptions:
     `places` (data.place_captions): a further share of the rows reads where one object is in the
     picture, from the `places` column ("a red circle near the top left", "a square in the center";
     negative: the same object in a region where the image has no such shape). Raw captions and
-    the facts never say where in the picture a thing is."""
+    the facts never say where in the picture a thing is.
+
+    `sizes` (data.caption_sizes): the size words; each object these captions name is then named
+    with its size too where the facts give it exactly one ("a large red circle near the top
+    left"), and its negative keeps that size, so the size words stay in the texts the place
+    captions take from the raw captions."""
 
     def __init__(self, share: float, seed: int = 0, colours: Sequence[str] = (), source: str = "corpus",
-                 places: float = 0.0, regions: Sequence[str] = ()) -> None:
+                 places: float = 0.0, regions: Sequence[str] = (), sizes: Sequence[str] = ()) -> None:
         if not 0.0 <= share <= 1.0:
             raise InputError(f"config key data.fact_captions: a share in [0, 1], got {share}")
         if not 0.0 <= places <= 1.0 - share:
@@ -241,6 +246,7 @@ class FactCaptions:
                              f"[0, {1.0 - share:g}], got {places}")
         self.share, self.seed, self.colours, self.source, self.places = share, seed, list(colours), source, places
         self.regions = list(regions)  # the negatives' regions (none given: place captions have no negative)
+        self.sizes = list(sizes)  # size words named with each object (none given: colour only)
 
     def _draw(self, index: int) -> Tuple[random.Random, Optional[str]]:
         """Row `index`'s generator and what it reads: "facts", "places" or None (its own caption)."""
@@ -256,23 +262,35 @@ class FactCaptions:
         if "facts" not in row:
             raise InputError(f"{self.source}: data.fact_captions needs a `facts` column (facts separated by '|')")
         relations, bound = split_facts(row.get("facts") or "", self.colours)
-
+        sized = self._sized(row)
         if relations:
             a, rel, b = rng.choice(relations)
-            return (f"{self._np(a, bound)} {RELATION_PHRASES[rel]} {self._np(b, bound)}",
-                    f"{self._np(a, bound)} {RELATION_PHRASES[REVERSED[rel]]} {self._np(b, bound)}")
+            return (f"{self._np(a, bound, sized)} {RELATION_PHRASES[rel]} {self._np(b, bound, sized)}",
+                    f"{self._np(a, bound, sized)} {RELATION_PHRASES[REVERSED[rel]]} {self._np(b, bound, sized)}")
         single = sorted(s for s, c in bound.items() if len(c) == 1)
         if not single:
             return None
         shape = rng.choice(single)
         others = [c for c in self.colours if c not in bound[shape]]
-        negative = f"a {rng.choice(others)} {shape}" if others else None
-        return f"a {bound[shape][0]} {shape}", negative
+        size = self._size(shape, sized)
+        negative = f"a {size}{rng.choice(others)} {shape}" if others else None
+        return f"a {size}{bound[shape][0]} {shape}", negative
+
+    def _sized(self, row: Dict[str, str]) -> Dict[str, List[str]]:
+        """{shape: the sizes its facts give it} ({} without `sizes`)."""
+        return split_facts(row.get("facts") or "", self.sizes)[1] if self.sizes else {}
 
     @staticmethod
-    def _np(shape: str, bound: Dict[str, List[str]]) -> str:
+    def _size(shape: str, sized: Dict[str, List[str]]) -> str:
+        """"large " when the facts give the shape exactly one size, else ""."""
+        sizes = sized.get(shape, [])
+        return f"{sizes[0]} " if len(sizes) == 1 else ""
+
+    @classmethod
+    def _np(cls, shape: str, bound: Dict[str, List[str]], sized: Optional[Dict[str, List[str]]] = None) -> str:
         colours = bound.get(shape, [])
-        return f"a {colours[0]} {shape}" if len(colours) == 1 else f"a {shape}"
+        colour = f"{colours[0]} " if len(colours) == 1 else ""
+        return f"a {cls._size(shape, sized or {})}{colour}{shape}"
 
     def _place(self, row: Dict[str, str], rng: random.Random) -> Optional[tuple]:
         if "places" not in row:
@@ -284,10 +302,11 @@ class FactCaptions:
             return None
         shape = rng.choice(sorted(where))
         _, bound = split_facts(row.get("facts") or "", self.colours)
+        subject = self._np(shape, bound, self._sized(row))
         region = rng.choice(sorted(where[shape]))
         free = [r for r in self.regions if r not in where[shape]]
-        text = f"{self._np(shape, bound)} {place_phrase(region)}"
-        return text, (f"{self._np(shape, bound)} {place_phrase(rng.choice(free))}" if free else None)
+        text = f"{subject} {place_phrase(region)}"
+        return text, (f"{subject} {place_phrase(rng.choice(free))}" if free else None)
 
     def place_texts(self, rows: Sequence[Dict[str, str]]) -> List[str]:
         """The place captions the rows read (for fitting a vocabulary that spells the place words)."""

@@ -51,13 +51,16 @@ logger = logging.getLogger("pretrain")
 
 
 def check_names(cfg: DictConfig) -> None:
-    """Every registry name of the config, checked before any data or model is built."""
+    """Every registry name of the config, and keys that need others, checked before any data or model is built."""
     LOSSES.get(cfg.loss.name, key="loss.name")
     if cfg.cat.enabled:
         PARSERS.get(cfg.cat.parse_backend, key="cat.parse_backend")
         OCRS.get(cfg.cat.ocr_backend, key="cat.ocr_backend")
     if cfg.concept.weight > 0:
         CONCEPT_TEACHERS.get(cfg.concept.teacher.partition(":")[0], key="concept.teacher")
+    if cfg.data.caption_sizes and not (cfg.data.fact_captions or cfg.data.place_captions):
+        raise InputError("config key data.caption_sizes: names sizes in the fact and place captions, so it needs "
+                         "data.fact_captions or data.place_captions above 0 (both are 0)")
 
 
 def resolve_paths(cfg: DictConfig) -> Dict[str, Optional[Path]]:
@@ -151,10 +154,11 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     facts = None
     if cfg.data.fact_captions or cfg.data.place_captions:
         from tasks.synthetic.scene import REGIONS
-        from tasks.synthetic.vocab import COLOUR_NAMES
+        from tasks.synthetic.vocab import COLOUR_NAMES, SIZE_NAMES
 
         facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
-                             source=str(paths["train"]), places=float(cfg.data.place_captions), regions=REGIONS)
+                             source=str(paths["train"]), places=float(cfg.data.place_captions), regions=REGIONS,
+                             sizes=SIZE_NAMES if cfg.data.caption_sizes else ())
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg,
                         tokenizer=fit_vocabulary(cfg, rows, facts))
     negatives = None

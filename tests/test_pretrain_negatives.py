@@ -168,6 +168,49 @@ def test_place_captions_say_where_one_object_is_with_a_free_region_as_the_negati
         every({"facts": "", "places": "circle top left"}, 0)
 
 
+def test_caption_sizes_name_each_objects_one_size_in_the_text_and_its_negative():
+    from pretrain.data import FactCaptions
+
+    regions = ["top left", "top", "center", "bottom"]
+    row = {"facts": "red circle|large circle|blue square|small square|medium square|circle left of square|"
+                    "red star|large star",
+           "places": "circle at top left|star at center"}
+    sized = FactCaptions(1.0, seed=0, colours=["red", "blue"], sizes=["small", "medium", "large"])
+    plain = FactCaptions(1.0, seed=0, colours=["red", "blue"])
+    # the square has two sizes in its facts: named with its colour only, as a two-colour shape is
+    assert {sized(row, i) for i in range(40)} == {
+        ("a large red circle to the left of a blue square", "a large red circle to the right of a blue square")}
+    assert {plain(row, i) for i in range(40)} == {
+        ("a red circle to the left of a blue square", "a red circle to the right of a blue square")}
+    # one bound colour, no relation: the size stays in the negative, only the colour changes
+    assert sized({"facts": "red circle|small circle"}, 0) == ("a small red circle", "a small blue circle")
+    places = FactCaptions(0.0, seed=0, colours=["red", "blue"], places=1.0, regions=regions,
+                          sizes=["small", "medium", "large"])
+    seen = {places(row, i) for i in range(40)}
+    assert {text for text, _ in seen} == {"a large red circle near the top left", "a large red star in the center"}
+    assert all(neg.startswith(" ".join(text.split()[:4]) + " ") and neg != text for text, neg in seen)
+    # same draws as without sizes: only the words differ
+    unsized = FactCaptions(0.0, seed=0, colours=["red", "blue"], places=1.0, regions=regions)
+    for i in range(40):
+        assert places(row, i)[0].replace("large ", "") == unsized(row, i)[0]
+
+
+def test_caption_sizes_without_fact_or_place_captions_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pretrain.config import load_pretrain_config, recipe_path
+    from pretrain.default_teacher import recipe_hash
+    from pretrain.train import build
+
+    cfg = load_pretrain_config(recipe_path("clip"), ["data.caption_sizes=true", f"output_dir={tmp_path}"])
+    with pytest.raises(InputError, match="data.caption_sizes: .* needs data.fact_captions or data.place_captions"):
+        build(cfg, None)
+    # the key at its neutral value leaves every earlier recipe's hash (and its cached teacher) as it was
+    assert recipe_hash(["data.caption_sizes=false"], "lit_scene_place") == recipe_hash([], "lit_scene_place")
+    assert recipe_hash(["data.caption_sizes=true"], "lit_scene_place") != recipe_hash([], "lit_scene_place")
+    assert OmegaConf.select(load_pretrain_config(recipe_path("lit_scene_place_size"), []), "data.caption_sizes")
+
+
 def test_the_fitted_vocabulary_spells_place_words_whole_only_with_place_captions():
     from omegaconf import OmegaConf
 
