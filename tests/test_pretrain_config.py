@@ -15,7 +15,7 @@ from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
-           "lit_scene", "lit_facts_places", "lit_scene_place")
+           "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size")
 
 
 def test_recipes_load_from_packaged_configs():
