@@ -112,9 +112,17 @@ def default_teacher_name(name: Optional[str] = None) -> str:
 def ensure_recipe_teacher(recipe: str, overrides: Sequence[str] = ()) -> Path:
     """Teacher dir of any recipe (`configs/pretrain/<recipe>.yaml`) with `overrides` (those that
     say where to write are dropped), trained once into `<cache root>/teachers/<hash>`: the first
-    stage of a two-stage recipe (`init_from`)."""
+    stage of a two-stage recipe (`init_from`). Without overrides, a copy shipped in the package
+    (`python -m pretrain.shipped --recipe <recipe>`) is used when it verifies for the recipe."""
     overrides = stage_overrides(overrides)
-    run_dir = cache_root() / "teachers" / recipe_hash(overrides, recipe)
+    key = recipe_hash(overrides, recipe)
+    if not overrides:
+        from pretrain.shipped import shipped_recipe_teacher
+
+        shipped = shipped_recipe_teacher(recipe, key)
+        if shipped is not None:
+            return shipped
+    run_dir = cache_root() / "teachers" / key
     train_once(run_dir, lambda d: run_module_into(d, ["pretrain", "--config", str(recipe_path(recipe)), *overrides]))
     return run_dir / "teacher"
 

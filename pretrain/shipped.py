@@ -5,10 +5,13 @@ weights, fitted tokenizer) plus `manifest.json`: the hash of the resolved defaul
 trained from, the sha256 of every file, and the command that wrote it:
 
     python -m pretrain.shipped            # train the default recipe, then write the folder
+    python -m pretrain.shipped --recipe lit_scene_place   # a recipe teacher: pretrain/shipped/recipe_<name>/
 
 `shipped_default_teacher(key)` returns the folder only when the manifest's recipe hash is `key`
 (the recipe `ensure_default_teacher` would train) and every file's sha256 matches; otherwise it
 says why in one line and returns None, and the caller trains the recipe into the cache instead.
+A recipe teacher (`teacher.model=recipe:<name>`) is shipped the same way in
+`pretrain/shipped/recipe_<name>/`; `shipped_recipe_teacher` checks it against the recipe's hash.
 Weights are read with safetensors only, so a tampered file can never run code; the hash check
 catches a corrupted or stale one before open_clip reads it.
 """
@@ -48,8 +51,9 @@ def verify(folder: Path, key: str) -> Optional[str]:
     except (InputError, KeyError, TypeError, ValueError) as e:
         return f"{manifest_path}: not a shipped-teacher manifest ({e})"
     if built_from != key:
-        return (f"{manifest_path}: built from default recipe {built_from}, but the default recipe is now {key} "
-                f"(rerun `python -m pretrain.shipped` to ship the new one)")
+        command = manifest.get("command") or "python -m pretrain.shipped"
+        return (f"{manifest_path}: built from recipe hash {built_from}, but the recipe's hash is now {key} "
+                f"(rerun `{command}` to ship the new one)")
     if not files:
         return f"{manifest_path}: lists no files"
     for name, expected in sorted(files.items()):
@@ -60,6 +64,18 @@ def verify(folder: Path, key: str) -> Optional[str]:
         if actual != expected:
             return f"{path}: sha256 {actual} does not match {expected} recorded in {MANIFEST}"
     return None
+
+
+def recipe_dir(recipe: str) -> Path:
+    """The package's folder of the shipped teacher of pretraining recipe `recipe` (one that
+    `teacher.model=recipe:<recipe>` names), present only for the recipes that are shipped."""
+    return shipped_dir(f"recipe_{recipe}")
+
+
+def shipped_recipe_teacher(recipe: str, key: str) -> Optional[Path]:
+    """The shipped teacher of `recipe` if it verifies for recipe hash `key`; else None (with one
+    warning line when a shipped folder exists)."""
+    return verified_copy(recipe_dir(recipe), key, f"{recipe} teacher")
 
 
 def shipped_default_teacher(key: str, folder: Optional[Path] = None) -> Optional[Path]:
@@ -109,18 +125,34 @@ def _torch_version() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    """`python -m pretrain.shipped [--dest DIR]`: train the default recipe on the synthetic world
-    (in the cache, as a first run would) and ship it."""
-    from pretrain.default_teacher import recipe_hash, train_default_teacher
+    """`python -m pretrain.shipped [--recipe NAME] [--dest DIR]`: train the default recipe on the
+    synthetic world (in the cache, as a first run would) and ship it; with `--recipe`, the teacher
+    that `teacher.model=recipe:NAME` uses (trained once into the cache unless it is there) is
+    shipped as `pretrain/shipped/recipe_NAME/`."""
+    from pretrain.config import recipe_path
+    from pretrain.default_teacher import ensure_recipe_teacher, recipe_hash, train_default_teacher
 
     p = argparse.ArgumentParser(description="Train the default teacher recipe and write the shipped copy")
-    p.add_argument("--dest", default=str(shipped_dir()), help="folder to write (default: the package's)")
+    p.add_argument("--recipe", default=None, help="ship this recipe's teacher (configs/pretrain/<NAME>.yaml) "
+                                                  "instead of the default teacher")
+    p.add_argument("--dest", default=None, help="folder to write (default: the package's)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.recipe is not None:
+        recipe_path(args.recipe)  # an unknown recipe: one error naming the known ones
+        key = recipe_hash((), args.recipe)
+        dest = Path(args.dest) if args.dest else recipe_dir(args.recipe)
+        teacher = ensure_recipe_teacher(args.recipe)
+        with tempfile.TemporaryDirectory() as d:  # the source may be the folder being rewritten
+            staged = Path(d) / "teacher"
+            shutil.copytree(teacher, staged)
+            write_shipped(staged, key, dest, f"python -m pretrain.shipped --recipe {args.recipe}")
+        print(f"wrote {dest} (recipe {args.recipe}, {key})")
+        return dest
     key = recipe_hash(())
     with tempfile.TemporaryDirectory() as d:
         teacher = train_default_teacher(Path(d) / "run")
-        dest = write_shipped(teacher, key, Path(args.dest), "python -m pretrain.shipped")
+        dest = write_shipped(teacher, key, Path(args.dest or shipped_dir()), "python -m pretrain.shipped")
     print(f"wrote {dest} (default recipe {key})")
     return dest
 

@@ -37,7 +37,9 @@ def test_a_changed_file_is_named_with_both_hashes(shipped_folder):
 
 
 def test_missing_file_stale_recipe_and_no_manifest(shipped_folder, tmp_path):
-    assert "built from default recipe abc123, but the default recipe is now zzz" in shipped.verify(shipped_folder, "zzz")
+    assert shipped.verify(shipped_folder, "zzz") == (
+        f"{shipped_folder / 'manifest.json'}: built from recipe hash abc123, but the recipe's hash is now zzz "
+        f"(rerun `python -m pretrain.shipped` to ship the new one)")
     (shipped_folder / "open_clip_config.json").unlink()
     assert shipped.verify(shipped_folder, "abc123") == (
         f"{shipped_folder / 'open_clip_config.json'}: missing (listed in manifest.json)")
@@ -65,6 +67,57 @@ def test_ensure_uses_a_verified_copy_and_trains_when_it_does_not_verify(shipped_
     assert got == tmp_path / "cache" / "teachers" / "abc123" / "teacher" and len(trained) == 2
     err = capsys.readouterr().err
     assert err.count("not using the shipped default teacher") == 1 and "open_clip_model.safetensors: sha256" in err
+
+
+def test_a_shipped_recipe_teacher_is_used_without_overrides_and_rebuilt_when_stale(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    key = default_teacher.recipe_hash((), "lit_scene_place")
+    folder = shipped.write_shipped(save_tiny_teacher(tmp_path / "teacher"), key, tmp_path / "recipe_lit_scene_place",
+                                   "python -m pretrain.shipped --recipe lit_scene_place")
+    monkeypatch.setattr(shipped, "recipe_dir", lambda recipe: tmp_path / f"recipe_{recipe}")
+    built = []
+
+    def fake_build(run_dir, args):  # stands for the subprocess build of the recipe
+        built.append((run_dir.name, args[2]))
+        save_tiny_teacher(run_dir / "teacher")
+        (run_dir / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(default_teacher, "run_module_into", fake_build)
+    assert default_teacher.ensure_recipe_teacher("lit_scene_place") == folder and not built
+    assert default_teacher.default_teacher_name("recipe:lit_scene_place") == f"local-dir:{folder}"
+    # where-to-write keys are not overrides; any other key is another recipe: never the shipped copy
+    assert default_teacher.ensure_recipe_teacher("lit_scene_place", ["output_dir=x"]) == folder and not built
+    other = default_teacher.ensure_recipe_teacher("lit_scene_place", ["train.max_steps=7"])
+    assert other.parent.parent == tmp_path / "cache" / "teachers" and len(built) == 1
+    # a recipe with no shipped folder trains quietly; a stale manifest warns once, names the command
+    default_teacher.ensure_recipe_teacher("lit_facts_places")
+    assert capsys.readouterr().err == ""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "recipe_hash": "0" * 16}))
+    got = default_teacher.ensure_recipe_teacher("lit_scene_place")
+    assert got == tmp_path / "cache" / "teachers" / key / "teacher" and built[-1][0] == key
+    err = capsys.readouterr().err
+    assert err.count("not using the shipped lit_scene_place teacher") == 1
+    assert "rerun `python -m pretrain.shipped --recipe lit_scene_place`" in err
+
+
+def test_shipping_a_recipe_teacher_copies_its_cached_build_with_the_command(tmp_path, monkeypatch):
+    cached = save_tiny_teacher(tmp_path / "cache_build")
+    monkeypatch.setattr(default_teacher, "ensure_recipe_teacher", lambda recipe: cached)
+    dest = shipped.main(["--recipe", "lit_scene_place", "--dest", str(tmp_path / "out")])
+    m = json.loads((dest / "manifest.json").read_text())
+    assert m["command"] == "python -m pretrain.shipped --recipe lit_scene_place"
+    assert m["recipe_hash"] == default_teacher.recipe_hash((), "lit_scene_place")
+    assert {n: shipped.sha256_file(cached / n) for n in m["files"]} == m["files"]
+    assert shipped.verify(dest, m["recipe_hash"]) is None
+    # rewriting the folder from itself (the shipped copy is what ensure_recipe_teacher returns)
+    monkeypatch.setattr(default_teacher, "ensure_recipe_teacher", lambda recipe: dest)
+    assert shipped.main(["--recipe", "lit_scene_place", "--dest", str(dest)]) == dest
+    assert shipped.verify(dest, m["recipe_hash"]) is None
+    from clip_td.base.io import InputError
+    with pytest.raises(InputError, match="pretraining recipe 'nope' not found"):
+        shipped.main(["--recipe", "nope", "--dest", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_package_ships_a_teacher_that_verifies_against_todays_recipe():
