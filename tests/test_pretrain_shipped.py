@@ -127,6 +127,18 @@ def test_the_package_ships_a_teacher_that_verifies_against_todays_recipe():
     assert shipped.verify(folder, default_teacher.recipe_hash(())) is None
 
 
+def test_every_shipped_recipe_teacher_verifies_against_its_recipe_today():
+    folders = sorted(shipped.shipped_dir("").glob("recipe_*"))
+    if not folders:
+        pytest.skip("no shipped recipe teacher in this checkout")
+    for folder in folders:
+        recipe = folder.name[len("recipe_"):]
+        assert shipped.recipe_dir(recipe) == folder
+        assert shipped.verify(folder, default_teacher.recipe_hash((), recipe)) is None
+        assert json.loads((folder / "manifest.json").read_text())["command"] == (
+            f"python -m pretrain.shipped --recipe {recipe}")
+
+
 def test_the_recipe_path_rebuilds_bit_for_bit(tmp_path):
     """What `python -m pretrain.shipped` relies on: the same recipe on the same machine gives
     the same bytes (image init, fitted vocabulary and exchange negatives included)."""
