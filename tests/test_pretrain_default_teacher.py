@@ -9,7 +9,7 @@ import pytest
 
 from clip_td.base.io import InputError
 
-from pretrain import default_teacher
+from pretrain import default_teacher, shipped
 from test_pretrain_corpus import TINY_OVERRIDES, write_tiny_corpus
 
 
@@ -97,8 +97,13 @@ def test_teacher_names_resolve_recipes_into_the_cache_and_pass_others_through(tm
         built.append(run_dir)
 
     monkeypatch.setattr(default_teacher, "train_once", fake_train)
-    name = default_teacher.default_teacher_name("recipe:lit_scene_place")
     key = default_teacher.recipe_hash((), "lit_scene_place")
+    # the package ships this recipe's teacher: without overrides that verified copy is used
+    assert default_teacher.default_teacher_name("recipe:lit_scene_place") == f"local-dir:{shipped.recipe_dir('lit_scene_place')}"
+    assert built == []
+    # without a shipped copy, the recipe is built once into the cache
+    monkeypatch.setattr(shipped, "shipped_recipe_teacher", lambda recipe, key: None)
+    name = default_teacher.default_teacher_name("recipe:lit_scene_place")
     assert name == f"local-dir:{tmp_path / 'cache' / 'teachers' / key / 'teacher'}"
     assert built == [tmp_path / "cache" / "teachers" / key]
     assert key != default_teacher.recipe_hash((), "lit_scene")  # the places change the recipe
