@@ -356,6 +356,12 @@ def test_vcr_label_free_rationales_settings_are_checked_and_a_run_trains(small_w
     seen = _vcr_free_run(small_world, tiny_teacher, tmp_path / "vcr", monkeypatch,
                          **{"method.label_free_rationales": "true"})
     assert [s[:2] for s in seen] == [((8, 4), (8, 4))] * 2
+    # with augmented copies the labelled rows are label-free rows too: they get the QA->R stage
+    # from the teacher's own answer as well (at half the rows labelled, every batch holds some)
+    seen = _vcr_free_run(small_world, tiny_teacher, tmp_path / "vcr_augment", monkeypatch,
+                         **{"method.label_free_rationales": "true", "method.label_free_augment": "true",
+                            "train.fraction": 0.5})
+    assert [s[:2] for s in seen] == [((8, 4), (8, 4))] * 2
 
 
 def _vcr_free_run(small_world, tiny_teacher, out, monkeypatch, **extra):

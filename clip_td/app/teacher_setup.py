@@ -118,8 +118,10 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
     free_answer, free_table = None, None
     if method.label_free_rationales and method.label_free and method.eta and cache is not None and stages > 1:
         labelled = set(train_idx[::stages])  # teacher rows -> their instances' first-stage rows
-        unlabelled = [i for i in range(len(split_rows)) if i * stages not in labelled]
-        free_answer, free_table = free_rationale_logits(teacher, task, split_rows, unlabelled, cache, stages)
+        # with method.label_free_augment the labelled rows' augmented copies are label-free rows
+        # too (label_free_indices): they read the teacher's own answer as well, never the gold one
+        free_rows = [i for i in range(len(split_rows)) if method.label_free_augment or i * stages not in labelled]
+        free_answer, free_table = free_rationale_logits(teacher, task, split_rows, free_rows, cache, stages)
     distiller = create_distiller(for_task(method, task), student.hidden_size, teacher.embed_dim)
     on_gpu = cache is not None and accelerator.device.type == "cuda"  # fp16 as stored to the GPU, fp32 there
     if cache is not None:
