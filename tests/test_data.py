@@ -164,3 +164,48 @@ def test_vcr_teacher_stages_texts_view_and_index(small_world):
     view, _, logits = task.distill_view({"pooled": seq}, batch, result)
     assert view["pooled"].squeeze(-1).tolist() == [2.0, 8.0] and logits[:, 0].tolist() == [0.0, 4.0]
     assert task.trust_group(row) is None
+
+
+def test_augment_changes_only_the_students_copy_of_a_labelled_row(small_world):
+    """TaskDataset(augment=f) on labelled rows (data.augment): the student's pixels are
+    transform(f(image)), the live teacher's are its transform of the clean image."""
+    from PIL import ImageOps
+
+    from clip_td.app.batches import load_rgb
+
+    task, ds = _load(small_world, "vqa")
+    ds = ds.select(range(2))
+    task.setup(ds, load_config(FinetuneConfig))
+    transform = student_transform(32, (0.5,) * 3, (0.5,) * 3)
+    teacher_transform = student_transform(24, (0.0,) * 3, (1.0,) * 3)
+    data = TaskDataset(task, ds, transform, teacher_transform=teacher_transform, augment=ImageOps.invert)
+    item, image = data[1], load_rgb(ds[1]["image"])
+    assert torch.equal(item["pixel_values"], transform(ImageOps.invert(image)))
+    assert not torch.equal(item["pixel_values"], transform(image))
+    assert torch.equal(item["teacher_pixels"], teacher_transform(image))
+    assert item["texts"] == [(ds[1]["text"], None)]  # the row's text and targets are untouched
+
+
+def test_data_augment_reaches_the_training_rows_only(small_world, tmp_path, monkeypatch):
+    """data.augment=true: every training item read (2 steps of 4, and at most one batch that
+    accelerate's loader reads ahead) passes through the augmentation once, and none of the
+    evaluation split's items does (they number far more than 4); off by default."""
+    from pathlib import Path
+
+    from clip_td.app import build
+    from clip_td.app.trainer import main
+    from test_finetune_helpers import tiny_overrides
+
+    assert load_config(FinetuneConfig).data.augment is False
+    calls = []
+
+    def counting_augment():
+        return lambda image: calls.append(1) or image
+
+    monkeypatch.setattr(build, "photometric_augment", counting_augment)
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
+    args = tiny_overrides(small_world, tmp_path / "unused_teacher", tmp_path / "run", **{
+        "task.name": "vqa", "method.name": "none", "train.fraction": 0.5, "train.max_steps": 2,
+        "train.batch_size": 4, "seed": 0, "data.augment": "true"})
+    assert main(["--config", tiny, *args]) == 0
+    assert len(calls) in (8, 12)

@@ -83,7 +83,8 @@ class TaskDataset(Dataset):
         self.teacher_texts = teacher_texts  # live teacher: its texts (task.teacher_texts)
         self.teacher_extras = teacher_extras  # distilling: task.teacher_extras (e.g. VQA cand_mask)
         # unlabelled rows (method.label_free): one text per row, `task.label_free_text` (the question
-        # or hypothesis, never an answer), no targets; `augment` (PIL -> PIL) applies to the student's copy
+        # or hypothesis, never an answer), no targets; `augment` (PIL -> PIL) applies to the student's
+        # copy of every row (labelled rows: data.augment), never to the teacher's
         self.label_free, self.augment = label_free, augment
         self.free_answers = free_answers  # method.label_free_answers: the candidates' sequences (Task.label_free_texts)
         # method.label_free_rationales: the teacher's answer index per split row (-1: none), which
@@ -96,8 +97,8 @@ class TaskDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, Any]:
         row = self.ds[i]
         image = load_rgb(row["image"])
+        shown = self.augment(image) if self.augment is not None else image
         if self.label_free:
-            shown = self.augment(image) if self.augment is not None else image
             # no targets; with the answer term the task's extras (VQA's answer set: the question's
             # type, never its answer), which the teacher's distribution is restricted to
             extras = self.task.teacher_extras(row) if self.free_answers and self.teacher_extras else {}
@@ -108,7 +109,7 @@ class TaskDataset(Dataset):
                     "label_free": True}
         item: Dict[str, Any] = {
             "index": self.source_index[i],
-            "pixel_values": self.transform(image),
+            "pixel_values": self.transform(shown),
             "texts": self.task.student_texts(row),
             "targets": self.task.targets(row),
         }

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, read_write
 from torch.utils.data import DataLoader
 
-from clip_td.app.batches import Collator, TaskDataset, student_transform
+from clip_td.app.batches import Collator, TaskDataset, photometric_augment, student_transform
 from clip_td.app.finetune_model import FinetuneModel
 from clip_td.base.io import InputError, PathLike
 from clip_td.lib.distill import MethodConfig, resolve_method
@@ -293,14 +293,13 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     transform = student_transform(side, mean, std)
     train_set = TaskDataset(task, train_rows, transform, source_index=train_idx,
                             teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
-                            teacher_extras=teacher_side.distiller is not None)
+                            teacher_extras=teacher_side.distiller is not None,
+                            augment=photometric_augment() if cfg.data.augment else None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
     free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
     free_set = None
     if free_idx:
-        from clip_td.app.batches import photometric_augment
-
         free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,
                                augment=photometric_augment() if method.label_free_augment else None,
                                free_answers=bool(method.label_free_answers), teacher_extras=True,

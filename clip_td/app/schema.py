@@ -26,6 +26,10 @@ class DataConfig:
     train_split: str = "train"  # split the model trains on (subset by train.fraction)
     answer_min_count: int = 1  # VQA: an answer enters the vocabulary if it is the top answer this often
     num_workers: int = 0  # DataLoader worker processes
+    # photometric augmentation (brightness, contrast, saturation, a small hue shift, blur; the
+    # label-free term's) of the student's copy of each labelled training image; the teacher reads
+    # the clean image, evaluation never augments
+    augment: bool = False
 
 
 @dataclass
