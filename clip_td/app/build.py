@@ -287,7 +287,8 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     student = build_student(cfg, len(tokenizer), side)
     head = task.build_head(student.hidden_size)
     check_label_free_answers(method, task)
-    teacher_side = build_teacher_side(cfg, method, accelerator, task, full_train, train_idx, student)
+    free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
+    teacher_side = build_teacher_side(cfg, method, accelerator, task, full_train, train_idx, student, free_idx)
     model = FinetuneModel(task, student, head, teacher_side.distiller)
 
     transform = student_transform(side, mean, std)
@@ -297,7 +298,6 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
                             augment=photometric_augment() if cfg.data.augment else None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
-    free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
     free_set = None
     if free_idx:
         free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -55,9 +55,11 @@ def check_alignment(student: torch.nn.Module, teacher: Any, name: str) -> None:
 
 
 def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any, full_train: Any,
-                       train_idx: List[int], student: torch.nn.Module) -> TeacherSide:
+                       train_idx: List[int], student: torch.nn.Module,
+                       free_idx: Sequence[int] = ()) -> TeacherSide:
     """Teacher, distiller and teacher-output source for the resolved `method` (empty when it
-    distils nothing: `none`, or alpha = 0). `task` has been set up on the training rows.
+    distils nothing: `none`, or alpha = 0). `task` has been set up on the training rows;
+    `free_idx` are the split rows the label-free term reads (`build.label_free_indices`).
 
     With `teacher.cache` the cache holds the whole training split (`full_train`), built once per
     (split, teacher) and shared by every fraction, seed and method; the low-shot rows `train_idx`
@@ -117,11 +119,9 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                         trust["answer_term_rows"], ", ".join(g for g, d in trust["groups"].items() if d["trusted"]))
     free_answer, free_table = None, None
     if method.label_free_rationales and method.label_free and method.eta and cache is not None and stages > 1:
-        labelled = set(train_idx[::stages])  # teacher rows -> their instances' first-stage rows
-        # with method.label_free_augment the labelled rows' augmented copies are label-free rows
-        # too (label_free_indices): they read the teacher's own answer as well, never the gold one
-        free_rows = [i for i in range(len(split_rows)) if method.label_free_augment or i * stages not in labelled]
-        free_answer, free_table = free_rationale_logits(teacher, task, split_rows, free_rows, cache, stages)
+        # every label-free row, the labelled rows' augmented copies too (method.label_free_augment):
+        # each reads the teacher's own answer, never the gold one
+        free_answer, free_table = free_rationale_logits(teacher, task, split_rows, list(free_idx), cache, stages)
     distiller = create_distiller(for_task(method, task), student.hidden_size, teacher.embed_dim)
     on_gpu = cache is not None and accelerator.device.type == "cuda"  # fp16 as stored to the GPU, fp32 there
     if cache is not None:
