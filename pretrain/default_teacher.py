@@ -117,9 +117,11 @@ def ensure_recipe_teacher(recipe: str, overrides: Sequence[str] = ()) -> Path:
     overrides = stage_overrides(overrides)
     key = recipe_hash(overrides, recipe)
     if not overrides:
-        from pretrain.shipped import shipped_recipe_teacher
+        from pretrain.shipped import shipped_default_teacher, shipped_recipe_teacher
 
         shipped = shipped_recipe_teacher(recipe, key)
+        if shipped is None and key == recipe_hash(()):  # the default recipe by its own name (lit_scene, or
+            shipped = shipped_default_teacher(key)      # a later stage's init_from): the shipped default teacher
         if shipped is not None:
             return shipped
     run_dir = cache_root() / "teachers" / key

@@ -167,3 +167,30 @@ def test_an_option_added_later_changes_the_hash_only_away_from_its_neutral_value
         assert default_teacher.recipe_hash((f"{section}.{key}={neutral}",), "lit") == base
         other = (not neutral) if isinstance(neutral, bool) else neutral + 1 if isinstance(neutral, int) else 0.25
         assert default_teacher.recipe_hash((f"{section}.{key}={other}",), "lit") != base
+
+
+def test_the_default_recipe_by_its_own_name_is_the_shipped_default_teacher(tmp_path, monkeypatch):
+    """`lit_scene` resolves to the default recipe's hash, so it (and a later stage's
+    `init_from: lit_scene`, as lit_scene_large.yaml has) takes the shipped default teacher."""
+    monkeypatch.setenv("CLIP_TD_CACHE", str(tmp_path / "cache"))
+    key = default_teacher.recipe_hash(())
+    assert default_teacher.recipe_hash((), "lit_scene") == key
+    assert default_teacher.recipe_hash((), "lit_scene_large") != key
+    folder = shipped.write_shipped(save_tiny_teacher(tmp_path / "teacher"), key, tmp_path / "default_teacher",
+                                   "python -m pretrain.shipped")
+    monkeypatch.setattr(shipped, "shipped_dir", lambda name="default_teacher": folder)
+    monkeypatch.setattr(shipped, "recipe_dir", lambda recipe: tmp_path / f"recipe_{recipe}")  # none shipped
+    built = []
+
+    def fake_build(run_dir, args):  # stands for the subprocess build of the recipe
+        built.append(run_dir.name)
+        save_tiny_teacher(run_dir / "teacher")
+        (run_dir / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(default_teacher, "run_module_into", fake_build)
+    assert default_teacher.ensure_recipe_teacher("lit_scene") == folder and not built
+    # another recipe with the default's first stage still trains into the cache
+    got = default_teacher.ensure_recipe_teacher("lit_facts_captions")
+    assert got.parent.parent == tmp_path / "cache" / "teachers" and len(built) == 1
+    # an override makes it another recipe: trained, never the shipped copy
+    assert default_teacher.ensure_recipe_teacher("lit_scene", ["train.max_steps=7"]) != folder and len(built) == 2
