@@ -15,7 +15,8 @@ from clip_td.base.io import InputError
 from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
-           "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size")
+           "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
+           "lit_scene_large")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -113,3 +114,11 @@ def test_pretrain_imports_only_clip_td_base():
     bad = {f"{p.name}: {m}" for p in root.glob("*.py") for m in _clip_td_imports(p)
            if m.split(".")[0] == "clip_td" and not (m == "clip_td.base" or m.startswith("clip_td.base."))}
     assert not bad, sorted(bad)
+
+
+def test_lit_scene_large_continues_the_default_on_the_large_corpus():
+    cfg = load_pretrain_config(recipe_path("lit_scene_large"))
+    assert cfg.init_from == "lit_scene" and cfg.model.name is None
+    assert cfg.data.world_size == "large" and cfg.data.caption_sizes and cfg.data.fact_captions == 0.5
+    assert cfg.image_init.steps == 0 and cfg.image_init.lock and not cfg.image_init.standardise
+    assert cfg.train.max_steps == 1000 and cfg.loss.text_negative_relation == 0.4
