@@ -16,7 +16,7 @@ from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
-           "lit_scene_large")
+           "lit_scene_large", "lit_scene_large_image")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -122,3 +122,12 @@ def test_lit_scene_large_continues_the_default_on_the_large_corpus():
     assert cfg.data.world_size == "large" and cfg.data.caption_sizes and cfg.data.fact_captions == 0.5
     assert cfg.image_init.steps == 0 and cfg.image_init.lock and not cfg.image_init.standardise
     assert cfg.train.max_steps == 1000 and cfg.loss.text_negative_relation == 0.4
+
+
+def test_lit_scene_large_image_trains_the_locked_tower_further_first():
+    cfg = load_pretrain_config(recipe_path("lit_scene_large_image"))
+    assert cfg.init_from == "lit_scene" and cfg.data.world_size == "large" and cfg.data.caption_sizes
+    # the image tower: 2,000 more scene-graph steps at half the first stage's rate, standardised, then locked
+    assert cfg.image_init.steps == 2000 and cfg.image_init.lr == 1e-3 and cfg.image_init.facts
+    assert cfg.image_init.standardise and cfg.image_init.lock and not cfg.image_init.places
+    assert cfg.train.max_steps == 1000 and cfg.data.fact_captions == 0.5
