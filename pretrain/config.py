@@ -50,6 +50,7 @@ class DataConfig:
     augment: bool = False  # open_clip's train transform (random resized crop); off = exact resume, positions kept
     fact_captions: float = 0.0  # share of rows whose text is written from their `facts` ("a red circle to the left of a blue square")
     place_captions: float = 0.0  # a further share whose text says where one object is, from `places` ("a red circle near the top left")
+    count_captions: float = 0.0  # a further share whose text says how many shapes the picture holds, one per `places` entry ("three shapes")
     caption_sizes: bool = False  # the fact and place captions name each object's size too, where its facts give one ("a large red circle near the top left")
 
 

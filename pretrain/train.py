@@ -152,13 +152,14 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     paths = resolve_paths(cfg)
     rows = load_rows(cfg, paths["train"], Path(cfg.output_dir), accelerator.is_main_process)
     facts = None
-    if cfg.data.fact_captions or cfg.data.place_captions:
+    if cfg.data.fact_captions or cfg.data.place_captions or cfg.data.count_captions:
         from tasks.synthetic.scene import REGIONS
         from tasks.synthetic.vocab import COLOUR_NAMES, SIZE_NAMES
 
         facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
                              source=str(paths["train"]), places=float(cfg.data.place_captions), regions=REGIONS,
-                             sizes=SIZE_NAMES if cfg.data.caption_sizes else ())
+                             sizes=SIZE_NAMES if cfg.data.caption_sizes else (),
+                             counts=float(cfg.data.count_captions))
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg,
                         tokenizer=fit_vocabulary(cfg, rows, facts))
     negatives = None

@@ -16,7 +16,7 @@ from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
-           "lit_scene_large", "lit_scene_large_image")
+           "lit_scene_large", "lit_scene_large_image", "lit_scene_count")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -131,3 +131,10 @@ def test_lit_scene_large_image_trains_the_locked_tower_further_first():
     assert cfg.image_init.steps == 2000 and cfg.image_init.lr == 1e-3 and cfg.image_init.facts
     assert cfg.image_init.standardise and cfg.image_init.lock and not cfg.image_init.places
     assert cfg.train.max_steps == 1000 and cfg.data.fact_captions == 0.5
+
+
+def test_lit_scene_count_adds_count_captions_to_a_text_stage_on_top():
+    cfg = load_pretrain_config(recipe_path("lit_scene_count"))
+    assert cfg.init_from == "lit_scene_large_image" and cfg.image_init.steps == 0 and cfg.image_init.lock
+    assert cfg.data.count_captions == 0.15 and cfg.data.fact_captions == 0.5 and cfg.data.place_captions == 0.0
+    assert cfg.data.world_size == "large" and cfg.data.caption_sizes and cfg.train.max_steps == 1000

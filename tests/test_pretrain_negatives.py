@@ -195,6 +195,29 @@ def test_caption_sizes_name_each_objects_one_size_in_the_text_and_its_negative()
         assert places(row, i)[0].replace("large ", "") == unsized(row, i)[0]
 
 
+def test_count_captions_say_how_many_places_the_picture_has_against_one_more_or_fewer():
+    from pretrain.data import FactCaptions, count_phrase
+
+    assert [count_phrase(n) for n in (1, 2, 6, 12)] == ["one shape", "two shapes", "six shapes", "12 shapes"]
+    three = {"facts": "red circle", "places": "circle at top left|square at center|square at top right"}
+    counts = FactCaptions(0.0, seed=0, counts=1.0)
+    seen = {counts(three, i) for i in range(40)}
+    assert seen == {("three shapes", "two shapes"), ("three shapes", "four shapes")}  # both sides drawn
+    assert {counts({"places": "star at center"}, i) for i in range(20)} == {("one shape", "two shapes")}  # never zero
+    assert counts({"places": ""}, 0) is None  # nothing to count: the row keeps its own caption
+    with pytest.raises(InputError, match="corpus.tsv: data.count_captions needs a `places` column"):
+        FactCaptions(0.0, source="corpus.tsv", counts=1.0)({"facts": "red circle"}, 0)
+    with pytest.raises(InputError, match=r"data.count_captions: a share in \[0, 1 - data.fact_captions - "
+                                         r"data.place_captions\] = \[0, 0.2\], got 0.3"):
+        FactCaptions(0.5, places=0.3, counts=0.3)
+    # the count share comes after the fact and place shares: rows outside it read what they read without it
+    mixed, before = FactCaptions(0.5, seed=3, counts=0.2), FactCaptions(0.5, seed=3)
+    rows = [{"facts": "red circle|circle left of square", "places": "circle at top|square at bottom"}] * 200
+    kinds = [mixed._draw(i)[1] for i in range(200)]
+    assert 20 <= kinds.count("counts") <= 60 and kinds.count("facts") == [before._draw(i)[1] for i in range(200)].count("facts")
+    assert all(mixed(r, i) == before(r, i) for i, r in enumerate(rows) if kinds[i] != "counts")
+
+
 def test_caption_sizes_without_fact_or_place_captions_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
@@ -209,6 +232,8 @@ def test_caption_sizes_without_fact_or_place_captions_is_refused(tmp_path):
     assert recipe_hash(["data.caption_sizes=false"], "lit_scene_place") == recipe_hash([], "lit_scene_place")
     assert recipe_hash(["data.caption_sizes=true"], "lit_scene_place") != recipe_hash([], "lit_scene_place")
     assert OmegaConf.select(load_pretrain_config(recipe_path("lit_scene_place_size"), []), "data.caption_sizes")
+    assert recipe_hash(["data.count_captions=0.0"], "lit_scene_place") == recipe_hash([], "lit_scene_place")
+    assert recipe_hash(["data.count_captions=0.1"], "lit_scene_place") != recipe_hash([], "lit_scene_place")
 
 
 def test_the_fitted_vocabulary_spells_place_words_whole_only_with_place_captions():
