@@ -152,14 +152,23 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
                  fit: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[Dict, Dict]:
     """Accuracy over each row's candidates, its sharpness, and (with `fit`, the training rows'
     cos(image, task text) and labels from `probe_inputs`) the one-feature probes; plus the
-    accuracy by the question's first two words. Later teacher stages (VCR: QA->R) add the same
-    scores under "<stage name>: "."""
+    accuracy by the question's first two words (and, for a task with `contrast_labels`, the pair's
+    threshold accuracy in each group, by gold label: which kinds of statement the teacher misjudges).
+    Later teacher stages (VCR: QA->R) add the same scores under "<stage name>: "."""
     img = image_embeds(teacher, rows)
     logits, gold = stage_logits(teacher, task, rows, img)
-    groups = by_group([" ".join(str(r["text"]).split()[:2]) for r in rows], (logits.argmax(1) == gold).float().tolist())
+    names = [" ".join(str(r["text"]).split()[:2]) for r in rows]
+    groups = by_group(names, (logits.argmax(1) == gold).float().tolist())
     out = choice_scores(teacher, logits, gold)
     if fit is not None:  # fixed label meanings: what cos(image, task text) alone says
-        out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit))
+        pair_right: Dict[int, bool] = {}
+        out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit, pair_right=pair_right))
+        pair = getattr(task, "contrast_labels", None)
+        for label in pair or ():
+            k = list(task.label_names).index(label)
+            mine = [i for i in pair_right if int(gold[i]) == k]
+            for g, res in by_group([names[i] for i in mine], [float(pair_right[i]) for i in mine]).items():
+                groups[g][f"{pair[0]} vs {pair[1]} | {label}"] = res
     for stage in range(1, int(getattr(task, "teacher_stages", 1))):
         scores = choice_scores(teacher, *stage_logits(teacher, task, rows, img, stage))
         out.update({f"{stage_name(task, rows[0], stage)}: {k}": v for k, v in scores.items()})
@@ -242,11 +251,13 @@ def probe_inputs(teacher: FrozenTeacher, task: Any, train_rows: List[Dict[str, A
 
 
 def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor,
-                  logits: torch.Tensor, gold: torch.Tensor, s_tr: torch.Tensor, y_tr: torch.Tensor) -> Dict[str, float]:
+                  logits: torch.Tensor, gold: torch.Tensor, s_tr: torch.Tensor, y_tr: torch.Tensor,
+                  pair_right: Optional[Dict[int, bool]] = None) -> Dict[str, float]:
     """One-feature probes on s = cos(image, task text), fitted on training rows (`s_tr`, `y_tr`) and scored on `rows`:
     all classes (multinomial logistic regression on s) and the task's `contrast_labels` pair (the
     best training threshold, scored on the rows of those two labels); plus the label templates'
-    argmax restricted to that pair, for comparison. Chance of the pair: 50."""
+    argmax restricted to that pair, for comparison. Chance of the pair: 50. `pair_right`, when
+    given, receives {row index: whether the threshold is right} for the pair's rows."""
     from clip_td.lib.probe import fit_scalar_softmax, fit_threshold, threshold_predict
 
     names = list(task.label_names)
@@ -259,7 +270,10 @@ def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
         tr, ev = (y_tr == a) | (y_tr == b), (gold == a) | (gold == b)
         t, above = fit_threshold(s_tr[tr], (y_tr[tr] == b).long())
         pred = threshold_predict(s[ev], t, above)
-        out[f"{pair[0]} vs {pair[1]}, threshold on cos(image, text)"] = 100.0 * (pred == (gold[ev] == b).long()).float().mean().item()
+        right = pred == (gold[ev] == b).long()
+        out[f"{pair[0]} vs {pair[1]}, threshold on cos(image, text)"] = 100.0 * right.float().mean().item()
+        if pair_right is not None:
+            pair_right.update(zip(torch.nonzero(ev).flatten().tolist(), right.tolist()))
         tmpl = torch.where(logits[ev, b] > logits[ev, a], b, a)
         out[f"{pair[0]} vs {pair[1]}, label templates"] = 100.0 * (tmpl == gold[ev]).float().mean().item()
     for k, name in enumerate(names):

@@ -163,3 +163,31 @@ def test_vqa_bare_answer_rows_score_the_answer_words_alone(small_world, tiny_tea
         in_set += scores.get(int(cos.masked_fill(~mask, -torch.inf).argmax()), 0.0)
     assert out["teacher, all answers"] == pytest.approx(100.0 * full / len(rows))
     assert out["teacher, answer sets"] == pytest.approx(100.0 * in_set / len(rows))
+
+
+def test_snli_ve_contrast_is_broken_down_by_group_and_gold_label(small_world, tiny_teacher):
+    """The entailment-vs-contradiction threshold's accuracy per hypothesis group and gold label
+    adds back up to the overall figure, row for row."""
+    from teacher_zeroshot import probe_inputs, score_choice
+
+    from clip_td.lib.teacher import FrozenTeacher
+    from tasks import get_task
+
+    teacher = FrozenTeacher.from_name(f"local-dir:{tiny_teacher}")
+    task = get_task("snli_ve")
+    train = task.load(small_world / "snli_ve", "train")
+    task.setup(train, None)
+    fit = probe_inputs(teacher, task, [train[i] for i in range(min(60, len(train)))])
+    ds = task.load(small_world / "snli_ve", "val")
+    rows = [ds[i] for i in range(min(40, len(ds)))]
+    out, groups = score_choice(teacher, task, rows, fit)
+    key = "entailment vs contradiction"
+    parts = [res for g in groups.values() for k, res in g.items() if k.startswith(f"{key} | ")]
+    gold = [task.teacher_texts(r)[2] for r in rows]
+    names = list(task.label_names)
+    assert sum(p["n"] for p in parts) == sum(names[y] in ("entailment", "contradiction") for y in gold)
+    right = sum(p["n"] * p["accuracy"] / 100.0 for p in parts)
+    assert 100.0 * right / sum(p["n"] for p in parts) == pytest.approx(out[f"{key}, threshold on cos(image, text)"], abs=1e-4)
+    for g, res in groups.items():
+        n_entailed = sum(1 for r, y in zip(rows, gold) if " ".join(str(r["text"]).split()[:2]) == g and names[y] == "entailment")
+        assert res.get(f"{key} | entailment", {"n": 0})["n"] == n_entailed
