@@ -4,11 +4,13 @@
                                       [--out bench/results/teacher_relations.json]
 
 Reads the pretraining corpus' `facts` column (the scene graph of each image) on the clean held-out
-pairs (`pretrain/val.tsv`) and asks two 4- and 10-way questions per image:
+pairs (`pretrain/val.tsv`) and asks 4-, 10- and K-way questions per image:
   relation  for every clear relation "A rel B" between two different shapes: which of the four
             relations (left of, right of, above, below) does the teacher pick?  chance 25
   binding   for every shape bound to exactly one colour in the image: which of the ten colours
             ("a red circle", ...)?  chance 10
+  count     how many shapes does the picture hold (one per entry of its `places` column), among
+            1 to K, the most any held-out or probe row holds ("three shapes")?  chance 100 / K
 Two readers of the same frozen image embedding:
   zero-shot the teacher's text tower, caption-style texts ("a circle to the left of a square");
   probe     a linear multi-label head on the frozen image embeddings, fitted on the first
@@ -33,21 +35,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clip_td.base.io import write_json_atomic  # noqa: E402
 
-from pretrain.data import RELATION_PHRASES as PHRASE, split_facts  # noqa: E402
+from pretrain.data import RELATION_PHRASES as PHRASE, count_phrase, split_facts  # noqa: E402
 
 RELATIONS = tuple(PHRASE)  # left of, right of, above, below
 
 
 def parse_facts(row: Dict[str, str], shapes: Sequence[str], colours: Sequence[str]):
-    """-> (relations [(a, rel, b)] with a != b, bindings {shape: colour} for shapes bound to one colour)."""
+    """-> (relations [(a, rel, b)] with a != b, bindings {shape: colour} for shapes bound to one
+    colour, the number of shapes: `places` entries, None without that column)."""
     rels, bound = split_facts(row.get("facts") or "", colours)
-    return rels, {s: c[0] for s, c in bound.items() if s in shapes and len(set(c)) == 1}
+    count = len([p for p in row["places"].split("|") if p.strip()]) if row.get("places") else None
+    return rels, {s: c[0] for s, c in bound.items() if s in shapes and len(set(c)) == 1}, count
 
 
-def score(embed_fn, rows_facts, colours) -> Dict[str, float]:
-    """embed_fn(n, texts) -> (len(texts),) scores of image n. Accuracy of the argmax per question."""
-    rel_ok = rel_n = col_ok = col_n = 0
-    for n, (rels, bound) in enumerate(rows_facts):
+def score(embed_fn, rows_facts, colours, counts: Sequence[int] = ()) -> Dict[str, float]:
+    """embed_fn(n, texts, keys) -> (len(texts),) scores of image n. Accuracy of the argmax per
+    question; `counts` are the count question's answers (none: no count question)."""
+    rel_ok = rel_n = col_ok = col_n = num_ok = num_n = 0
+    for n, (rels, bound, count) in enumerate(rows_facts):
+        if counts and count in counts:
+            s = embed_fn(n, [count_phrase(k) for k in counts], [("count", str(k)) for k in counts])
+            num_ok += int(counts[int(s.argmax())] == count)
+            num_n += 1
         for a, rel, b in rels:
             s = embed_fn(n, [f"a {a} {PHRASE[r]} a {b}" for r in RELATIONS], [(a, r, b) for r in RELATIONS])
             rel_ok += int(RELATIONS[int(s.argmax())] == rel)
@@ -56,8 +65,11 @@ def score(embed_fn, rows_facts, colours) -> Dict[str, float]:
             s = embed_fn(n, [f"a {c} {shape}" for c in colours], [(c, shape) for c in colours])
             col_ok += int(colours[int(s.argmax())] == colour)
             col_n += 1
-    return {"relation": 100.0 * rel_ok / max(rel_n, 1), "relation_n": rel_n,
-            "binding": 100.0 * col_ok / max(col_n, 1), "binding_n": col_n}
+    out = {"relation": 100.0 * rel_ok / max(rel_n, 1), "relation_n": rel_n,
+           "binding": 100.0 * col_ok / max(col_n, 1), "binding_n": col_n}
+    if counts:
+        out.update({"count": 100.0 * num_ok / max(num_n, 1), "count_n": num_n, "count_chance": 100.0 / len(counts)})
+    return out
 
 
 @torch.no_grad()
@@ -129,6 +141,9 @@ def main(argv=None) -> Dict:
         raise SystemExit(f"error: {root / 'pretrain' / 'val.tsv'}: no `facts` column (a world written by the "
                          f"generator version 2 or later has it)")
     val_facts = [parse_facts(r, SHAPES, colours) for r in val]
+    train = read_captions(root / "pretrain" / "train.tsv")[:args.probe_rows] if args.probe_rows > 0 else []
+    seen = [f[2] for f in val_facts] + [parse_facts(r, SHAPES, colours)[2] for r in train]
+    counts = list(range(1, max(seen) + 1)) if seen and None not in seen else []
     val_x = image_embeds(teacher, val)
 
     @torch.no_grad()
@@ -136,17 +151,19 @@ def main(argv=None) -> Dict:
         t = teacher.encode_texts(texts, with_tokens=False)["text_embed"].float()
         return t @ val_x[n]
 
-    results = {"teacher": args.teacher, "rows": len(val), "zero_shot": score(zero_shot, val_facts, colours)}
-    if args.probe_rows > 0:
-        train = read_captions(root / "pretrain" / "train.tsv")[:args.probe_rows]
+    results = {"teacher": args.teacher, "rows": len(val), "zero_shot": score(zero_shot, val_facts, colours, counts)}
+    if train:
         vocab = sorted({f"{a} {r} {b}" for a in SHAPES for r in RELATIONS for b in SHAPES if a != b}
-                       | {f"{c} {s}" for c in colours for s in SHAPES})
+                       | {f"{c} {s}" for c in colours for s in SHAPES} | {f"count {k}" for k in counts})
         index = {f: i for i, f in enumerate(vocab)}
         y = torch.zeros(len(train), len(vocab))
         for n, r in enumerate(train):
             for f in (r.get("facts") or "").split("|"):
                 if f in index:
                     y[n, index[f]] = 1.0
+            count = parse_facts(r, SHAPES, colours)[2]
+            if counts and count is not None:
+                y[n, index[f"count {count}"]] = 1.0
         head = fit_probe(image_embeds(teacher, train), y)
         with torch.no_grad():
             logits = head(val_x)
@@ -154,12 +171,14 @@ def main(argv=None) -> Dict:
         def probe(n, _texts, keys):
             return torch.stack([logits[n, index[" ".join(k)]] for k in keys])
 
-        results["probe"] = {**score(probe, val_facts, colours), "train_rows": len(train)}
-    print(f"{'reader':<10} {'relation (chance 25)':>22} {'binding (chance 10)':>21}")
+        results["probe"] = {**score(probe, val_facts, colours, counts), "train_rows": len(train)}
+    print(f"{'reader':<10} {'relation (chance 25)':>22} {'binding (chance 10)':>21}"
+          + (f" {'count (chance %.1f)' % (100.0 / len(counts)):>22}" if counts else ""))
     for name in ("zero_shot", "probe"):
         if name in results:
             r = results[name]
-            print(f"{name:<10} {r['relation']:>15.1f} (n={r['relation_n']}) {r['binding']:>14.1f} (n={r['binding_n']})")
+            print(f"{name:<10} {r['relation']:>15.1f} (n={r['relation_n']}) {r['binding']:>14.1f} (n={r['binding_n']})"
+                  + (f" {r['count']:>15.1f} (n={r['count_n']})" if counts else ""))
     write_json_atomic(args.out, results)
     print(f"wrote {args.out}")
     return results

@@ -188,15 +188,29 @@ def test_teacher_relations_bench_reads_relations_and_single_colour_bindings():
     spec.loader.exec_module(bench)
     row = {"facts": "blue circle|circle left of square|large circle|red circle|red square|square right of circle|"
                     "square below square|star above circle"}
-    rels, bound = bench.parse_facts(row, ["circle", "square", "star"], ["red", "blue"])
+    rels, bound, count = bench.parse_facts(row, ["circle", "square", "star"], ["red", "blue"])
+    assert count is None  # no `places` column: no count question
     # "square below square" names one shape twice: no 4-way question can tell its objects apart
     assert rels == [("circle", "left of", "square"), ("square", "right of", "circle"), ("star", "above", "circle")]
     assert bound == {"square": "red"}  # the circle is bound to two colours: left out
     scores = bench.score(lambda n, texts, keys: torch.tensor([1.0 if k[-1] == "square" and k[0] == "red" or
                                                              k[1:] == ("left of", "square") else 0.0 for k in keys]),
-                         [(rels, bound)], ["red", "blue"])
+                         [(rels, bound, count)], ["red", "blue"])
     # relation: argmax picks index 0 ("left of") every time: right for the first fact only
     assert scores == {"relation": pytest.approx(100.0 / 3), "relation_n": 3, "binding": 100.0, "binding_n": 1}
+    # the count: one per `places` entry; a reader that always says "two shapes" is right on one of three
+    facts = [bench.parse_facts({"facts": "", "places": p}, ["circle"], ["red"])
+             for p in ("circle at top|star at center", "circle at top", "circle at top|star at left|ring at center")]
+    assert [f[2] for f in facts] == [2, 1, 3]
+    texts_seen = []
+
+    def always_two(n, texts, keys):
+        texts_seen.append(texts)
+        return torch.tensor([1.0 if k == ("count", "2") else 0.0 for k in keys])
+
+    got = bench.score(always_two, facts, ["red"], counts=[1, 2, 3])
+    assert got["count"] == pytest.approx(100.0 / 3) and got["count_n"] == 3 and got["count_chance"] == pytest.approx(100.0 / 3)
+    assert texts_seen[0] == ["one shape", "two shapes", "three shapes"]
 
 
 def test_standardise_output_gives_every_output_dimension_mean_zero_and_unit_variance(corpus):
