@@ -18,7 +18,9 @@ builds q_i:
   vcr      Q->A accuracy over the 4 answers, and QA->R over the 4 rationales (question + right
            answer + rationale, as the distiller scores the second stage); keys "qa2r: ..."
 Also `by_group`: the main scorer's accuracy by question type (VQA, answer sets) or by the
-question's first two words (choice tasks). Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
+question's first two words (choice tasks); for SNLI-VE each group also holds the entailment vs
+contradiction threshold's accuracy on its entailed and its contradicted rows
+("entailment vs contradiction | <label>": {"n", "accuracy"}), which kinds of statement it misjudges. Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
 single-object images, per image style (prompt-ensembled class embeddings, as CLIP does).
 Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
 probability and the mean probability of the gold candidate (c_i before the batch
