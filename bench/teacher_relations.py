@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clip_td.base.io import write_json_atomic  # noqa: E402
 
-from pretrain.data import RELATION_PHRASES as PHRASE, count_phrase, split_facts  # noqa: E402
+from pretrain.data import RELATION_PHRASES as PHRASE, count_phrase, count_places, split_facts  # noqa: E402
 
 RELATIONS = tuple(PHRASE)  # left of, right of, above, below
 
@@ -44,7 +44,7 @@ def parse_facts(row: Dict[str, str], shapes: Sequence[str], colours: Sequence[st
     """-> (relations [(a, rel, b)] with a != b, bindings {shape: colour} for shapes bound to one
     colour, the number of shapes: `places` entries, None without that column)."""
     rels, bound = split_facts(row.get("facts") or "", colours)
-    count = len([p for p in row["places"].split("|") if p.strip()]) if row.get("places") else None
+    count = count_places(row["places"]) if row.get("places") else None
     return rels, {s: c[0] for s, c in bound.items() if s in shapes and len(set(c)) == 1}, count
 
 
@@ -142,7 +142,8 @@ def main(argv=None) -> Dict:
                          f"generator version 2 or later has it)")
     val_facts = [parse_facts(r, SHAPES, colours) for r in val]
     train = read_captions(root / "pretrain" / "train.tsv")[:args.probe_rows] if args.probe_rows > 0 else []
-    seen = [f[2] for f in val_facts] + [parse_facts(r, SHAPES, colours)[2] for r in train]
+    train_counts = [parse_facts(r, SHAPES, colours)[2] for r in train]
+    seen = [f[2] for f in val_facts] + train_counts
     counts = list(range(1, max(seen) + 1)) if seen and None not in seen else []
     val_x = image_embeds(teacher, val)
 
@@ -161,9 +162,8 @@ def main(argv=None) -> Dict:
             for f in (r.get("facts") or "").split("|"):
                 if f in index:
                     y[n, index[f]] = 1.0
-            count = parse_facts(r, SHAPES, colours)[2]
-            if counts and count is not None:
-                y[n, index[f"count {count}"]] = 1.0
+            if counts and train_counts[n] is not None:
+                y[n, index[f"count {train_counts[n]}"]] = 1.0
         head = fit_probe(image_embeds(teacher, train), y)
         with torch.no_grad():
             logits = head(val_x)

@@ -218,6 +218,11 @@ def place_phrase(region: str) -> str:
     return " ".join(where(region))
 
 
+def count_places(places: str, sep: str = "|") -> int:
+    """How many shapes a `places` value records: one entry per object ("circle at top|star at center" -> 2)."""
+    return sum(1 for p in (places or "").split(sep) if p.strip())
+
+
 def count_phrase(n: int) -> str:
     """3 -> "three shapes", 1 -> "one shape" (digits past ten)."""
     from tasks.synthetic.vocab import NUMBER_WORDS
@@ -336,7 +341,7 @@ class FactCaptions:
             raise InputError(f"{self.source}: data.count_captions needs a `places` column (one \"circle at top "
                              f"left\" entry per object, separated by '|'); a synthetic world cached by an older "
                              f"generator is rebuilt on first use")
-        n = len([p for p in (row.get("places") or "").split("|") if p.strip()])
+        n = count_places(row.get("places") or "")
         if n == 0:
             return None
         wrong = rng.choice([m for m in (n - 1, n + 1) if m >= 1])
