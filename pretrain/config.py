@@ -51,6 +51,7 @@ class DataConfig:
     fact_captions: float = 0.0  # share of rows whose text is written from their `facts` ("a red circle to the left of a blue square")
     place_captions: float = 0.0  # a further share whose text says where one object is, from `places` ("a red circle near the top left")
     count_captions: float = 0.0  # a further share whose text says how many shapes the picture holds, one per `places` entry ("three shapes")
+    count_prefix: float = 0.0  # share of the fact and place captions that begin with the picture's count ("three shapes: a red circle ..."; negative: another count)
     caption_sizes: bool = False  # the fact and place captions name each object's size too, where its facts give one ("a large red circle near the top left")
 
 
@@ -74,6 +75,7 @@ class LossConfig:
     alip_sharpness: float = 2.0  # ALIP: the 2 in exp(2 (s - m))
     text_negatives: bool = False  # infonce: NegCLIP hard negative texts (one noun/adjective of the caption's parse swapped)
     text_negative_swap: float = 0.0  # share of those negatives that exchange two words of one part of speech (binding)
+    mask_duplicate_texts: bool = False  # infonce: pairs whose training texts are the same tokens are not each other's negatives
     text_negative_relation: float = 0.0  # share of those negatives that reverse the caption's spatial relation (layout)
 
 

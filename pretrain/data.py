@@ -252,11 +252,18 @@ class FactCaptions:
 
     `counts` (data.count_captions): a further share of the rows reads how many shapes the picture
     holds, one per entry of its `places` column ("three shapes"; negative: one more or one fewer).
-    The raw captions say it in about one title in ten and never against a wrong count."""
+    The raw captions say it in about one title in ten and never against a wrong count.
+
+    `count_prefix` (data.count_prefix): a share of the fact and place captions (its own draw, so
+    which rows read facts or places and what they say is unchanged) begins with how many shapes
+    the picture holds ("three shapes: a red circle to the left of a blue square"), and its hard
+    negative is the same caption with one more or one fewer. Unlike `counts`, whose texts are a
+    handful of strings that many images in a batch share (so the contrastive loss treats true
+    matches as negatives), each such text is unique and only its count tells it from its negative."""
 
     def __init__(self, share: float, seed: int = 0, colours: Sequence[str] = (), source: str = "corpus",
                  places: float = 0.0, regions: Sequence[str] = (), sizes: Sequence[str] = (),
-                 counts: float = 0.0) -> None:
+                 counts: float = 0.0, count_prefix: float = 0.0) -> None:
         if not 0.0 <= share <= 1.0:
             raise InputError(f"config key data.fact_captions: a share in [0, 1], got {share}")
         if not 0.0 <= places <= 1.0 - share:
@@ -266,7 +273,12 @@ class FactCaptions:
             raise InputError(f"config key data.count_captions: a share in [0, 1 - data.fact_captions - "
                              f"data.place_captions] = [0, {1.0 - share - places:g}], got {counts}")
         self.share, self.seed, self.colours, self.source, self.places = share, seed, list(colours), source, places
-        self.counts = counts
+        if not 0.0 <= count_prefix <= 1.0:
+            raise InputError(f"config key data.count_prefix: a share in [0, 1], got {count_prefix}")
+        if count_prefix > 0.0 and share + places <= 0.0:
+            raise InputError("config key data.count_prefix: prefixes the fact and place captions, but "
+                             "data.fact_captions and data.place_captions are both 0")
+        self.counts, self.count_prefix = counts, count_prefix
         self.regions = list(regions)  # the negatives' regions (none given: place captions have no negative)
         self.sizes = list(sizes)  # size words named with each object (none given: colour only)
 
@@ -285,8 +297,20 @@ class FactCaptions:
         rng, kind = self._draw(index)
         if kind == "counts":
             return self._count(row, rng)
-        if kind != "facts":
-            return self._place(row, rng) if kind == "places" else None
+        if kind is None:
+            return None
+        out = self._place(row, rng) if kind == "places" else self._fact(row, rng)
+        if out is None or self.count_prefix <= 0.0:
+            return out
+        prefix_rng = random.Random(f"count-prefix|{self.seed}|{index}")
+        if prefix_rng.random() >= self.count_prefix:
+            return out
+        counted = self._count(row, prefix_rng, "data.count_prefix")
+        if counted is None:
+            return out
+        return f"{counted[0]}: {out[0]}", f"{counted[1]}: {out[0]}"
+
+    def _fact(self, row: Dict[str, str], rng: random.Random) -> Optional[tuple]:
         if "facts" not in row:
             raise InputError(f"{self.source}: data.fact_captions needs a `facts` column (facts separated by '|')")
         relations, bound = split_facts(row.get("facts") or "", self.colours)
@@ -336,9 +360,9 @@ class FactCaptions:
         text = f"{subject} {place_phrase(region)}"
         return text, (f"{subject} {place_phrase(rng.choice(free))}" if free else None)
 
-    def _count(self, row: Dict[str, str], rng: random.Random) -> Optional[tuple]:
+    def _count(self, row: Dict[str, str], rng: random.Random, key: str = "data.count_captions") -> Optional[tuple]:
         if "places" not in row:
-            raise InputError(f"{self.source}: data.count_captions needs a `places` column (one \"circle at top "
+            raise InputError(f"{self.source}: {key} needs a `places` column (one \"circle at top "
                              f"left\" entry per object, separated by '|'); a synthetic world cached by an older "
                              f"generator is rebuilt on first use")
         n = count_places(row.get("places") or "")

@@ -55,25 +55,41 @@ def gather_with_grad(*features: torch.Tensor) -> Tuple[torch.Tensor, ...]:
 
 @LOSSES.register("infonce")
 class InfoNCELoss(ClipLoss):
-    """open_clip's ClipLoss, set up for the current process group (global loss, gathered with grad)."""
+    """open_clip's ClipLoss, set up for the current process group (global loss, gathered with grad).
+    `mask_duplicates` (loss.mask_duplicate_texts): a pair (i, j), j != i, whose training texts are
+    the same tokens is left out of both sides' softmax, since text j then describes image i as
+    well as text i does; without it such true matches are pushed apart as negatives."""
 
-    def __init__(self, **_: object) -> None:
+    def __init__(self, mask_duplicates: bool = False, **_: object) -> None:
         rank, world = dist_info()
         super().__init__(local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+        self.mask_duplicates = bool(mask_duplicates)
 
     def forward_outputs(self, out: Outputs) -> Outputs:
-        if "negative_features" in out:
+        if "negative_features" in out or self.mask_duplicates:
+            b = out["image_features"].shape[0]
+            negative = out.get("negative_features", out["text_features"])
+            valid = out.get("negative_valid", torch.zeros(b, dtype=torch.bool, device=negative.device))
             return {"contrastive_loss": infonce_with_text_negatives(
-                out["image_features"], out["text_features"], out["negative_features"], out["negative_valid"],
-                out["logit_scale"])}
+                out["image_features"], out["text_features"], negative, valid, out["logit_scale"],
+                text_ids=out["text_ids"] if self.mask_duplicates else None)}
         return {"contrastive_loss": self(out["image_features"], out["text_features"], out["logit_scale"])}
 
 
+def duplicate_pairs(text_ids: torch.Tensor) -> torch.Tensor:
+    """(N, L) token ids -> (N, N) bool: True where j != i and rows i and j hold the same tokens."""
+    same = (text_ids.unsqueeze(1) == text_ids.unsqueeze(0)).all(-1)
+    return same & ~torch.eye(len(text_ids), dtype=torch.bool, device=text_ids.device)
+
+
 def infonce_with_text_negatives(image: torch.Tensor, text: torch.Tensor, negative: torch.Tensor,
-                                valid: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+                                valid: torch.Tensor, logit_scale: torch.Tensor,
+                                text_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Symmetric InfoNCE whose image-to-text side also ranks each image's hard negative texts
     (NegCLIP): row i of the image-to-text logits is [S v_i.t_j for all j] + [S v_i.n_j for valid j].
-    image, text, negative (b, d) L2-normalised; valid (b,) bool; gathered over processes."""
+    image, text, negative (b, d) L2-normalised; valid (b,) bool; gathered over processes. With
+    `text_ids` (b, L), the pairs whose texts are the same tokens (`duplicate_pairs`) are masked out
+    of both sides (the diagonal is kept)."""
     valid_f = valid.to(image.dtype).unsqueeze(-1)
     img, txt, neg, val = gather_with_grad(image, text, negative, valid_f)
     scale = logit_scale.float()
@@ -82,6 +98,11 @@ def infonce_with_text_negatives(image: torch.Tensor, text: torch.Tensor, negativ
     mask = torch.cat([torch.ones_like(val.squeeze(-1), dtype=torch.bool), val.squeeze(-1) > 0.5])
     i2t = i2t.masked_fill(~mask.unsqueeze(0), float("-inf"))
     t2i = scale * txt.float() @ img.float().T
+    if text_ids is not None:
+        ids = gather_with_grad(text_ids.float())[0]  # token ids < 2**24: exact in float32
+        dup = duplicate_pairs(ids)
+        i2t[:, : len(dup)] = i2t[:, : len(dup)].masked_fill(dup, float("-inf"))
+        t2i = t2i.masked_fill(dup, float("-inf"))
     return (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
 
 

@@ -35,7 +35,7 @@ class PretrainModel(nn.Module):
     def forward(self, image: torch.Tensor, text: torch.Tensor, caption: Optional[torch.Tensor] = None,
                 negative: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """image (B, 3, H, W), text / caption (B, L) token ids -> {"image_features",
-        "text_features"} (B, d) L2-normalised, "logit_scale" (exp'd scalar), with a caption
+        "text_features"} (B, d) L2-normalised, "logit_scale" (exp'd scalar), "text_ids" (the text tokens), with a caption
         "caption_features" (B, d), with negatives "negative_features" (B, d) and, with a concept head, "concept_logits" (B, K)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.lock_image):
             raw = self.clip.encode_image(image)  # (B, d) before normalisation: the concept head reads this
@@ -43,6 +43,7 @@ class PretrainModel(nn.Module):
             "image_features": F.normalize(raw, dim=-1),
             "text_features": self.clip.encode_text(text, normalize=True),
             "logit_scale": self.clip.logit_scale.exp(),
+            "text_ids": text,  # the loss's duplicate-text mask (loss.mask_duplicate_texts) reads it
         }
         if caption is not None:
             out["caption_features"] = self.clip.encode_text(caption, normalize=True)

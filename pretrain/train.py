@@ -149,17 +149,19 @@ class Setup:
 
 def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     check_names(cfg)
+    if cfg.loss.mask_duplicate_texts and cfg.loss.name != "infonce":
+        raise InputError(f"config key loss.mask_duplicate_texts: works with loss.name=infonce, not {cfg.loss.name!r}")
     paths = resolve_paths(cfg)
     rows = load_rows(cfg, paths["train"], Path(cfg.output_dir), accelerator.is_main_process)
     facts = None
-    if cfg.data.fact_captions or cfg.data.place_captions or cfg.data.count_captions:
+    if cfg.data.fact_captions or cfg.data.place_captions or cfg.data.count_captions or cfg.data.count_prefix:
         from tasks.synthetic.scene import REGIONS
         from tasks.synthetic.vocab import COLOUR_NAMES, SIZE_NAMES
 
         facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
                              source=str(paths["train"]), places=float(cfg.data.place_captions), regions=REGIONS,
                              sizes=SIZE_NAMES if cfg.data.caption_sizes else (),
-                             counts=float(cfg.data.count_captions))
+                             counts=float(cfg.data.count_captions), count_prefix=float(cfg.data.count_prefix))
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg,
                         tokenizer=fit_vocabulary(cfg, rows, facts))
     negatives = None
@@ -176,7 +178,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
     size = size[0] if isinstance(size, (tuple, list)) else size
     image_init = init_image_tower(cfg, built, rows, paths, size, accelerator)
     gates = ALIPGates(cfg.loss.alip_momentum, cfg.loss.alip_sharpness)
-    losses = [create_loss(cfg.loss.name, key="loss.name", alpha=cfg.loss.alpha, beta=cfg.loss.beta, gates=gates)]
+    losses = [create_loss(cfg.loss.name, key="loss.name", alpha=cfg.loss.alpha, beta=cfg.loss.beta, gates=gates,
+                          mask_duplicates=bool(cfg.loss.mask_duplicate_texts))]
     if teacher is not None:
         losses.append(ConceptLoss(cfg.concept.weight, cfg.concept.temperature))
     model = PretrainModel(built.model, _num_concepts(teacher, size), lock_image=bool(cfg.image_init.lock))

@@ -179,3 +179,41 @@ def test_gathered_losses_match_single_process_two_ranks():
                 got = torch.load(os.path.join(d, f"{name}_{rank}.pt"), weights_only=True)
                 assert torch.allclose(got["loss"], ref.detach(), atol=1e-5), (name, got["loss"], ref)
                 assert torch.allclose(got["grad"], w.grad, atol=1e-5), name
+
+
+def test_mask_duplicate_texts_leaves_same_token_pairs_out_of_both_softmaxes_hand_computed():
+    s = 2.0
+    img = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]), dim=-1)
+    txt = F.normalize(torch.tensor([[1.0, 0.2], [0.9, 0.3], [0.1, 1.0]]), dim=-1)
+    ids = torch.tensor([[5, 7, 0], [5, 7, 0], [5, 8, 0]])  # rows 0 and 1 read the same text
+    out = {"image_features": img, "text_features": txt, "logit_scale": torch.tensor(s), "text_ids": ids}
+    got = InfoNCELoss(mask_duplicates=True).forward_outputs(out)["contrastive_loss"]
+    # by hand: row 0 ranks texts {0, 2}, row 1 texts {1, 2}, row 2 all three; the same for text -> image
+    sim = (img @ txt.T).tolist()
+
+    def ce(row, keep, gold):
+        return -(s * row[gold] - math.log(sum(math.exp(s * row[j]) for j in keep)))
+
+    cols = [[sim[i][j] for i in range(3)] for j in range(3)]
+    i2t = ce(sim[0], (0, 2), 0) + ce(sim[1], (1, 2), 1) + ce(sim[2], (0, 1, 2), 2)
+    t2i = ce(cols[0], (0, 2), 0) + ce(cols[1], (1, 2), 1) + ce(cols[2], (0, 1, 2), 2)
+    assert got.item() == pytest.approx((i2t + t2i) / 6, rel=1e-5)
+    # off, or with no two texts alike, it is open_clip's ClipLoss
+    plain = ClipLoss()(img, txt, torch.tensor(s))
+    assert InfoNCELoss().forward_outputs(out)["contrastive_loss"].item() == pytest.approx(plain.item(), rel=1e-6)
+    distinct = dict(out, text_ids=torch.tensor([[5, 7, 0], [5, 7, 1], [5, 8, 0]]))
+    assert InfoNCELoss(mask_duplicates=True).forward_outputs(distinct)["contrastive_loss"].item() == \
+        pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_mask_duplicate_texts_is_refused_with_other_losses_and_neutral_when_off(tmp_path):
+    from pretrain.config import load_pretrain_config, recipe_path
+    from pretrain.default_teacher import recipe_hash
+    from pretrain.train import build
+
+    cfg = load_pretrain_config(recipe_path("diht"), ["loss.mask_duplicate_texts=true", f"output_dir={tmp_path}"])
+    with pytest.raises(InputError, match="config key loss.mask_duplicate_texts: works with loss.name=infonce, "
+                                         "not 'hn_nce'"):
+        build(cfg, None)
+    assert recipe_hash(["loss.mask_duplicate_texts=false"], "lit_scene_count") == recipe_hash([], "lit_scene_count")
+    assert recipe_hash([], "lit_scene_count_dedup") != recipe_hash([], "lit_scene_count")

@@ -218,6 +218,39 @@ def test_count_captions_say_how_many_places_the_picture_has_against_one_more_or_
     assert all(mixed(r, i) == before(r, i) for i, r in enumerate(rows) if kinds[i] != "counts")
 
 
+def test_count_prefix_puts_the_count_before_a_fact_caption_and_changes_only_the_count_in_its_negative():
+    from pretrain.data import FactCaptions
+
+    row = {"facts": "red circle|blue square|circle left of square",
+           "places": "circle at top left|square at center|square at top right"}
+    prefixed = FactCaptions(1.0, seed=0, colours=("red", "blue"), count_prefix=1.0)
+    seen = {prefixed(row, i) for i in range(40)}
+    assert seen == {("three shapes: a red circle to the left of a blue square",
+                     "two shapes: a red circle to the left of a blue square"),
+                    ("three shapes: a red circle to the left of a blue square",
+                     "four shapes: a red circle to the left of a blue square")}
+    # its own draw: the rows outside the share read exactly what they read without the key, and
+    # the rows inside it read the same caption behind the count
+    mixed, before = FactCaptions(0.5, seed=3, count_prefix=0.4), FactCaptions(0.5, seed=3)
+    rows = [{"facts": "red circle|circle left of square", "places": "circle at top|square at bottom"}] * 300
+    outs = [(mixed(r, i), before(r, i)) for i, r in enumerate(rows)]
+    changed = [(a, b) for a, b in outs if a != b]
+    assert all((a is None) == (b is None) for a, b in outs)
+    assert 40 <= len(changed) <= 80  # about 0.4 of the ~150 fact rows
+    assert all(a[0] == "two shapes: " + b[0] and a[1] in ("one shape: " + b[0], "three shapes: " + b[0])
+               for a, b in changed)
+    with pytest.raises(InputError, match=r"config key data.count_prefix: a share in \[0, 1\], got 1.5"):
+        FactCaptions(0.5, count_prefix=1.5)
+    with pytest.raises(InputError, match="data.count_prefix: prefixes the fact and place captions, but "
+                                         "data.fact_captions and data.place_captions are both 0"):
+        FactCaptions(0.0, counts=0.2, count_prefix=0.5)
+    with pytest.raises(InputError, match="corpus.tsv: data.count_prefix needs a `places` column"):
+        FactCaptions(1.0, source="corpus.tsv", count_prefix=1.0)({"facts": "red circle"}, 0)
+    from pretrain.default_teacher import recipe_hash
+    assert recipe_hash(["data.count_prefix=0.0"], "lit_scene_place") == recipe_hash([], "lit_scene_place")
+    assert recipe_hash(["data.count_prefix=0.1"], "lit_scene_place") != recipe_hash([], "lit_scene_place")
+
+
 def test_caption_sizes_without_fact_or_place_captions_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
