@@ -20,7 +20,9 @@ builds q_i:
 Also `by_group`: the main scorer's accuracy by question type (VQA, answer sets) or by the
 question's first two words (choice tasks); for SNLI-VE each group also holds the entailment vs
 contradiction threshold's accuracy on its entailed and its contradicted rows
-("entailment vs contradiction | <label>": {"n", "accuracy"}), which kinds of statement it misjudges. Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
+("entailment vs contradiction | <label>": {"n", "accuracy"}), which kinds of statement it misjudges,
+and the threshold-free "entailment above contradiction, AUC of cos(image, text)" of the group
+(50: cos(image, h) does not tell the group's entailed statements from its contradicted ones). Also `concepts`: zero-shot colour / shape / size accuracy on the pretraining world's labelled
 single-object images, per image style (prompt-ensembled class embeddings, as CLIP does).
 Also the sharpness of q_i at the distiller's default temperature (tau = 2): the mean largest
 probability and the mean probability of the gold candidate (c_i before the batch
@@ -87,6 +89,14 @@ def by_group(groups: List[str], right: List[float]) -> Dict[str, Dict[str, float
     for g, r in zip(groups, right):
         out[g].append(r)
     return {g: {"n": len(v), "accuracy": 100.0 * sum(v) / len(v)} for g, v in sorted(out.items(), key=lambda kv: -len(kv[1]))}
+
+
+def ranking_auc(high: Sequence[float], low: Sequence[float]) -> float:
+    """100 x the probability that a value of `high` exceeds one of `low` (ties count half): the
+    area under the ROC curve of a score that should put `high` above `low`; 50 = no ranking."""
+    h, lo = torch.tensor(list(high), dtype=torch.float64), torch.tensor(list(low), dtype=torch.float64)
+    diff = h.unsqueeze(1) - lo.unsqueeze(0)
+    return 100.0 * float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
 
 
 def score_open_answers(teacher: FrozenTeacher, task: Any, train: Any, rows: List[Dict[str, Any]]) -> Tuple[Dict, Dict]:
@@ -164,13 +174,22 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
     out = choice_scores(teacher, logits, gold)
     if fit is not None:  # fixed label meanings: what cos(image, task text) alone says
         pair_right: Dict[int, bool] = {}
-        out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit, pair_right=pair_right))
+        pair_cos: Dict[int, float] = {}
+        out.update(scalar_probes(teacher, task, rows, img, logits, gold, *fit, pair_right=pair_right,
+                                 pair_cos=pair_cos))
         pair = getattr(task, "contrast_labels", None)
         for label in pair or ():
             k = list(task.label_names).index(label)
             mine = [i for i in pair_right if int(gold[i]) == k]
             for g, res in by_group([names[i] for i in mine], [float(pair_right[i]) for i in mine]).items():
                 groups[g][f"{pair[0]} vs {pair[1]} | {label}"] = res
+        if pair:  # threshold-free: does cos(image, text) rank the group's first-label rows above its second's?
+            first, second = (list(task.label_names).index(label) for label in pair)
+            for g in groups:
+                hi = [pair_cos[i] for i in pair_cos if names[i] == g and int(gold[i]) == first]
+                lo = [pair_cos[i] for i in pair_cos if names[i] == g and int(gold[i]) == second]
+                if hi and lo:
+                    groups[g][f"{pair[0]} above {pair[1]}, AUC of cos(image, text)"] = ranking_auc(hi, lo)
     for stage in range(1, int(getattr(task, "teacher_stages", 1))):
         scores = choice_scores(teacher, *stage_logits(teacher, task, rows, img, stage))
         out.update({f"{stage_name(task, rows[0], stage)}: {k}": v for k, v in scores.items()})
@@ -254,12 +273,14 @@ def probe_inputs(teacher: FrozenTeacher, task: Any, train_rows: List[Dict[str, A
 
 def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], img: torch.Tensor,
                   logits: torch.Tensor, gold: torch.Tensor, s_tr: torch.Tensor, y_tr: torch.Tensor,
-                  pair_right: Optional[Dict[int, bool]] = None) -> Dict[str, float]:
+                  pair_right: Optional[Dict[int, bool]] = None,
+                  pair_cos: Optional[Dict[int, float]] = None) -> Dict[str, float]:
     """One-feature probes on s = cos(image, task text), fitted on training rows (`s_tr`, `y_tr`) and scored on `rows`:
     all classes (multinomial logistic regression on s) and the task's `contrast_labels` pair (the
     best training threshold, scored on the rows of those two labels); plus the label templates'
     argmax restricted to that pair, for comparison. Chance of the pair: 50. `pair_right`, when
-    given, receives {row index: whether the threshold is right} for the pair's rows."""
+    given, receives {row index: whether the threshold is right} for the pair's rows, and `pair_cos`
+    {row index: s} for the same rows."""
     from clip_td.lib.probe import fit_scalar_softmax, fit_threshold, threshold_predict
 
     names = list(task.label_names)
@@ -276,6 +297,8 @@ def scalar_probes(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
         out[f"{pair[0]} vs {pair[1]}, threshold on cos(image, text)"] = 100.0 * right.float().mean().item()
         if pair_right is not None:
             pair_right.update(zip(torch.nonzero(ev).flatten().tolist(), right.tolist()))
+        if pair_cos is not None:
+            pair_cos.update(zip(torch.nonzero(ev).flatten().tolist(), s[ev].tolist()))
         tmpl = torch.where(logits[ev, b] > logits[ev, a], b, a)
         out[f"{pair[0]} vs {pair[1]}, label templates"] = 100.0 * (tmpl == gold[ev]).float().mean().item()
     for k, name in enumerate(names):

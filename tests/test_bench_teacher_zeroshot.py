@@ -191,3 +191,26 @@ def test_snli_ve_contrast_is_broken_down_by_group_and_gold_label(small_world, ti
     for g, res in groups.items():
         n_entailed = sum(1 for r, y in zip(rows, gold) if " ".join(str(r["text"]).split()[:2]) == g and names[y] == "entailment")
         assert res.get(f"{key} | entailment", {"n": 0})["n"] == n_entailed
+    # the per-group AUC, recomputed from cos(image, h) row by row
+    from teacher_zeroshot import image_embeds, task_text_cos
+
+    cos = task_text_cos(teacher, task, rows, image_embeds(teacher, rows)).tolist()
+    seen = 0
+    for g, res in groups.items():
+        hi = [c for c, r, y in zip(cos, rows, gold) if " ".join(str(r["text"]).split()[:2]) == g and names[y] == "entailment"]
+        lo = [c for c, r, y in zip(cos, rows, gold) if " ".join(str(r["text"]).split()[:2]) == g and names[y] == "contradiction"]
+        auc = res.get("entailment above contradiction, AUC of cos(image, text)")
+        assert (auc is None) == (not hi or not lo)
+        if auc is not None:
+            seen += 1
+            wins = sum((h > l) + 0.5 * (h == l) for h in hi for l in lo)
+            assert auc == pytest.approx(100.0 * wins / (len(hi) * len(lo)), abs=1e-3)
+    assert seen >= 1
+
+
+def test_ranking_auc_hand_computed():
+    from teacher_zeroshot import ranking_auc
+
+    assert ranking_auc([3.0, 1.0], [2.0, 0.0]) == pytest.approx(75.0)  # 3>2, 3>0, 1>0; 1<2
+    assert ranking_auc([1.0], [1.0, 0.0]) == pytest.approx(75.0)  # a tie counts half
+    assert ranking_auc([0.0], [1.0]) == 0.0
