@@ -114,6 +114,7 @@ class ImageInitConfig:
     facts: bool = False  # also predict the `facts` column's scene graph ("red circle", "circle left of square")
     fact_min_count: int = 5  # a fact is a label when at least this many training rows hold it
     places: bool = False  # also predict the `places` column ("circle at top left": where each shape is in the picture)
+    counts: bool = False  # also predict how many shapes the picture holds ("at least k shapes", one per `places` entry)
     standardise: bool = False  # then rescale the tower's pooled output to mean 0, variance 1 per dimension (folded into its last layer)
 
 

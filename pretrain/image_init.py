@@ -84,6 +84,23 @@ def fact_targets(rows: Sequence[Dict[str, str]], min_count: int = 5, source: str
     return vocab, out
 
 
+def count_targets(rows: Sequence[Dict[str, str]], source: str = "corpus", sep: str = "|") -> Tuple[List[str], torch.Tensor]:
+    """How many shapes each picture holds (one per entry of its `places` column), as ordinal labels
+    "at least k shapes" for k = 1 .. the most any row holds, and the (N, K) targets: a picture of
+    three shapes is on for k = 1, 2, 3. Ordinal, so a count of four is nearer three than six."""
+    if rows and "places" not in rows[0]:
+        raise InputError(f"{source}: image_init.counts=true needs a `places` column (one \"circle at top left\" "
+                         f"entry per object, separated by {sep!r}); the columns are {sorted(rows[0])}")
+    from pretrain.data import count_places
+
+    n = torch.tensor([count_places(r.get("places") or "", sep) for r in rows])
+    most = int(n.max()) if len(n) else 0
+    if most == 0:
+        raise InputError(f"{source}: image_init.counts=true, but no row's `places` column names an object")
+    k = torch.arange(1, most + 1)
+    return [f"at least {int(i)} shapes" for i in k], (n.unsqueeze(1) >= k.unsqueeze(0)).float()
+
+
 def image_output_dim(visual: nn.Module, image_size: int) -> int:
     """Width of the image tower's pooled output (open_clip towers differ in where they keep it)."""
     dim = getattr(visual, "output_dim", None)

@@ -38,7 +38,7 @@ from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  
 from pretrain.data import (CaptionDataset, FactCaptions, TextNegatives, concept_targets, make_collate, read_captions,
                            read_concepts)
 from pretrain.export import export_teacher
-from pretrain.image_init import concept_bce_steps, fact_targets, phrase_targets
+from pretrain.image_init import concept_bce_steps, count_targets, fact_targets, phrase_targets
 from pretrain.loop import ResumableLoop, start_run
 from pretrain.losses import LOSSES, ConceptLoss, compute_losses, create_loss, total_loss
 from pretrain.pretrain_model import PretrainModel
@@ -233,6 +233,8 @@ def init_image_tower(cfg: DictConfig, built: BuiltModel, rows: List[Dict], paths
     if ic.places:
         _, places = fact_targets(rows, int(ic.fact_min_count), str(paths["train"]), column="places")
         targets = torch.cat([targets, places], dim=1)
+    if ic.counts:
+        targets = torch.cat([targets, count_targets(rows, str(paths["train"]))[1]], dim=1)
     stats = concept_bce_steps(built.model.visual, CaptionDataset(rows, built.preprocess_val), targets, steps=ic.steps,
                               lr=ic.lr, batch_size=ic.batch_size, seed=int(cfg.seed), image_size=image_size,
                               show_progress=accelerator.is_local_main_process)

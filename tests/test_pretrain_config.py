@@ -16,7 +16,7 @@ from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
-           "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix")
+           "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix", "lit_scene_count_dedup", "lit_scene_count_image")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -138,6 +138,19 @@ def test_lit_scene_count_adds_count_captions_to_a_text_stage_on_top():
     assert cfg.init_from == "lit_scene_large_image" and cfg.image_init.steps == 0 and cfg.image_init.lock
     assert cfg.data.count_captions == 0.15 and cfg.data.fact_captions == 0.5 and cfg.data.place_captions == 0.0
     assert cfg.data.world_size == "large" and cfg.data.caption_sizes and cfg.train.max_steps == 1000
+
+
+def test_lit_scene_count_dedup_and_count_image_change_one_thing_each_against_lit_scene_count():
+    count = load_pretrain_config(recipe_path("lit_scene_count"))
+    dedup = load_pretrain_config(recipe_path("lit_scene_count_dedup"))
+    assert dedup.loss.mask_duplicate_texts and not count.loss.mask_duplicate_texts
+    assert load_pretrain_config(recipe_path("lit_scene_count_dedup"), ["loss.mask_duplicate_texts=false"]) == count
+    image = load_pretrain_config(recipe_path("lit_scene_count_image"))
+    large = load_pretrain_config(recipe_path("lit_scene_large_image"))
+    assert image.image_init.counts and image.image_init.steps == 2000 and image.init_from == "lit_scene"
+    assert image.data.count_captions == 0.15 and not large.image_init.counts
+    assert load_pretrain_config(recipe_path("lit_scene_count_image"),
+                                ["image_init.counts=false", "data.count_captions=0.0"]) == large
 
 
 def test_lit_scene_count_prefix_puts_counts_before_fact_captions_in_a_text_stage_on_top():

@@ -265,3 +265,36 @@ def test_place_targets_are_the_places_column_and_name_it_when_missing():
     assert fact_targets(rows, min_count=2, column="places")[0] == ["circle at top left"]
     with pytest.raises(InputError, match=r"c.tsv: image_init.places=true needs a `places` column"):
         fact_targets([{"facts": "red circle"}], column="places", source="c.tsv")
+
+
+def test_count_targets_are_ordinal_at_least_k_labels_from_the_places_column():
+    from pretrain.image_init import count_targets
+
+    rows = [{"places": "circle at top left|star at center|ring at left"}, {"places": "circle at top"},
+            {"places": ""}]
+    labels, targets = count_targets(rows)
+    assert labels == ["at least 1 shapes", "at least 2 shapes", "at least 3 shapes"]
+    assert targets.tolist() == [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    with pytest.raises(InputError, match=r"c.tsv: image_init.counts=true needs a `places` column"):
+        count_targets([{"facts": "red circle"}], source="c.tsv")
+    with pytest.raises(InputError, match=r"c.tsv: image_init.counts=true, but no row's `places` column names an object"):
+        count_targets([{"places": ""}], source="c.tsv")
+
+
+def test_counts_add_their_labels_to_the_stage_and_keep_earlier_hashes(tmp_path):
+    from pretrain.default_teacher import recipe_hash
+
+    root = write_tiny_corpus(tmp_path / "world")
+    train = root / "pretrain" / "train.tsv"
+    lines = train.read_text().splitlines()
+    out_lines = [lines[0] + "\tplaces"] + [f"{line}\t{line.split(chr(9))[5].split()[0]} at center" for line in lines[1:]]
+    train.write_text("\n".join(out_lines) + "\n")
+    out = tmp_path / "run"
+    main(_args(root, out, "image_init.steps=2", "image_init.batch_size=8", "image_init.counts=true"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"]["image_init_steps"] == 2 and metrics["train"]["image_init"]["last_loss"] < 0.7
+    with pytest.raises(InputError, match=r"train.tsv: image_init.counts=true needs a `places` column"):
+        main(_args(write_tiny_corpus(tmp_path / "plain"), tmp_path / "r2", "image_init.steps=2",
+                   "image_init.counts=true"))
+    assert recipe_hash(["image_init.counts=false"], "lit_scene") == recipe_hash([], "lit_scene")
+    assert recipe_hash([], "lit_scene_count_image") != recipe_hash([], "lit_scene_large_image")
