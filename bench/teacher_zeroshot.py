@@ -184,10 +184,11 @@ def score_choice(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
             for g, res in by_group([names[i] for i in mine], [float(pair_right[i]) for i in mine]).items():
                 groups[g][f"{pair[0]} vs {pair[1]} | {label}"] = res
         if pair:  # threshold-free: does cos(image, text) rank the group's first-label rows above its second's?
-            first, second = (list(task.label_names).index(label) for label in pair)
-            for g in groups:
-                hi = [pair_cos[i] for i in pair_cos if names[i] == g and int(gold[i]) == first]
-                lo = [pair_cos[i] for i in pair_cos if names[i] == g and int(gold[i]) == second]
+            first = list(task.label_names).index(pair[0])
+            split: Dict[str, Tuple[List[float], List[float]]] = defaultdict(lambda: ([], []))
+            for i, c in pair_cos.items():  # the pair's rows: each is of the first label or the second
+                split[names[i]][0 if int(gold[i]) == first else 1].append(c)
+            for g, (hi, lo) in split.items():
                 if hi and lo:
                     groups[g][f"{pair[0]} above {pair[1]}, AUC of cos(image, text)"] = ranking_auc(hi, lo)
     for stage in range(1, int(getattr(task, "teacher_stages", 1))):

@@ -67,12 +67,9 @@ class InfoNCELoss(ClipLoss):
 
     def forward_outputs(self, out: Outputs) -> Outputs:
         if "negative_features" in out or self.mask_duplicates:
-            b = out["image_features"].shape[0]
-            negative = out.get("negative_features", out["text_features"])
-            valid = out.get("negative_valid", torch.zeros(b, dtype=torch.bool, device=negative.device))
             return {"contrastive_loss": infonce_with_text_negatives(
-                out["image_features"], out["text_features"], negative, valid, out["logit_scale"],
-                text_ids=out["text_ids"] if self.mask_duplicates else None)}
+                out["image_features"], out["text_features"], out.get("negative_features"), out.get("negative_valid"),
+                out["logit_scale"], text_ids=out["text_ids"] if self.mask_duplicates else None)}
         return {"contrastive_loss": self(out["image_features"], out["text_features"], out["logit_scale"])}
 
 
@@ -82,21 +79,24 @@ def duplicate_pairs(text_ids: torch.Tensor) -> torch.Tensor:
     return same & ~torch.eye(len(text_ids), dtype=torch.bool, device=text_ids.device)
 
 
-def infonce_with_text_negatives(image: torch.Tensor, text: torch.Tensor, negative: torch.Tensor,
-                                valid: torch.Tensor, logit_scale: torch.Tensor,
+def infonce_with_text_negatives(image: torch.Tensor, text: torch.Tensor, negative: Optional[torch.Tensor],
+                                valid: Optional[torch.Tensor], logit_scale: torch.Tensor,
                                 text_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Symmetric InfoNCE whose image-to-text side also ranks each image's hard negative texts
     (NegCLIP): row i of the image-to-text logits is [S v_i.t_j for all j] + [S v_i.n_j for valid j].
-    image, text, negative (b, d) L2-normalised; valid (b,) bool; gathered over processes. With
-    `text_ids` (b, L), the pairs whose texts are the same tokens (`duplicate_pairs`) are masked out
-    of both sides (the diagonal is kept)."""
-    valid_f = valid.to(image.dtype).unsqueeze(-1)
-    img, txt, neg, val = gather_with_grad(image, text, negative, valid_f)
+    image, text, negative (b, d) L2-normalised; valid (b,) bool; gathered over processes; without
+    negatives (None) it is plain InfoNCE. With `text_ids` (b, L), the pairs whose texts are the same
+    tokens (`duplicate_pairs`) are masked out of both sides (the diagonal is kept)."""
     scale = logit_scale.float()
+    if negative is not None:
+        img, txt, neg, val = gather_with_grad(image, text, negative, valid.to(image.dtype).unsqueeze(-1))
+        i2t = scale * img.float() @ torch.cat([txt, neg]).float().T  # (N, 2N)
+        mask = torch.cat([torch.ones_like(val.squeeze(-1), dtype=torch.bool), val.squeeze(-1) > 0.5])
+        i2t = i2t.masked_fill(~mask.unsqueeze(0), float("-inf"))
+    else:
+        img, txt = gather_with_grad(image, text)
+        i2t = scale * img.float() @ txt.float().T  # (N, N)
     labels = torch.arange(img.shape[0], device=img.device)
-    i2t = scale * img.float() @ torch.cat([txt, neg]).float().T  # (N, 2N)
-    mask = torch.cat([torch.ones_like(val.squeeze(-1), dtype=torch.bool), val.squeeze(-1) > 0.5])
-    i2t = i2t.masked_fill(~mask.unsqueeze(0), float("-inf"))
     t2i = scale * txt.float() @ img.float().T
     if text_ids is not None:
         ids = gather_with_grad(text_ids.float())[0]  # token ids < 2**24: exact in float32

@@ -159,24 +159,30 @@ def test_fact_targets_count_rows_not_mentions_and_name_a_missing_column():
         fact_targets([{"title": "a red circle"}], source="corpus.tsv")
 
 
-def test_facts_add_their_labels_to_the_stage(tmp_path):
+def _stage_reads_the_column(tmp_path, column: str, key: str, value, *overrides: str) -> None:
+    """The tiny corpus with a `column` of `value(shape, colour)` per row (read off its concepts):
+    image_init.<key> runs 2 steps and learns; without the column it is one error naming it."""
     root = write_tiny_corpus(tmp_path / "world")
     train = root / "pretrain" / "train.tsv"
     lines = train.read_text().splitlines()
-    # a `facts` column: each row's bound attribute ("<colour> <shape>", read off its concepts)
-    out_lines = [lines[0] + "\tfacts"]
+    out_lines = [lines[0] + f"\t{column}"]
     for line in lines[1:]:
         shape, colour = line.split("\t")[5].split()
-        out_lines.append(f"{line}\t{colour} {shape}")
+        out_lines.append(f"{line}\t{value(shape, colour)}")
     train.write_text("\n".join(out_lines) + "\n")
     out = tmp_path / "run"
-    main(_args(root, out, "image_init.steps=2", "image_init.batch_size=8", "image_init.facts=true",
-               "image_init.fact_min_count=1"))
+    main(_args(root, out, "image_init.steps=2", "image_init.batch_size=8", f"image_init.{key}=true", *overrides))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recipe"]["image_init_steps"] == 2 and metrics["train"]["image_init"]["last_loss"] < 0.7
-    with pytest.raises(InputError, match=r"train.tsv: image_init.facts=true needs a `facts` column"):
+    with pytest.raises(InputError, match=rf"train.tsv: image_init.{key}=true needs a `{column}` column"):
         main(_args(write_tiny_corpus(tmp_path / "plain"), tmp_path / "r2", "image_init.steps=2",
-                   "image_init.facts=true"))
+                   f"image_init.{key}=true"))
+
+
+def test_facts_add_their_labels_to_the_stage(tmp_path):
+    # a `facts` column: each row's bound attribute ("<colour> <shape>")
+    _stage_reads_the_column(tmp_path, "facts", "facts", lambda shape, colour: f"{colour} {shape}",
+                            "image_init.fact_min_count=1")
 
 
 def test_teacher_relations_bench_reads_relations_and_single_colour_bindings():
@@ -284,17 +290,6 @@ def test_count_targets_are_ordinal_at_least_k_labels_from_the_places_column():
 def test_counts_add_their_labels_to_the_stage_and_keep_earlier_hashes(tmp_path):
     from pretrain.default_teacher import recipe_hash
 
-    root = write_tiny_corpus(tmp_path / "world")
-    train = root / "pretrain" / "train.tsv"
-    lines = train.read_text().splitlines()
-    out_lines = [lines[0] + "\tplaces"] + [f"{line}\t{line.split(chr(9))[5].split()[0]} at center" for line in lines[1:]]
-    train.write_text("\n".join(out_lines) + "\n")
-    out = tmp_path / "run"
-    main(_args(root, out, "image_init.steps=2", "image_init.batch_size=8", "image_init.counts=true"))
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["recipe"]["image_init_steps"] == 2 and metrics["train"]["image_init"]["last_loss"] < 0.7
-    with pytest.raises(InputError, match=r"train.tsv: image_init.counts=true needs a `places` column"):
-        main(_args(write_tiny_corpus(tmp_path / "plain"), tmp_path / "r2", "image_init.steps=2",
-                   "image_init.counts=true"))
+    _stage_reads_the_column(tmp_path, "places", "counts", lambda shape, colour: f"{shape} at center")
     assert recipe_hash(["image_init.counts=false"], "lit_scene") == recipe_hash([], "lit_scene")
     assert recipe_hash([], "lit_scene_count_image") != recipe_hash([], "lit_scene_large_image")
