@@ -252,7 +252,8 @@ class FactCaptions:
 
     `counts` (data.count_captions): a further share of the rows reads how many shapes the picture
     holds, one per entry of its `places` column ("three shapes"; negative: one more or one fewer).
-    The raw captions say it in about one title in ten and never against a wrong count.
+    The raw titles say it in about one row in seven (some wrongly: caption noise), never with a
+    wrong count as a hard negative.
 
     `count_prefix` (data.count_prefix): a share of the fact and place captions (its own draw, so
     which rows read facts or places and what they say is unchanged) begins with how many shapes
