@@ -94,15 +94,20 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
                                    run_candidates=getattr(task, "run_candidates", False))
     trust, gate, table = None, None, None
     every_row = bool(method.label_free and method.label_free_answers)  # the answer term reads unlabelled rows too
+    contrast = getattr(task, "contrast_mask", None) if method.probe_contrast else None
     if method.eta and method.similarity_probe and getattr(task, "similarity_probe", False):
-        table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method, every_row=every_row)
+        table = similarity_probe_logits(teacher, task, full_train, train_idx, cache, method, every_row=every_row,
+                                        contrast=contrast)
     handover, features_off = None, False
     if method.eta:
-        trust, gate = trust_gate(teacher, task, full_train, train_idx, cache, method, table, every_row=every_row,
+        # method.probe_contrast: the teacher is tested (and checked against the student) on the rows
+        # whose gold label it speaks to
+        gate_idx = contrast_rows(task, full_train, train_idx, contrast) if contrast is not None else train_idx
+        trust, gate = trust_gate(teacher, task, full_train, gate_idx, cache, method, table, every_row=every_row,
                                  seed=int(cfg.seed), stages=stages)
         handover = trust.pop("_handover", None)
         if table is not None:
-            trust["teacher_distribution"] = "similarity_probe"
+            trust["teacher_distribution"] = "similarity_probe" + (", contrast labels" if contrast is not None else "")
         if method.trust_gate == "off":  # recorded, not applied (the ablation)
             trust["answer_term"], gate = True, None
         elif not trust["answer_term"]:
@@ -280,14 +285,23 @@ def task_text_similarity(teacher: Any, task: Any, full_train: Any, train_idx: Li
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def contrast_rows(task: Any, full_train: Any, train_idx: List[int], contrast: torch.Tensor) -> List[int]:
+    """The labelled rows whose gold label is one of the contrast labels (`contrast` (K,) bool)."""
+    return [i for i in train_idx if bool(contrast[int(task.teacher_texts(full_train[i])[2])])]
+
+
 def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx: List[int], cache: Any,
-                            method: Any, every_row: bool = False) -> torch.Tensor:
+                            method: Any, every_row: bool = False, contrast: Optional[torch.Tensor] = None
+                            ) -> torch.Tensor:
     """`method.similarity_probe`: the teacher's answer distribution of each labelled row is
     p(label | cos(image, task text)), a one-feature softmax probe cross-fitted on the labelled rows
     (5 folds: a row's own label never shapes its target). -> (len(full_train), K) candidate
     logits tau * log p (so the distiller's softmax(logits / tau) is p); 0 (uniform) elsewhere, or
     with `every_row` the probe fitted on all the labelled rows applied to every other row (the
-    task text is an input, the hypothesis: no label of those rows is read)."""
+    task text is an input, the hypothesis: no label of those rows is read). `contrast` (K,) bool
+    (`method.probe_contrast`): the probe is fitted on the labelled rows of those labels alone
+    (the others keep 0 or, with `every_row`, that probe's output; the distiller masks the other
+    labels out and gives their rows no answer term)."""
     from clip_td.lib.probe import cross_fitted_probs, fit_scalar_softmax
 
     texts = [task.teacher_texts(full_train[i]) for i in train_idx]
@@ -300,11 +314,14 @@ def similarity_probe_logits(teacher: Any, task: Any, full_train: Any, train_idx:
     rows = list(range(len(full_train))) if every_row else list(train_idx)
     sims = task_text_similarity(teacher, task, full_train, rows, cache)  # one pass over the rows it needs
     labelled_sims = sims[labelled] if every_row else sims
+    fit = torch.ones(len(gold), dtype=torch.bool) if contrast is None else contrast[gold]
+    if not bool(fit.any()):
+        return table
     if every_row:
-        probe = fit_scalar_softmax(labelled_sims.double(), gold, k)
+        probe = fit_scalar_softmax(labelled_sims[fit].double(), gold[fit], k)
         table[:] = method.tau * probe.probs(sims.double()).clamp_min(1e-6).log()
-    p = cross_fitted_probs(labelled_sims, gold, k, seed=int(method.selection_seed or 0))
-    table[labelled] = method.tau * p.clamp_min(1e-6).log()
+    p = cross_fitted_probs(labelled_sims[fit], gold[fit], k, seed=int(method.selection_seed or 0))
+    table[labelled[fit]] = method.tau * p.clamp_min(1e-6).log()
     return table
 
 

@@ -68,14 +68,16 @@ ANSWER_LOSSES = ("auto", "kl", "bernoulli")
 
 
 def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float,
-              teacher_tau: Optional[float] = None) -> torch.Tensor:
+              teacher_tau: Optional[float] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """L_ans(i) = KL(q_i || softmax(student / tau)) * tau^2, q_i = softmax(teacher / tau_t), with
-    tau_t = `teacher_tau` (default tau: the usual distillation KL).
+    tau_t = `teacher_tau` (default tau: the usual distillation KL). With `mask` (B, C) bool both
+    softmaxes run over the row's allowed candidates only (the student's distribution conditioned
+    on the candidates the teacher speaks to).
 
     teacher_logits, student_logits (B, C) -> (B,).
     """
-    log_q = F.log_softmax(teacher_logits.float() / (tau if teacher_tau is None else teacher_tau), dim=-1)
-    log_p = F.log_softmax(student_logits.float() / tau, dim=-1)
+    log_q = F.log_softmax(masked_candidates(teacher_logits, mask) / (tau if teacher_tau is None else teacher_tau), dim=-1)
+    log_p = F.log_softmax(masked_candidates(student_logits, mask) / tau, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1) * tau**2
 
 
@@ -91,6 +93,13 @@ def masked_candidates(cand_logits: torch.Tensor, mask: Optional[torch.Tensor]) -
     if mask is None:
         return logits
     return logits.masked_fill(~mask.to(logits.device), MASKED_LOGIT)
+
+
+def gold_allowed(mask: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the gold candidate lies inside the row's `mask` (B, C) bool; True where gold < 0
+    (no gold candidate: nothing to check)."""
+    inside = mask.bool().gather(1, gold.long().clamp_min(0)[:, None]).squeeze(1)
+    return inside | (gold < 0)
 
 
 def first_segment_offsets(offsets: torch.Tensor) -> torch.Tensor:
@@ -165,6 +174,7 @@ class MethodConfig:
     selection_seed: Optional[int] = None  # seed of random_k's generator; null = the run's seed
     question_candidates: bool = True  # VQA: the teacher scores "<question> <answer>" for each answer (false: the bare answer words)
     similarity_probe: bool = True  # SNLI-VE: the teacher's label distribution is p(label | cos(image, hypothesis)), a one-feature probe cross-fitted on the labelled rows (false: the softmax over label templates)
+    probe_contrast: bool = False  # SNLI-VE with similarity_probe: the teacher speaks to the task's contrast labels only (entailment vs contradiction, what cos(image, hypothesis) can tell apart): a probe fitted on the labelled rows of those labels, the other label masked out of both distributions (the student's softmax over the pair), no answer term on a labelled row whose gold label is outside the pair, the trust gate and held-back check over the pair's rows
     answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
@@ -261,6 +271,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     for key in ("teacher_tau", "label_free_teacher_tau"):
         if getattr(m, key) is not None and not float(getattr(m, key)) > 0:
             raise InputError(f"config key method.{key}: expected a temperature > 0 or null, got {getattr(m, key)!r}")
+    if m.probe_contrast and not m.similarity_probe:
+        raise InputError("config key method.probe_contrast: needs method.similarity_probe=true (the pair's "
+                         "distribution is the similarity probe's), got similarity_probe=false")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")
@@ -336,6 +349,8 @@ class Distiller(nn.Module):
             ans = self._answer_term(cand_logits, logits, batch.get("cand_mask"), teacher_tau=s.teacher_tau)
             if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
                 ans = ans * t["answer_gate"].to(ans.dtype)
+            if mask is not None:  # no term on a row whose gold candidate the teacher does not speak to
+                ans = ans * gold_allowed(mask.to(ans.device), gold).to(ans.dtype)
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
             # the student's answer vs the gold candidate, for method.handover (read by the trainer)
             out["answer_right"] = (masked_candidates(logits.detach(), batch.get("cand_mask")).argmax(-1) == gold)
@@ -381,7 +396,7 @@ class Distiller(nn.Module):
         for a sigmoid head (over the `mask`ed candidates), else the softmax KL. -> (B,)"""
         if self.settings.answer_loss == "bernoulli":
             return answer_bernoulli_kl(cand_logits, logits, self.settings.tau, mask, teacher_tau=teacher_tau)
-        return answer_kl(cand_logits, logits, self.settings.tau, teacher_tau=teacher_tau)
+        return answer_kl(cand_logits, logits, self.settings.tau, teacher_tau=teacher_tau, mask=mask)
 
     def _token_term(self, student_out: Dict[str, torch.Tensor], t: Dict[str, Any],
                     batch: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:

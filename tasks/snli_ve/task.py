@@ -61,6 +61,20 @@ class SnliVeTask(Task):
 
     def __init__(self, paths: Any = None) -> None:
         self.paths: SnliVePaths = make_paths(SnliVePaths, paths)
+        self.contrast_mask: Optional[Any] = None  # method.probe_contrast: (K,) bool, the contrast labels
+
+    def setup(self, train_rows: Any, settings: Any, state_dir: Optional[PathLike] = None, save: bool = False) -> None:
+        """With `method.probe_contrast`, the teacher's candidates are the contrast labels only."""
+        self.contrast_mask = None
+        if getattr(settings.method, "probe_contrast", False):
+            import torch
+
+            self.contrast_mask = torch.tensor([name in self.contrast_labels for name in self.label_names])
+
+    def teacher_extras(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """With `method.probe_contrast`: `cand_mask` (K,) bool, entailment and contradiction (the same
+        on every row: it reads no label)."""
+        return {} if self.contrast_mask is None else {"cand_mask": self.contrast_mask.clone()}
 
     def file(self, root: PathLike, split: str) -> Path:
         return Path(root).resolve() / self.paths.file.format(split=self.paths.split_names.get(split, split))
