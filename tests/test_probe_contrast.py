@@ -125,3 +125,20 @@ def test_snli_ve_run_with_contrast_labels(small_world, tiny_teacher, tmp_path, m
     assert len(seen) == 2
     for mask in seen:
         assert mask.tolist() == [[True, False, True]] * len(mask)
+
+
+def test_every_labelled_vqa_row_keeps_its_answer_term_under_answer_sets(small_world):
+    """gold_allowed never drops a labelled VQA row: the answer sets are built from the labelled rows,
+    so each row's gold answer is in its question type's set (rows whose answer is outside the
+    vocabulary have gold -1 and are kept too)."""
+    from clip_td.app.schema import FinetuneConfig
+    from clip_td.base.config import load_config
+    from tasks import get_task
+
+    task = get_task("vqa")
+    rows = task.load(small_world / "vqa", "train").select(range(60))
+    task.setup(rows, load_config(FinetuneConfig, overrides=["method.answer_sets=true", "data.answer_min_count=2"]))
+    golds = torch.tensor([task.teacher_texts(r)[2] for r in rows])
+    masks = torch.stack([task.teacher_extras(r)["cand_mask"] for r in rows])
+    assert bool((golds < 0).any()) and not bool(masks.all())  # both cases occur in these rows
+    assert gold_allowed(masks, golds).all()
