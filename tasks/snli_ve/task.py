@@ -66,7 +66,7 @@ class SnliVeTask(Task):
     def setup(self, train_rows: Any, settings: Any, state_dir: Optional[PathLike] = None, save: bool = False) -> None:
         """With `method.probe_contrast`, the teacher's candidates are the contrast labels only."""
         self.contrast_mask = None
-        if getattr(settings.method, "probe_contrast", False):
+        if getattr(getattr(settings, "method", None), "probe_contrast", False):
             import torch
 
             self.contrast_mask = torch.tensor([name in self.contrast_labels for name in self.label_names])
