@@ -44,3 +44,20 @@ def tiny_overrides(world: Path, teacher: Path, out: Path, **extra) -> list:
 
 def read_metrics(out: Path) -> dict:
     return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def probe_rows(n: int, seed: int):
+    """A stand-in for the similarity probe's inputs: n SNLI-VE-like rows (label i % 3), a cache
+    whose `lookup` gives random unit image and text embeddings, and a task reading the label as
+    the gold candidate -> (rows, cos(image, text) (n,), cache, task)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    rows = [{"text": f"h{i}", "label": i % 3} for i in range(n)]
+    g = torch.Generator().manual_seed(seed)
+    image = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
+    cache = SimpleNamespace(lookup=lambda idx: {"image_embed": image[idx], "text_embed": text[idx]})
+    task = SimpleNamespace(teacher_texts=lambda r: (r["text"], ["e", "n", "c"], r["label"]))
+    return rows, (image * text).sum(-1), cache, task

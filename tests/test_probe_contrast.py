@@ -10,7 +10,7 @@ import torch
 from clip_td.app.trainer import main
 from clip_td.base.io import InputError
 from clip_td.lib.distill import MethodConfig, answer_kl, gold_allowed, resolve_method
-from test_finetune_helpers import small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import probe_rows, small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
 
 def test_masked_kl_is_the_kl_over_the_allowed_candidates():
@@ -67,23 +67,14 @@ def test_probe_table_is_fitted_on_the_contrast_rows_alone():
     from clip_td.app.teacher_setup import contrast_rows, similarity_probe_logits
     from clip_td.lib.probe import cross_fitted_probs
 
-    rows = [{"text": f"h{i}", "label": i % 3} for i in range(15)]
-    g = torch.Generator().manual_seed(1)
-    image = torch.nn.functional.normalize(torch.randn(15, 4, generator=g), dim=-1)
-    text = torch.nn.functional.normalize(torch.randn(15, 4, generator=g), dim=-1)
-
-    class Cache:
-        def lookup(self, idx):
-            return {"image_embed": image[idx], "text_embed": text[idx]}
-
-    task = SimpleNamespace(teacher_texts=lambda r: (r["text"], ["e", "n", "c"], r["label"]))
+    rows, cos_all, cache, task = probe_rows(15, seed=1)
     method = SimpleNamespace(tau=2.0, selection_seed=5)
     contrast = torch.tensor([True, False, True])
     labelled = list(range(12))
     pair = contrast_rows(task, rows, labelled, contrast)
     assert pair == [0, 2, 3, 5, 6, 8, 9, 11]  # labels 0 and 2
-    table = similarity_probe_logits(None, task, rows, labelled, Cache(), method, contrast=contrast)
-    cos = (image * text).sum(-1)[pair]
+    table = similarity_probe_logits(None, task, rows, labelled, cache, method, contrast=contrast)
+    cos = cos_all[pair]
     p = cross_fitted_probs(cos, torch.tensor([rows[i]["label"] for i in pair]), 3, seed=5)
     torch.testing.assert_close(table[pair], 2.0 * p.clamp_min(1e-6).log())
     assert table[[1, 4, 7, 10, 12, 13, 14]].abs().sum().item() == 0.0  # neutral and unlabelled rows: uniform

@@ -10,7 +10,7 @@ import torch
 from clip_td.app.trainer import main
 from clip_td.base.io import InputError
 from clip_td.lib.trust import binomial_sf, group_decisions, prior_correct, trust_decision
-from test_finetune_helpers import small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import probe_rows, small_world, tiny_overrides, tiny_teacher  # noqa: F401
 
 
 def test_binomial_tail_hand_computed():
@@ -188,20 +188,11 @@ def test_similarity_probe_table_is_the_cross_fitted_probe_of_cos_image_text():
     from clip_td.app.teacher_setup import similarity_probe_logits
     from clip_td.lib.probe import cross_fitted_probs
 
-    rows = [{"text": f"h{i}", "label": i % 3} for i in range(12)]
-    g = torch.Generator().manual_seed(0)
-    image = torch.nn.functional.normalize(torch.randn(12, 4, generator=g), dim=-1)
-    text = torch.nn.functional.normalize(torch.randn(12, 4, generator=g), dim=-1)
-
-    class Cache:
-        def lookup(self, idx):
-            return {"image_embed": image[idx], "text_embed": text[idx]}
-
-    task = SimpleNamespace(teacher_texts=lambda r: (r["text"], ["e", "n", "c"], r["label"]))
+    rows, cos_all, cache, task = probe_rows(12, seed=0)
     method = SimpleNamespace(tau=2.0, selection_seed=3)
     labelled = [1, 2, 4, 5, 7, 8, 9, 10, 11]
-    table = similarity_probe_logits(None, task, rows, labelled, Cache(), method)
-    cos = (image * text).sum(-1)[labelled]
+    table = similarity_probe_logits(None, task, rows, labelled, cache, method)
+    cos = cos_all[labelled]
     p = cross_fitted_probs(cos, torch.tensor([rows[i]["label"] for i in labelled]), 3, seed=3)
     torch.testing.assert_close(table[labelled], 2.0 * p.clamp_min(1e-6).log())  # no -inf for a certain probe
     assert table[[0, 3, 6]].abs().sum().item() == 0.0
@@ -209,10 +200,10 @@ def test_similarity_probe_table_is_the_cross_fitted_probe_of_cos_image_text():
     # every_row (label-free answers): the unlabelled rows get the probe fitted on every labelled row
     from clip_td.lib.probe import fit_scalar_softmax
 
-    full = similarity_probe_logits(None, task, rows, labelled, Cache(), method, every_row=True)
+    full = similarity_probe_logits(None, task, rows, labelled, cache, method, every_row=True)
     torch.testing.assert_close(full[labelled], table[labelled])
     probe = fit_scalar_softmax(cos.double(), torch.tensor([rows[i]["label"] for i in labelled]), 3)
-    other = (image * text).sum(-1)[[0, 3, 6]]
+    other = cos_all[[0, 3, 6]]
     torch.testing.assert_close(full[[0, 3, 6]], 2.0 * probe.probs(other.double()).clamp_min(1e-6).log())
 
 

@@ -346,14 +346,14 @@ class Distiller(nn.Module):
             glob = 0.5 * (cosine_distance(g, t["image_embed"]) + cosine_distance(g, t["text_embed"]))
             out["glob_loss"] = s.alpha * s.beta * (w_feat * glob).mean()
         if s.eta:
-            ans = self._answer_term(cand_logits, logits, batch.get("cand_mask"), teacher_tau=s.teacher_tau)
+            ans = self._answer_term(cand_logits, logits, mask, teacher_tau=s.teacher_tau)
             if t.get("answer_gate") is not None:  # the trust gate's per-row decision (trust groups)
                 ans = ans * t["answer_gate"].to(ans.dtype)
             if mask is not None:  # no term on a row whose gold candidate the teacher does not speak to
                 ans = ans * gold_allowed(mask.to(ans.device), gold).to(ans.dtype)
             out["ans_loss"] = s.alpha * s.eta * (w * ans).mean()
             # the student's answer vs the gold candidate, for method.handover (read by the trainer)
-            out["answer_right"] = (masked_candidates(logits.detach(), batch.get("cand_mask")).argmax(-1) == gold)
+            out["answer_right"] = (masked_candidates(logits.detach(), mask).argmax(-1) == gold)
         out.update(weights=w, teacher_conf=conf.detach(), selected_frac=frac)
         return out
 
