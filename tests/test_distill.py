@@ -261,7 +261,7 @@ def _distiller(name, settings, student_dim, teacher_dim):
 
 
 def test_method_presets():
-    assert METHODS.names() == ["clip_td", "clip_td_nosel", "clip_td_noweight", "naive_kd", "none"]
+    assert METHODS.names() == ["clip_td", "clip_td_label_free", "clip_td_nosel", "clip_td_noweight", "naive_kd", "none"]
     none = _distiller("none", {}, 6, 8)
     assert isinstance(none, NoDistillation) and not list(none.parameters()) and none() == {}
     naive = _distiller("naive_kd", {"rho": 0.25}, 6, 8)
@@ -272,6 +272,12 @@ def test_method_presets():
     assert out["weights"].tolist() == [1.0] * 4 and out["selected_frac"].item() == 1.0
     assert _distiller("clip_td_nosel", {}, 6, 8).settings.selection == "all"
     assert _distiller("clip_td_noweight", {}, 6, 8).settings.weighting == "uniform"
+    free = resolve_method({"name": "clip_td_label_free", "eta": 0.5})
+    assert (free.label_free, free.label_free_answers, free.label_free_features, free.label_free_teacher_tau,
+            free.answer_sets, free.probe_contrast) == (1.0, True, False, 0.5, True, True)
+    assert (free.eta, free.selection, free.weighting, free.similarity_probe) == (0.5, "relevance_topk", "confidence", True)
+    with pytest.raises(InputError, match="method.probe_contrast: needs method.similarity_probe=true"):
+        resolve_method({"name": "clip_td_label_free", "similarity_probe": False})
     with pytest.raises(KeyError, match="method.selection='nope': unknown token selector"):
         _distiller("clip_td", {"selection": "nope"}, 6, 8)
     with pytest.raises(InputError, match="method.name='nope': unknown distillation method"):

@@ -80,7 +80,9 @@ def test_probe_table_is_fitted_on_the_contrast_rows_alone():
     assert table[[1, 4, 7, 10, 12, 13, 14]].abs().sum().item() == 0.0  # neutral and unlabelled rows: uniform
 
 
-def test_snli_ve_run_with_contrast_labels(small_world, tiny_teacher, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", [{"method.name": "clip_td", "method.probe_contrast": True},
+                                    {"method.name": "clip_td_label_free"}])  # the preset sets probe_contrast
+def test_snli_ve_run_with_contrast_labels(small_world, tiny_teacher, tmp_path, monkeypatch, method):
     import clip_td.app.teacher_setup as setup
     from clip_td.lib.distill import Distiller
 
@@ -105,8 +107,8 @@ def test_snli_ve_run_with_contrast_labels(small_world, tiny_teacher, tmp_path, m
     tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
     out = tmp_path / "run"
     overrides = tiny_overrides(small_world, tiny_teacher, out, **{
-        "task.name": "snli_ve", "method.name": "clip_td", "train.max_steps": 2, "method.trust_gate": "task",
-        "method.trust_alpha": 1.0, "method.student_check": 0.0, "method.probe_contrast": True})
+        "task.name": "snli_ve", "train.max_steps": 2, "method.trust_gate": "task",
+        "method.trust_alpha": 1.0, "method.student_check": 0.0, **method})
     assert main(["--config", tiny, *overrides]) == 0
     trust = json.loads((out / "metrics.json").read_text())["teacher_trust"]
     assert trust["teacher_distribution"] == "similarity_probe, contrast labels"
@@ -133,3 +135,26 @@ def test_every_labelled_vqa_row_keeps_its_answer_term_under_answer_sets(small_wo
     masks = torch.stack([task.teacher_extras(r)["cand_mask"] for r in rows])
     assert bool((golds < 0).any()) and not bool(masks.all())  # both cases occur in these rows
     assert gold_allowed(masks, golds).all()
+
+
+def test_the_label_free_preset_reaches_the_tasks_setup(small_world):
+    """`method.name=clip_td_label_free` sets answer_sets / probe_contrast through the preset, not the
+    config's keys: the tasks read them from the resolved settings (`with_method`), as the distiller does."""
+    from clip_td.app.build import with_method
+    from clip_td.app.schema import FinetuneConfig
+    from clip_td.base.config import load_config
+    from tasks import get_task
+
+    cfg = load_config(FinetuneConfig, overrides=["method.name=clip_td_label_free", "data.answer_min_count=2"])
+    assert cfg.method.answer_sets is False and cfg.method.probe_contrast is False  # the raw keys
+    settings = with_method(cfg, resolve_method(cfg.method))
+    assert settings.method.answer_sets is True and settings.method.label_free_teacher_tau == 0.5
+    assert settings.data.answer_min_count == 2 and settings.method.name == "clip_td_label_free"
+    vqa = get_task("vqa")
+    vqa.setup(vqa.load(small_world / "vqa", "train").select(range(60)), settings)
+    assert vqa.answer_sets is not None
+    snli = get_task("snli_ve")
+    snli.setup(snli.load(small_world / "snli_ve", "train").select(range(30)), settings)
+    assert snli.contrast_mask.tolist() == [True, False, True]
+    snli.setup(snli.load(small_world / "snli_ve", "train").select(range(30)), cfg)  # the raw config: no pair
+    assert snli.contrast_mask is None

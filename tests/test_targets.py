@@ -59,6 +59,28 @@ def test_targets_judge_each_clip_td_row_against_the_same_baselines():
     assert "clip_td_nosel" not in md
 
 
+def test_targets_judge_the_label_free_preset_after_the_clip_td_rows():
+    """`clip_td_label_free` (and its rows with extra grid keys) is judged like a clip_td row, listed
+    after them; the headline counts stay `clip_td`'s."""
+    free, free_row = "clip_td_label_free", "clip_td_label_free[method.label_free_augment=True]"
+    agg = _agg({
+        ("none", 0.01, "val"): (40.0, 1.0), ("naive_kd", 0.01, "val"): (45.0, 0.5), ("clip_td", 0.01, "val"): (41.0, 2.0),
+        ("none", 0.01, "val_shift"): (30.0, 1.0),
+        (free, 0.01, "val"): (52.0, 1.5), (free, 0.01, "val_shift"): (39.0, 1.0),
+        (free_row, 0.01, "val"): (43.0, 3.5),
+    })
+    rows = check_targets(agg)
+    assert list(dict.fromkeys(r["method"] for r in rows)) == ["clip_td", free, free_row]
+    got = {(r["method"], r["target"]): (round(r["value"], 4), r["holds"]) for r in rows if r["method"] != "clip_td"}
+    assert got == {
+        (free, "T1"): (12.0, True), (free, "T2"): (12.0, True), (free, "T3"): (7.0, True),
+        (free, "T4"): (9.0, False),                               # shifted gain 9 < in-domain gain 12
+        (free_row, "T1"): (3.0, False), (free_row, "T2"): (3.0, False), (free_row, "T3"): (-2.0, False),
+    }
+    md = targets_markdown(agg)
+    assert "holds in 0 of 1\n" in md and f"| {free} | 1 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | - |" in md
+
+
 def test_no_targets_without_baseline_or_clip_td():
     agg = _agg({("none", 0.01, "val"): (40.0, 1.0), ("naive_kd", 0.01, "val"): (41.0, 1.0)})
     assert check_targets(agg) == [] and targets_markdown(agg) == ""

@@ -53,9 +53,14 @@ def _cell(agg: Agg, task: str, method: str, frac: float, split: str) -> Dict[str
 
 def judged_methods(agg: Agg) -> List[str]:
     """The method labels the targets judge: `clip_td` first, then its rows with extra grid keys
-    (`clip_td[...]`) in sorted order. The ablation presets (clip_td_nosel, ...) are not judged."""
+    (`clip_td[...]`) in sorted order, then the label-free preset and its rows
+    (`clip_td_label_free`, `clip_td_label_free[...]`). The ablation presets (clip_td_nosel, ...)
+    are not judged."""
     labels = {k[1] for k in agg}
-    return [m for m in ["clip_td"] + sorted(x for x in labels if x.startswith("clip_td[")) if m in labels]
+    out = []
+    for name in ("clip_td", "clip_td_label_free"):
+        out += [m for m in [name] + sorted(x for x in labels if x.startswith(name + "[")) if m in labels]
+    return out
 
 
 def check_targets(agg: Agg, asked: Optional[Asked] = None) -> List[Dict[str, Any]]:
@@ -140,8 +145,9 @@ def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
         return ""
     lines = ["## Targets", "",
              "Primary metric per task (VQA accuracy, SNLI-VE accuracy, VCR Q->AR), means over seeds; "
-             "value = the difference the target is about (points). Each clip_td row (`clip_td`, and "
-             "`clip_td[...]` with extra grid keys) is judged against the same `none` and `naive_kd` cells.", ""]
+             "value = the difference the target is about (points). Each clip_td row (`clip_td`, "
+             "`clip_td[...]` with extra grid keys, and the label-free preset `clip_td_label_free` and its "
+             "rows) is judged against the same `none` and `naive_kd` cells.", ""]
     methods = judged_methods(agg)
     counts = {m: {t: _count(rows, t, m) for t in TARGET_TEXT} for m in methods}
     for target, text in TARGET_TEXT.items():

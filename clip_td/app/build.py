@@ -5,12 +5,12 @@ cache, and the DataLoaders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.data import DataLoader
 
 from clip_td.app.batches import Collator, TaskDataset, photometric_augment, student_transform
@@ -53,6 +53,15 @@ class Built:
     def decode_predictions(self, preds: List[Any]) -> List[Any]:
         """Class indices -> what task.write_predictions takes (answer strings, ints, pairs)."""
         return self.task.decode(preds)
+
+
+def with_method(cfg: DictConfig, method: MethodConfig) -> DictConfig:
+    """`cfg` with its `method` section replaced by the resolved settings (read-only): what a
+    preset sets (`method.name=clip_td_label_free` -> `method.answer_sets`, ...) reaches every
+    reader of `cfg.method`, the tasks' `setup` included, as it reaches the distiller."""
+    merged = OmegaConf.merge(cfg, {"method": asdict(method)})
+    OmegaConf.set_readonly(merged, True)
+    return merged
 
 
 def check_settings(cfg: DictConfig) -> MethodConfig:
@@ -279,7 +288,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     eval_rows = {s: task.load(task_root, s) for s in eval_splits(cfg, task, task_root)}
 
     with accelerator.main_process_first():  # state saved beside the run (reused on resume)
-        task.setup(train_rows, cfg, state_dir=cfg.output_dir, save=accelerator.is_main_process)
+        task.setup(train_rows, with_method(cfg, method), state_dir=cfg.output_dir, save=accelerator.is_main_process)
         tokenizer = student_tokenizer(cfg.student.pretrained, cfg.output_dir, task.corpus_texts(train_rows),
                                       vocab_size=cfg.student.vocab_size)
     side, mean, std = image_settings(cfg)

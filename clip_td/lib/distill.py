@@ -157,7 +157,7 @@ class MethodConfig:
     A preset (`name`) is applied once by `resolve_method`; the result is the one set of
     settings the run uses (naive_kd and the ablations override some fields)."""
 
-    name: str = "clip_td"  # METHODS preset: none | naive_kd | clip_td | clip_td_nosel | clip_td_noweight
+    name: str = "clip_td"  # METHODS preset: none | naive_kd | clip_td | clip_td_nosel | clip_td_noweight | clip_td_label_free
     alpha: float = 1.0  # weight of the whole distillation term (0 = off)
     beta: float = 0.5  # weight of the global-embedding term
     eta: float = 1.0  # weight of the answer-level term
@@ -220,6 +220,16 @@ def method_clip_td_nosel(m: MethodConfig) -> MethodConfig:
 @METHODS.register("clip_td_noweight")
 def method_clip_td_noweight(m: MethodConfig) -> MethodConfig:
     return replace(m, weighting="uniform")
+
+
+@METHODS.register("clip_td_label_free")
+def method_clip_td_label_free(m: MethodConfig) -> MethodConfig:
+    """Beyond the paper's protocol: clip_td plus the teacher's sharpened answers (tau_t 0.5) on the
+    training split's unlabelled rows, with each task's answer distribution that carries label
+    information there (VQA: the question type's answer set; SNLI-VE: entailment vs contradiction;
+    both keys are read by their task alone). The label-free token and global terms stay off."""
+    return replace(m, label_free=1.0, label_free_answers=True, label_free_features=False,
+                   label_free_teacher_tau=0.5, answer_sets=True, probe_contrast=True)
 
 
 def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
