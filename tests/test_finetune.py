@@ -77,7 +77,7 @@ def test_other_tasks_end_to_end(small_world, tiny_teacher, tmp_path, task):
     [
         ({"train.bogus": 1}, "unknown config key 'train.bogus'"),
         ({"task.name": "gqa"}, "task.name='gqa': unknown task 'gqa'; expected one of: snli_ve, vcr, vqa"),
-        ({"method.name": "magic"}, "method.name='magic': unknown distillation method 'magic'; expected one of: clip_td, clip_td_nosel"),
+        ({"method.name": "magic"}, "method.name='magic': unknown distillation method 'magic'; expected one of: clip_td, clip_td_label_free, clip_td_nosel"),
         ({"train.fraction": 0.0001, "method.name": "none"}, "train.fraction=0.0001: the low-shot split"),
     ],
 )
