@@ -1,6 +1,7 @@
 """Shared test set-up: no network, no hub downloads, deterministic threads."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,21 @@ def no_default_student_training(monkeypatch):
         raise AssertionError("a test asked for the default pretrained student; set student.pretrained=null")
 
     monkeypatch.setattr(default_student, "_train", refuse)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """`clip-td data synth --size small` (64 px), built once per test session."""
+    from tasks.synthetic import build_world
+
+    out = tmp_path_factory.mktemp("world") / "synth"
+    build_world(out, seed=0, size="small", image_size=64, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A random 1-layer open_clip ViT teacher (32 px, patch 8) saved as a local-dir."""
+    from clip_td.testing.tiny_checkpoints import save_tiny_teacher
+
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher") / "tiny", seed=0)

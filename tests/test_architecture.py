@@ -11,7 +11,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = ("clip_td", "tasks", "pretrain", "configs")

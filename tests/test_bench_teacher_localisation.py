@@ -10,7 +10,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from test_finetune_helpers import small_world, tiny_teacher  # noqa: E402,F401
 
 
 def test_referenced_objects_are_the_named_indices():

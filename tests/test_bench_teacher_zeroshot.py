@@ -8,7 +8,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from test_finetune_helpers import small_world, tiny_teacher  # noqa: E402,F401
 
 
 def test_concepts_per_style_agree_with_the_pretraining_zero_shot(small_world, tiny_teacher):

@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from test_finetune_helpers import small_world, tiny_teacher  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 

@@ -9,7 +9,6 @@ from clip_td.app.batches import Collator, TaskDataset, student_transform
 from clip_td.app.schema import FinetuneConfig
 from clip_td.base.config import load_config
 from clip_td.lib.tokenizer import build_wordpiece
-from test_finetune_helpers import small_world  # noqa: F401  (session fixture)
 
 
 def _load(world, task_name, split="train"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clip_td.app.trainer import main
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
 

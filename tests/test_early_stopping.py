@@ -15,7 +15,7 @@ from clip_td.app import trainer as trainer_mod
 from clip_td.app.build import split_holdout
 from clip_td.app.trainer import Trainer, main
 from clip_td.base.io import InputError
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
 

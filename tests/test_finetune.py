@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clip_td.app.trainer import main
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
 TASK_METRICS = {"vqa": ["vqa_acc"], "snli_ve": ["accuracy"], "vcr": ["q2a", "qa2r", "q2ar"]}

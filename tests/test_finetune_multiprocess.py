@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from test_finetune import TASK_METRICS, TINY, evaluate_cli
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

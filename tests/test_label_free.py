@@ -13,7 +13,7 @@ from clip_td.app.finetune_model import FinetuneModel
 from clip_td.app.trainer import main
 from clip_td.base.io import InputError
 from clip_td.lib.distill import MethodConfig, create_distiller, resolve_method
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
 

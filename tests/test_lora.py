@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_finetune import TINY
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from clip_td.app.trainer import main
 from clip_td.base.io import InputError
 from clip_td.lib.distill import MethodConfig, answer_kl, gold_allowed, resolve_method
-from test_finetune_helpers import probe_rows, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import probe_rows, tiny_overrides
 
 
 def test_masked_kl_is_the_kl_over_the_allowed_candidates():

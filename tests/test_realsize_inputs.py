@@ -13,7 +13,7 @@ import torch
 
 from clip_td.base.io import InputError
 from clip_td.lib.token_grid import check_grid_alignment
-from test_finetune_helpers import small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "finetune" / "tiny.yaml")

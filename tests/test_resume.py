@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import clip_td.app.trainer as ft
 from test_finetune import TINY
-from test_finetune_helpers import read_metrics, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import read_metrics, tiny_overrides
 
 SETTINGS = {"method.name": "clip_td", "train.max_steps": 6, "train.batch_size": 32, "train.checkpoint_every": 3}
 

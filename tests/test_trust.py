@@ -10,7 +10,7 @@ import torch
 from clip_td.app.trainer import main
 from clip_td.base.io import InputError
 from clip_td.lib.trust import binomial_sf, group_decisions, prior_correct, trust_decision
-from test_finetune_helpers import probe_rows, small_world, tiny_overrides, tiny_teacher  # noqa: F401
+from test_finetune_helpers import probe_rows, tiny_overrides
 
 
 def test_binomial_tail_hand_computed():
