@@ -334,6 +334,61 @@ def test_held_back_check_compares_the_students_latest_held_out_answers_with_the_
     assert h6.label_weight(torch.tensor([0, 1, 2, 3])).tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
+def test_check_steps_are_shares_of_the_run_below_its_end():
+    from clip_td.lib.trust import check_steps
+
+    assert check_steps(0.5, 0.0, 1200) == [600]
+    assert check_steps(0.5, 0.25, 1200) == [600, 900]
+    assert check_steps(0.25, 0.25, 1200) == [300, 600, 900]  # 1.0 is the run's end, not a check
+    assert check_steps(0.4, 0.3, 10) == [4, 7]
+    assert check_steps(0.5, 0.1, 4) == [2, 3]  # 0.5, 0.6, 0.7 -> 2, 2, 2; 0.8, 0.9 -> 3, 3
+
+
+def test_repeated_check_keeps_the_rows_back_while_the_teacher_leads_and_stops_at_the_first_student_lead():
+    from clip_td.lib.trust import StudentHandover
+
+    teacher_right = torch.tensor([1, 1, 0, 1, 1, 0])
+    held = torch.tensor([1, 1, 1, 0, 0, 0], dtype=torch.bool)
+
+    def handover():
+        h = StudentHandover(teacher_right, ["a"] * 6, window=100, held_back=held)
+        h.check_steps = [2, 4, 6]
+        return h
+
+    h = handover()
+    h.observe(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), step=0)  # student 1 right, teacher 2
+    h.observe(torch.tensor([3]), torch.tensor([1]), step=2)  # first check: the teacher leads, 2 to 1
+    assert h.holding and h.check is None and h.check_step == 4
+    assert h.checks == [{"step": 2, "held_back": 3, "rows": 3, "student_right": 1, "teacher_right": 2,
+                         "answer_term": True}]
+    assert h.label_weight(torch.tensor([0, 3])).tolist() == [0.0, 1.0]  # the labels still wait
+    assert h.gate(torch.tensor([0, 3])).tolist() == [0.0, 1.0]
+    h.observe(torch.tensor([0, 1]), torch.tensor([1, 1]), step=3)  # latest answers: rows 0, 1, 2 right
+    state = json.loads(json.dumps(h.state_dict()))
+    h.observe(torch.tensor([4]), torch.tensor([1]), step=4)  # second check: the student leads, 3 to 2: off
+    assert not h.holding and h.check == {"step": 4, "held_back": 3, "rows": 3, "student_right": 3,
+                                         "teacher_right": 2, "answer_term": False}
+    record = h.as_dict()
+    assert record["check_steps"] == [2, 4, 6] and [c["step"] for c in record["checks"]] == [2, 4]
+    assert record["groups"]["a"]["off_step"] == 4 and h.gate(torch.tensor([0, 3])).tolist() == [0.0, 0.0]
+    h.observe(torch.tensor([5]), torch.tensor([0]), step=6)  # no third check once the term is off
+    assert len(h.checks) == 2
+    # resumed between the checks: the same decisions
+    h2 = handover()
+    h2.load_state_dict(state)
+    h2.observe(torch.tensor([4]), torch.tensor([1]), step=4)
+    assert h2.as_dict() == record
+    # the teacher leads at every check: the last one ends the holding and the term stays on
+    h3 = handover()
+    h3.observe(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), step=0)
+    for step in (2, 4):
+        h3.observe(torch.tensor([3]), torch.tensor([1]), step=step)
+        assert h3.holding
+    h3.observe(torch.tensor([3]), torch.tensor([1]), step=6)
+    assert not h3.holding and h3.check["step"] == 6 and h3.check["answer_term"] and len(h3.checks) == 3
+    assert h3.gate(torch.tensor([0, 3])).tolist() == [1.0, 1.0] and h3.label_weight(torch.tensor([0])) is None
+
+
 def test_held_back_rows_are_a_seeded_share_of_the_labelled_rows():
     from clip_td.app.teacher_setup import held_back_rows
 
@@ -379,6 +434,17 @@ def test_student_check_runs_at_its_step_and_holds_the_rows_back_until_then(small
     assert sum(held_zeros) > 0  # some held-back rows were in the first batches, gated off
     for gate in gates[4:]:  # after the check (decided in step 3's forward, before its update)
         assert gate == [float(check["answer_term"])] * len(gate)
+
+
+def test_student_check_every_schedules_the_checks_of_a_run(small_world, tiny_teacher, tmp_path):
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "task", 1.0,
+             **{"method.student_check": 0.5, "method.student_check_at": 0.5, "method.student_check_every": 0.25,
+                "method.handover_window": 1000, "train.max_steps": 8})
+    handover = t["handover"]
+    assert handover["check_steps"] == [4, 6]
+    steps = [c["step"] for c in handover["checks"]]
+    assert steps == ([4] if not handover["checks"][0]["answer_term"] else [4, 6])
+    assert handover["check"] == handover["checks"][-1]
 
 
 def test_check_features_waits_for_the_check_and_follows_its_decision():
@@ -497,6 +563,11 @@ def test_student_check_test_is_checked_by_name():
     assert resolve_method(MethodConfig(student_check_test="mcnemar")).student_check_test == "mcnemar"
     with pytest.raises(InputError, match="method.student_check_test: unknown value 'vote'"):
         resolve_method(MethodConfig(student_check_test="vote"))
+    assert resolve_method(MethodConfig(student_check_every=0.25)).student_check_every == 0.25
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InputError, match=rf"method.student_check_every: expected a share of the run's steps "
+                                             rf"in \[0, 1\), got {bad}"):
+            resolve_method(MethodConfig(student_check_every=bad))
 
 
 def test_metrics_name_the_teacher_build_by_its_weights_fingerprint(small_world, tiny_teacher, tmp_path):

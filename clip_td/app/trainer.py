@@ -32,6 +32,7 @@ from clip_td.app.build import Built, build, resolve_student
 from clip_td.app.schema import FinetuneConfig
 from clip_td.base.io import InputError, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged, run_script
+from clip_td.lib.trust import check_steps
 from clip_td.lib.weighting import SCHEDULES
 from clip_td.app.finetune_model import inference_state_dict, total_loss
 from clip_td.app.teacher_setup import host_index
@@ -209,8 +210,9 @@ class Trainer:
         self.samples, self.train_time = 0, 0.0
         if built.teacher is not None:
             built.teacher.to(accelerator.device)
-        if built.handover is not None:  # method.student_check: the held-back rows wait until this step
-            built.handover.check_step = int(built.method.student_check_at * self.total_steps)
+        if built.handover is not None:  # method.student_check: the held-back rows wait until these steps
+            built.handover.check_steps = check_steps(built.method.student_check_at, built.method.student_check_every,
+                                                     self.total_steps)
 
     def resume(self) -> None:
         ckpt = resolve_resume(self.cfg.train.resume, self.out)

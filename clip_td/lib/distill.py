@@ -183,6 +183,7 @@ class MethodConfig:
     handover_window: int = 200  # first visits per handover test
     student_check: float = 0.2  # with handover: share of the labelled rows held back for the student-vs-teacher check (their labels and answer-level term wait until it; 0 = no check)
     student_check_at: float = 0.5  # the check's step, as a share of the run's steps
+    student_check_every: float = 0.0  # with the held-back check: repeat it every this share of the run's steps after student_check_at (checks at at, at + every, ... below 1) until one turns the answer-level term off; the held-back rows' labels wait until then or the last check (0 = one check)
     student_check_test: str = "count"  # the check's rule: count (the answer-level term is off when the student answers at least as many held-back rows right as the teacher) | mcnemar (off only when the exact one-sided McNemar test on the held-back rows' discordant pairs finds the student better at trust_alpha, the rule of the handover blocks)
     check_features: bool = False  # with the held-back check: the token and global terms of the labelled rows wait for it too (none before `student_check_at`), and run after it only if the check keeps the answer-level term (the teacher answered more held-back rows right than the student)
     check_answers: bool = False  # with the held-back check: the answer-level term waits for it on every labelled row (not only the held-back ones); with check_features, nothing is distilled before the teacher has shown it answers better than the student
@@ -271,6 +272,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
                          f"got {m.student_check_at!r}")
     from clip_td.lib.trust import CHECK_TESTS
 
+    if not 0.0 <= float(m.student_check_every) < 1.0:
+        raise InputError(f"config key method.student_check_every: expected a share of the run's steps in [0, 1), "
+                         f"got {m.student_check_every!r}")
     if m.student_check_test not in CHECK_TESTS:
         raise InputError(f"config key method.student_check_test: unknown value {m.student_check_test!r}; expected one "
                          f"of: {', '.join(CHECK_TESTS)}")

@@ -24,7 +24,7 @@ import copy
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Hashable, Optional, Sequence
+from typing import Any, Dict, Hashable, List, Optional, Sequence
 
 import torch
 
@@ -126,6 +126,17 @@ def mcnemar_p(b: int, c: int) -> float:
     return binomial_sf(c, b + c, 0.5)
 
 
+def check_steps(at: float, every: float, total_steps: int) -> List[int]:
+    """The held-back check's steps: `at`, `at + every`, `at + 2 every`, ... (shares of the run's
+    `total_steps`, each below 1), as steps; one check when `every` is 0. Repeated steps (a short
+    run) are dropped."""
+    shares, k = [float(at)], 1
+    while every > 0 and float(at) + k * float(every) < 1.0 - 1e-9:
+        shares.append(float(at) + k * float(every))
+        k += 1
+    return sorted({int(share * int(total_steps)) for share in shares})
+
+
 class StudentHandover:
     """`method.handover`: the answer-level term hands over to the labels once the student answers
     better than the teacher.
@@ -156,7 +167,10 @@ class StudentHandover:
     blocks, on the held-back rows' discordant pairs, finds the student better at `alpha` (a tie or
     a lead of one on a few rows keeps the teacher, as a block would). Either way the
     held-back rows' labels then count as every other row's. No eligible held-back row seen: no
-    evidence, the term stays as the gate left it.
+    evidence, the term stays as the gate left it. With several check steps (`check_steps`,
+    `method.student_check_every`) the held-back rows stay held back after a check that keeps the
+    term, and the next check compares the student's latest answers to them again; the first check
+    that turns the term off, or the last one, ends the holding.
     """
 
     def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
@@ -190,7 +204,9 @@ class StudentHandover:
         self.held_back = (torch.zeros(n, dtype=torch.bool) if held_back is None
                           else torch.as_tensor(held_back).bool().cpu())
         self.eligible = torch.ones(n, dtype=torch.bool) if eligible is None else torch.as_tensor(eligible).bool().cpu()
-        self.check_step, self.stages = int(check_step), int(stages)
+        self.check_steps = [int(check_step)]  # the checks' steps, ascending (`check_steps(...)`)
+        self.checks: list = []  # the record of every check done so far
+        self.stages = int(stages)
         self.check_features, self.check_answers = bool(check_features), bool(check_answers)
         self.latest = torch.full((n,), -1, dtype=torch.long)  # held-back rows: the student's latest answer (1/0)
         self.check: Optional[Dict[str, Any]] = self._unchecked()
@@ -198,6 +214,15 @@ class StudentHandover:
     def _unchecked(self) -> Optional[Dict[str, Any]]:
         """`check` before the check step: None (pending), or skipped when nothing is held back."""
         return None if bool(self.held_back.any()) else {"skipped": True}
+
+    @property
+    def check_step(self) -> int:
+        """The step of the next check (the last one's once every check is done)."""
+        return self.check_steps[min(len(self.checks), len(self.check_steps) - 1)]
+
+    @check_step.setter
+    def check_step(self, step: int) -> None:
+        self.check_steps = [int(step)]
 
     @property
     def holding(self) -> bool:
@@ -262,10 +287,14 @@ class StudentHandover:
             off = n > 0 and p < self.alpha
         else:
             off = n > 0 and student >= teacher
-        self.check = {"step": int(step), "held_back": int(self.held_back[self.teacher_right >= 0].sum()), "rows": n,
-                      "student_right": student, "teacher_right": teacher, "answer_term": not off}
+        record = {"step": int(step), "held_back": int(self.held_back[self.teacher_right >= 0].sum()), "rows": n,
+                  "student_right": student, "teacher_right": teacher, "answer_term": not off}
         if self.check_test != "count":  # the count rule's record is unchanged
-            self.check.update(test=self.check_test, b=b, c=c, p_value=float(f"{p:.6g}"))
+            record.update(test=self.check_test, b=b, c=c, p_value=float(f"{p:.6g}"))
+        self.checks.append(record)
+        if not off and len(self.checks) < len(self.check_steps):
+            return  # the teacher keeps its lead: the rows stay held back for the next check
+        self.check = record
         if off:
             for g in self.off_step:
                 if self.off_step[g] is None:
@@ -286,6 +315,7 @@ class StudentHandover:
         """metrics.json `teacher_trust.handover`: per group the step it handed over at (null: never)
         and every block's test."""
         return {"window": self.window, "alpha": self.alpha, "check": self.check,
+                **({"check_steps": self.check_steps, "checks": self.checks} if len(self.check_steps) > 1 else {}),
                 "check_features": self.check_features, "check_answers": self.check_answers,
                 "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
                                   "tests": self.tests[i]} for i, name in enumerate(self.names)}}
@@ -298,7 +328,7 @@ class StudentHandover:
                               "off_step": {self.names[g]: v for g, v in self.off_step.items()},
                               "latest": {str(r): int(self.latest[r])
                                          for r in torch.nonzero(self.latest >= 0).flatten().tolist()},
-                              "check": self.check})
+                              "check": self.check, "checks": self.checks})
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         index = {n: i for i, n in enumerate(self.names)}
@@ -312,3 +342,4 @@ class StudentHandover:
         for r, v in state.get("latest", {}).items():
             self.latest[int(r)] = int(v)
         self.check = state.get("check", self._unchecked())
+        self.checks = list(state.get("checks", [] if self.check is None or "step" not in self.check else [self.check]))
