@@ -286,6 +286,21 @@ def test_method_presets():
         _distiller("clip_td", {"rhoo": 0.1}, 6, 8)
 
 
+def test_a_preset_warns_when_it_replaces_a_key_the_config_set():
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"method.label_free_teacher_tau=1.0 is replaced by the preset "
+                                         r"method.name=clip_td_label_free \(0.5\)"):
+        free = resolve_method({"name": "clip_td_label_free", "label_free_teacher_tau": 1.0})
+    assert free.label_free_teacher_tau == 0.5
+    with pytest.warns(UserWarning, match=r"method.selection='random_k' is replaced by the preset method.name=naive_kd"):
+        assert resolve_method({"name": "naive_kd", "selection": "random_k"}).selection == "all"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a key at its default, or one the preset does not set: silent
+        assert resolve_method({"name": "clip_td_label_free", "answer_sets": False, "eta": 0.5}).eta == 0.5
+        assert resolve_method({"name": "naive_kd", "selection": "all"}).selection == "all"
+
+
 def test_selection_seed_defaults_to_the_run_seed_and_is_settable():
     assert resolve_method({"name": "clip_td"}, seed=7).selection_seed == 7
     assert resolve_method({"name": "clip_td", "selection_seed": 3}, seed=7).selection_seed == 3

@@ -22,6 +22,7 @@ instance. batch: `offsets` (B, T, 2) of the student's tokens ((0, 0) = special) 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
@@ -233,6 +234,18 @@ def method_clip_td_label_free(m: MethodConfig) -> MethodConfig:
                    label_free_teacher_tau=0.5, answer_sets=True, probe_contrast=True)
 
 
+def _warn_overridden(given: MethodConfig, preset: MethodConfig) -> None:
+    """A preset's keys win over the same keys in the config: warn, naming the key, where the config
+    set one to a value other than its default and the preset replaced it (a key set to its default
+    cannot be told from one left alone)."""
+    for f in fields(MethodConfig):
+        mine, theirs = getattr(given, f.name), getattr(preset, f.name)
+        if mine != theirs and mine != f.default:
+            warnings.warn(f"method.{f.name}={mine!r} is replaced by the preset method.name={given.name} "
+                          f"({theirs!r}); to vary it, use method.name=clip_td with the preset's keys "
+                          f"(docs/method.md)", stacklevel=3)
+
+
 def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     """The run's method settings: `cfg` (a DictConfig / mapping / MethodConfig of the `method`
     section) with its preset applied and every registry name checked; `seed` fills a null
@@ -248,7 +261,9 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
         if unknown:
             raise InputError(f"unknown config key(s) method.{unknown[0]}; expected one of: {', '.join(sorted(known))}")
         m = MethodConfig(**items)
+    given = m
     m = METHODS.create(m.name, m, key="method.name")
+    _warn_overridden(given, m)
     SELECTORS.get(m.selection, key="method.selection")
     WEIGHTINGS.get(m.weighting, key="method.weighting")
     SCHEDULES.get(m.schedule, key="method.schedule")
