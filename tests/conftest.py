@@ -12,6 +12,14 @@ os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+# The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml), several jobs on the
+# machine's cores at once: one OpenMP thread per worker (set before torch is imported, and
+# inherited by the subprocesses a test starts), or the workers' spinning threads slow each
+# other many times over.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
 
 def pytest_collection_modifyitems(config, items):
     """`@pytest.mark.slow` tests are skipped unless the marker expression names them (-m slow)."""
