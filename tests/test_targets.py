@@ -121,3 +121,52 @@ def test_equal_gains_from_float_means_are_a_tie():
     assert got[("T4", 1.0)] is True
     assert got[("T5", 1.0)] is False  # -1.63 is below -1.19
     assert got[("T1", 0.25)] is False  # +1.0000000000001 is not above the std 1.0
+
+
+def test_rows_that_differ_only_in_keys_one_task_reads_are_assembled_into_one_row():
+    """VQA's answer sets, SNLI-VE's contrast pair and VCR's label-free rationales are each read by
+    one task alone, so one recipe runs under three labels; the report joins them per task into one
+    judged row (and the SNLI-VE cells without the pair into another), leaving apart a label whose
+    other keys differ."""
+    from clip_td.app.benchmark_targets import ASSEMBLED, assembled_rows, split_label
+
+    metric = {"vqa": "vqa_acc", "snli_ve": "accuracy", "vcr": "q2ar"}
+    lv = "clip_td[method.answer_sets=True,method.label_free=1.0]"
+    ls = "clip_td[method.answer_sets=True,method.label_free=1.0,method.probe_contrast=True]"
+    lr = "clip_td[method.label_free=1.0,method.label_free_rationales=True]"
+    other = "clip_td[method.label_free=0.5]"
+    cells = {("vqa", "none"): (40.0, 1.0), ("vqa", lv): (47.0, 1.0),
+             ("snli_ve", "none"): (50.0, 2.0), ("snli_ve", lv): (49.0, 1.0), ("snli_ve", ls): (58.0, 1.5),
+             ("vcr", "none"): (10.0, 0.5), ("vcr", lr): (25.0, 1.0), ("vcr", other): (30.0, 1.0)}
+    agg = {(t, m, 0.01, "val", metric[t]): {"mean": mean, "std": std, "n": 3, "seeds": [0, 1, 2]}
+           for (t, m), (mean, std) in cells.items()}
+    both = "method.answer_sets=True,method.label_free=1.0,method.label_free_rationales=True"
+    a1 = f"clip_td[{both}]{ASSEMBLED}"
+    a2 = f"clip_td[{both},method.probe_contrast=True]{ASSEMBLED}"
+    assert assembled_rows(agg) == {a1: {"snli_ve": lv, "vcr": lr, "vqa": lv}, a2: {"snli_ve": ls, "vcr": lr, "vqa": lv}}
+    t2 = {(r["method"], r["task"]): (r["value"], r["holds"]) for r in check_targets(agg) if r["target"] == "T2"}
+    # +10 VQA and VCR Q->AR, +5 SNLI-VE
+    assert t2[(a2, "vqa")] == (7.0, False) and t2[(a2, "snli_ve")] == (8.0, True) and t2[(a2, "vcr")] == (15.0, True)
+    assert t2[(a1, "snli_ve")] == (-1.0, False)
+    assert (other, "vcr") in t2 and not any(m.endswith(ASSEMBLED) and "0.5" in m for m, _ in t2)
+    md = targets_markdown(agg)
+    assert f"| {a2} | 3 of 3 | 2 of 3 | - | - | - |" in md  # gains 7, 8, 15 above the stds 1, 2, 1
+    assert f"| {a2} | snli_ve | {ls} |" in md
+    assert split_label("clip_td[method.a=1,teacher.model=recipe:x_y]") == ("clip_td", {"method.a": "1", "teacher.model": "recipe:x_y"})
+
+
+def test_the_keys_a_task_alone_reads_are_method_config_fields():
+    import dataclasses
+
+    from clip_td.lib.distill import MethodConfig
+    from tasks import get_task
+
+    fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    owners = {}
+    for name in ("vqa", "snli_ve", "vcr"):
+        for key in get_task(name).method_keys:
+            assert key.startswith("method.") and key[len("method."):] in fields, key
+            assert owners.setdefault(key, name) == name  # one task each
+    assert owners == {"method.answer_sets": "vqa", "method.question_candidates": "vqa",
+                      "method.similarity_probe": "snli_ve", "method.probe_contrast": "snli_ve",
+                      "method.rationales": "vcr", "method.label_free_rationales": "vcr"}

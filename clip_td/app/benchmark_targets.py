@@ -12,11 +12,19 @@ label `clip_td[...]`, e.g. the label-free row), each against the same `none` and
   T5  clip_td >= none - max(std) on val, at 100 %
 With the grid's asked seeds (`GridStatus.seeds`), a check that reads a cell with fewer seeds than
 the grid asks is marked provisional (`short`; "yes †" / "no †" in the markdown).
+
+Assembled rows: a key that one task alone reads (`Task.method_keys`: VQA's answer sets, SNLI-VE's
+contrast pair, VCR's rationales) cannot be set on a sweep over every task (VCR's label-free
+rationales are refused elsewhere), so one recipe runs under a different label per task. Rows whose
+labels agree on every other key are joined, per task, into one judged row
+`clip_td[<every key>] (assembled)` whose cells are those of the source labels (`assembled_rows`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+import itertools
+import re
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from tasks import find_task
 
@@ -28,6 +36,7 @@ Asked = Dict[Tuple[str, str, float], List[int]]  # (task, method, fraction) -> t
 # within TIE counts as a tie (">=" holds, ">" does not)
 TIE = 1e-9
 SHORT = "\u2020"  # marks a cell, or a check reading one, with fewer seeds than the grid asks
+ASSEMBLED = " (assembled)"  # suffix of a row joined across tasks from labels that differ only in task-read keys
 
 
 def _above(a: float, b: float) -> bool:
@@ -59,14 +68,93 @@ def judged_methods(agg: Agg) -> List[str]:
     labels = {k[1] for k in agg}
     out = []
     for name in ("clip_td", "clip_td_label_free"):
-        out += [m for m in [name] + sorted(x for x in labels if x.startswith(name + "[")) if m in labels]
+        out += [m for m in [name] + sorted(x for x in labels if x.startswith(name + "[") and not x.endswith(ASSEMBLED))
+                if m in labels]
+    return out + sorted(x for x in labels if x.endswith(ASSEMBLED))
+
+
+def split_label(label: str) -> Tuple[str, Dict[str, str]]:
+    """`clip_td[method.a=1,teacher.model=recipe:x]` -> ("clip_td", {"method.a": "1", "teacher.model": "recipe:x"})."""
+    m = re.fullmatch(r"([^\[]+)(?:\[(.*)\])?", label)
+    if m is None:
+        return label, {}
+    base, tag = m.group(1), m.group(2)
+    keys = dict(part.split("=", 1) for part in re.split(r",(?=[\w.]+=)", tag)) if tag else {}
+    return base, keys
+
+
+def join_label(base: str, keys: Dict[str, str]) -> str:
+    return f"{base}[{','.join(f'{k}={v}' for k, v in sorted(keys.items()))}]" if keys else base
+
+
+def assembled_rows(agg: Agg) -> Dict[str, Dict[str, str]]:
+    """{assembled label: {task: source label}}: the judged labels grouped by method and by their
+    keys outside every task's `method_keys`; within a group, one row per choice of the task-read
+    keys each task ran with (one source label per task and distinct setting; of several labels
+    with the same setting, the one with most fractions, then the first by name). A row is kept when
+    it joins at least two tasks from at least two labels; its label holds every key of its sources'
+    settings, with each task-read key taken from the task that reads it."""
+    tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
+    owned = {t: set(getattr(find_task(t), "method_keys", ())) for t in tasks}
+    task_read = set().union(*owned.values()) if owned else set()
+    fracs: Dict[Tuple[str, str], set] = {}
+    for k in agg:
+        if k[0] in owned:
+            fracs.setdefault((k[0], k[1]), set()).add(k[2])
+    # (base, common keys) -> task -> own setting -> candidate labels
+    groups: Dict[Tuple[str, FrozenSet], Dict[str, Dict[FrozenSet, List[str]]]] = {}
+    judged = set(judged_methods(agg))
+    for (task, label), _ in sorted(fracs.items()):
+        if label not in judged or label.endswith(ASSEMBLED):
+            continue
+        base, keys = split_label(label)
+        common = frozenset((k, v) for k, v in keys.items() if k not in task_read)
+        own = frozenset((k, v) for k, v in keys.items() if k in owned[task])
+        groups.setdefault((base, common), {}).setdefault(task, {}).setdefault(own, []).append(label)
+    out: Dict[str, Dict[str, str]] = {}
+    existing = {k[1] for k in agg}
+    for (base, common), per_task in sorted(groups.items(), key=lambda kv: join_label(kv[0][0], dict(kv[0][1]))):
+        if len(per_task) < 2:
+            continue
+        names = sorted(per_task)
+        choices = [[(own, sorted(labels, key=lambda x: (-len(fracs[(t, x)]), x))[0])
+                    for own, labels in sorted(per_task[t].items(), key=lambda kv: sorted(kv[0]))] for t in names]
+        for combo in itertools.product(*choices):
+            sources = {t: label for t, (_, label) in zip(names, combo)}
+            if len(set(sources.values())) < 2:
+                continue
+            keys = dict(common)
+            for own, _ in combo:
+                keys.update(own)
+            label = join_label(base, keys)
+            if label in existing and all((t, label) in fracs for t in names):
+                continue
+            out[label + ASSEMBLED] = sources
     return out
+
+
+def with_assembled(agg: Agg, asked: Optional[Asked] = None) -> Tuple[Agg, Optional[Asked]]:
+    """`agg` (and `asked`) with the cells of every `assembled_rows` row added under its label."""
+    rows = assembled_rows(agg)
+    if not rows:
+        return agg, asked
+    agg = dict(agg)
+    asked = dict(asked) if asked else asked
+    for label, sources in rows.items():
+        for k, v in list(agg.items()):
+            if k[0] in sources and k[1] == sources[k[0]] and not k[1].endswith(ASSEMBLED):
+                agg[(k[0], label) + k[2:]] = v
+                if asked and (k[0], k[1], k[2]) in asked:
+                    asked[(k[0], label, k[2])] = asked[(k[0], k[1], k[2])]
+    return agg, asked
 
 
 def check_targets(agg: Agg, asked: Optional[Asked] = None) -> List[Dict[str, Any]]:
     """One row per (method, target, task, fraction): {"method", "target", "task", "fraction",
-    "value", "needed", "holds", "short"}, for each label of `judged_methods`; `short` is True where a
-    cell the check reads has fewer seeds than `asked` lists for it."""
+    "value", "needed", "holds", "short"}, for each label of `judged_methods` and each assembled row
+    (`assembled_rows`, after them); `short` is True where a cell the check reads has fewer seeds
+    than `asked` lists for it."""
+    agg, asked = with_assembled(agg, asked)
     out: List[Dict[str, Any]] = []
     tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
     methods = judged_methods(agg)
@@ -143,6 +231,8 @@ def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
     rows = check_targets(agg, asked)
     if not rows:
         return ""
+    assembled = assembled_rows(agg)
+    agg, asked = with_assembled(agg, asked)
     lines = ["## Targets", "",
              "Primary metric per task (VQA accuracy, SNLI-VE accuracy, VCR Q->AR), means over seeds; "
              "value = the difference the target is about (points). Each clip_td row (`clip_td`, "
@@ -160,6 +250,14 @@ def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
                   "| method | " + " | ".join(TARGET_TEXT) + " |", "|---|" + "---|" * len(TARGET_TEXT)]
         for method in methods:
             lines.append(f"| {method} | " + " | ".join(counts[method][t] or "-" for t in TARGET_TEXT) + " |")
+    if assembled:
+        lines += ["", f"Assembled rows (\"{ASSEMBLED.strip()}\"): one recipe whose keys read by one task alone "
+                  "(VQA's answer sets, SNLI-VE's contrast pair, VCR's rationales) put it under a different label "
+                  "per task; each task's cells are those of its source label, which ran with every key of the "
+                  "row that the task reads:", "", "| assembled row | task | source label |", "|---|---|---|"]
+        for label, sources in assembled.items():
+            for task, source in sorted(sources.items()):
+                lines.append(f"| {label} | {task} | {source} |")
     lines += ["", "| method | target | task | fraction | value | needed | holds |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['target']} | {r['task']} | {r['fraction'] * 100:g}% | {r['value']:+.2f} | "

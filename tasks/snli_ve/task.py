@@ -52,6 +52,7 @@ class SnliVeTask(Task):
     name = "snli_ve"
     label_key = "label"
     similarity_probe = True  # the task text is the hypothesis alone
+    method_keys = ("method.similarity_probe", "method.probe_contrast")  # read by this task alone
     metric_names = ("accuracy",)
     num_classes = len(LABELS)
     label_names = LABELS  # the meaning of label k is the same on every row

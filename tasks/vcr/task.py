@@ -51,6 +51,7 @@ def _features() -> Any:
 @TASKS.register("vcr")
 class VcrTask(Task):
     name = "vcr"
+    method_keys = ("method.rationales", "method.label_free_rationales")  # read by this task alone
     label_key = "answer_label"
     metric_names = ("q2a", "qa2r", "q2ar")
     primary_metric = "q2ar"

@@ -92,6 +92,7 @@ def _check_answers(ann: Dict[str, Any], where: str, problems: Problems) -> Optio
 @TASKS.register("vqa")
 class VQATask(Task):
     name = "vqa"
+    method_keys = ("method.answer_sets", "method.question_candidates")  # read by this task alone
     label_key = "multiple_choice_answer"
     metric_names = ("vqa_acc",)
     answer_head = "sigmoid"  # BCE on soft scores over the answers (vqa_bce)
