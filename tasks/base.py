@@ -138,8 +138,9 @@ class Task:
     similarity_probe: bool = False  # the teacher's task text holds no label, so cos(image, task text) may feed method.similarity_probe
     run_candidates: bool = False  # the teacher's candidates depend on the run (set up on the low-shot rows): never stored in the split's cache
     answer_head: str = "softmax"  # how the task loss reads the head's logits: softmax (one answer) | sigmoid (VQA's soft scores)
-    # config keys this task alone reads (every other task ignores them): `clip-td report` joins the
-    # rows of different tasks that differ only in such keys into one assembled row for the targets
+    # config keys this task alone reads (every other task ignores them, or refuses them where they
+    # would be a mistake, as VCR's method.label_free_rationales): `clip-td report` joins the rows of
+    # different tasks that differ only in such keys into one assembled row for the targets
     method_keys: Tuple[str, ...] = ()
 
     # ---- data ------------------------------------------------------------------------------
