@@ -133,16 +133,18 @@ def assembled_rows(agg: Agg) -> Dict[str, Dict[str, str]]:
     return out
 
 
-def with_assembled(agg: Agg, asked: Optional[Asked] = None) -> Tuple[Agg, Optional[Asked]]:
-    """`agg` (and `asked`) with the cells of every `assembled_rows` row added under its label."""
-    rows = assembled_rows(agg)
+def with_assembled(agg: Agg, asked: Optional[Asked] = None,
+                   rows: Optional[Dict[str, Dict[str, str]]] = None) -> Tuple[Agg, Optional[Asked]]:
+    """`agg` (and `asked`) with the cells of every assembled row (`rows`, default
+    `assembled_rows(agg)`) added under its label."""
+    rows = assembled_rows(agg) if rows is None else rows
     if not rows:
         return agg, asked
     agg = dict(agg)
     asked = dict(asked) if asked else asked
     for label, sources in rows.items():
         for k, v in list(agg.items()):
-            if k[0] in sources and k[1] == sources[k[0]] and not k[1].endswith(ASSEMBLED):
+            if k[0] in sources and k[1] == sources[k[0]]:
                 agg[(k[0], label) + k[2:]] = v
                 if asked and (k[0], k[1], k[2]) in asked:
                     asked[(k[0], label, k[2])] = asked[(k[0], k[1], k[2])]
@@ -154,7 +156,11 @@ def check_targets(agg: Agg, asked: Optional[Asked] = None) -> List[Dict[str, Any
     "value", "needed", "holds", "short"}, for each label of `judged_methods` and each assembled row
     (`assembled_rows`, after them); `short` is True where a cell the check reads has fewer seeds
     than `asked` lists for it."""
-    agg, asked = with_assembled(agg, asked)
+    return _checks(*with_assembled(agg, asked))
+
+
+def _checks(agg: Agg, asked: Optional[Asked]) -> List[Dict[str, Any]]:
+    """`check_targets` on an aggregate that already holds its assembled rows."""
     out: List[Dict[str, Any]] = []
     tasks = sorted({k[0] for k in agg if find_task(k[0]) is not None})
     methods = judged_methods(agg)
@@ -228,11 +234,11 @@ def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
     line per target with `clip_td`'s count; with other judged labels (`clip_td[...]`) a table of
     every label's counts, one row each; then every check in a table. With `asked`, checks on cells
     with fewer seeds than the grid asks are marked and counted apart."""
-    rows = check_targets(agg, asked)
+    assembled = assembled_rows(agg)
+    agg, asked = with_assembled(agg, asked, assembled)
+    rows = _checks(agg, asked)
     if not rows:
         return ""
-    assembled = assembled_rows(agg)
-    agg, asked = with_assembled(agg, asked)
     lines = ["## Targets", "",
              "Primary metric per task (VQA accuracy, SNLI-VE accuracy, VCR Q->AR), means over seeds; "
              "value = the difference the target is about (points). Each clip_td row (`clip_td`, "
