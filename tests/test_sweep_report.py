@@ -234,3 +234,31 @@ def test_included_rows_the_grid_does_not_list_are_asked_for_the_grids_seeds(tmp_
     assert ask_unlisted(status, [("vqa", "none", 0.05), ("vqa", "x", 0.05), ("snli_ve", "none", 0.05)]) == [
         ("vqa", "x", 0.05)]
     assert status.seeds[("vqa", "x", 0.05)] == [0, 1, 2]
+
+
+def test_a_grid_cell_an_include_covers_is_not_listed_missing(tmp_path):
+    """Missing runs lists the grid's cells that neither a run of this folder nor an included
+    results.csv holds: re-rendering a folder from new runs plus its committed rows lists only the
+    cells that are truly absent."""
+    from clip_td.app.sweep import SweepConfig
+    from clip_td.base.config import save_config
+
+    grid = GridConfig(tasks=["vqa"], methods=["none"], fractions=[0.05], seeds=[0, 1, 2])
+    save_config(OmegaConf.structured(SweepConfig(output_dir=str(tmp_path), grid=grid)), tmp_path)
+    _write_run(tmp_path, "vqa", "none", 0.05, 0, {"val": {"vqa_acc": 40.0}})
+    summary = report(tmp_path)["summary"].read_text()
+    assert "2 of 3 grid cells have no complete metrics.json" in summary
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.csv").write_text("task,method,train_fraction,seed,split,metric,value\n"
+                                       "vqa,none,0.05,1,val,vqa_acc,44.0\n")
+    summary = report(tmp_path, include=[other])["summary"].read_text()
+    assert "1 of 3 grid cells have no complete metrics.json" in summary
+    assert "| vqa | none | 5% | 2 | not run (or its metrics.json is incomplete) |" in summary
+    assert "| vqa | none | 5% | 1 |" not in summary
+    assert "| none | 5% | val | vqa_acc | 42.00 +- 2.83 | 2 of 3 \u2020 |" in summary
+    assert cli_main(["report", str(tmp_path), "--include", str(other)]) == 1  # seed 2 is still absent
+    (other / "results.csv").write_text("task,method,train_fraction,seed,split,metric,value\n"
+                                       "vqa,none,0.05,1,val,vqa_acc,44.0\nvqa,none,0.05,2,val,vqa_acc,45.0\n")
+    assert cli_main(["report", str(tmp_path), "--include", str(other)]) == 0
+    assert "## Missing runs" not in (tmp_path / "summary.md").read_text()

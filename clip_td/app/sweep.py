@@ -486,9 +486,12 @@ def _method_label(cell: Cell) -> str:
     return f"{cell.method}[{tag}]" if tag else cell.method
 
 
-def grid_status(root: Any) -> Optional[GridStatus]:
-    """The grid of the sweep's saved `<root>/config.yaml` checked against `runs/`; None without one."""
+def grid_status(root: Any, covered: Optional[Iterable[Tuple[str, str, float, int]]] = None) -> Optional[GridStatus]:
+    """The grid of the sweep's saved `<root>/config.yaml` checked against `runs/`; None without one.
+    `covered`: (task, method label, fraction, seed) of cells whose results the report holds from
+    elsewhere (rows an `--include` added): such a cell is not missing even without its run."""
     root = Path(root)
+    covered = set(covered or ())
     path = root / "config.yaml"
     if not path.is_file():
         return None
@@ -512,6 +515,8 @@ def grid_status(root: Any) -> Optional[GridStatus]:
         if saved is not None and (cell.task, _method_label(cell), cell.fraction, cell.seed) in saved:
             continue
         if saved is None and is_complete(run_dir / "metrics.json"):
+            continue
+        if (cell.task, _method_label(cell), cell.fraction, cell.seed) in covered:
             continue
         reason = "not run (or its metrics.json is incomplete)"
         if (run_dir / "failed.json").is_file():
@@ -773,7 +778,7 @@ def report(root: Any, include: Sequence[Any] = ()) -> Dict[str, Path]:
         write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
 
-    status = grid_status(root)
+    status = grid_status(root, covered={(r["task"], r["method"], r["train_fraction"], r["seed"]) for r in rows})
     if status:
         ask_unlisted(status, agg)
     targets = targets_markdown(agg, status.seeds if status else None)
