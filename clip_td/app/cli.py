@@ -68,12 +68,10 @@ def _split(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     """Write the report; exit 1 when the sweep's grid (its saved config.yaml) has cells with neither
     a complete metrics.json nor rows from --include, unless --allow-missing."""
-    from clip_td.app.sweep import grid_status, read_results_csv, report
+    from clip_td.app.sweep import grid_status, report
 
-    out = report(args.dir, include=args.include)
-    _print_json({k: str(v) for k, v in out.items()})
-    held = read_results_csv(out["results"])  # this folder's runs and the included rows
-    status = grid_status(args.dir, covered={(r["task"], r["method"], r["train_fraction"], r["seed"]) for r in held})
+    _print_json({k: str(v) for k, v in report(args.dir, include=args.include).items()})
+    status = grid_status(args.dir)  # after report: results.csv holds the runs and the included rows
     if status is None or not status.missing:
         return 0
     first = ", ".join(m["cell"] for m in status.missing[:3]) + (" ..." if len(status.missing) > 3 else "")

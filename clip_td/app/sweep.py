@@ -486,12 +486,12 @@ def _method_label(cell: Cell) -> str:
     return f"{cell.method}[{tag}]" if tag else cell.method
 
 
-def grid_status(root: Any, covered: Optional[Iterable[Tuple[str, str, float, int]]] = None) -> Optional[GridStatus]:
-    """The grid of the sweep's saved `<root>/config.yaml` checked against `runs/`; None without one.
-    `covered`: (task, method label, fraction, seed) of cells whose results the report holds from
-    elsewhere (rows an `--include` added): such a cell is not missing even without its run."""
+def grid_status(root: Any) -> Optional[GridStatus]:
+    """The grid of the sweep's saved `<root>/config.yaml` checked against `runs/` and the folder's
+    results.csv; None without a config. A cell is present when its run has a complete metrics.json
+    or results.csv holds its rows: `report` writes that file from the runs and the `--include`d rows
+    before it calls this (and a results folder kept without its runs/ has only the file)."""
     root = Path(root)
-    covered = set(covered or ())
     path = root / "config.yaml"
     if not path.is_file():
         return None
@@ -506,17 +506,13 @@ def grid_status(root: Any, covered: Optional[Iterable[Tuple[str, str, float, int
         raise InputError(f"{path}: not a sweep config ({str(e).splitlines()[0]})") from None
     seeds: Dict[Tuple[str, str, float], List[int]] = {}
     missing = []
-    saved = None  # a results folder kept without its runs/: the cells its results.csv holds
-    if not (root / "runs").is_dir() and (root / "results.csv").is_file():
-        saved = {(r["task"], r["method"], r["train_fraction"], r["seed"]) for r in read_results_csv(root / "results.csv")}
+    held = set()  # the cells results.csv holds: this folder's runs and the included rows
+    if (root / "results.csv").is_file():
+        held = {(r["task"], r["method"], r["train_fraction"], r["seed"]) for r in read_results_csv(root / "results.csv")}
     for cell in cells:
         seeds.setdefault((cell.task, _method_label(cell), cell.fraction), []).append(cell.seed)
         run_dir = root / "runs" / cell.name
-        if saved is not None and (cell.task, _method_label(cell), cell.fraction, cell.seed) in saved:
-            continue
-        if saved is None and is_complete(run_dir / "metrics.json"):
-            continue
-        if (cell.task, _method_label(cell), cell.fraction, cell.seed) in covered:
+        if (cell.task, _method_label(cell), cell.fraction, cell.seed) in held or is_complete(run_dir / "metrics.json"):
             continue
         reason = "not run (or its metrics.json is incomplete)"
         if (run_dir / "failed.json").is_file():
@@ -778,7 +774,7 @@ def report(root: Any, include: Sequence[Any] = ()) -> Dict[str, Path]:
         write_results_csv(rows, root / "results.csv")
     agg = aggregate(rows)
 
-    status = grid_status(root, covered={(r["task"], r["method"], r["train_fraction"], r["seed"]) for r in rows})
+    status = grid_status(root)
     if status:
         ask_unlisted(status, agg)
     targets = targets_markdown(agg, status.seeds if status else None)
