@@ -1,6 +1,7 @@
 """Distillation terms on hand-computed values, method presets, and the distiller's gradients."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,6 +276,7 @@ def test_method_presets():
     free = resolve_method({"name": "clip_td_label_free", "eta": 0.5})
     assert (free.label_free, free.label_free_answers, free.label_free_features, free.label_free_teacher_tau,
             free.answer_sets, free.probe_contrast) == (1.0, True, False, 0.5, True, True)
+    assert (free.label_free_rationales, free.label_free_augment, free.student_check_test) == (True, True, "mcnemar")
     assert (free.eta, free.selection, free.weighting, free.similarity_probe) == (0.5, "relevance_topk", "confidence", True)
     with pytest.raises(InputError, match="method.probe_contrast: needs method.similarity_probe=true"):
         resolve_method({"name": "clip_td_label_free", "similarity_probe": False})
@@ -284,6 +286,31 @@ def test_method_presets():
         _distiller("nope", {}, 6, 8)
     with pytest.raises(InputError, match="method.rhoo"):
         _distiller("clip_td", {"rhoo": 0.1}, 6, 8)
+
+
+def test_the_label_free_preset_is_the_benchmarks_assembled_recipe_row():
+    """`clip_td_label_free` resolves to what `clip_td` with the keys of the committed sweep configs
+    of the benchmark's assembled recipe row resolves to (the VCR config and the SNLI-VE config hold
+    between them every key of the row; teacher.model is not a method key)."""
+    from dataclasses import replace as dc_replace
+
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "sweep"
+    keys = {}
+    for name in ("benchmark_place_teacher_place_label_free_rationales_mcnemar_augment.yaml",
+                 "benchmark_place_teacher_place_label_free_augment_contrast.yaml"):
+        extra = OmegaConf.to_container(OmegaConf.load(root / name).grid.extra)
+        for key, values in extra.items():
+            assert len(values) == 1, (name, key)
+            if key.startswith("method."):
+                keys[key.split(".", 1)[1]] = values[0]
+    assert sorted(keys) == ["answer_sets", "label_free", "label_free_answers", "label_free_augment",
+                            "label_free_features", "label_free_rationales", "label_free_teacher_tau",
+                            "probe_contrast", "student_check_test"]
+    explicit = resolve_method({"name": "clip_td", **keys})
+    assert resolve_method({"name": "clip_td_label_free"}) == dc_replace(explicit, name="clip_td_label_free")
+    assert resolve_method({"name": "clip_td"}) != dc_replace(explicit, name="clip_td")
 
 
 def test_a_preset_warns_when_it_replaces_a_key_the_config_set():

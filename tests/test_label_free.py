@@ -349,6 +349,8 @@ def test_vcr_label_free_rationales_settings_are_checked_and_a_run_trains(small_w
     check_label_free_answers(both, vcr)
     with pytest.raises(InputError, match="task 'vqa' has no second stage"):
         check_label_free_answers(both, get_task("vqa"))
+    preset = resolve_method({"name": "clip_td_label_free"})  # sets it for every task: VCR alone reads it
+    assert preset.label_free_rationales and check_label_free_answers(preset, get_task("vqa")) is None
     vcr.setup(None, OmegaConf.create({"method": {"rationales": False}}))
     with pytest.raises(InputError, match="needs method.rationales=true"):
         check_label_free_answers(both, vcr)
