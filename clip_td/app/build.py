@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from clip_td.app.batches import Collator, TaskDataset, photometric_augment, student_transform
 from clip_td.app.finetune_model import FinetuneModel
 from clip_td.base.io import InputError, PathLike
-from clip_td.lib.distill import MethodConfig, resolve_method
+from clip_td.lib.distill import METHODS, MethodConfig, resolve_method
 from clip_td.lib.students import add_lora
 
 DEFAULT_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # ViLT's normalisation
@@ -166,7 +166,7 @@ def check_label_free_answers(method: MethodConfig, task: Any = None) -> None:
                          f"(Task.label_free_choices); use it with vqa, snli_ve or vcr")
     if method.label_free_rationales and task is not None:
         if not getattr(task, "label_free_rationales", False):
-            if method.name == "clip_td_label_free":
+            if METHODS.get(method.name)(MethodConfig()).label_free_rationales:
                 return  # the preset sets it for every task and VCR alone reads it; set by hand elsewhere it is a mistake
             raise InputError(f"method.label_free_rationales=true: task {task.name!r} has no second stage to read "
                              f"with the teacher's answer; it is for vcr")
