@@ -9,7 +9,7 @@ import torch
 
 from clip_td.app.trainer import main
 from clip_td.base.io import InputError
-from clip_td.lib.trust import binomial_sf, group_decisions, prior_correct, trust_decision
+from clip_td.lib.trust import balanced_critical, binomial_sf, group_decisions, prior_correct, trust_decision
 from test_finetune_helpers import probe_rows, tiny_overrides
 
 
@@ -81,6 +81,85 @@ def test_group_decisions_test_each_group_on_its_own_rows():
     assert d["colour"].trusted and not d["count"].trusted
     assert d["colour"].p_value == pytest.approx(0.5 ** 10)
     assert (d["count"].teacher_accuracy, d["count"].prior_accuracy, d["count"].p_value) == (20.0, 100.0, 1.0)
+
+
+def _errors(c, n, p0, p1):
+    """alpha(c) + beta(c) summed term by term with math.comb: the independent reference."""
+    pmf = lambda j, p: math.comb(n, j) * p ** j * (1 - p) ** (n - j)  # noqa: E731
+    return sum(pmf(j, p0) for j in range(c, n + 1)) + sum(pmf(j, p1) for j in range(0, c))
+
+
+def test_balanced_critical_count_hand_computed():
+    # n = 5, p0 = 0.6, lead 0.1 (p1 = 0.7): c = 3 gives 0.68256 + 0.16308, c = 4 gives 0.33696 + 0.47178,
+    # c = 5 gives 0.07776 + 0.83193: c = 4
+    c, a, b = balanced_critical(5, 0.6, 0.1)
+    assert c == 4
+    assert a == pytest.approx(5 * 0.6 ** 4 * 0.4 + 0.6 ** 5, rel=1e-12)
+    assert b == pytest.approx(1 - (5 * 0.7 ** 4 * 0.3 + 0.7 ** 5), rel=1e-12)
+    # 40 rows at p0 = 1/2 (SNLI-VE's pair at 1 %): the argmin over every c of the comb-summed errors
+    for n, p0, d in [(40, 0.5, 0.1), (40, 0.325, 0.1), (13, 2 / 13, 0.1), (200, 0.5, 0.1), (40, 0.5, 0.15)]:
+        ref = min(range(n + 2), key=lambda k: (round(_errors(k, n, p0, min(1.0, p0 + d)), 12), -k))
+        c, a, b = balanced_critical(n, p0, d)
+        assert c == ref
+        assert a + b == pytest.approx(_errors(c, n, p0, min(1.0, p0 + d)), rel=1e-9)
+    assert balanced_critical(40, 0.5, 0.1)[0] == 23 and balanced_critical(40, 0.5, 0.1)[1] == pytest.approx(0.2148, abs=1e-4)
+    # the level falls with n: 200 rows -> about 0.069, 1,000 rows -> below 0.001
+    assert 0.05 < balanced_critical(200, 0.5, 0.1)[1] < 0.07
+    assert balanced_critical(1000, 0.5, 0.1)[1] < 1e-3
+    # a prior of 1 cannot be beaten: c = n + 1 (never trusted); ties keep the stricter count
+    assert balanced_critical(3, 1.0, 0.1) == (4, 0.0, 1.0)
+    assert balanced_critical(0, 0.5, 0.1) == (1, 0.0, 1.0)
+    with pytest.raises(ValueError, match="effect"):
+        balanced_critical(10, 0.5, 0.0)
+
+
+def test_balanced_rule_passes_what_40_rows_cannot_show_at_005_and_refuses_a_small_lead_on_many():
+    gold = torch.tensor([0, 1] * 20)  # prior: 20 of 40
+    pred = gold.clone()
+    pred[:16] = 1 - pred[:16]  # right on 24 of 40 (60 %)
+    logits = torch.nn.functional.one_hot(pred, 2).float()
+    fixed = trust_decision(logits, gold, alpha=0.05)
+    balanced = trust_decision(logits, gold, alpha=0.05, effect=0.1)
+    assert fixed.p_value == balanced.p_value == pytest.approx(binomial_sf(24, 40, 0.5))
+    assert not fixed.trusted and balanced.trusted
+    assert (balanced.critical, balanced.effect) == (23, 0.1)
+    assert balanced.alpha == pytest.approx(binomial_sf(23, 40, 0.5))
+    assert balanced.power == pytest.approx(binomial_sf(23, 40, 0.6))
+    assert set(fixed.as_dict()) == {"rows", "teacher_accuracy", "prior_accuracy", "p_value", "alpha", "trusted"}
+    assert balanced.as_dict()["critical"] == 23 and "power" in balanced.as_dict()
+    # 1,000 rows, right on 537 (p about 0.01): the fixed level trusts a 3.7-point lead, the balanced rule does not
+    gold = torch.tensor([0, 1] * 500)
+    pred = gold.clone()
+    pred[:463] = 1 - pred[:463]
+    logits = torch.nn.functional.one_hot(pred, 2).float()
+    assert trust_decision(logits, gold, alpha=0.05).trusted
+    assert not trust_decision(logits, gold, alpha=0.05, effect=0.1).trusted
+    # per group: each group's own row count sets its level
+    d = group_decisions(logits[:40], gold[:40], ["a"] * 40, alpha=0.05, effect=0.1)
+    assert d["a"].critical == balanced_critical(40, 0.5, 0.1)[0]
+
+
+@pytest.mark.parametrize("key,value,match", [("method.trust_alpha_rule", "bayes", "method.trust_alpha_rule"),
+                                             ("method.trust_effect", 0.0, "method.trust_effect")])
+def test_bad_gate_rule_keys_are_refused_by_name(key, value, match):
+    from omegaconf import OmegaConf
+
+    from clip_td.lib.distill import resolve_method
+
+    with pytest.raises(InputError, match=match):
+        resolve_method(OmegaConf.create({"name": "clip_td", key.split(".", 1)[1]: value}))
+
+
+def test_balanced_rule_is_recorded_in_metrics_and_decides_by_the_critical_count(small_world, tiny_teacher,
+                                                                              tmp_path, monkeypatch):
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "task", 0.05,
+             **{"method.trust_alpha_rule": "balanced", "method.trust_effect": 0.2})
+    n, k = t["rows"], round(t["teacher_accuracy"] * t["rows"] / 100)
+    c, a, b = balanced_critical(n, t["prior_accuracy"] / 100, 0.2)
+    assert (t["critical"], t["effect"]) == (c, 0.2)
+    # the recorded prior is rounded to 4 decimals of a percent: the level agrees to 1e-3
+    assert t["alpha"] == pytest.approx(a, rel=1e-3) and t["power"] == pytest.approx(1 - b, rel=1e-3)
+    assert t["trusted"] == (k >= c) == t["answer_term"]
 
 
 @pytest.mark.parametrize("gate", ["task", "off"])

@@ -384,11 +384,12 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
     from clip_td.lib.trust import StudentHandover, group_decisions, teacher_right, trust_decision
 
     logits, gold, mask = teacher_answers(teacher, task, full_train, train_idx, cache, table=table)
-    overall = trust_decision(logits, gold, method.trust_alpha, mask)
+    effect = float(method.trust_effect) if method.trust_alpha_rule == "balanced" else None
+    overall = trust_decision(logits, gold, method.trust_alpha, mask, effect=effect)
     trust: Dict[str, Any] = {**overall.as_dict(), "gate": method.trust_gate, "answer_term": overall.trusted}
     groups = [task.trust_group(full_train[i]) for i in train_idx] if method.trust_gate == "group" else []
     grouped = bool(groups) and not all(g is None for g in groups)
-    decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask) if grouped else {}
+    decisions = group_decisions(logits, gold, groups, method.trust_alpha, mask, effect=effect) if grouped else {}
     kept = [decisions[g].trusted for g in groups] if grouped else []
     if method.handover and len(train_idx):
         labelled = torch.tensor(list(train_idx), dtype=torch.long)

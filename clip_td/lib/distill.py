@@ -179,7 +179,9 @@ class MethodConfig:
     answer_sets: bool = False  # VQA: restrict the teacher's answer distribution to the answers its question type takes in the training rows (measured worse at 5-100 %; README)
     schedule: str = "constant"  # SCHEDULES registry name, a factor on alpha over training: constant | linear | cosine
     trust_gate: str = "group"  # answer-level term only where the teacher beats the label prior on the labelled rows: group (per the task's trust groups) | task | off
-    trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test
+    trust_alpha: float = 0.05  # significance level of the gate's one-sided binomial test (trust_alpha_rule=fixed), and of the handover's and held-back check's McNemar tests
+    trust_alpha_rule: str = "fixed"  # the gate's level: fixed (trust_alpha) | balanced (set by each test's row count: the critical count minimising type I + type II errors for a teacher trust_effect above the prior; clip_td.lib.trust.balanced_critical)
+    trust_effect: float = 0.10  # trust_alpha_rule=balanced: the teacher's lead over the label prior (a share) the gate's errors are balanced at
     handover: bool = True  # the answer-level term of a trust group is switched off once the student answers its labelled rows' first visits better than the teacher (a McNemar test per block of handover_window first visits; clip_td.lib.trust.StudentHandover)
     handover_window: int = 200  # first visits per handover test
     student_check: float = 0.2  # with handover: share of the labelled rows held back for the student-vs-teacher check (their labels and answer-level term wait until it; 0 = no check)
@@ -276,6 +278,14 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if str(m.trust_gate) not in TRUST_GATES:
         raise InputError(f"config key method.trust_gate: unknown value {m.trust_gate!r}; expected one of: "
                          f"{', '.join(TRUST_GATES)}")
+    from clip_td.lib.trust import ALPHA_RULES
+
+    if m.trust_alpha_rule not in ALPHA_RULES:
+        raise InputError(f"config key method.trust_alpha_rule: unknown value {m.trust_alpha_rule!r}; expected one of: "
+                         f"{', '.join(ALPHA_RULES)}")
+    if not 0.0 < float(m.trust_effect) <= 1.0:
+        raise InputError(f"config key method.trust_effect: expected a lead over the label prior in (0, 1], "
+                         f"got {m.trust_effect!r}")
     if m.projector not in PROJECTORS:
         raise InputError(f"config key method.projector: unknown value {m.projector!r}; expected one of: "
                          f"{', '.join(PROJECTORS)}")

@@ -16,6 +16,19 @@ answer is not among the teacher's candidates counts as a teacher error.
 With trust groups (a task's `trust_group`, e.g. VQA's question type) the test runs per group,
 and the answer-level term is kept for the rows of the groups that pass it: a teacher can be
 right about colours and guess at counts.
+
+The significance level is fixed (`method.trust_alpha_rule=fixed`, alpha = `method.trust_alpha`)
+or set by the sample size (`balanced`): with few labelled rows a test at 0.05 rarely passes a
+teacher that is truly better than the prior (40 rows cannot tell 60 % from 50 % at 0.05), and
+with many rows it passes a teacher whose lead is too small to matter. The balanced rule fixes the
+smallest lead worth detecting, d = `method.trust_effect`, and takes the critical count c that
+minimises the sum of the two error rates at that lead,
+
+    alpha(c) = P(X >= c | Binomial(n, p0)),   beta(c) = P(X < c | Binomial(n, min(1, p0 + d))),
+
+trusting the teacher when k >= c (equivalently p <= alpha(c), the level recorded). It is the
+"optimal alpha" of Mudge et al. (2012, PLoS ONE 7(2): e32734): alpha rises above 0.05 for small n
+and falls far below it for large n. Ties in alpha + beta go to the larger c (the stricter test).
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ import copy
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Hashable, List, Optional, Sequence
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -37,14 +50,22 @@ class TrustDecision:
     teacher_accuracy: float  # % of them the teacher answers right (argmax of its candidate scores)
     prior_accuracy: float  # % the label prior answers right (most frequent gold per candidate set)
     p_value: float  # one-sided exact binomial test of teacher accuracy > prior
-    alpha: float  # significance level
-    trusted: bool  # p_value < alpha: the answer-level term stays on
+    alpha: float  # significance level (the balanced rule: alpha(c) of its critical count)
+    trusted: bool  # p_value < alpha (balanced: k >= critical): the answer-level term stays on
+    critical: Optional[int] = None  # the balanced rule: the critical count c (None: fixed alpha)
+    effect: Optional[float] = None  # the balanced rule: the lead d over the prior it balances errors at
+    power: Optional[float] = None  # the balanced rule: 1 - beta(c), P(trusted) for a teacher at p0 + d
 
     def as_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         for k in ("teacher_accuracy", "prior_accuracy"):
             d[k] = round(d[k], 4)
         d["p_value"] = float(f"{self.p_value:.6g}")
+        if self.critical is None:  # the fixed rule's record is unchanged
+            for k in ("critical", "effect", "power"):
+                d.pop(k)
+        else:
+            d["alpha"], d["power"] = float(f"{self.alpha:.6g}"), float(f"{self.power:.6g}")
         return d
 
 
@@ -63,6 +84,24 @@ def binomial_sf(k: int, n: int, p: float) -> float:
             for j in range(k, n + 1)]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+ALPHA_RULES = ("fixed", "balanced")  # method.trust_alpha_rule
+
+
+def balanced_critical(n: int, p0: float, effect: float) -> Tuple[int, float, float]:
+    """The balanced rule's critical count -> (c, alpha(c), beta(c)): the c in 0..n+1 that minimises
+    alpha(c) + beta(c) for X ~ Binomial(n, p0) under H0 and Binomial(n, min(1, p0 + effect)) under
+    the alternative (ties: the larger c). c = 0 trusts every teacher, c = n + 1 none."""
+    if n < 0 or not 0.0 < float(effect) <= 1.0:
+        raise ValueError(f"balanced_critical: expected n >= 0 and an effect in (0, 1], got n={n}, effect={effect}")
+    p1 = min(1.0, float(p0) + float(effect))
+    best = (n + 1, 0.0, 1.0)
+    for c in range(n + 1, -1, -1):  # from the strictest: a tie keeps the larger c
+        a, b = binomial_sf(c, n, p0), 1.0 - binomial_sf(c, n, p1)
+        if a + b < best[1] + best[2] - 1e-12:
+            best = (c, a, b)
+    return best
 
 
 def prior_correct(gold: Sequence[int], groups: Optional[Sequence[Hashable]] = None) -> int:
@@ -88,11 +127,12 @@ def teacher_right(cand_logits: torch.Tensor, gold: torch.Tensor,
 
 
 def trust_decision(cand_logits: torch.Tensor, gold: torch.Tensor, alpha: float = 0.05,
-                   cand_mask: Optional[torch.Tensor] = None) -> TrustDecision:
+                   cand_mask: Optional[torch.Tensor] = None, effect: Optional[float] = None) -> TrustDecision:
     """The gate from the teacher's candidate scores of the labelled rows.
 
     cand_logits (N, C); gold (N,) index of the gold candidate or -1; cand_mask (N, C) bool or
-    None (rows with the same mask form one prior group)."""
+    None (rows with the same mask form one prior group); effect: None for the fixed level `alpha`,
+    else the balanced rule's lead over the prior (a share, e.g. 0.1; `balanced_critical`)."""
     n = int(gold.shape[0])
     if n == 0:
         return TrustDecision(0, 0.0, 0.0, 1.0, alpha, False)
@@ -101,11 +141,15 @@ def trust_decision(cand_logits: torch.Tensor, gold: torch.Tensor, alpha: float =
     k0 = prior_correct(gold.long().tolist(), groups)
     p0 = k0 / n
     p = binomial_sf(k, n, p0)
-    return TrustDecision(n, 100.0 * k / n, 100.0 * p0, p, alpha, p < alpha)
+    if effect is None:
+        return TrustDecision(n, 100.0 * k / n, 100.0 * p0, p, alpha, p < alpha)
+    c, a, b = balanced_critical(n, p0, effect)
+    return TrustDecision(n, 100.0 * k / n, 100.0 * p0, p, a, k >= c, critical=c, effect=float(effect), power=1.0 - b)
 
 
 def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Sequence[Hashable], alpha: float = 0.05,
-                    cand_mask: Optional[torch.Tensor] = None) -> Dict[Hashable, TrustDecision]:
+                    cand_mask: Optional[torch.Tensor] = None,
+                    effect: Optional[float] = None) -> Dict[Hashable, TrustDecision]:
     """`trust_decision` for each trust group's rows. groups: one hashable per row."""
     members: Dict[Hashable, list] = defaultdict(list)
     for i, g in enumerate(groups):
@@ -113,7 +157,8 @@ def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Seque
     out = {}
     for g, rows in members.items():
         idx = torch.tensor(rows, dtype=torch.long)
-        out[g] = trust_decision(cand_logits[idx], gold[idx], alpha, None if cand_mask is None else cand_mask[idx])
+        out[g] = trust_decision(cand_logits[idx], gold[idx], alpha, None if cand_mask is None else cand_mask[idx],
+                                effect=effect)
     return out
 
 
