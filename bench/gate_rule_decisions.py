@@ -7,7 +7,8 @@ Every fine-tuning run records its trust gate in metrics.json (`teacher_trust`: t
 the teacher answered, its accuracy, the label prior's, the p-value and the decision; per trust
 group too). From those figures alone this recomputes each decision under the balanced rule
 (`method.trust_alpha_rule=balanced`) at each `--effect`, with `clip_td.lib.trust.balanced_critical`
-as fine-tuning calls it. A run whose decisions are all unchanged would train exactly as it did (the
+as fine-tuning calls it, and under the fixed rule at `--alpha` (the p-value does not depend on the
+rule, so a run made with either rule says what the other would have decided). A run whose decisions are all unchanged would train exactly as it did (the
 gate's decision is the only thing the rule reads), so only the runs listed as changed need a rerun.
 
 Prints the changed decisions and a count per effect; writes JSON with every decision. Runs with no
@@ -42,9 +43,10 @@ def metrics_files(patterns: List[str]) -> List[Path]:
     return sorted(found)
 
 
-def run_decisions(trust: Dict[str, Any], effects: List[float]) -> List[Dict[str, Any]]:
+def run_decisions(trust: Dict[str, Any], effects: List[float], alpha: float = 0.05) -> List[Dict[str, Any]]:
     """One record per gate test of a run's `teacher_trust` (the task-level one, or one per trust
-    group): the recorded figures and decision, and the balanced rule's at each effect."""
+    group): the recorded figures and decision, the fixed rule's at `alpha` (p < alpha) and the
+    balanced rule's at each effect."""
     tests = trust.get("groups") or {"(task)": trust}
     out = []
     for name, d in sorted(tests.items()):
@@ -52,7 +54,7 @@ def run_decisions(trust: Dict[str, Any], effects: List[float]) -> List[Dict[str,
         k = round(float(d["teacher_accuracy"]) * n / 100.0)
         p0 = float(d["prior_accuracy"]) / 100.0
         rec = {"test": name, "rows": n, "teacher_right": k, "prior": round(p0, 6), "p_value": d["p_value"],
-               "recorded": bool(d["trusted"]), "balanced": {}}
+               "recorded": bool(d["trusted"]), "fixed": float(d["p_value"]) < alpha, "balanced": {}}
         for e in effects:
             c, a, _ = balanced_critical(n, p0, e)
             rec["balanced"][f"{e:g}"] = {"critical": c, "alpha": float(f"{a:.4g}"), "trusted": k >= c}
@@ -65,6 +67,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p.add_argument("runs", nargs="+", help="run folders, folders of runs or globs (quote them)")
     p.add_argument("--effect", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2],
                    help="the balanced rule's leads over the prior (method.trust_effect) to recompute at")
+    p.add_argument("--alpha", type=float, default=0.05, help="the fixed rule's level (method.trust_alpha) recorded as `fixed`")
     p.add_argument("--out", default="bench/results/gate_rule_decisions.json")
     args = p.parse_args(argv)
     for e in args.effect:
@@ -80,7 +83,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             continue
         runs.append({"run": str(f.parent), "gate": trust.get("gate"), "applied": trust.get("gate") != "off",
                      "rule": "balanced" if "critical" in trust else "fixed",
-                     "decisions": run_decisions(trust, args.effect)})
+                     "decisions": run_decisions(trust, args.effect, args.alpha)})
     summary = {}
     print(f"{'effect':>6}  changed decisions  runs changed (of {len(runs)}, gate applied)")
     for e in args.effect:

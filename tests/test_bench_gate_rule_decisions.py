@@ -36,11 +36,12 @@ def test_it_lists_exactly_the_decisions_the_balanced_rule_changes(tmp_path):
     assert len(result["runs"]) == 2
     snli = next(r for r in result["runs"] if r["run"].endswith("snli/s0"))
     (d,) = snli["decisions"]
-    assert (d["test"], d["rows"], d["teacher_right"], d["recorded"]) == ("(task)", 40, 24, False)
+    assert (d["test"], d["rows"], d["teacher_right"], d["recorded"], d["fixed"]) == ("(task)", 40, 24, False, False)
     assert d["balanced"]["0.1"]["critical"] == 23 and d["balanced"]["0.1"]["trusted"] is True
     assert d["balanced"]["0.2"]["critical"] == 25 and d["balanced"]["0.2"]["trusted"] is False
     vqa = next(r for r in result["runs"] if r["run"].endswith("vqa/s0"))
-    assert [(g["test"], g["teacher_right"]) for g in vqa["decisions"]] == [("colour", 9), ("count", 1)]
+    assert [(g["test"], g["teacher_right"], g["fixed"]) for g in vqa["decisions"]] == [("colour", 9, True),
+                                                                                       ("count", 1, False)]
     assert result["summary"]["0.1"] == {"changed_decisions": 1, "changed_runs": [snli["run"]]}
     assert result["summary"]["0.2"] == {"changed_decisions": 0, "changed_runs": []}
     assert "True" not in proc.stdout.split("0.2", 1)[1]  # nothing listed under d = 0.2
