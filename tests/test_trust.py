@@ -106,6 +106,14 @@ def test_balanced_critical_count_hand_computed():
     # the level falls with n: 200 rows -> about 0.069, 1,000 rows -> below 0.001
     assert 0.05 < balanced_critical(200, 0.5, 0.1)[1] < 0.07
     assert balanced_critical(1000, 0.5, 0.1)[1] < 1e-3
+    # at 16,000 rows both errors are far below float precision; the optimum is still where the
+    # likelihood ratio crosses 1: the smallest count likelier under p1 = 0.4 than under p0 = 0.3
+    def logpmf(j, n, p):
+        return math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
+
+    c, a, b = balanced_critical(16000, 0.3, 0.1)
+    assert logpmf(c, 16000, 0.4) > logpmf(c, 16000, 0.3) and logpmf(c - 1, 16000, 0.4) <= logpmf(c - 1, 16000, 0.3)
+    assert 0.34 < c / 16000 < 0.36 and a < 1e-30 and b < 1e-30
     # a prior of 1 cannot be beaten: c = n + 1 (never trusted); ties keep the stricter count
     assert balanced_critical(3, 1.0, 0.1) == (4, 0.0, 1.0)
     assert balanced_critical(0, 0.5, 0.1) == (1, 0.0, 1.0)

@@ -91,17 +91,30 @@ ALPHA_RULES = ("fixed", "balanced")  # method.trust_alpha_rule
 
 def balanced_critical(n: int, p0: float, effect: float) -> Tuple[int, float, float]:
     """The balanced rule's critical count -> (c, alpha(c), beta(c)): the c in 0..n+1 that minimises
-    alpha(c) + beta(c) for X ~ Binomial(n, p0) under H0 and Binomial(n, min(1, p0 + effect)) under
-    the alternative (ties: the larger c). c = 0 trusts every teacher, c = n + 1 none."""
+    alpha(c) + beta(c) for X ~ Binomial(n, p0) under H0 and Binomial(n, p1 = min(1, p0 + effect))
+    under the alternative (ties: the larger c). c = 0 trusts every teacher, c = n + 1 none.
+
+    Lowering c by one adds P0(X = c) to alpha and takes P1(X = c) from beta, so the sum falls
+    exactly while P1(X = c) > P0(X = c): the optimum is the smallest such c, and as the binomial
+    likelihood ratio grows with c, that is the first count above
+    j* = n log((1 - p0) / (1 - p1)) / (log(p1 / p0) + log((1 - p0) / (1 - p1))). Closed form, so
+    exact at any n (a scan of the sums would lose the optimum to rounding once both errors are
+    below 1e-16)."""
     if n < 0 or not 0.0 < float(effect) <= 1.0:
         raise ValueError(f"balanced_critical: expected n >= 0 and an effect in (0, 1], got n={n}, effect={effect}")
-    p1 = min(1.0, float(p0) + float(effect))
-    best = (n + 1, 0.0, 1.0)
-    for c in range(n + 1, -1, -1):  # from the strictest: a tie keeps the larger c
-        a, b = binomial_sf(c, n, p0), 1.0 - binomial_sf(c, n, p1)
-        if a + b < best[1] + best[2] - 1e-12:
-            best = (c, a, b)
-    return best
+    p0 = float(p0)
+    p1 = min(1.0, p0 + float(effect))
+    if p0 >= 1.0:  # no teacher beats a prior that is always right
+        c = n + 1
+    elif p0 <= 0.0:  # any right answer beats a prior that is never right
+        c = 1
+    elif p1 >= 1.0:  # only the all-right count is likelier under the alternative
+        c = n
+    else:
+        lq, lp = math.log((1.0 - p0) / (1.0 - p1)), math.log(p1 / p0)
+        j = n * lq / (lp + lq)
+        c = min(n + 1, math.floor(j) + 1)  # an exact tie at j keeps the larger c
+    return c, binomial_sf(c, n, p0), 1.0 - binomial_sf(c, n, p1)
 
 
 def prior_correct(gold: Sequence[int], groups: Optional[Sequence[Hashable]] = None) -> int:
