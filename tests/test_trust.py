@@ -116,7 +116,8 @@ def test_balanced_critical_count_hand_computed():
     assert 0.34 < c / 16000 < 0.36 and a < 1e-30 and b < 1e-30
     # a prior of 1 cannot be beaten: c = n + 1 (never trusted); ties keep the stricter count
     assert balanced_critical(3, 1.0, 0.1) == (4, 0.0, 1.0)
-    assert balanced_critical(0, 0.5, 0.1) == (1, 0.0, 1.0)
+    assert balanced_critical(0, 0.5, 0.1) == (1, 0.0, 1.0) and balanced_critical(0, 0.95, 0.1)[0] == 1
+    assert balanced_critical(4, 0.95, 0.1)[0] == 4  # p0 + d >= 1: only the all-right count
     with pytest.raises(ValueError, match="effect"):
         balanced_critical(10, 0.5, 0.0)
 

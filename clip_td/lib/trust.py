@@ -109,7 +109,7 @@ def balanced_critical(n: int, p0: float, effect: float) -> Tuple[int, float, flo
     elif p0 <= 0.0:  # any right answer beats a prior that is never right
         c = 1
     elif p1 >= 1.0:  # only the all-right count is likelier under the alternative
-        c = n
+        c = n if n else 1  # no rows: never trusted
     else:
         lq, lp = math.log((1.0 - p0) / (1.0 - p1)), math.log(p1 / p0)
         j = n * lq / (lp + lq)
