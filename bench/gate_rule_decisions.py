@@ -8,8 +8,9 @@ the teacher answered, its accuracy, the label prior's, the p-value and the decis
 group too). From those figures alone this recomputes each decision under the balanced rule
 (`method.trust_alpha_rule=balanced`) at each `--effect`, with `clip_td.lib.trust.balanced_critical`
 as fine-tuning calls it, and under the fixed rule at `--alpha` (the p-value does not depend on the
-rule, so a run made with either rule says what the other would have decided). A run whose decisions are all unchanged would train exactly as it did (the
-gate's decision is the only thing the rule reads), so only the runs listed as changed need a rerun.
+rule, so a run made with either rule says what the other would have decided). A run whose
+decisions are all unchanged would train exactly as it did (the gate's decision is the only thing
+the rule reads), so only the runs listed as changed need a rerun.
 
 Prints the changed decisions and a count per effect; writes JSON with every decision. Runs with no
 `teacher_trust` (no answer-level term: `none`, `naive_kd`, eta = 0) are skipped; runs with
