@@ -59,11 +59,12 @@ def test_holdout_by_image_holds_out_whole_images():
         split_holdout(_Labels(), ds, train_idx, 0.25, seed=0, by="scene")
 
 
-def _fake_trainer(patience: int, tmp_path: Path, primary: str = "acc", min_steps: int = 0):
+def _fake_trainer(patience: int, tmp_path: Path, primary: str = "acc", min_steps: int = 0, handover=None):
     acc = SimpleNamespace(is_main_process=True, num_processes=1, log=lambda *a, **k: None)
     cfg = SimpleNamespace(train=SimpleNamespace(patience=patience, min_steps=min_steps))
     fake = SimpleNamespace(acc=acc, cfg=cfg, model=None, out=tmp_path, holdout_dl=None, stop=False,
-                           built=SimpleNamespace(holdout_rows=[], task=SimpleNamespace(primary=primary)),
+                           built=SimpleNamespace(holdout_rows=[], task=SimpleNamespace(primary=primary),
+                                                 handover=handover),
                            pos={"step": 0, "best": None, "best_step": None, "bad_evals": 0})
     fake.score_and_keep = lambda *args: Trainer.score_and_keep(fake, *args)
     return fake
@@ -104,6 +105,28 @@ def test_min_steps_keeps_an_early_peak_from_ending_the_run(tmp_path, monkeypatch
     assert history == [(50.0, 10, 0, False), (55.0, 20, 0, False), (55.0, 20, 0, False), (55.0, 20, 0, False),
                        (55.0, 20, 1, False), (55.0, 20, 2, True)]
     assert saved == [10, 20]
+
+
+def test_evaluations_while_rows_are_held_back_for_the_check_count_no_patience(tmp_path, monkeypatch):
+    """The held-back check's rows give their labels only at the check: until then (`holding`) a
+    falling held-out score must not end the run, or the check and those labels never come. The
+    check at step 45 releases them; from the evaluation at 50 on, patience counts again."""
+    scores = iter([50.0, 55.0, 54.0, 53.0, 52.0, 51.0, 50.0])
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: ({"holdout": {"acc": next(scores)}}, {}))
+    monkeypatch.setattr(trainer_mod, "save_best", lambda *a: None)
+    handover = SimpleNamespace(holding=True)
+    fake = _fake_trainer(patience=2, tmp_path=tmp_path, handover=handover)
+    history = []
+    for step in range(10, 80, 10):
+        handover.holding = step < 45
+        fake.pos["step"] = step
+        Trainer.keep_best_holdout(fake)
+        history.append((fake.pos["best_step"], fake.pos["bad_evals"], fake.stop))
+        if fake.stop:
+            break
+    # without the rule the run would stop at step 40 (two evaluations below step 20's 55)
+    assert history == [(10, 0, False), (20, 0, False), (20, 0, False), (20, 0, False),
+                       (20, 1, False), (20, 2, True)]
 
 
 def test_the_best_weights_are_picked_by_the_primary_metric_not_the_first(tmp_path, monkeypatch):

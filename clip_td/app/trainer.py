@@ -266,8 +266,8 @@ class Trainer:
 
     def keep_best_holdout(self, count_patience: bool = True) -> None:
         """Score the held-out training rows and keep the best weights (`score_and_keep`); after
-        `train.patience` evaluations without improvement (those up to `train.min_steps` do not
-        count), stop. Each score joins `pos["history"]` as [step, score] (metrics.json's
+        `train.patience` evaluations without improvement (those up to `train.min_steps`, and those
+        while the held-back check's rows still wait for it, do not count), stop. Each score joins `pos["history"]` as [step, score] (metrics.json's
         `train.holdout.history`) and is printed on its own line."""
         score = self.score_and_keep("holdout", self.holdout_dl, self.built.holdout_rows,
                                     self.out / "predictions" / "holdout")
@@ -276,8 +276,12 @@ class Trainer:
             tqdm.write(f"held-out {self.built.task.primary} at step {self.pos['step']}: {score:.2f} "
                        f"(best {self.pos['best']:.2f} at step {self.pos['best_step']})")
         if count_patience:
-            # train.min_steps: the evaluations up to it never count towards patience
-            improved = self.pos["best_step"] == self.pos["step"] or self.pos["step"] <= self.cfg.train.min_steps
+            # train.min_steps: the evaluations up to it never count towards patience; nor do those
+            # while method.student_check's rows are held back (their labels wait for the check), so
+            # early stopping cannot end a run before its check
+            handover = self.built.handover
+            improved = (self.pos["best_step"] == self.pos["step"] or self.pos["step"] <= self.cfg.train.min_steps
+                        or (handover is not None and handover.holding))
             self.pos["bad_evals"] = 0 if improved else self.pos["bad_evals"] + 1
             patience = self.cfg.train.patience
             self.stop = bool(patience) and self.pos["bad_evals"] >= patience
