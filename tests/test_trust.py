@@ -675,3 +675,21 @@ def test_metrics_name_the_teacher_build_by_its_weights_fingerprint(small_world, 
     assert runs["clip_td"]["teacher"] == {"name": name, "pretrained": None, "fingerprint": expected}
     assert len(expected) == 16 and int(expected, 16) >= 0
     assert "teacher" not in runs["none"]
+
+
+def test_early_stopping_waits_for_the_held_back_check(small_world, tiny_teacher, tmp_path):
+    """train.patience=1 with an evaluation every step would stop the run at its first evaluation
+    without a better held-out score; while method.student_check's rows are held back those
+    evaluations count no patience, so the run reaches its check at step 6 of 8."""
+    t = _run(small_world, tiny_teacher, tmp_path, "snli_ve", "task", 1.0,
+             **{"method.student_check": 0.5, "method.student_check_at": 0.75, "method.handover_window": 1000,
+                "train.max_steps": 8, "train.holdout": 0.25, "train.patience": 1, "train.eval_every": 1})
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    history = metrics["train"]["holdout"]["history"]
+    assert t["handover"]["check"] is not None and t["handover"]["check"]["step"] == 6
+    assert metrics["train"]["steps"] >= 7 and [step for step, _ in history][:6] == [1, 2, 3, 4, 5, 6]
+    scores = [score for _, score in history]
+    # a run that stops before the end stops at the first evaluation after the check that is not a new best
+    if metrics["train"]["holdout"]["stopped_early"]:
+        stop = metrics["train"]["steps"]
+        assert stop > 6 and scores[stop - 1] <= max(scores[:stop - 1])
