@@ -267,8 +267,9 @@ class Trainer:
     def keep_best_holdout(self, count_patience: bool = True) -> None:
         """Score the held-out training rows and keep the best weights (`score_and_keep`); after
         `train.patience` evaluations without improvement (those up to `train.min_steps`, and those
-        while the held-back check's rows still wait for it, do not count), stop. Each score joins `pos["history"]` as [step, score] (metrics.json's
-        `train.holdout.history`) and is printed on its own line."""
+        while the held-back check's rows still wait for it, do not count), stop. Each score joins
+        `pos["history"]` as [step, score] (metrics.json's `train.holdout.history`) and is printed
+        on its own line."""
         score = self.score_and_keep("holdout", self.holdout_dl, self.built.holdout_rows,
                                     self.out / "predictions" / "holdout")
         if self.acc.is_main_process and score is not None:
