@@ -645,6 +645,29 @@ def test_mcnemar_check_needs_a_significant_student_lead_where_the_count_rule_tak
         StudentHandover(torch.tensor([1]), ["a"], check_test="vote")
 
 
+def test_each_check_is_described_in_one_log_line_with_its_decision():
+    from clip_td.lib.trust import StudentHandover
+
+    h = StudentHandover(torch.tensor([1, 1, 0, 1]), ["a"] * 4, window=100,
+                        held_back=torch.tensor([1, 1, 1, 0], dtype=torch.bool), check_test="mcnemar")
+    h.check_steps = [2, 4]
+    h.observe(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), step=0)  # student 1 right, teacher 2
+    h.observe(torch.tensor([3]), torch.tensor([1]), step=2)  # first check: b = 2 (rows 0, 1), c = 1 (row 2)
+    assert h.describe_check(h.checks[0]) == (
+        "held-back check at step 2: student 1, teacher 2 of 3 held-back rows right (McNemar b=2, c=1, p=0.875): "
+        "the answer-level term stays on, the rows stay held back for the next check")
+    h.observe(torch.tensor([3]), torch.tensor([1]), step=4)  # the last check ends the holding, the teacher kept
+    assert h.describe_check(h.checks[1]).endswith(": the answer-level term stays on, the held-back labels count")
+    # the count rule: a student lead turns the term off, and the line has no McNemar figures
+    off = StudentHandover(torch.tensor([0, 0]), ["a"] * 2, window=100, held_back=torch.ones(2, dtype=torch.bool))
+    off.check_step = 1
+    off.observe(torch.tensor([0, 1]), torch.tensor([1, 0]), step=0)
+    off.observe(torch.tensor([0]), torch.tensor([1]), step=1)
+    assert off.describe_check(off.check) == (
+        "held-back check at step 1: student 1, teacher 0 of 2 held-back rows right: "
+        "the answer-level term is off from here, the held-back labels count")
+
+
 def test_student_check_test_is_checked_by_name():
     from clip_td.lib.distill import MethodConfig, resolve_method
 
@@ -677,7 +700,7 @@ def test_metrics_name_the_teacher_build_by_its_weights_fingerprint(small_world, 
     assert "teacher" not in runs["none"]
 
 
-def test_early_stopping_waits_for_the_held_back_check(small_world, tiny_teacher, tmp_path):
+def test_early_stopping_waits_for_the_held_back_check(small_world, tiny_teacher, tmp_path, capsys):
     """train.patience=1 with an evaluation every step would stop the run at its first evaluation
     without a better held-out score; while method.student_check's rows are held back those
     evaluations count no patience, so the run reaches its check at step 6 of 8."""
@@ -687,6 +710,7 @@ def test_early_stopping_waits_for_the_held_back_check(small_world, tiny_teacher,
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     history = metrics["train"]["holdout"]["history"]
     assert t["handover"]["check"] is not None and t["handover"]["check"]["step"] == 6
+    assert capsys.readouterr().out.count("held-back check at step 6: student ") == 1  # the trainer logs it
     assert metrics["train"]["steps"] >= 7 and [step for step, _ in history][:6] == [1, 2, 3, 4, 5, 6]
     scores = [score for _, score in history]
     # a run that stops before the end stops at the first evaluation after the check that is not a new best

@@ -366,7 +366,11 @@ class Trainer:
             pairs = gather_object([(rows.tolist(), right.tolist())])
             rows = torch.tensor([r for rs, _ in pairs for r in rs], dtype=torch.long)
             right = torch.tensor([x for _, xs in pairs for x in xs], dtype=torch.bool)
+        done = len(handover.checks)
         handover.observe(rows, right, self.pos["step"])
+        if self.acc.is_main_process:
+            for record in handover.checks[done:]:
+                tqdm.write(handover.describe_check(record))
 
     def after_step(self, result: Dict[str, Any], bar: Any) -> None:
         cfg, step = self.cfg.train, self.pos["step"]

@@ -269,6 +269,19 @@ class StudentHandover:
         self.latest = torch.full((n,), -1, dtype=torch.long)  # held-back rows: the student's latest answer (1/0)
         self.check: Optional[Dict[str, Any]] = self._unchecked()
 
+    def describe_check(self, record: Dict[str, Any]) -> str:
+        """One line for the log: a check's figures and what it decided (`record`, one of `checks`)."""
+        test = (f" (McNemar b={record['b']}, c={record['c']}, p={record['p_value']:.3g})"
+                if record.get("test") == "mcnemar" else "")
+        if not record["answer_term"]:
+            decision = "the answer-level term is off from here, the held-back labels count"
+        elif record is self.check:
+            decision = "the answer-level term stays on, the held-back labels count"
+        else:
+            decision = "the answer-level term stays on, the rows stay held back for the next check"
+        return (f"held-back check at step {record['step']}: student {record['student_right']}, teacher "
+                f"{record['teacher_right']} of {record['rows']} held-back rows right{test}: {decision}")
+
     def _unchecked(self) -> Optional[Dict[str, Any]]:
         """`check` before the check step: None (pending), or skipped when nothing is held back."""
         return None if bool(self.held_back.any()) else {"skipped": True}
