@@ -668,6 +668,26 @@ def test_each_check_is_described_in_one_log_line_with_its_decision():
         "the answer-level term is off from here, the held-back labels count")
 
 
+def test_the_label_free_copies_of_held_back_rows_get_no_teacher_answer_before_the_check():
+    """With method.label_free_augment the label-free batch holds augmented copies of labelled rows
+    under the same split index; the handover's gate reaches them through the teacher outputs, so
+    the check's held-back rows are taught the teacher's answers on no copy before the check."""
+    from functools import partial
+
+    from clip_td.app.teacher_setup import _with_handover
+    from clip_td.lib.trust import StudentHandover
+
+    h = StudentHandover(torch.tensor([1, 1, 0, 1]), ["a"] * 4, window=100,
+                        held_back=torch.tensor([0, 1, 0, 1], dtype=torch.bool), check_test="mcnemar")
+    h.check_step = 5
+    outputs = partial(_with_handover, lambda batch: {"answer_gate": torch.tensor([1.0, 1.0, 0.0, 1.0])[batch["index"]]}, h)
+    free = {"index": torch.tensor([3, 0, 1, 2]), "label_free": True}
+    assert outputs(free)["answer_gate"].tolist() == [0.0, 1.0, 0.0, 0.0]  # rows 3, 1 held back; row 2 refused by the gate
+    h.observe(torch.tensor([1, 3]), torch.tensor([1, 1]), step=0)
+    h.observe(torch.tensor([0]), torch.tensor([1]), step=5)  # the check: student 2, teacher 2 of 2: the term stays
+    assert not h.holding and outputs(free)["answer_gate"].tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
 def test_student_check_test_is_checked_by_name():
     from clip_td.lib.distill import MethodConfig, resolve_method
 
