@@ -385,3 +385,59 @@ def _vcr_free_run(small_world, tiny_teacher, out, monkeypatch, **extra):
         "method.trust_gate": "off", "method.student_check": 0.0, **extra})
     assert main(["--config", TINY, *args]) == 0
     return seen
+
+
+def test_label_free_copies_trusted_weights_a_labelled_rows_copy_by_the_teachers_trust_in_its_label():
+    """method.label_free_copies=trusted, hand case at tau 2. Row 0, a copy whose gold label is the
+    teacher's top answer: teacher logits (0, 2 ln 3) -> q = (1/4, 3/4), gold 1: t = (3/4 - 1/2) /
+    (1/2) = 1/2. Row 1, a copy the teacher gets wrong (gold 0): t = 0. Row 2, an unlabelled row:
+    weight 1. Row 3, a copy whose gold label (2) is outside the row's candidates: t = 0. The
+    student logits are 0, so each row's KL is that of q against (1/2, 1/2)."""
+    import math
+
+    from clip_td.lib.distill import copy_trust
+
+    dist = create_distiller(resolve_method(MethodConfig(alpha=1.0, eta=1.0, tau=2.0, answer_loss="kl",
+                                                        label_free=1.0, label_free_answers=True,
+                                                        label_free_augment=True, label_free_copies="trusted")), 2, 2)
+    row = [0.0, 2 * math.log(3.0), -50.0]
+    mask = torch.tensor([[True, True, False]] * 4)
+    teacher = {"cand_logits": torch.tensor([row] * 4), "gold": torch.tensor([1, 0, 1, 2]),
+               "copy_labelled": torch.tensor([True, True, False, True])}
+    logits = torch.zeros(4, 3)
+    kl = (0.25 * math.log(0.5) + 0.75 * math.log(1.5)) * 4.0
+    weights = copy_trust(teacher["cand_logits"], teacher["gold"], teacher["copy_labelled"], mask, 2.0)
+    assert weights.tolist() == pytest.approx([0.5, 0.0, 1.0, 0.0], abs=1e-6)
+    assert dist.label_free_answers(logits, teacher, mask).item() == pytest.approx((0.5 + 1.0) * kl / 4, abs=1e-5)
+    plain = create_distiller(resolve_method(MethodConfig(alpha=1.0, eta=1.0, tau=2.0, answer_loss="kl")), 2, 2)
+    assert plain.label_free_answers(logits, teacher, mask).item() == pytest.approx(kl, abs=1e-5)  # teacher: every row
+    with pytest.raises(InputError, match=r"method.label_free_copies='trusted': needs .*label_free_augment=true"):
+        resolve_method(MethodConfig(label_free=1.0, label_free_answers=True, label_free_copies="trusted"))
+    with pytest.raises(InputError, match=r"method.label_free_copies: unknown value 'gold'; expected one of: teacher, trusted"):
+        resolve_method(MethodConfig(label_free_copies="gold"))
+
+
+def test_only_the_copies_of_labelled_rows_are_marked_for_their_labels():
+    from functools import partial
+
+    from clip_td.app.teacher_setup import _with_copy_labels
+
+    outputs = partial(_with_copy_labels, lambda batch: {"gold": torch.zeros(len(batch["index"]))},
+                      torch.tensor([True, False, True, False]))
+    assert outputs({"index": torch.tensor([3, 2, 1]), "label_free": True})["copy_labelled"].tolist() == [False, True, False]
+    assert "copy_labelled" not in outputs({"index": torch.tensor([0, 2])})  # a labelled batch: its own term reads gold
+
+
+def test_a_tiny_run_with_trusted_copies_trains_a_different_student(small_world, tiny_teacher, tmp_path):
+    from safetensors.torch import load_file
+
+    for name, copies in (("teacher", "teacher"), ("trusted", "trusted")):
+        args = tiny_overrides(small_world, tiny_teacher, tmp_path / name, **{
+            "task.name": "snli_ve", "method.name": "clip_td", "train.fraction": 1.0, "train.max_steps": 2,
+            "seed": 0, "method.label_free": 1.0, "method.label_free_augment": "true",
+            "method.label_free_answers": "true", "method.label_free_features": "false", "method.student_check": 0.0,
+            "method.trust_gate": "off",
+            "method.label_free_copies": copies})
+        assert main(["--config", TINY, *args]) == 0
+    a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("teacher", "trusted"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)

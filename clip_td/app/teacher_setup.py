@@ -148,6 +148,10 @@ def build_teacher_side(cfg: DictConfig, method: Any, accelerator: Any, task: Any
         side.handover = handover
     if features_off:
         side.outputs = partial(_without_features, side.outputs)
+    if method.label_free and method.label_free_copies != "teacher":
+        labelled = torch.zeros(len(full_train), dtype=torch.bool)  # by teacher row
+        labelled[torch.as_tensor(train_idx, dtype=torch.long)] = True
+        side.outputs = partial(_with_copy_labels, side.outputs, labelled)
     if stages > 1:
         side.outputs = partial(_staged_index, side.outputs, stages, free_stages=stages if free_table is not None else 1)
     if on_gpu:  # outermost: every wrapper above reads host tensors
@@ -329,6 +333,16 @@ def _with_answer_gate(outputs: Callable, gate: torch.Tensor, batch: Dict[str, An
     """Teacher outputs plus `answer_gate` (B,): 1 where the row's trust group passed the gate."""
     out = outputs(batch)
     out["answer_gate"] = gate[host_index(batch)]
+    return out
+
+
+def _with_copy_labels(outputs: Callable, labelled: torch.Tensor, batch: Dict[str, Any]) -> Dict[str, Any]:
+    """Teacher outputs of a label-free batch plus `copy_labelled` (B,) bool: the row is an
+    augmented copy of a labelled training row, whose gold label `method.label_free_copies` may
+    read (an unlabelled row's never is). Labelled batches pass through unchanged."""
+    out = outputs(batch)
+    if batch.get("label_free"):
+        out["copy_labelled"] = labelled[host_index(batch)]
     return out
 
 

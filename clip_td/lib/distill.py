@@ -35,7 +35,7 @@ from clip_td.base.registry import Registry
 from clip_td.lib.selection import NEEDS_STUDENT, SELECTORS
 from clip_td.lib.text_align import align_teacher_tokens
 from clip_td.lib.token_grid import grid_from_tokens, resample_grid
-from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, gold_confidence
+from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, chance_corrected_trust, gold_confidence
 
 METHODS = Registry("distillation method")
 
@@ -66,6 +66,7 @@ def answer_bernoulli_kl(teacher_logits: torch.Tensor, student_logits: torch.Tens
 
 
 ANSWER_LOSSES = ("auto", "kl", "bernoulli")
+LABEL_FREE_COPIES = ("teacher", "trusted")  # method.label_free_copies values
 
 
 def answer_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tau: float,
@@ -94,6 +95,25 @@ def masked_candidates(cand_logits: torch.Tensor, mask: Optional[torch.Tensor]) -
     if mask is None:
         return logits
     return logits.masked_fill(~mask.to(logits.device), MASKED_LOGIT)
+
+
+def copy_trust(cand_logits: torch.Tensor, gold: torch.Tensor, copy_labelled: torch.Tensor,
+               mask: Optional[torch.Tensor], tau: float) -> torch.Tensor:
+    """`method.label_free_copies=trusted`: the weight of each label-free row's answer term. 1 on
+    a row without a label; on an augmented copy of a labelled row (`copy_labelled`), the teacher's
+    chance-corrected trust in the copy's gold label, t = clip((q[gold] - 1/K) / (1 - 1/K), 0, 1)
+    with q the distribution the term distils (softmax at `tau` over the row's K candidates in
+    `mask`): 0 where the teacher is at or below chance on it, or the gold label is not among its
+    candidates. cand_logits (B, C) masked, gold (B,), copy_labelled (B,) bool -> (B,) fp32."""
+    q = F.softmax(cand_logits.float() / float(tau), dim=-1)
+    gold = gold.long()
+    if mask is not None:
+        gold = torch.where(gold_allowed(mask.to(gold.device), gold), gold, torch.full_like(gold, -1))
+        n_cand = mask.sum(-1)
+    else:
+        n_cand = torch.full_like(gold, q.shape[1])
+    trust = chance_corrected_trust(gold_confidence(q, gold), n_cand.to(q.device))
+    return torch.where(copy_labelled.bool(), trust, torch.ones_like(trust))
 
 
 def gold_allowed(mask: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
@@ -198,6 +218,7 @@ class MethodConfig:
     label_free_answers: bool = False  # with label_free: the answer-level term on the unlabelled rows too (the teacher's distribution over the row's candidates, which are inputs, not labels; unweighted; within the trust groups the gate passed; VCR: the Q->A stage, the question with each answer)
     label_free_teacher_tau: Optional[float] = None  # with label_free_answers: the temperature of the teacher's distribution in the label-free answer term alone (null: method.tau; smaller sharpens it toward the teacher's top answer, as pseudo-labelling does; the student side keeps method.tau)
     label_free_rationales: bool = False  # with label_free_answers on VCR: the QA->R stage of the unlabelled rows too, conditioned on the teacher's own Q->A answer (its argmax; never the gold one): the student reads the question + that answer with each rationale, the teacher's distribution is over the same 4 rationales
+    label_free_copies: str = "teacher"  # with label_free_answers and label_free_augment: the answer term on the labelled rows' augmented copies. teacher: as on the unlabelled rows; trusted: weighted by the teacher's chance-corrected trust in the copy's gold label, t = clip((q[gold] - 1/K) / (1 - 1/K), 0, 1) at label_free_teacher_tau (0 where the teacher is at or below chance on it, or the gold label is not among its candidates)
     label_free_features: bool = True  # with label_free: the token and global terms on the unlabelled rows (false: only the answer term of label_free_answers)
 
 
@@ -317,6 +338,14 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if m.probe_contrast and not m.similarity_probe:
         raise InputError("config key method.probe_contrast: needs method.similarity_probe=true (the pair's "
                          "distribution is the similarity probe's), got similarity_probe=false")
+    if m.label_free_copies not in LABEL_FREE_COPIES:
+        raise InputError(f"config key method.label_free_copies: unknown value {m.label_free_copies!r}; expected one of: "
+                         f"{', '.join(LABEL_FREE_COPIES)}")
+    if m.label_free_copies != "teacher" and not (m.label_free_augment and m.label_free_answers):
+        raise InputError(f"config key method.label_free_copies={m.label_free_copies!r}: needs the labelled rows' "
+                         f"augmented copies in the label-free answer term (method.label_free_augment=true and "
+                         f"method.label_free_answers=true), got label_free_augment={m.label_free_augment!r}, "
+                         f"label_free_answers={m.label_free_answers!r}")
     if m.answer_loss not in ANSWER_LOSSES:
         raise InputError(f"config key method.answer_loss: unknown value {m.answer_loss!r}; expected one of: "
                          f"{', '.join(ANSWER_LOSSES)}")
@@ -431,6 +460,10 @@ class Distiller(nn.Module):
         gate = teacher_out.get("answer_gate")
         if gate is not None:
             ans = ans * gate.to(ans.device, ans.dtype)
+        copies = teacher_out.get("copy_labelled")
+        if s.label_free_copies == "trusted" and copies is not None:
+            ans = ans * copy_trust(cand, teacher_out["gold"].to(ans.device), copies.to(ans.device), mask,
+                                   s.label_free_teacher_tau or s.tau).to(ans.dtype)
         return s.alpha * s.eta * ans.mean()
 
     def _answer_term(self, cand_logits: torch.Tensor, logits: torch.Tensor, mask: Optional[torch.Tensor] = None,
