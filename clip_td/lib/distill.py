@@ -35,7 +35,7 @@ from clip_td.base.registry import Registry
 from clip_td.lib.selection import NEEDS_STUDENT, SELECTORS
 from clip_td.lib.text_align import align_teacher_tokens
 from clip_td.lib.token_grid import grid_from_tokens, resample_grid
-from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, chance_corrected_trust, gold_confidence
+from clip_td.lib.weighting import MAX_WEIGHT, SCHEDULES, WEIGHTINGS, gold_confidence
 
 METHODS = Registry("distillation method")
 
@@ -104,15 +104,11 @@ def copy_trust(cand_logits: torch.Tensor, gold: torch.Tensor, copy_labelled: tor
     chance-corrected trust in the copy's gold label, t = clip((q[gold] - 1/K) / (1 - 1/K), 0, 1)
     with q the distribution the term distils (softmax at `tau` over the row's K candidates in
     `mask`): 0 where the teacher is at or below chance on it, or the gold label is not among its
-    candidates. cand_logits (B, C) masked, gold (B,), copy_labelled (B,) bool -> (B,) fp32."""
+    candidates (masked out of `cand_logits`, so q[gold] = 0): the `calibrated` weighting at gamma 1.
+    cand_logits (B, C) masked, gold (B,), copy_labelled (B,) bool -> (B,) fp32."""
     q = F.softmax(cand_logits.float() / float(tau), dim=-1)
-    gold = gold.long()
-    if mask is not None:
-        gold = torch.where(gold_allowed(mask.to(gold.device), gold), gold, torch.full_like(gold, -1))
-        n_cand = mask.sum(-1)
-    else:
-        n_cand = torch.full_like(gold, q.shape[1])
-    trust = chance_corrected_trust(gold_confidence(q, gold), n_cand.to(q.device))
+    n_cand = mask.sum(-1).to(q.device) if mask is not None else None
+    trust = WEIGHTINGS.create("calibrated", teacher_probs=q, gold=gold, num_candidates=n_cand)
     return torch.where(copy_labelled.bool(), trust, torch.ones_like(trust))
 
 
