@@ -737,3 +737,61 @@ def test_early_stopping_waits_for_the_held_back_check(small_world, tiny_teacher,
     if metrics["train"]["holdout"]["stopped_early"]:
         stop = metrics["train"]["steps"]
         assert stop > 6 and scores[stop - 1] <= max(scores[:stop - 1])
+
+
+def test_handover_scope_labelled_keeps_the_label_free_answer_term_after_the_check_turns_it_off():
+    """method.handover_scope=labelled: the check (student 3 of 3 right where the teacher has 0, p =
+    1/8 < 0.2) turns the labelled rows' answer term off; a label-free batch of the same rows keeps
+    it, still within the gate's decision (row 2 refused) and, before the check, without the
+    held-back rows' copies (rows 1, 3). Scope `all` turns both off."""
+    from functools import partial
+
+    from clip_td.app.teacher_setup import _with_handover
+    from clip_td.lib.trust import StudentHandover
+
+    def run(scope):
+        h = StudentHandover(torch.tensor([0, 0, 1, 0]), ["a"] * 4, window=100, alpha=0.2,
+                            held_back=torch.tensor([0, 1, 0, 1], dtype=torch.bool), check_test="mcnemar", scope=scope)
+        h.check_step = 5
+        gated = {"answer_gate": torch.tensor([1.0, 1.0, 0.0, 1.0])}
+        outputs = partial(_with_handover, lambda batch: {k: v[batch["index"]] for k, v in gated.items()}, h)
+        free = {"index": torch.tensor([3, 0, 1, 2]), "label_free": True}
+        labelled = {"index": torch.tensor([3, 0, 1, 2])}
+        before = (outputs(labelled)["answer_gate"].tolist(), outputs(free)["answer_gate"].tolist())
+        h.observe(torch.tensor([1, 3]), torch.tensor([1, 1]), step=0)
+        h.observe(torch.tensor([0]), torch.tensor([1]), step=5)  # b = 0, c = 2 on rows 1, 3: p = 1/4 >= 0.2
+        return h, before, outputs(labelled)["answer_gate"].tolist(), outputs(free)["answer_gate"].tolist()
+
+    for scope in ("all", "labelled"):
+        h, before, _, _ = run(scope)
+        assert before == ([0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0])
+    h, _, labelled, free = run("labelled")
+    assert h.check["answer_term"] and labelled == free == [1.0, 1.0, 1.0, 0.0]  # kept: the scope changes nothing
+    # the student right on all three rows the teacher gets wrong: p = 1/8 < 0.2, the term off
+    for scope, free_after in (("all", [0.0, 0.0, 0.0, 0.0]), ("labelled", [1.0, 1.0, 1.0, 0.0])):
+        h = StudentHandover(torch.tensor([0, 0, 1, 0]), ["a"] * 4, window=100, alpha=0.2,
+                            held_back=torch.tensor([1, 1, 0, 1], dtype=torch.bool), check_test="mcnemar", scope=scope)
+        h.check_step = 5
+        outputs = partial(_with_handover, lambda batch: {"answer_gate": torch.tensor([1.0, 1.0, 0.0, 1.0])[batch["index"]]}, h)
+        h.observe(torch.tensor([0, 1, 3]), torch.tensor([1, 1, 1]), step=0)
+        h.observe(torch.tensor([2]), torch.tensor([1]), step=5)
+        assert (h.check["b"], h.check["c"], h.check["p_value"], h.check["answer_term"]) == (0, 3, 0.125, False)
+        assert outputs({"index": torch.tensor([3, 0, 1, 2])})["answer_gate"].tolist() == [0.0] * 4
+        assert outputs({"index": torch.tensor([3, 0, 1, 2]), "label_free": True})["answer_gate"].tolist() == free_after
+        assert h.as_dict().get("scope") == (None if scope == "all" else "labelled")
+    with pytest.raises(ValueError, match="handover_scope"):
+        StudentHandover(torch.tensor([1]), ["a"], scope="unlabelled")
+
+
+def test_handover_scope_is_checked_by_name_and_needs_the_label_free_answer_term():
+    from clip_td.lib.distill import MethodConfig, resolve_method
+
+    ok = MethodConfig(label_free=1.0, label_free_answers=True, handover_scope="labelled")
+    assert resolve_method(ok).handover_scope == "labelled"
+    with pytest.raises(InputError, match="method.handover_scope: unknown value 'free'; expected one of: all, labelled"):
+        resolve_method(MethodConfig(handover_scope="free"))
+    with pytest.raises(InputError, match=r"method.handover_scope='labelled': needs the handover and the label-free "
+                                         r"answer term .* label_free_answers=False"):
+        resolve_method(MethodConfig(label_free=1.0, handover_scope="labelled"))
+    with pytest.raises(InputError, match=r"got handover=False"):
+        resolve_method(MethodConfig(label_free=1.0, label_free_answers=True, handover=False, handover_scope="labelled"))

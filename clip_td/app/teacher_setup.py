@@ -359,7 +359,7 @@ def _with_handover(outputs: Callable, handover: Any, batch: Dict[str, Any]) -> D
     the labels (`method.handover`), and `teacher_rows` (B,), the rows' indices, for the trainer."""
     out = outputs(batch)
     rows = host_index(batch)
-    gate = handover.gate(rows)
+    gate = handover.gate(rows, label_free=bool(batch.get("label_free")))
     if out.get("answer_gate") is not None:
         gate = gate * torch.as_tensor(out["answer_gate"]).cpu().float()
     out["answer_gate"], out["teacher_rows"] = gate, rows
@@ -421,7 +421,8 @@ def trust_gate(teacher: Any, task: Any, full_train: Any, train_idx: List[int], c
                                              held_back=held, eligible=eligible, stages=stages,
                                              check_features=bool(method.check_features),
                                              check_answers=bool(method.check_answers),
-                                             check_test=str(method.student_check_test))
+                                             check_test=str(method.student_check_test),
+                                             scope=str(method.handover_scope))
     if not grouped:
         return trust, None
     trust.update(answer_term=any(kept), answer_term_rows=round(100.0 * sum(kept) / len(kept), 4),

@@ -204,6 +204,7 @@ class MethodConfig:
     student_check_at: float = 0.5  # the check's step, as a share of the run's steps
     student_check_every: float = 0.0  # with the held-back check: repeat it every this share of the run's steps after student_check_at (checks at at, at + every, ... below 1) until one turns the answer-level term off; the held-back rows' labels wait until then or the last check (0 = one check)
     student_check_test: str = "count"  # the check's rule: count (the answer-level term is off when the student answers at least as many held-back rows right as the teacher) | mcnemar (off only when the exact one-sided McNemar test on the held-back rows' discordant pairs finds the student better at trust_alpha, the rule of the handover blocks)
+    handover_scope: str = "all"  # with handover: the answer-level terms a handover (a block's test or the held-back check) turns off. all: every row's, the label-free rows' too; labelled: the labelled rows' only, the label-free answer term (method.label_free_answers) keeps running after it (the trust gate's decision and the holding of the held-back rows' copies before the check still apply)
     check_features: bool = False  # with the held-back check: the token and global terms of the labelled rows wait for it too (none before `student_check_at`), and run after it only if the check keeps the answer-level term (the teacher answered more held-back rows right than the student)
     check_answers: bool = False  # with the held-back check: the answer-level term waits for it on every labelled row (not only the held-back ones); with check_features, nothing is distilled before the teacher has shown it answers better than the student
     weight_features: bool = False  # false (default): the token and global terms run unweighted and w_i scales the answer-level term alone (the teacher's confidence in the gold answer says whether to trust its answers, not its image features); true: w_i scales every term (the paper: L = mean_i w_i (L_tok + beta L_glob + eta L_ans))
@@ -324,6 +325,16 @@ def resolve_method(cfg: Any, seed: int = 0) -> MethodConfig:
     if m.student_check_test not in CHECK_TESTS:
         raise InputError(f"config key method.student_check_test: unknown value {m.student_check_test!r}; expected one "
                          f"of: {', '.join(CHECK_TESTS)}")
+    from clip_td.lib.trust import HANDOVER_SCOPES
+
+    if m.handover_scope not in HANDOVER_SCOPES:
+        raise InputError(f"config key method.handover_scope: unknown value {m.handover_scope!r}; expected one of: "
+                         f"{', '.join(HANDOVER_SCOPES)}")
+    if m.handover_scope != "all" and not (m.handover and m.label_free and m.label_free_answers):
+        raise InputError(f"config key method.handover_scope={m.handover_scope!r}: needs the handover and the label-free "
+                         f"answer term (method.handover=true, method.label_free > 0, method.label_free_answers=true), "
+                         f"got handover={m.handover!r}, label_free={m.label_free!r}, "
+                         f"label_free_answers={m.label_free_answers!r}")
     for key in ("check_features", "check_answers"):
         if getattr(m, key) and not (m.handover and float(m.student_check) > 0):
             raise InputError(f"config key method.{key}: needs the held-back check (method.handover=true and "

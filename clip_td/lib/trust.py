@@ -176,6 +176,7 @@ def group_decisions(cand_logits: torch.Tensor, gold: torch.Tensor, groups: Seque
 
 
 CHECK_TESTS = ("count", "mcnemar")  # method.student_check_test
+HANDOVER_SCOPES = ("all", "labelled")  # method.handover_scope
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -234,7 +235,7 @@ class StudentHandover:
     def __init__(self, teacher_right: torch.Tensor, groups: Sequence[Hashable], window: int = 200,
                  alpha: float = 0.05, held_back: Optional[torch.Tensor] = None, check_step: int = 0,
                  eligible: Optional[torch.Tensor] = None, stages: int = 1, check_features: bool = False,
-                 check_answers: bool = False, check_test: str = "count") -> None:
+                 check_answers: bool = False, check_test: str = "count", scope: str = "all") -> None:
         """teacher_right (N,) over the teacher rows: 1 right, 0 wrong, -1 unlabelled (never
         counted); groups: one hashable per teacher row (its trust group). held_back (N,) bool: the
         teacher rows of the held-back check (None: no check); check_step: the step it runs at;
@@ -242,12 +243,16 @@ class StudentHandover:
         stages: teacher rows per instance (VCR's 2), for `label_weight` by instance index;
         check_features: the feature terms follow the check too (`features_on`); check_answers: the
         answer-level term of every row waits for the check (`gate`); check_test: the check's rule,
-        count | mcnemar (`method.student_check_test`)."""
+        count | mcnemar (`method.student_check_test`); scope: the answer-level terms a handover (a
+        block's test or the check) turns off, all | labelled (`method.handover_scope`: the
+        label-free rows' answer term keeps running after it)."""
         if int(window) < 1:
             raise ValueError(f"method.handover_window must be >= 1, got {window}")
         if check_test not in CHECK_TESTS:
             raise ValueError(f"method.student_check_test must be one of {', '.join(CHECK_TESTS)}, got {check_test!r}")
-        self.check_test = str(check_test)
+        if scope not in HANDOVER_SCOPES:
+            raise ValueError(f"method.handover_scope must be one of {', '.join(HANDOVER_SCOPES)}, got {scope!r}")
+        self.check_test, self.scope = str(check_test), str(scope)
         self.teacher_right = torch.as_tensor(teacher_right).long().cpu()
         names = sorted({str(g) for g in groups})
         self.names = names
@@ -314,11 +319,15 @@ class StudentHandover:
         skipped: nothing held back) and only if it kept the answer-level term."""
         return self.check is not None and bool(self.check.get("skipped") or self.check["answer_term"])
 
-    def gate(self, rows: torch.Tensor) -> torch.Tensor:
-        """(R,) float: 0 for the rows whose group has handed over, else 1."""
+    def gate(self, rows: torch.Tensor, label_free: bool = False) -> torch.Tensor:
+        """(R,) float: 0 for the rows whose group has handed over, else 1. `label_free`: the rows
+        of a label-free batch (unlabelled rows, labelled rows' augmented copies), whose answer term
+        a handover leaves on under scope `labelled`; the holding before the check still applies."""
         rows = torch.as_tensor(rows).cpu().long()
         g = self.group[rows]
         off = torch.tensor([self.off_step[i] is not None for i in range(len(self.names))], dtype=torch.bool)
+        if label_free and self.scope == "labelled":
+            off = torch.zeros_like(off)
         on = ~off[g]
         if self.holding and self.check_answers:  # method.check_answers: no row is taught before the check
             on = torch.zeros_like(on)
@@ -388,6 +397,7 @@ class StudentHandover:
         return {"window": self.window, "alpha": self.alpha, "check": self.check,
                 **({"check_steps": self.check_steps, "checks": self.checks} if len(self.check_steps) > 1 else {}),
                 "check_features": self.check_features, "check_answers": self.check_answers,
+                **({"scope": self.scope} if self.scope != "all" else {}),
                 "groups": {name: {"off_step": self.off_step[i], "first_visits": int(self.seen[self.group == i].sum()),
                                   "tests": self.tests[i]} for i, name in enumerate(self.names)}}
 
