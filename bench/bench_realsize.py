@@ -556,11 +556,9 @@ def run_devices(devices: List[str], pairs: List[str], args: argparse.Namespace, 
 
 
 def report_and_write(results: List[Dict[str, Any]], notes: List[str], args: argparse.Namespace) -> None:
-    cpu_name = platform.processor() or platform.machine()
-    try:
-        cpu_name = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-    except (OSError, AttributeError):
-        pass
+    from clip_td.base.io import cpu_model
+
+    cpu_name = cpu_model()
     report = {
         "hardware": {"cpu": cpu_name, "machine": platform.machine(), "cpu_cores": os.cpu_count(),
                      "torch_threads": torch.get_num_threads(),

@@ -153,7 +153,7 @@ def test_a_run_with_holdout_ends_with_its_best_weights(small_world, tiny_teacher
     assert main(["--config", TINY, *args]) == 0
     m = read_metrics(out)
     h = m["train"]["holdout"]
-    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "threads", "holdout"]
+    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "threads", "device", "holdout"]
     assert h["best_step"] in (2, 4, 6) and h["stopped_early"] is False and m["train"]["steps"] == 6
     assert h["rows"] > 0 and h["best"] is not None
     assert [step for step, _ in h["history"]] == [2, 4, 6]  # every held-out evaluation, in order

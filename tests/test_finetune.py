@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clip_td.app.trainer import main
+from clip_td.base.io import cpu_model
 from test_finetune_helpers import read_metrics, tiny_overrides
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
@@ -44,9 +45,10 @@ def test_metrics_schema_and_files_score_the_same(small_world, tiny_teacher, tmp_
     assert (m["task"], m["method"], m["train_fraction"], m["seed"]) == ("vqa", "none", 0.25, 3)
     assert sorted(m["eval"]) == ["val", "val_shift"]
     assert all(list(scores) == ["vqa_acc"] for scores in m["eval"].values())
-    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "threads"] and m["train"]["steps"] == 4
+    assert list(m["train"]) == ["steps", "samples_per_s", "step_time_s", "threads", "device"] and m["train"]["steps"] == 4
     assert m["train"]["samples_per_s"] > 0 and m["train"]["step_time_s"] > 0
     assert m["train"]["threads"] == torch.get_num_threads()  # in-process: this process's count
+    assert m["train"]["device"] == cpu_model()  # the tests run on the CPU
     for split, files in m["files"].items():
         assert sorted(files) == ["annotations", "predictions", "questions"]
         assert evaluate_cli("vqa", files)["overall"] == m["eval"][split]["vqa_acc"]
@@ -109,3 +111,19 @@ def test_non_finite_loss_stops_with_step_and_terms(small_world, tiny_teacher, tm
     assert err.startswith("error: non-finite loss at step 3: task_loss=nan, tok_loss=")
     assert "glob_loss=" in err and "ans_loss=" in err
     assert not (tmp_path / "nan" / "metrics.json").exists()
+
+
+def test_cpu_model_reads_the_first_model_name_and_falls_back_to_platform(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Example CPU @ 2.00GHz  \n\n"
+                    "processor\t: 1\nmodel name\t: Other CPU\n")
+    assert cpu_model(info) == "Example CPU @ 2.00GHz"  # the first one, trailing blanks dropped
+    import platform
+
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # ARM: no model name line
+    assert cpu_model(info) == "aarch64"
+    assert cpu_model(tmp_path / "absent") == "aarch64"
+    monkeypatch.setattr(platform, "machine", lambda: "")
+    assert cpu_model(tmp_path / "absent") == "unknown"

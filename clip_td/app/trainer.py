@@ -30,7 +30,7 @@ from clip_td.base.checkpoints import adapter_only_hook, check_compatible, resolv
 from clip_td.base.config import load_config, parse_script_args, save_config, to_dict
 from clip_td.app.build import Built, build, resolve_student
 from clip_td.app.schema import FinetuneConfig
-from clip_td.base.io import InputError, write_json_atomic
+from clip_td.base.io import InputError, cpu_model, write_json_atomic
 from clip_td.base.scripts import TrainingDiverged, run_script
 from clip_td.lib.trust import check_steps
 from clip_td.lib.weighting import SCHEDULES
@@ -243,7 +243,7 @@ class Trainer:
         self.checkpoint()
         steps_run = max(self.pos["step"] - self.start_step, 1)
         figures = {"steps": self.pos["step"], "samples_per_s": self.samples / max(self.train_time, 1e-9),
-                   "step_time_s": self.train_time / steps_run}
+                   "step_time_s": self.train_time / steps_run, "device": device_name(self.acc.device)}
         if self.holdout_dl is not None:
             figures["holdout"] = self.finish_holdout()
         if self.built.label_free_set is not None:
@@ -437,6 +437,14 @@ def save_best(accelerator: Accelerator, model: Any, cfg: DictConfig, out_dir: Pa
     save_weights(state, out_dir, meta)
 
 
+def device_name(device: torch.device) -> str:
+    """The processor a run computes on, for metrics.json: the GPU's name on CUDA, else the CPU model
+    (runs reproduce bit for bit only on the same one)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
 def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files: Dict,
                   teacher_trust: Optional[Dict[str, Any]] = None, teacher: Any = None) -> Path:
     """`<output_dir>/metrics.json`, exactly docs/contracts.md section 2 (`teacher` when the run
@@ -451,6 +459,7 @@ def write_metrics(cfg: DictConfig, figures: Dict[str, Any], scores: Dict, files:
         "train": {"steps": int(figures["steps"]), "samples_per_s": round(float(figures["samples_per_s"]), 3),
                   "step_time_s": round(float(figures["step_time_s"]), 5),
                   "threads": int(torch.get_num_threads()),
+                  **({"device": figures["device"]} if "device" in figures else {}),
                   **({"holdout": figures["holdout"]} if "holdout" in figures else {}),
                   **({"label_free_rows": int(figures["label_free_rows"])} if "label_free_rows" in figures else {})},
         "files": files,

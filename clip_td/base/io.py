@@ -86,6 +86,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("CLIP_TD_CACHE") or Path.home() / ".cache" / "clip_td")
 
 
+def cpu_model(cpuinfo: PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name (the first `model name` line of /proc/cpuinfo), else what `platform`
+    knows of it (the processor, else the machine type), else "unknown"."""
+    import platform
+    import re
+
+    try:
+        found = re.search(r"^model name\s*:\s*(.+?)\s*$", Path(cpuinfo).read_text(), re.MULTILINE)
+    except OSError:
+        found = None
+    return found.group(1) if found else (platform.processor() or platform.machine() or "unknown")
+
+
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
