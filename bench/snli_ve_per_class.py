@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clip_td.base.io import InputError, iter_jsonl, read_json, write_json_atomic  # noqa: E402
 from gate_rule_decisions import metrics_files  # noqa: E402
 
+TASK = "snli_ve"  # the one task whose runs this reads (its three labels below)
 LABELS = ("entailment", "neutral", "contradiction")
 SPLITS = ("val", "val_shift")
 
@@ -63,7 +64,7 @@ def split_figures(predictions: Path, annotations: Path) -> Dict[str, Any]:
 def run_figures(metrics_path: Path) -> Dict[str, Any] | None:
     """Both splits' figures of one run, or None when the run is not an SNLI-VE run."""
     m = read_json(metrics_path)
-    if m.get("task") != "snli_ve":
+    if m.get("task") != TASK:
         return None
     files = m.get("files") or {}
     out = {"run": str(metrics_path.parent), "seed": m.get("seed")}
