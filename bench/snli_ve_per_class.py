@@ -17,8 +17,6 @@ rows can be read off by class: for instance a row that gains under the style shi
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -26,28 +24,19 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clip_td.base.io import InputError, iter_jsonl, read_json, write_json_atomic  # noqa: E402
+from clip_td.app.sweep import mean_std  # noqa: E402
+from clip_td.base.io import InputError, read_json, write_json_atomic  # noqa: E402
 from gate_rule_decisions import metrics_files  # noqa: E402
+from tasks.snli_ve.metrics import LABELS, labels_by_id  # noqa: E402
 
-TASK = "snli_ve"  # the one task whose runs this reads (its three labels below)
-LABELS = ("entailment", "neutral", "contradiction")
+TASK = "snli_ve"  # the one task whose runs this reads (its labels: tasks.snli_ve.metrics.LABELS)
 SPLITS = ("val", "val_shift")
-
-
-def _by_pair(path: Path, key: str) -> Dict[str, str]:
-    """pairID -> the `key` field of every line of an SNLI-VE JSON-lines file."""
-    out = {}
-    for line, row in iter_jsonl(path):
-        if "pairID" not in row or key not in row:
-            raise SystemExit(f"{path}, line {line}: expected an object with 'pairID' and {key!r}")
-        out[row["pairID"]] = row[key]
-    return out
 
 
 def split_figures(predictions: Path, annotations: Path) -> Dict[str, Any]:
     """Recall of each gold label and the share of rows predicted as each label, in percent."""
-    gold = _by_pair(annotations, "gold_label")
-    pred = _by_pair(predictions, "label")
+    gold = labels_by_id(annotations, "pairID", "gold_label")
+    pred = labels_by_id(predictions, "pairID", "label")
     missing = sorted(set(gold) - set(pred))
     if missing:
         raise SystemExit(f"{predictions}: no prediction for {len(missing)} pair(s) of {annotations}, "
@@ -78,8 +67,8 @@ def run_figures(metrics_path: Path) -> Dict[str, Any] | None:
 def _mean_std(values: List[float]) -> str:
     if not values:
         return "-"
-    mean = statistics.fmean(values)
-    return f"{mean:.1f}" + (f" +- {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+    mean, std = mean_std(values)
+    return f"{mean:.1f}" + (f" +- {std:.1f}" if len(values) > 1 else "")
 
 
 def table(groups: Dict[str, List[Dict[str, Any]]]) -> str:

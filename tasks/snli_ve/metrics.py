@@ -19,7 +19,9 @@ def accuracy(predictions: Sequence[Any], references: Sequence[Any]) -> float:
     return 100.0 * sum(int(p == r) for p, r in zip(predictions, references)) / len(references)
 
 
-def _labels_by_id(path: Union[str, Path], id_key: str, label_key: str) -> Dict[str, str]:
+def labels_by_id(path: Union[str, Path], id_key: str, label_key: str) -> Dict[str, str]:
+    """id -> label of every line of an SNLI-VE JSON-lines file (annotations or predictions); a
+    missing field, an unknown label or a repeated id names the file and line."""
     out: Dict[str, str] = {}
     for lineno, obj in iter_jsonl(path):
         if not isinstance(obj, dict) or id_key not in obj or label_key not in obj:
@@ -35,8 +37,8 @@ def _labels_by_id(path: Union[str, Path], id_key: str, label_key: str) -> Dict[s
 
 def evaluate_files(annotations: Union[str, Path], predictions: Union[str, Path]) -> Dict[str, float]:
     """{"accuracy": percent} of predictions jsonl {pairID, label} against the split's jsonl."""
-    gold = _labels_by_id(annotations, "pairID", "gold_label")
-    pred = _labels_by_id(predictions, "pairID", "label")
+    gold = labels_by_id(annotations, "pairID", "gold_label")
+    pred = labels_by_id(predictions, "pairID", "label")
     check_same_ids(pred, list(gold), "pairID", predictions, annotations)
     ids = list(gold)
     return {"accuracy": accuracy([pred[i] for i in ids], [gold[i] for i in ids])}
