@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clip_td.app.sweep import mean_std  # noqa: E402
 from clip_td.base.io import InputError, read_json, write_json_atomic  # noqa: E402
 from gate_rule_decisions import metrics_files  # noqa: E402
-from tasks.snli_ve.metrics import LABELS, labels_by_id  # noqa: E402
+from tasks.snli_ve.metrics import LABELS, accuracy, labels_by_id  # noqa: E402
 
 TASK = "snli_ve"  # the one task whose runs this reads (its labels: tasks.snli_ve.metrics.LABELS)
 SPLITS = ("val", "val_shift")
@@ -46,8 +46,8 @@ def split_figures(predictions: Path, annotations: Path) -> Dict[str, Any]:
         rows = [p for p in gold if gold[p] == label]
         recall[label] = 100.0 * sum(pred[p] == label for p in rows) / len(rows) if rows else None
         share[label] = 100.0 * sum(pred[p] == label for p in gold) / len(gold)
-    accuracy = 100.0 * sum(pred[p] == gold[p] for p in gold) / len(gold)
-    return {"rows": len(gold), "accuracy": accuracy, "recall": recall, "predicted_share": share}
+    return {"rows": len(gold), "accuracy": accuracy([pred[p] for p in gold], list(gold.values())),
+            "recall": recall, "predicted_share": share}
 
 
 def run_figures(metrics_path: Path) -> Dict[str, Any] | None:
