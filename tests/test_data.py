@@ -198,7 +198,8 @@ def test_data_augment_reaches_the_training_rows_only(small_world, tmp_path, monk
     assert load_config(FinetuneConfig).data.augment is False
     calls = []
 
-    def counting_augment():
+    def counting_augment(policy):
+        assert policy == "photometric"  # the default data.augment_policy
         return lambda image: calls.append(1) or image
 
     monkeypatch.setattr(build, "photometric_augment", counting_augment)
@@ -208,3 +209,37 @@ def test_data_augment_reaches_the_training_rows_only(small_world, tmp_path, monk
         "train.batch_size": 4, "seed": 0, "data.augment": "true"})
     assert main(["--config", tiny, *args]) == 0
     assert len(calls) in (8, 12)
+
+
+def test_augment_policies_keep_geometry_and_add_noise_to_half_the_images():
+    """photometric_noise = photometric, then torchvision's Gaussian noise (sigma 0.1 of the range)
+    on half of the images. A flat grey picture stays flat under photometric (jitter and blur of a
+    constant are constant); under photometric_noise about half of the draws carry noise of std
+    about 0.1 * 255 (128 +- 3 sigma never reaches the clip). Neither moves a dark square."""
+    import pytest
+    from PIL import Image, ImageDraw
+
+    from clip_td.app.batches import AUGMENT_POLICIES, photometric_augment
+    from clip_td.base.io import InputError
+
+    assert AUGMENT_POLICIES == ("photometric", "photometric_noise")
+    with pytest.raises(InputError, match="data.augment_policy: one of photometric, photometric_noise, got 'strong'"):
+        photometric_augment("strong")
+    grey = Image.new("RGB", (32, 32), (128, 128, 128))
+    torch.manual_seed(0)
+    plain = [np.asarray(photometric_augment("photometric")(grey), dtype=np.float64) for _ in range(50)]
+    assert max(float(a.std()) for a in plain) == 0.0
+    noisy = [np.asarray(photometric_augment("photometric_noise")(grey), dtype=np.float64) for _ in range(200)]
+    stds = np.array([a.std() for a in noisy])
+    with_noise = stds[stds > 0]
+    assert 0.38 < len(with_noise) / 200 < 0.62  # p = 0.5; 200 draws: 3.4 sigma either side
+    assert np.all(np.abs(with_noise - 25.5) < 2.0), with_noise.min()  # 1,024 pixels x 3 channels
+
+    square = Image.new("RGB", (32, 32), (255, 255, 255))
+    ImageDraw.Draw(square).rectangle([4, 20, 11, 27], fill=(0, 0, 0))
+    for policy in AUGMENT_POLICIES:
+        for _ in range(20):
+            dark = 255.0 - np.asarray(photometric_augment(policy)(square), dtype=np.float64).mean(axis=2)
+            dark = np.clip(dark - np.median(dark), 0, None)  # background (and its noise level) off
+            ys, xs = np.nonzero(dark > 0.5 * dark.max())
+            assert abs(xs.mean() - 7.5) < 1.0 and abs(ys.mean() - 23.5) < 1.0, (policy, xs.mean(), ys.mean())

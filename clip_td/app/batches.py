@@ -24,6 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from torchvision.transforms import v2
+
+from clip_td.base.io import InputError
 
 logger = logging.getLogger("clip_td")
 
@@ -43,12 +46,25 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
     )
 
 
-def photometric_augment() -> Callable:
-    """PIL -> PIL: generic photometric augmentation (brightness, contrast, saturation, a small hue
-    shift, blur) for the label-free term's student copies. Not modelled on any evaluation style:
-    hues move at most 0.03 of the wheel, so every colour keeps its name."""
-    return T.Compose([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.03),
-                      T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)])
+AUGMENT_POLICIES = ("photometric", "photometric_noise")
+
+
+def photometric_augment(policy: str = "photometric") -> Callable:
+    """PIL -> PIL: the student's augmentation of a training image (`data.augment_policy`).
+
+    photometric: brightness, contrast, saturation, a small hue shift, blur. Not modelled on any
+        evaluation style: hues move at most 0.03 of the wheel, so every colour keeps its name.
+    photometric_noise: the same, then, on half of the images, additive Gaussian pixel noise at
+        torchvision's default sigma (0.1 of the pixel range, clipped), the corruption-robustness
+        recipe of training on noise. No geometric op in either: positions and sizes are labels."""
+    if policy not in AUGMENT_POLICIES:
+        raise InputError(f"config key data.augment_policy: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
+    ops: List[Callable] = [T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.03),
+                           T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)]
+    if policy == "photometric_noise":
+        ops.append(T.RandomApply([v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+                                              v2.GaussianNoise(), v2.ToPILImage()])], p=0.5))
+    return T.Compose(ops)
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -303,16 +303,17 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     model = FinetuneModel(task, student, head, teacher_side.distiller)
 
     transform = student_transform(side, mean, std)
+    augment = photometric_augment(cfg.data.augment_policy)  # checks the key even where nothing is augmented
     train_set = TaskDataset(task, train_rows, transform, source_index=train_idx,
                             teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
                             teacher_extras=teacher_side.distiller is not None,
-                            augment=photometric_augment() if cfg.data.augment else None)
+                            augment=augment if cfg.data.augment else None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
     free_set = None
     if free_idx:
         free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,
-                               augment=photometric_augment() if method.label_free_augment else None,
+                               augment=augment if method.label_free_augment else None,
                                free_answers=bool(method.label_free_answers), teacher_extras=True,
                                free_answer=teacher_side.free_answer)
     return Built(

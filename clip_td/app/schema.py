@@ -30,6 +30,9 @@ class DataConfig:
     # label-free term's) of the student's copy of each labelled training image; the teacher reads
     # the clean image, evaluation never augments
     augment: bool = False
+    # the augmentation of data.augment and of method.label_free_augment's copies: photometric (the
+    # above) | photometric_noise (the above, then Gaussian pixel noise on half of the images)
+    augment_policy: str = "photometric"
 
 
 @dataclass
