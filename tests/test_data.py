@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from clip_td.app.batches import Collator, TaskDataset, student_transform
@@ -185,10 +186,12 @@ def test_augment_changes_only_the_students_copy_of_a_labelled_row(small_world):
     assert item["texts"] == [(ds[1]["text"], None)]  # the row's text and targets are untouched
 
 
-def test_data_augment_reaches_the_training_rows_only(small_world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("policy", [None, "photometric_noise"])
+def test_data_augment_reaches_the_training_rows_only(small_world, tmp_path, monkeypatch, policy):
     """data.augment=true: every training item read (2 steps of 4, and at most one batch that
     accelerate's loader reads ahead) passes through the augmentation once, and none of the
-    evaluation split's items does (they number far more than 4); off by default."""
+    evaluation split's items does (they number far more than 4); off by default. The augmentation
+    is data.augment_policy's (photometric when not set)."""
     from pathlib import Path
 
     from clip_td.app import build
@@ -198,15 +201,16 @@ def test_data_augment_reaches_the_training_rows_only(small_world, tmp_path, monk
     assert load_config(FinetuneConfig).data.augment is False
     calls = []
 
-    def counting_augment(policy):
-        assert policy == "photometric"  # the default data.augment_policy
+    def counting_augment(given):
+        assert given == (policy or "photometric")
         return lambda image: calls.append(1) or image
 
     monkeypatch.setattr(build, "photometric_augment", counting_augment)
     tiny = str(Path(__file__).resolve().parents[1] / "configs" / "finetune" / "tiny.yaml")
     args = tiny_overrides(small_world, tmp_path / "unused_teacher", tmp_path / "run", **{
         "task.name": "vqa", "method.name": "none", "train.fraction": 0.5, "train.max_steps": 2,
-        "train.batch_size": 4, "seed": 0, "data.augment": "true"})
+        "train.batch_size": 4, "seed": 0, "data.augment": "true",
+        **({"data.augment_policy": policy} if policy else {})})
     assert main(["--config", tiny, *args]) == 0
     assert len(calls) in (8, 12)
 
@@ -216,7 +220,6 @@ def test_augment_policies_keep_geometry_and_add_noise_to_half_the_images():
     on half of the images. A flat grey picture stays flat under photometric (jitter and blur of a
     constant are constant); under photometric_noise about half of the draws carry noise of std
     about 0.1 * 255 (128 +- 3 sigma never reaches the clip). Neither moves a dark square."""
-    import pytest
     from PIL import Image, ImageDraw
 
     from clip_td.app.batches import AUGMENT_POLICIES, photometric_augment
