@@ -46,21 +46,29 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
     )
 
 
-AUGMENT_POLICIES = ("photometric", "photometric_noise")
+AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe")
 
 
 def photometric_augment(policy: str = "photometric") -> Callable:
     """PIL -> PIL: the student's augmentation of a training image (`data.augment_policy`).
 
     photometric: brightness, contrast, saturation, a small hue shift, blur. Not modelled on any
-        evaluation style: hues move at most 0.03 of the wheel, so every colour keeps its name.
+        evaluation style. Hues move at most 0.03 of the wheel, but brightness, contrast and
+        saturation range over 0.6-1.4, wider than colour names allow: at brightness 0.6 the
+        synthetic world's orange is nearer its brown than its orange.
     photometric_noise: the same, then, on half of the images, additive Gaussian pixel noise at
         torchvision's default sigma (0.1 of the pixel range, clipped), the corruption-robustness
-        recipe of training on noise. No geometric op in either: positions and sizes are labels."""
+        recipe of training on noise.
+    photometric_safe: label-preserving jitter for tasks that name colours: brightness, contrast and
+        saturation within 0.9-1.1 and no hue change, then the same blur. At every corner of that
+        range (any order of the three) each colour of the synthetic world's palette stays nearest
+        to its own name; at 0.85-1.15 red and orange already cross to brown and yellow.
+    No geometric op in any: positions and sizes are labels."""
     if policy not in AUGMENT_POLICIES:
         raise InputError(f"config key data.augment_policy: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
-    ops: List[Callable] = [T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.03),
-                           T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)]
+    jitter = (T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1) if policy == "photometric_safe"
+              else T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.03))
+    ops: List[Callable] = [jitter, T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)]
     if policy == "photometric_noise":
         ops.append(T.RandomApply([v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
                                               v2.GaussianNoise(), v2.ToPILImage()])], p=0.5))

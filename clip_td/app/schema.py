@@ -31,7 +31,9 @@ class DataConfig:
     # the clean image, evaluation never augments
     augment: bool = False
     # the augmentation of data.augment and of method.label_free_augment's copies: photometric (the
-    # above) | photometric_noise (the above, then Gaussian pixel noise on half of the images)
+    # above) | photometric_noise (the above, then Gaussian pixel noise on half of the images) |
+    # photometric_safe (brightness, contrast, saturation within 0.9-1.1, no hue change, the blur:
+    # every colour of the synthetic palette keeps its name)
     augment_policy: str = "photometric"
 
 
