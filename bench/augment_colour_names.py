@@ -12,7 +12,7 @@ the background (objects with no such pixel, such as thin rings, are skipped). It
 when that mean is nearer (RGB distance) to another entry of the world's palette than to its own.
 The clean images are measured the same way (`clean`, one draw) as the floor of the measure, and
 the same scenes rendered in the world's shifted style (`shift_style`, one draw: its dim warm light
-and pixel noise, which the world draws so that every colour stays nameable).
+and pixel noise, under which the world's labels keep each object's drawn colour).
 Prints renamed objects per policy with the most frequent confusions; writes JSON (default
 `bench/results/augment_colour_names.json`).
 """
@@ -34,10 +34,7 @@ from clip_td.app.batches import AUGMENT_POLICIES, photometric_augment  # noqa: E
 from clip_td.base.io import write_json_atomic  # noqa: E402
 from tasks.synthetic.render import SUPERSAMPLE, object_map, render_scene  # noqa: E402
 from tasks.synthetic.scene import sample_scene  # noqa: E402
-from tasks.synthetic.vocab import COLOURS  # noqa: E402
-
-NAMES = list(COLOURS)
-PALETTE = np.array([COLOURS[n] for n in NAMES], dtype=np.float64)
+from tasks.synthetic.vocab import nearest_colour  # noqa: E402
 
 
 def inner_masks(scene: dict, image_size: int) -> List[Optional[np.ndarray]]:
@@ -56,10 +53,6 @@ def inner_masks(scene: dict, image_size: int) -> List[Optional[np.ndarray]]:
     return masks
 
 
-def nearest(rgb: np.ndarray) -> str:
-    return NAMES[int(np.argmin(((PALETTE - rgb) ** 2).sum(axis=1)))]
-
-
 def count_renamed(images: List[Any], scenes: List[dict], masks: List[List[Optional[np.ndarray]]],
                   augment: Callable, draws: int) -> Dict[str, Any]:
     objects = renamed = 0
@@ -71,7 +64,7 @@ def count_renamed(images: List[Any], scenes: List[dict], masks: List[List[Option
                 if mask is None:
                     continue
                 objects += 1
-                seen = nearest(pixels[mask].mean(axis=0))
+                seen = nearest_colour(pixels[mask].mean(axis=0))
                 if seen != obj["colour"]:
                     renamed += 1
                     key = f"{obj['colour']}->{seen}"

@@ -75,6 +75,11 @@ MOVIES_PER_THEME = 2
 MOVIES = tuple(f"synth_{t}_{k:02d}" for t in THEMES for k in range(1, MOVIES_PER_THEME + 1))
 
 
+def nearest_colour(rgb) -> str:
+    """The palette colour nearest (RGB distance) to an (R, G, B) triple of numbers."""
+    return min(COLOURS, key=lambda name: sum((float(c) - p) ** 2 for c, p in zip(rgb, COLOURS[name])))
+
+
 def movie_theme(movie: str) -> str:
     return movie.split("_")[1]
 
