@@ -274,3 +274,31 @@ def test_photometric_safe_keeps_every_palette_colour_nearest_its_name():
                 renamed[policy] += nearest_colour(np.asarray(fn(image))[7, 7]) != name
     assert renamed["photometric_safe"] == 0
     assert renamed["photometric"] > 10, renamed
+
+
+def test_photometric_safe_range_keeps_palette_names_at_every_corner():
+    """The corners of photometric_safe's range (brightness, contrast, saturation each 0.9 or 1.1,
+    applied in each of the 6 orders ColorJitter may draw) keep every palette colour nearest its own
+    name on a light background; brightness 0.6 alone (a corner of the default range) does not."""
+    import itertools
+
+    import torchvision.transforms.functional as F
+    from PIL import Image, ImageDraw
+
+    from tasks.synthetic.vocab import COLOURS, nearest_colour
+
+    ops = {"b": F.adjust_brightness, "c": F.adjust_contrast, "s": F.adjust_saturation}
+    moved = []
+    for name in COLOURS:
+        image = Image.new("RGB", (10, 10), (234, 234, 234))
+        ImageDraw.Draw(image).rectangle([3, 3, 6, 6], fill=COLOURS[name])
+        for factors in itertools.product((0.9, 1.1), repeat=3):
+            for order in itertools.permutations("bcs"):
+                out = image
+                for op in order:
+                    out = ops[op](out, factors["bcs".index(op)])
+                if nearest_colour(out.getpixel((4, 4))) != name:
+                    moved.append((name, factors, order))
+    assert moved == []
+    dark = F.adjust_brightness(Image.new("RGB", (2, 2), COLOURS["orange"]), 0.6)
+    assert nearest_colour(dark.getpixel((0, 0))) == "brown"

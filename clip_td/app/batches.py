@@ -62,7 +62,7 @@ def photometric_augment(policy: str = "photometric") -> Callable:
     photometric_safe: label-preserving jitter for tasks that name colours: brightness, contrast and
         saturation within 0.9-1.1 and no hue change, then the same blur. At every corner of that
         range (any order of the three) each colour of the synthetic world's palette stays nearest
-        to its own name; at 0.85-1.15 red and orange already cross to brown and yellow.
+        to its own name.
     No geometric op in any: positions and sizes are labels."""
     if policy not in AUGMENT_POLICIES:
         raise InputError(f"config key data.augment_policy: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
