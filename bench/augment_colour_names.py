@@ -86,13 +86,13 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
         raise SystemExit(f"--scenes and --draws: expected at least 1, got {args.scenes} and {args.draws}")
     rng = random.Random(args.seed)
     scenes = [sample_scene(rng) for _ in range(args.scenes)]
-    images = [render_scene(s, args.image_size, seed=args.seed * 100_003 + i) for i, s in enumerate(scenes)]
-    masks = [inner_masks(s, args.image_size) for s in scenes]
-    results = {"clean": count_renamed(images, scenes, masks, lambda im: im, 1)}
     shifted = [dict(s, style="shift") for s in scenes]
-    results["shift_style"] = count_renamed(
-        [render_scene(s, args.image_size, seed=args.seed * 100_003 + i) for i, s in enumerate(shifted)],
-        shifted, masks, lambda im: im, 1)
+    seeds = [args.seed * 100_003 + i for i in range(args.scenes)]  # one render seed per scene, both styles
+    images = [render_scene(s, args.image_size, seed=k) for s, k in zip(scenes, seeds)]
+    masks = [inner_masks(s, args.image_size) for s in scenes]
+    results = {"clean": count_renamed(images, scenes, masks, lambda im: im, 1),
+               "shift_style": count_renamed([render_scene(s, args.image_size, seed=k) for s, k in zip(shifted, seeds)],
+                                            shifted, masks, lambda im: im, 1)}
     for policy in AUGMENT_POLICIES:
         torch.manual_seed(args.seed)
         results[policy] = count_renamed(images, scenes, masks, photometric_augment(policy), args.draws)

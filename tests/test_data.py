@@ -285,14 +285,17 @@ def test_photometric_safe_range_keeps_palette_names_at_every_corner():
     import torchvision.transforms.functional as F
     from PIL import Image, ImageDraw
 
+    from clip_td.app.batches import photometric_augment
     from tasks.synthetic.vocab import COLOURS, nearest_colour
 
+    jitter = photometric_augment("photometric_safe").transforms[0]  # the policy's own range
+    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == ((0.9, 1.1),) * 3 + (None,)
     ops = {"b": F.adjust_brightness, "c": F.adjust_contrast, "s": F.adjust_saturation}
     moved = []
     for name in COLOURS:
         image = Image.new("RGB", (10, 10), (234, 234, 234))
         ImageDraw.Draw(image).rectangle([3, 3, 6, 6], fill=COLOURS[name])
-        for factors in itertools.product((0.9, 1.1), repeat=3):
+        for factors in itertools.product(jitter.brightness, jitter.contrast, jitter.saturation):
             for order in itertools.permutations("bcs"):
                 out = image
                 for op in order:
