@@ -112,6 +112,53 @@ def test_a_tiny_run_distils_on_the_unlabelled_rows(small_world, tiny_teacher, tm
     assert off.keys() == on.keys() and any(not torch.equal(off[k], on[k]) for k in off)
 
 
+def test_free_augment_policy_reaches_the_label_free_copies_only(small_world, tiny_teacher, tmp_path, monkeypatch,
+                                                                capsys):
+    """data.free_augment_policy: the label-free term's copies pass through that policy and the
+    gold-labelled images through data.augment_policy. At fraction 0.5 with augmented copies the
+    label-free set holds every training row, so both augmentations run; the labelled rows (2 steps
+    of 4, at most one batch read ahead) through photometric_safe alone. A bad value names its key."""
+    from clip_td.app import build
+
+    real = build.photometric_augment
+    calls = {}
+
+    def counting_augment(policy, key="data.augment_policy"):
+        real(policy, key)  # the same check of the value
+        calls.setdefault((policy, key), 0)
+
+        def augment(image):
+            calls[(policy, key)] += 1
+            return image
+        return augment
+
+    monkeypatch.setattr(build, "photometric_augment", counting_augment)
+    overrides = {"task.name": "snli_ve", "method.name": "clip_td", "train.fraction": 0.5, "train.max_steps": 2,
+                 "train.batch_size": 4, "seed": 0, "method.label_free": 1.0, "method.label_free_augment": "true",
+                 "data.augment": "true", "data.augment_policy": "photometric_safe"}
+    args = tiny_overrides(small_world, tiny_teacher, tmp_path / "run", **overrides,
+                          **{"data.free_augment_policy": "photometric"})
+    assert main(["--config", TINY, *args]) == 0
+    assert set(calls) == {("photometric_safe", "data.augment_policy"), ("photometric", "data.free_augment_policy")}
+    assert calls[("photometric_safe", "data.augment_policy")] in (8, 12)
+    assert calls[("photometric", "data.free_augment_policy")] >= 8
+
+    calls.clear()  # not set: the copies follow data.augment_policy, one augmentation for both
+    args = tiny_overrides(small_world, tiny_teacher, tmp_path / "same", **overrides)
+    assert main(["--config", TINY, *args]) == 0
+    assert set(calls) == {("photometric_safe", "data.augment_policy")}
+    assert calls[("photometric_safe", "data.augment_policy")] >= 16
+
+    args = tiny_overrides(small_world, tiny_teacher, tmp_path / "bad", **overrides,
+                          **{"data.free_augment_policy": "wide"})
+    capsys.readouterr()
+    assert main(["--config", TINY, *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: config key data.free_augment_policy: one of photometric, photometric_noise, photometric_safe, "
+        "got 'wide'")
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
 def test_label_free_answer_term_hand_case():
     """method.label_free_answers: alpha * eta * mean_u g_u KL(q_u || p_u) tau^2 on unlabelled rows,
     q_u = softmax(teacher / tau), no instance weight. Row 0: teacher logits (0, 2 ln 3) at tau 2 ->

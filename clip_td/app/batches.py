@@ -49,7 +49,7 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
 AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe")
 
 
-def photometric_augment(policy: str = "photometric") -> Callable:
+def photometric_augment(policy: str = "photometric", key: str = "data.augment_policy") -> Callable:
     """PIL -> PIL: the student's augmentation of a training image (`data.augment_policy`).
 
     photometric: brightness, contrast, saturation, a small hue shift, blur. Not modelled on any
@@ -65,7 +65,7 @@ def photometric_augment(policy: str = "photometric") -> Callable:
         to its own name.
     No geometric op in any: positions and sizes are labels."""
     if policy not in AUGMENT_POLICIES:
-        raise InputError(f"config key data.augment_policy: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
+        raise InputError(f"config key {key}: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
     jitter = (T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1) if policy == "photometric_safe"
               else T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.03))
     ops: List[Callable] = [jitter, T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.5)]

@@ -304,6 +304,8 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
 
     transform = student_transform(side, mean, std)
     augment = photometric_augment(cfg.data.augment_policy)  # checks the key even where nothing is augmented
+    free_augment = (augment if cfg.data.free_augment_policy is None
+                    else photometric_augment(cfg.data.free_augment_policy, key="data.free_augment_policy"))
     train_set = TaskDataset(task, train_rows, transform, source_index=train_idx,
                             teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
                             teacher_extras=teacher_side.distiller is not None,
@@ -313,7 +315,7 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     free_set = None
     if free_idx:
         free_set = TaskDataset(task, full_train.select(free_idx), transform, source_index=free_idx, label_free=True,
-                               augment=augment if method.label_free_augment else None,
+                               augment=free_augment if method.label_free_augment else None,
                                free_answers=bool(method.label_free_answers), teacher_extras=True,
                                free_answer=teacher_side.free_answer)
     return Built(
