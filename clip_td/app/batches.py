@@ -50,7 +50,8 @@ AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe")
 
 
 def photometric_augment(policy: str = "photometric", key: str = "data.augment_policy") -> Callable:
-    """PIL -> PIL: the student's augmentation of a training image (`data.augment_policy`).
+    """PIL -> PIL: the student's augmentation of a training image (`data.augment_policy`; the
+    label-free copies' `data.free_augment_policy` where set, named by `key` in the error).
 
     photometric: brightness, contrast, saturation, a small hue shift, blur. Not modelled on any
         evaluation style. Hues move at most 0.03 of the wheel, but brightness, contrast and

@@ -36,7 +36,7 @@ class DataConfig:
     # every colour of the synthetic palette keeps its name)
     augment_policy: str = "photometric"
     # the augmentation of method.label_free_augment's copies alone, which the student reads with the
-    # teacher's answer on the clean image, never a gold label: one of data.augment_policy's values;
+    # teacher's targets on the clean image, never a gold label: one of data.augment_policy's values;
     # null: data.augment_policy (for instance photometric_safe for the gold-labelled images and the
     # wide photometric jitter for the teacher-labelled copies)
     free_augment_policy: Optional[str] = None
