@@ -2,7 +2,8 @@
 
 - source: a flat, light, slightly tinted background; flat-filled objects.
 - shift: a textured background (low-frequency blotches plus stripes), darker outlines, dimmer
-  warm lighting and pixel noise. Hues are kept, so every colour stays nameable.
+  warm lighting and pixel noise. Hues are not rotated, but the warm light moves some colours
+  toward their neighbours (mostly yellow toward orange; bench/augment_colour_names.py measures it).
 
 Drawn at 2x and box-downsampled for anti-aliasing. All randomness comes from `seed`.
 """
