@@ -225,9 +225,9 @@ def test_augment_policies_keep_geometry_and_add_noise_to_half_the_images():
     from clip_td.app.batches import AUGMENT_POLICIES, photometric_augment
     from clip_td.base.io import InputError
 
-    assert AUGMENT_POLICIES == ("photometric", "photometric_noise", "photometric_safe")
+    assert AUGMENT_POLICIES == ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix")
     with pytest.raises(InputError, match="data.augment_policy: one of photometric, photometric_noise, "
-                                         "photometric_safe, got 'strong'"):
+                                         "photometric_safe, photometric_augmix, got 'strong'"):
         photometric_augment("strong")
     grey = Image.new("RGB", (32, 32), (128, 128, 128))
     torch.manual_seed(0)
@@ -242,12 +242,47 @@ def test_augment_policies_keep_geometry_and_add_noise_to_half_the_images():
 
     square = Image.new("RGB", (32, 32), (255, 255, 255))
     ImageDraw.Draw(square).rectangle([4, 20, 11, 27], fill=(0, 0, 0))
-    for policy in AUGMENT_POLICIES:
+    for policy in ("photometric", "photometric_noise", "photometric_safe"):  # photometric_augmix: below
         for _ in range(20):
             dark = 255.0 - np.asarray(augment[policy](square), dtype=np.float64).mean(axis=2)
             dark = np.clip(dark - np.median(dark), 0, None)  # background (and its noise level) off
             ys, xs = np.nonzero(dark > 0.5 * dark.max())
             assert abs(xs.mean() - 7.5) < 1.0 and abs(ys.mean() - 23.5) < 1.0, (policy, xs.mean(), ys.mean())
+
+
+def test_photometric_augmix_is_photometric_then_augmix_without_geometric_ops():
+    """photometric_augmix appends torchvision's AugMix with its defaults, restricted to the pixel
+    operations (the exact set below: no shear, translation or rotation). Every one of them keeps
+    the order of grey levels (solarize's thresholds at severity 3 are 204-255, above both levels),
+    so a light square on a dark ground stays where it was: its bright pixels' centroid within half
+    a pixel in 50 draws. torchvision's own AugMix with the same seed moves it in some draw."""
+    from PIL import Image, ImageDraw
+    from torchvision import transforms as T
+
+    from clip_td.app.batches import PixelAugMix, photometric_augment
+
+    augment = photometric_augment("photometric_augmix")
+    assert [type(op) for op in augment.transforms] == [T.ColorJitter, T.RandomApply, PixelAugMix]
+    mix = augment.transforms[-1]
+    assert (mix.severity, mix.mixture_width, mix.chain_depth, mix.alpha, mix.all_ops) == (3, 3, -1, 1.0, True)
+    assert list(mix._augmentation_space(11, (32, 32))) == [
+        "Posterize", "Solarize", "AutoContrast", "Equalize", "Brightness", "Color", "Contrast", "Sharpness"]
+
+    square = Image.new("RGB", (32, 32), (30, 30, 30))
+    ImageDraw.Draw(square).rectangle([4, 20, 11, 27], fill=(100, 100, 100))
+
+    def centroid(fn) -> tuple:
+        grey = np.asarray(fn(square), dtype=np.float64).mean(axis=2)
+        ys, xs = np.nonzero(grey > 0.5 * (grey.max() + np.median(grey)))
+        return xs.mean(), ys.mean()
+
+    torch.manual_seed(0)
+    for _ in range(50):
+        x, y = centroid(augment)
+        assert abs(x - 7.5) < 0.5 and abs(y - 23.5) < 0.5, (x, y)
+    torch.manual_seed(0)
+    moved = [centroid(T.AugMix()) for _ in range(50)]
+    assert max(abs(x - 7.5) + abs(y - 23.5) for x, y in moved) >= 0.5
 
 
 def test_photometric_safe_keeps_every_palette_colour_nearest_its_name():

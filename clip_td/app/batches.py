@@ -46,7 +46,22 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
     )
 
 
-AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe")
+AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix")
+
+# AugMix's geometric operations: they would move the objects whose positions and sizes are labels,
+# and away from the patches the teacher's targets were computed on (the teacher reads the clean image)
+GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+
+
+class PixelAugMix(T.AugMix):
+    """torchvision's AugMix (Hendrycks et al., 2020: chains of operations mixed with Dirichlet
+    weights, then with the original under a Beta weight) over its pixel-level operations alone:
+    posterize, solarize, autocontrast, equalize, brightness, colour, contrast, sharpness."""
+
+    def _augmentation_space(self, num_bins, image_size):
+        space = super()._augmentation_space(num_bins, image_size)
+        return {name: value for name, value in space.items() if name not in GEOMETRIC_OPS}
+
 
 
 def photometric_augment(policy: str = "photometric", key: str = "data.augment_policy") -> Callable:
@@ -64,6 +79,10 @@ def photometric_augment(policy: str = "photometric", key: str = "data.augment_po
         saturation within 0.9-1.1 and no hue change, then the same blur. At every corner of that
         range (any order of the three) each colour of the synthetic world's palette stays nearest
         to its own name.
+    photometric_augmix: photometric, then AugMix (torchvision's defaults: severity 3, three chains
+        of depth 1-3, alpha 1) over its pixel-level operations (`PixelAugMix`): histogram and
+        texture changes (posterize, solarize, equalize, sharpness) beyond colour and light, the
+        field's generic recipe for robustness to unseen corruptions, not modelled on any style.
     No geometric op in any: positions and sizes are labels."""
     if policy not in AUGMENT_POLICIES:
         raise InputError(f"config key {key}: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
@@ -73,6 +92,8 @@ def photometric_augment(policy: str = "photometric", key: str = "data.augment_po
     if policy == "photometric_noise":
         ops.append(T.RandomApply([v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
                                               v2.GaussianNoise(), v2.ToPILImage()])], p=0.5))
+    if policy == "photometric_augmix":
+        ops.append(PixelAugMix())
     return T.Compose(ops)
 
 

@@ -33,7 +33,8 @@ class DataConfig:
     # the augmentation of data.augment and of method.label_free_augment's copies: photometric (the
     # above) | photometric_noise (the above, then Gaussian pixel noise on half of the images) |
     # photometric_safe (brightness, contrast, saturation within 0.9-1.1, no hue change, the blur:
-    # every colour of the synthetic palette keeps its name)
+    # every colour of the synthetic palette keeps its name) | photometric_augmix (photometric, then
+    # AugMix over its pixel-level operations: posterize, solarize, equalize, sharpness and the like)
     augment_policy: str = "photometric"
     # the augmentation of method.label_free_augment's copies alone, which the student reads with the
     # teacher's targets on the clean image, never a gold label: one of data.augment_policy's values;
