@@ -63,7 +63,6 @@ class PixelAugMix(T.AugMix):
         return {name: value for name, value in space.items() if name not in GEOMETRIC_OPS}
 
 
-
 def photometric_augment(policy: str = "photometric", key: str = "data.augment_policy") -> Callable:
     """PIL -> PIL: the student's augmentation of a training image (`data.augment_policy`; the
     label-free copies' `data.free_augment_policy` where set, named by `key` in the error).
