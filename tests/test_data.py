@@ -225,9 +225,10 @@ def test_augment_policies_keep_geometry_and_add_noise_to_half_the_images():
     from clip_td.app.batches import AUGMENT_POLICIES, photometric_augment
     from clip_td.base.io import InputError
 
-    assert AUGMENT_POLICIES == ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix")
+    assert AUGMENT_POLICIES == ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix",
+                                "photometric_randconv")
     with pytest.raises(InputError, match="data.augment_policy: one of photometric, photometric_noise, "
-                                         "photometric_safe, photometric_augmix, got 'strong'"):
+                                         "photometric_safe, photometric_augmix, photometric_randconv, got 'strong'"):
         photometric_augment("strong")
     grey = Image.new("RGB", (32, 32), (128, 128, 128))
     torch.manual_seed(0)
@@ -242,7 +243,7 @@ def test_augment_policies_keep_geometry_and_add_noise_to_half_the_images():
 
     square = Image.new("RGB", (32, 32), (255, 255, 255))
     ImageDraw.Draw(square).rectangle([4, 20, 11, 27], fill=(0, 0, 0))
-    for policy in ("photometric", "photometric_noise", "photometric_safe"):  # photometric_augmix: below
+    for policy in ("photometric", "photometric_noise", "photometric_safe"):  # augmix, randconv: below
         for _ in range(20):
             dark = 255.0 - np.asarray(augment[policy](square), dtype=np.float64).mean(axis=2)
             dark = np.clip(dark - np.median(dark), 0, None)  # background (and its noise level) off
@@ -283,6 +284,73 @@ def test_photometric_augmix_is_photometric_then_augmix_without_geometric_ops():
     torch.manual_seed(0)
     moved = [centroid(T.AugMix()) for _ in range(50)]
     assert max(abs(x - 7.5) + abs(y - 23.5) for x, y in moved) >= 0.5
+
+
+def test_randconv_mixes_a_centred_random_convolution_and_keeps_places():
+    """RandConv.mix against a hand computation: a 1 x 1 kernel is a linear map of the channels at
+    each pixel, mixed with the pixel and clipped to [-1, 1]; a 3 x 3 kernel on a constant image
+    gives the constant times the kernel's sum per output channel (reflect padding: no border).
+    The draws: kernel sides from {1, 3, 5, 7}, weights of std 1 / sqrt(3 k^2) (Kaiming-normal).
+    photometric_randconv is photometric then RandConv: a light square on a dark ground (the centroid
+    of the pixels that differ most from the ground) moves within the largest kernel's radius in a
+    draw, since a drawn kernel is not symmetric, and by less than 0.2 pixel on average over 200."""
+    from PIL import Image, ImageDraw
+    from torchvision import transforms as T
+
+    from clip_td.app.batches import RandConv, photometric_augment
+
+    x = torch.tensor([[[0.5]], [[-0.5]], [[1.0]]])  # (3, 1, 1)
+    w = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, -1.0], [0.5, 0.5, 0.5]]).reshape(3, 3, 1, 1)
+    # conv: (0.5 - 1.0, -1.0, 0.5 * (0.5 - 0.5 + 1.0)) = (-0.5, -1.0, 0.5)
+    out = RandConv.mix(x, w, alpha=0.25)  # 0.25 x + 0.75 conv
+    assert torch.allclose(out.flatten(), torch.tensor([0.125 - 0.375, -0.125 - 0.75, 0.25 + 0.375]))
+    assert torch.allclose(RandConv.mix(x, 4 * w, alpha=0.0).flatten(), torch.tensor([-1.0, -1.0, 1.0]))
+    flat = torch.full((3, 5, 5), 0.2)
+    w3 = torch.randn(3, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    expected = (0.2 * w3.sum(dim=(1, 2, 3))).clamp(-1, 1)
+    assert torch.allclose(RandConv.mix(flat, w3, alpha=0.0), expected[:, None, None].expand(3, 5, 5), atol=1e-6)
+
+    with pytest.raises(ValueError, match="odd and positive"):
+        RandConv((1, 2))
+    sides, stds = [], {k: [] for k in (1, 3, 5, 7)}
+    real_mix = RandConv.mix
+    try:
+        def spy(x, weight, alpha):
+            sides.append(weight.shape[-1])
+            stds[weight.shape[-1]].append(weight)
+            assert 0.0 <= alpha < 1.0
+            return real_mix(x, weight, alpha)
+        RandConv.mix = staticmethod(spy)
+        torch.manual_seed(0)
+        grey = Image.new("RGB", (8, 8), (128, 128, 128))
+        conv = RandConv()
+        for _ in range(400):
+            conv(grey)
+    finally:
+        RandConv.mix = staticmethod(real_mix)
+    assert set(sides) == {1, 3, 5, 7}
+    for k, weights in stds.items():
+        std = float(torch.cat([w.flatten() for w in weights]).std())
+        assert abs(std - 1 / (3 * k * k) ** 0.5) < 0.1 / (3 * k * k) ** 0.5, (k, std)
+
+    augment = photometric_augment("photometric_randconv")
+    assert [type(op) for op in augment.transforms] == [T.ColorJitter, T.RandomApply, RandConv]
+    square = Image.new("RGB", (32, 32), (30, 30, 30))
+    ImageDraw.Draw(square).rectangle([4, 20, 11, 27], fill=(200, 200, 200))
+    torch.manual_seed(0)
+    shifts = []
+    for _ in range(200):
+        img = np.asarray(augment(square), dtype=np.float64)
+        diff = np.abs(img - np.median(img.reshape(-1, 3), axis=0)).sum(axis=2)
+        if diff.max() < 10:  # the draw mapped ground and square to one colour (both clipped)
+            continue
+        ys, xs = np.nonzero(diff > 0.5 * diff.max())
+        shifts.append((xs.mean() - 7.5, ys.mean() - 23.5))
+    shifts = np.array(shifts)
+    assert len(shifts) >= 150
+    assert np.abs(shifts).max() <= 3.0  # within the largest kernel's radius in every draw
+    assert np.all(np.abs(shifts.mean(axis=0)) < 0.2), shifts.mean(axis=0)  # none on average
+    assert np.abs(shifts).max() >= 0.5  # an uncentred draw does move its edges
 
 
 def test_photometric_safe_keeps_every_palette_colour_nearest_its_name():

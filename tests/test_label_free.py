@@ -155,7 +155,7 @@ def test_free_augment_policy_reaches_the_label_free_copies_only(small_world, tin
     assert main(["--config", TINY, *args]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: config key data.free_augment_policy: one of photometric, photometric_noise, photometric_safe, "
-        "photometric_augmix, got 'wide'")
+        "photometric_augmix, photometric_randconv, got 'wide'")
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 

@@ -21,9 +21,12 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 from torchvision.transforms import v2
 
 from clip_td.base.io import InputError
@@ -46,7 +49,7 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
     )
 
 
-AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix")
+AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix", "photometric_randconv")
 
 # AugMix's geometric operations: they would move the objects whose positions and sizes are labels,
 # and away from the patches the teacher's targets were computed on (the teacher reads the clean image)
@@ -61,6 +64,40 @@ class PixelAugMix(T.AugMix):
     def _augmentation_space(self, num_bins, image_size):
         space = super()._augmentation_space(num_bins, image_size)
         return {name: value for name, value in space.items() if name not in GEOMETRIC_OPS}
+
+
+class RandConv(nn.Module):
+    """Random convolution, mixed (Xu et al., ICLR 2021, "RandConv_mix"), the single-source domain
+    generalisation recipe for shifts of local texture and colour that keep shapes: a convolution
+    3 -> 3 channels with a kernel side drawn from `kernel_sizes` and weights drawn from
+    N(0, 1 / (3 k^2)) (Kaiming-normal, fan-in 3 k^2), reflect-padded so that the image keeps its
+    size and a flat region stays flat, mixed with the image as alpha * x + (1 - alpha) * conv(x),
+    alpha ~ U(0, 1). As in the paper it acts on centred pixels, here x = 2 p - 1 in [-1, 1] for p in
+    [0, 1] (ViLT's normalisation, mean and std 0.5), and the output is clipped to that range (the
+    paper's clamp to the input's range). A fresh draw for every image.
+    It recolours (k = 1 is a random linear map of the three channels) and re-textures edges; a
+    drawn kernel is not symmetric, so an edge can move within its radius (3 pixels at k = 7), but
+    the kernel is centred and its distribution symmetric: nothing moves on average."""
+
+    def __init__(self, kernel_sizes: Sequence[int] = (1, 3, 5, 7)) -> None:
+        super().__init__()
+        if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"RandConv kernel sizes must be odd and positive, got {tuple(kernel_sizes)}")
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
+
+    @staticmethod
+    def mix(x: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+        """x (3, H, W) in [-1, 1], weight (3, 3, k, k) -> alpha * x + (1 - alpha) * conv(x), clipped to [-1, 1]."""
+        pad = weight.shape[-1] // 2
+        padded = F.pad(x[None], (pad, pad, pad, pad), mode="reflect") if pad else x[None]
+        return (alpha * x + (1.0 - alpha) * F.conv2d(padded, weight)[0]).clamp(-1.0, 1.0)
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        k = self.kernel_sizes[int(torch.randint(len(self.kernel_sizes), ()))]
+        weight = torch.randn(3, 3, k, k) / (3 * k * k) ** 0.5
+        alpha = float(torch.rand(()))
+        x = TF.pil_to_tensor(img).float() / 127.5 - 1.0
+        return TF.to_pil_image(((self.mix(x, weight, alpha) + 1.0) * 127.5).round().to(torch.uint8))
 
 
 def photometric_augment(policy: str = "photometric", key: str = "data.augment_policy") -> Callable:
@@ -82,6 +119,11 @@ def photometric_augment(policy: str = "photometric", key: str = "data.augment_po
         of depth 1-3, alpha 1) over its pixel-level operations (`PixelAugMix`): histogram and
         texture changes (posterize, solarize, equalize, sharpness) beyond colour and light, the
         field's generic recipe for robustness to unseen corruptions, not modelled on any style.
+    photometric_randconv: photometric, then a random convolution mixed with the image
+        (`RandConv`): random recolouring and re-texturing of edges that keeps shapes, and places
+        on average, the field's generic recipe for single-source domain generalisation, not
+        modelled on any style. It renames many colours: meant for the label-free copies, whose
+        targets the teacher computes on the clean image.
     No geometric op in any: positions and sizes are labels."""
     if policy not in AUGMENT_POLICIES:
         raise InputError(f"config key {key}: one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
@@ -93,6 +135,8 @@ def photometric_augment(policy: str = "photometric", key: str = "data.augment_po
                                               v2.GaussianNoise(), v2.ToPILImage()])], p=0.5))
     if policy == "photometric_augmix":
         ops.append(PixelAugMix())
+    if policy == "photometric_randconv":
+        ops.append(RandConv())
     return T.Compose(ops)
 
 

@@ -35,6 +35,7 @@ class DataConfig:
     # photometric_safe (brightness, contrast, saturation within 0.9-1.1, no hue change, the blur:
     # every colour of the synthetic palette keeps its name) | photometric_augmix (photometric, then
     # AugMix over its pixel-level operations: posterize, solarize, equalize, sharpness and the like)
+    # | photometric_randconv (photometric, then a random convolution mixed with the image: RandConv)
     augment_policy: str = "photometric"
     # the augmentation of method.label_free_augment's copies alone, which the student reads with the
     # teacher's targets on the clean image, never a gold label: one of data.augment_policy's values;
