@@ -73,8 +73,8 @@ class RandConv(nn.Module):
     N(0, 1 / (3 k^2)) (Kaiming-normal, fan-in 3 k^2), reflect-padded so that the image keeps its
     size and a flat region stays flat, mixed with the image as alpha * x + (1 - alpha) * conv(x),
     alpha ~ U(0, 1). As in the paper it acts on centred pixels, here x = 2 p - 1 in [-1, 1] for p in
-    [0, 1] (ViLT's normalisation, mean and std 0.5), and the output is clipped to that range (the
-    paper's clamp to the input's range). A fresh draw for every image.
+    [0, 1] (ViLT's normalisation, mean and std 0.5), and the output is clipped to that range (as
+    the authors' code can clamp to the input's range). A fresh draw for every image.
     It recolours (k = 1 is a random linear map of the three channels) and re-textures edges; a
     drawn kernel is not symmetric, so an edge can move within its radius (3 pixels at k = 7), but
     the kernel is centred and its distribution symmetric: nothing moves on average."""
