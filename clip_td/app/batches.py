@@ -49,7 +49,8 @@ def student_transform(image_size: int, mean: Sequence[float], std: Sequence[floa
     )
 
 
-AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix", "photometric_randconv")
+AUGMENT_POLICIES = ("photometric", "photometric_noise", "photometric_safe", "photometric_augmix",
+                    "photometric_randconv")
 
 # AugMix's geometric operations: they would move the objects whose positions and sizes are labels,
 # and away from the patches the teacher's targets were computed on (the teacher reads the clean image)
