@@ -166,6 +166,7 @@ class TaskDataset(Dataset):
         augment: Optional[Callable] = None,
         free_answers: bool = False,
         free_answer: Optional[Any] = None,
+        consistency_augment: Optional[Callable] = None,
     ) -> None:
         self.task, self.ds, self.transform = task, ds, transform  # task: tasks.Task after setup
         self.source_index = list(source_index) if source_index is not None else list(range(len(ds)))
@@ -180,6 +181,8 @@ class TaskDataset(Dataset):
         # method.label_free_rationales: the teacher's answer index per split row (-1: none), which
         # the task's label-free texts condition the next stage on
         self.free_answer = free_answer
+        # train.consistency: a second, augmented student copy of each labelled row's clean image
+        self.consistency_augment = consistency_augment
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -203,6 +206,8 @@ class TaskDataset(Dataset):
             "texts": self.task.student_texts(row),
             "targets": self.task.targets(row),
         }
+        if self.consistency_augment is not None:
+            item["pixel_values_aug"] = self.transform(self.consistency_augment(image))
         if self.teacher_extras:
             item["targets"].update(self.task.teacher_extras(row))
         if self.teacher_transform is not None:
@@ -282,6 +287,8 @@ class Collator:
         for key, first in items[0]["targets"].items():  # the task's targets and teacher extras
             values = [it["targets"][key] for it in items]
             batch[key] = torch.stack(values) if torch.is_tensor(first) else torch.tensor(values, dtype=torch.long)
+        if "pixel_values_aug" in items[0]:
+            batch["pixel_values_aug"] = torch.stack([it["pixel_values_aug"] for it in items])
         if "teacher_pixels" in items[0]:
             batch["teacher_pixels"] = torch.stack([it["teacher_pixels"] for it in items])
         for key in ("teacher_text", "teacher_candidates", "teacher_gold"):  # instance-major over stages

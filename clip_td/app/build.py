@@ -300,16 +300,20 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     check_label_free_answers(method, task)
     free_idx = label_free_indices(len(full_train), train_idx, holdout_idx, method, bool(cfg.teacher.cache))
     teacher_side = build_teacher_side(cfg, method, accelerator, task, full_train, train_idx, student, free_idx)
-    model = FinetuneModel(task, student, head, teacher_side.distiller)
+    if cfg.train.consistency < 0:
+        raise InputError(f"config key train.consistency: expected a weight >= 0 (0 = off), got {cfg.train.consistency!r}")
+    model = FinetuneModel(task, student, head, teacher_side.distiller, consistency=cfg.train.consistency)
 
     transform = student_transform(side, mean, std)
     augment = photometric_augment(cfg.data.augment_policy)  # checks the key even where nothing is augmented
     free_augment = (augment if cfg.data.free_augment_policy is None
                     else photometric_augment(cfg.data.free_augment_policy, key="data.free_augment_policy"))
+    consistency_augment = photometric_augment(cfg.data.consistency_policy, key="data.consistency_policy")
     train_set = TaskDataset(task, train_rows, transform, source_index=train_idx,
                             teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
                             teacher_extras=teacher_side.distiller is not None,
-                            augment=augment if cfg.data.augment else None)
+                            augment=augment if cfg.data.augment else None,
+                            consistency_augment=consistency_augment if cfg.train.consistency else None)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
     free_set = None

@@ -8,10 +8,11 @@ What the head's scores mean, the task loss and the distillation view come from t
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class FinetuneModel(nn.Module):
@@ -21,12 +22,16 @@ class FinetuneModel(nn.Module):
     targets in the batch `task_loss`; with teacher outputs the distiller's `*_loss` terms.
     """
 
-    def __init__(self, task: Any, student: nn.Module, head: nn.Module, distiller: Optional[nn.Module] = None) -> None:
+    def __init__(self, task: Any, student: nn.Module, head: nn.Module, distiller: Optional[nn.Module] = None,
+                 consistency: float = 0.0) -> None:
         super().__init__()
         self.task = task  # tasks.Task: not a module, holds no parameters
         self.student = student
         self.head = head
         self.distiller = distiller
+        # train.consistency: weight of the student's own clean-vs-augmented agreement (needs the
+        # batch's `pixel_values_aug`, which the training set adds when the weight is > 0)
+        self.consistency = float(consistency)
 
     def forward(
         self, batch: Dict[str, Any], teacher_out: Optional[Dict[str, Any]] = None, kd_scale: float = 1.0,
@@ -41,6 +46,14 @@ class FinetuneModel(nn.Module):
             pixels = pixels.repeat_interleave(n_seq, dim=0)  # one image copy per candidate sequence
         out = self.student(pixels, batch["input_ids"], batch["attention_mask"])
         result = self.task.outputs(self.head(out["pooled"]), batch)
+        if self.consistency and "pixel_values_aug" in batch:
+            aug_pixels = batch["pixel_values_aug"]
+            if n_seq > 1:
+                aug_pixels = aug_pixels.repeat_interleave(n_seq, dim=0)
+            aug_out = self.student(aug_pixels, batch["input_ids"], batch["attention_mask"])
+            aug_result = self.task.outputs(self.head(aug_out["pooled"]), {})  # logits only
+            sigmoid = getattr(self.task, "answer_head", "softmax") == "sigmoid"
+            result["consistency_loss"] = self.consistency * consistency_jsd(result, aug_result, sigmoid)
         if self.distiller is not None and teacher_out is not None:
             view, view_batch, answer_logits = self.task.distill_view(out, batch, result)
             terms = self.distiller(view, teacher_out, view_batch, answer_logits)
@@ -74,6 +87,33 @@ class FinetuneModel(nn.Module):
     def predict(self, result: Dict[str, Any]) -> torch.Tensor:
         """Predicted class per instance: (B,) or, for VCR, (B, 2) [answer, rationale]."""
         return self.task.predict(result)
+
+
+def jensen_shannon(probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """JS(p_1..p_n) = (1/n) sum_i KL(p_i || m), m = mean_i p_i, over the last dimension, one value
+    per row (the mixture is clamped at 1e-7 before its log, as AugMix does). -> (...,)."""
+    m = torch.stack(list(probs)).mean(0).clamp_min(1e-7).log()
+    return sum(F.kl_div(m, p, reduction="none").sum(-1) for p in probs) / len(probs)
+
+
+def consistency_jsd(clean: Dict[str, Any], augmented: Dict[str, Any], sigmoid: bool = False) -> torch.Tensor:
+    """The student's agreement with itself across the clean and the augmented view of a labelled
+    image (AugMix's consistency, with one augmented view): the Jensen-Shannon divergence of the two
+    answer distributions, averaged over rows and summed over the task's logit outputs (VCR: the Q->A
+    and QA->R stages). A softmax head's distribution is its softmax; a sigmoid head's (VQA's soft
+    scores) is one Bernoulli per answer, averaged over the answers. No gold label is read."""
+    total = torch.zeros((), dtype=torch.float32)
+    for key, logits in clean.items():
+        if not key.endswith("logits") or key not in augmented:
+            continue
+        a, b = logits.float(), augmented[key].float()
+        if sigmoid:
+            pa, pb = torch.sigmoid(a), torch.sigmoid(b)
+            js = jensen_shannon([torch.stack([pa, 1 - pa], -1), torch.stack([pb, 1 - pb], -1)]).mean(-1)
+        else:
+            js = jensen_shannon([a.softmax(-1), b.softmax(-1)])
+        total = total.to(js.device) + js.mean()
+    return total
 
 
 def total_loss(result: Dict[str, Any]) -> torch.Tensor:

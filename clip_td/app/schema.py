@@ -42,6 +42,9 @@ class DataConfig:
     # null: data.augment_policy (for instance photometric_safe for the gold-labelled images and the
     # wide photometric jitter for the teacher-labelled copies)
     free_augment_policy: Optional[str] = None
+    # the augmented view of train.consistency (one of data.augment_policy's values), drawn from the
+    # clean image of each labelled training row
+    consistency_policy: str = "photometric_augmix"
 
 
 @dataclass
@@ -134,6 +137,10 @@ class TrainConfig:
     min_steps: int = 0
     keep_checkpoints: int = 2  # periodic checkpoints kept on disk (oldest removed first)
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    # weight of the consistency term (AugMix's, with one augmented view): the Jensen-Shannon divergence
+    # between the student's answer distributions on a labelled image and on its data.consistency_policy
+    # copy, same texts, no label read (0 = off; one more student pass on the labelled batch when on)
+    consistency: float = 0.0
     log_every: int = 10  # log losses to the trackers every this many optimizer steps
 
 
