@@ -19,7 +19,8 @@ class FinetuneModel(nn.Module):
     """Student + head (+ distiller, training only). forward(batch, teacher_out) -> dict.
 
     Output keys: the task's (`logits` (B, C); VCR `q2a_logits`, `qa2r_logits` (B, 4)), with
-    targets in the batch `task_loss`; with teacher outputs the distiller's `*_loss` terms.
+    targets in the batch `task_loss`; with teacher outputs the distiller's `*_loss` terms; with
+    `consistency` > 0 and the batch's `pixel_values_aug`, `consistency_loss`.
     """
 
     def __init__(self, task: Any, student: nn.Module, head: nn.Module, distiller: Optional[nn.Module] = None,
