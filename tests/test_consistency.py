@@ -115,6 +115,7 @@ def test_a_tiny_run_trains_with_the_consistency_term_and_bad_settings_are_named(
              "photometric_noise, photometric_safe, photometric_augmix, photometric_randconv, got 'wide'")):
         out = tmp_path / "bad"
         capsys.readouterr()
-        assert main(["--config", TINY, *tiny_overrides(small_world, tiny_teacher, out, **base, **{key: value})]) == 2
+        bad = {key: value} if key == "train.consistency" else {key: value, "train.consistency": 12.0}
+        assert main(["--config", TINY, *tiny_overrides(small_world, tiny_teacher, out, **base, **bad)]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == message
         assert not (out / "metrics.json").exists()

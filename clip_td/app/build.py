@@ -308,12 +308,13 @@ def build(cfg: DictConfig, accelerator: Any) -> Built:
     augment = photometric_augment(cfg.data.augment_policy)  # checks the key even where nothing is augmented
     free_augment = (augment if cfg.data.free_augment_policy is None
                     else photometric_augment(cfg.data.free_augment_policy, key="data.free_augment_policy"))
-    consistency_augment = photometric_augment(cfg.data.consistency_policy, key="data.consistency_policy")
+    consistency_augment = (photometric_augment(cfg.data.consistency_policy, key="data.consistency_policy")
+                           if cfg.train.consistency else None)  # checked where the term is on
     train_set = TaskDataset(task, train_rows, transform, source_index=train_idx,
                             teacher_transform=teacher_side.image_transform, teacher_texts=teacher_side.live_texts,
                             teacher_extras=teacher_side.distiller is not None,
                             augment=augment if cfg.data.augment else None,
-                            consistency_augment=consistency_augment if cfg.train.consistency else None)
+                            consistency_augment=consistency_augment)
     eval_sets = {s: TaskDataset(task, ds, transform) for s, ds in eval_rows.items()}
     holdout_rows = full_train.select(holdout_idx) if holdout_idx else None
     free_set = None
