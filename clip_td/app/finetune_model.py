@@ -41,17 +41,10 @@ class FinetuneModel(nn.Module):
         """`unlabelled` = (batch of unlabelled rows, their teacher outputs, weight): adds
         `free_loss`, the label-free term (`Distiller.label_free`), computed in this same forward so
         that one backward (and one DDP reduction) covers both batches."""
-        pixels = batch["pixel_values"]  # (B, 3, H, W)
-        n_seq = batch["input_ids"].shape[0] // pixels.shape[0]  # task.sequences_per_instance
-        if n_seq > 1:
-            pixels = pixels.repeat_interleave(n_seq, dim=0)  # one image copy per candidate sequence
-        out = self.student(pixels, batch["input_ids"], batch["attention_mask"])
+        out, _ = self._read(batch["pixel_values"], batch)
         result = self.task.outputs(self.head(out["pooled"]), batch)
         if self.consistency and "pixel_values_aug" in batch:
-            aug_pixels = batch["pixel_values_aug"]
-            if n_seq > 1:
-                aug_pixels = aug_pixels.repeat_interleave(n_seq, dim=0)
-            aug_out = self.student(aug_pixels, batch["input_ids"], batch["attention_mask"])
+            aug_out, _ = self._read(batch["pixel_values_aug"], batch)  # the same texts
             aug_result = self.task.outputs(self.head(aug_out["pooled"]), {})  # logits only
             sigmoid = getattr(self.task, "answer_head", "softmax") == "sigmoid"
             result["consistency_loss"] = self.consistency * consistency_jsd(result, aug_result, sigmoid)
@@ -62,11 +55,7 @@ class FinetuneModel(nn.Module):
                 result[key] = value * kd_scale if key.endswith("_loss") else value
         if unlabelled is not None and self.distiller is not None:
             free_batch, free_teacher, weight = unlabelled
-            free_pixels = free_batch["pixel_values"]
-            free_seq = free_batch["input_ids"].shape[0] // free_pixels.shape[0]  # VCR's answers: one per choice
-            if free_seq > 1:
-                free_pixels = free_pixels.repeat_interleave(free_seq, dim=0)
-            free_out = self.student(free_pixels, free_batch["input_ids"], free_batch["attention_mask"])
+            free_out, free_seq = self._read(free_batch["pixel_values"], free_batch)  # VCR's answers: one per choice
             settings = self.distiller.settings
             free = 0.0
             if settings.label_free_features:  # one sequence per image: the first choice's
@@ -84,6 +73,14 @@ class FinetuneModel(nn.Module):
                 free = free + self.distiller.label_free_answers(free_logits, free_teacher, free_batch.get("cand_mask"))
             result["free_loss"] = weight * kd_scale * torch.as_tensor(free, dtype=torch.float32)
         return result
+
+    def _read(self, pixels: torch.Tensor, batch: Dict[str, Any]) -> Tuple[Dict[str, Any], int]:
+        """The student on `pixels` (B, 3, H, W) with the batch's texts, each image repeated once
+        per candidate sequence (task.sequences_per_instance) -> (student outputs, that count)."""
+        n_seq = batch["input_ids"].shape[0] // pixels.shape[0]
+        if n_seq > 1:
+            pixels = pixels.repeat_interleave(n_seq, dim=0)
+        return self.student(pixels, batch["input_ids"], batch["attention_mask"]), n_seq
 
     def predict(self, result: Dict[str, Any]) -> torch.Tensor:
         """Predicted class per instance: (B,) or, for VCR, (B, 2) [answer, rationale]."""
