@@ -52,9 +52,10 @@ def test_targets_judge_each_clip_td_row_against_the_same_baselines():
     }
     md = targets_markdown(agg)
     assert "- **T1** clip_td above none by more than the seeds' std (val, fractions <= 25 %): holds in 0 of 1\n" in md
-    assert "| method | T1 | T2 | T3 | T4 | T5 |" in md
-    assert "| clip_td | 0 of 1 | 0 of 1 | 0 of 1 | - | - |" in md
-    assert f"| {row} | 1 of 1 | - | 1 of 1 | 0 of 1 | - |" in md
+    assert "| method | T1 | T2 | T3 | T4 | T5 | not run |" in md
+    # the last column: the cells none has (1 and 5 %) that the row has not
+    assert "| clip_td | 0 of 1 | 0 of 1 | 0 of 1 | - | - | vqa 5 % |" in md
+    assert f"| {row} | 1 of 1 | - | 1 of 1 | 0 of 1 | - | vqa 1 % |" in md
     assert f"| {row} | T3 | vqa | 5% | +1.50 | > 0 | yes |" in md
     assert "clip_td_nosel" not in md
 
@@ -78,7 +79,7 @@ def test_targets_judge_the_label_free_preset_after_the_clip_td_rows():
         (free_row, "T1"): (3.0, False), (free_row, "T2"): (3.0, False), (free_row, "T3"): (-2.0, False),
     }
     md = targets_markdown(agg)
-    assert "holds in 0 of 1\n" in md and f"| {free} | 1 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | - |" in md
+    assert "holds in 0 of 1\n" in md and f"| {free} | 1 of 1 | 1 of 1 | 1 of 1 | 0 of 1 | - | - |" in md
 
 
 def test_no_targets_without_baseline_or_clip_td():
@@ -150,7 +151,8 @@ def test_rows_that_differ_only_in_keys_one_task_reads_are_assembled_into_one_row
     assert t2[(a1, "snli_ve")] == (-1.0, False)
     assert (other, "vcr") in t2 and not any(m.endswith(ASSEMBLED) and "0.5" in m for m, _ in t2)
     md = targets_markdown(agg)
-    assert f"| {a2} | 3 of 3 | 2 of 3 | - | - | - |" in md  # gains 7, 8, 15 above the stds 1, 2, 1
+    assert f"| {a2} | 3 of 3 | 2 of 3 | - | - | - | - |" in md  # gains 7, 8, 15 above the stds 1, 2, 1
+    assert f"| {other} | 1 of 1 | 1 of 1 | - | - | - | snli_ve 1 %; vqa 1 % |" in md  # VCR alone: +20 > 1
     assert f"| {a2} | snli_ve | {ls} |" in md
     assert split_label("clip_td[method.a=1,teacher.model=recipe:x_y]") == ("clip_td", {"method.a": "1", "teacher.model": "recipe:x_y"})
 
@@ -170,3 +172,16 @@ def test_the_keys_a_task_alone_reads_are_method_config_fields():
     assert owners == {"method.answer_sets": "vqa", "method.question_candidates": "vqa",
                       "method.similarity_probe": "snli_ve", "method.probe_contrast": "snli_ve",
                       "method.rationales": "vcr", "method.label_free_rationales": "vcr"}
+
+
+def test_cells_not_run_lists_none_s_cells_the_row_lacks_by_task():
+    from clip_td.app.benchmark_targets import _not_run_text, cells_not_run
+
+    metric = {"vqa": "vqa_acc", "vcr": "q2ar"}
+    have = {("vqa", "none", f) for f in (0.01, 0.05, 0.25, 1.0)} | {("vcr", "none", f) for f in (0.01, 0.05, 0.25, 1.0)}
+    have |= {("vqa", "clip_td", f) for f in (0.01, 0.05, 0.25)} | {("vcr", "clip_td", 0.01)}
+    agg = {(t, m, f, "val", metric[t]): {"mean": 1.0, "std": 0.0, "n": 3, "seeds": [0, 1, 2]} for t, m, f in have}
+    agg[("vcr", "clip_td", 0.05, "val_shift", "q2ar")] = {"mean": 1.0, "std": 0.0, "n": 3, "seeds": [0, 1, 2]}  # val only counts
+    assert cells_not_run(agg, "clip_td") == [("vcr", 0.05), ("vcr", 0.25), ("vcr", 1.0), ("vqa", 1.0)]
+    assert _not_run_text(cells_not_run(agg, "clip_td")) == "vcr 5, 25, 100 %; vqa 100 %"
+    assert cells_not_run(agg, "none") == [] and _not_run_text([]) == "-"

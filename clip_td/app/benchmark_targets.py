@@ -221,6 +221,19 @@ TARGET_TEXT = {
 }
 
 
+def cells_not_run(agg: Agg, method: str) -> List[Tuple[str, float]]:
+    """(task, fraction) of every cell `none` has on val and `method` has not, sorted: the cells the
+    targets cannot judge the row on until it runs there."""
+    base = sorted({(k[0], k[2]) for k in agg if k[1] == "none" and k[3] == "val" and find_task(k[0]) is not None})
+    return [(task, f) for task, f in base if _cell(agg, task, method, f, "val") is None]
+
+
+def _not_run_text(cells: List[Tuple[str, float]]) -> str:
+    """"vcr 5, 25, 100 %; vqa 100 %" for `cells_not_run`'s list ("-" when it is empty)."""
+    tasks = sorted({t for t, _ in cells})
+    return "; ".join(f"{t} " + ", ".join(f"{f * 100:g}" for x, f in cells if x == t) + " %" for t in tasks) or "-"
+
+
 def _count(rows: List[Dict[str, Any]], target: str, method: str) -> str:
     """"k of n" for one method's checks of one target ("" when it has none), with "(s †)" when s of
     them read cells with fewer seeds than the grid asks."""
@@ -252,10 +265,12 @@ def targets_markdown(agg: Agg, asked: Optional[Asked] = None) -> str:
         elif any(c[target] for c in counts.values()):
             lines.append(f"- **{target}** {text}")
     if methods != ["clip_td"]:
-        lines += ["", "Targets held, per judged row (k of n checks; - : no cell to judge):", "",
-                  "| method | " + " | ".join(TARGET_TEXT) + " |", "|---|" + "---|" * len(TARGET_TEXT)]
+        lines += ["", "Targets held, per judged row (k of n checks; - : no cell to judge; not run: the cells "
+                  "`none` has and the row has not, where no target judges it yet):", "",
+                  "| method | " + " | ".join(TARGET_TEXT) + " | not run |", "|---|" + "---|" * (len(TARGET_TEXT) + 1)]
         for method in methods:
-            lines.append(f"| {method} | " + " | ".join(counts[method][t] or "-" for t in TARGET_TEXT) + " |")
+            lines.append(f"| {method} | " + " | ".join(counts[method][t] or "-" for t in TARGET_TEXT)
+                         + f" | {_not_run_text(cells_not_run(agg, method))} |")
     if assembled:
         lines += ["", f"Assembled rows (\"{ASSEMBLED.strip()}\"): one recipe whose keys read by one task alone "
                   "(VQA's answer sets, SNLI-VE's contrast pair, VCR's rationales) put it under a different label "
