@@ -51,6 +51,9 @@ class DataConfig:
     fact_captions: float = 0.0  # share of rows whose text is written from their `facts` ("a red circle to the left of a blue square")
     place_captions: float = 0.0  # a further share whose text says where one object is, from `places` ("a red circle near the top left")
     count_captions: float = 0.0  # a further share whose text says how many shapes the picture holds, one per `places` entry ("three shapes")
+    # the sentences the count captions are written in, each with one "{n}" for the count phrase
+    # ("a picture of {n}" -> "a picture of three shapes"); one is drawn per row, its negative in the same frame
+    count_frames: List[str] = field(default_factory=lambda: ["{n}"])
     count_prefix: float = 0.0  # share of the fact and place captions that begin with the picture's count ("three shapes: a red circle ..."; negative: another count)
     caption_sizes: bool = False  # the fact and place captions name each object's size too, where its facts give one ("a large red circle near the top left")
 

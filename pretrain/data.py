@@ -255,6 +255,11 @@ class FactCaptions:
     The raw titles say it in about one row in seven (some wrongly: caption noise), never with a
     wrong count as a hard negative.
 
+    `count_frames` (data.count_frames): the sentences a count caption is written in, each holding
+    one "{n}" for the count phrase ("a picture of {n}" -> "a picture of three shapes"). With more
+    than one, each count row draws one (fixed per seed and row) and its negative uses the same
+    frame, so again only the count tells them apart. The default, "{n}", is the bare phrase.
+
     `count_prefix` (data.count_prefix): a share of the fact and place captions (its own draw, so
     which rows read facts or places and what they say is unchanged) begins with how many shapes
     the picture holds ("three shapes: a red circle to the left of a blue square"), and its hard
@@ -264,7 +269,7 @@ class FactCaptions:
 
     def __init__(self, share: float, seed: int = 0, colours: Sequence[str] = (), source: str = "corpus",
                  places: float = 0.0, regions: Sequence[str] = (), sizes: Sequence[str] = (),
-                 counts: float = 0.0, count_prefix: float = 0.0) -> None:
+                 counts: float = 0.0, count_prefix: float = 0.0, count_frames: Sequence[str] = ("{n}",)) -> None:
         if not 0.0 <= share <= 1.0:
             raise InputError(f"config key data.fact_captions: a share in [0, 1], got {share}")
         if not 0.0 <= places <= 1.0 - share:
@@ -280,6 +285,15 @@ class FactCaptions:
             raise InputError("config key data.count_prefix: prefixes the fact and place captions, but "
                              "data.fact_captions and data.place_captions are both 0")
         self.counts, self.count_prefix = counts, count_prefix
+        self.count_frames = list(count_frames)
+        if not self.count_frames:
+            raise InputError('config key data.count_frames: a list of at least one sentence holding "{n}", got []')
+        for i, frame in enumerate(self.count_frames):
+            if not isinstance(frame, str) or frame.count("{n}") != 1 or frame.replace("{n}", "").count("{") \
+                    or frame.replace("{n}", "").count("}"):
+                raise InputError(f'config key data.count_frames[{i}]: a sentence holding "{{n}}" exactly once and '
+                                 f'no other braces (e.g. "a picture of {{n}}"), got {frame!r}; on the command line, '
+                                 f"quote it: data.count_frames=['{{n}}','a picture of {{n}}']")
         self.regions = list(regions)  # the negatives' regions (none given: place captions have no negative)
         self.sizes = list(sizes)  # size words named with each object (none given: colour only)
 
@@ -297,7 +311,11 @@ class FactCaptions:
         """(text, negative or None) for `row`, or None when the row keeps its own caption."""
         rng, kind = self._draw(index)
         if kind == "counts":
-            return self._count(row, rng)
+            counted = self._count(row, rng)
+            if counted is None or len(self.count_frames) == 1:
+                return None if counted is None else tuple(self.count_frames[0].replace("{n}", c) for c in counted)
+            frame = rng.choice(self.count_frames)
+            return frame.replace("{n}", counted[0]), frame.replace("{n}", counted[1])
         if kind is None:
             return None
         out = self._place(row, rng) if kind == "places" else self._fact(row, rng)

@@ -161,7 +161,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         facts = FactCaptions(float(cfg.data.fact_captions), seed=int(cfg.seed), colours=COLOUR_NAMES,
                              source=str(paths["train"]), places=float(cfg.data.place_captions), regions=REGIONS,
                              sizes=SIZE_NAMES if cfg.data.caption_sizes else (),
-                             counts=float(cfg.data.count_captions), count_prefix=float(cfg.data.count_prefix))
+                             counts=float(cfg.data.count_captions), count_prefix=float(cfg.data.count_prefix),
+                             count_frames=list(cfg.data.count_frames))
     built = build_model(cfg.model.name, cfg.model.pretrained, cfg.model.model_cfg, cfg.model.preprocess_cfg,
                         tokenizer=fit_vocabulary(cfg, rows, facts))
     negatives = None

@@ -16,7 +16,8 @@ from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
-           "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix", "lit_scene_count_dedup", "lit_scene_count_image")
+           "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix", "lit_scene_count_dedup", "lit_scene_count_image",
+           "lit_scene_count_frames")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -151,6 +152,16 @@ def test_lit_scene_count_dedup_and_count_image_change_one_thing_each_against_lit
     assert image.data.count_captions == 0.15 and not large.image_init.counts
     assert load_pretrain_config(recipe_path("lit_scene_count_image"),
                                 ["image_init.counts=false", "data.count_captions=0.0"]) == large
+
+
+def test_lit_scene_count_frames_changes_only_the_count_frames_against_lit_scene_count_image():
+    frames = load_pretrain_config(recipe_path("lit_scene_count_frames"))
+    assert list(frames.data.count_frames) == ["{n}", "a picture of {n}", "an image of {n}", "a photo of {n}",
+                                              "a drawing of {n}"]
+    assert load_pretrain_config(recipe_path("lit_scene_count_frames"), ["data.count_frames=['{n}']"]) == \
+        load_pretrain_config(recipe_path("lit_scene_count_image"))
+    # no frame is one of SNLI-VE's count templates: what the teacher reads there is carried over, not seen
+    assert not any(f.startswith(("there", "the image shows")) for f in frames.data.count_frames)
 
 
 def test_lit_scene_count_prefix_puts_counts_before_fact_captions_in_a_text_stage_on_top():

@@ -218,6 +218,34 @@ def test_count_captions_say_how_many_places_the_picture_has_against_one_more_or_
     assert all(mixed(r, i) == before(r, i) for i, r in enumerate(rows) if kinds[i] != "counts")
 
 
+def test_count_frames_write_the_count_and_its_negative_in_the_same_drawn_sentence():
+    from pretrain.data import FactCaptions
+    from pretrain.default_teacher import recipe_hash
+
+    three = {"places": "circle at top|star at center|ring at left"}
+    framed = FactCaptions(0.0, seed=0, counts=1.0, count_frames=["{n}", "a picture of {n}"])
+    seen = {framed(three, i) for i in range(40)}
+    assert seen == {("three shapes", "two shapes"), ("three shapes", "four shapes"),
+                    ("a picture of three shapes", "a picture of two shapes"),
+                    ("a picture of three shapes", "a picture of four shapes")}
+    assert framed(three, 7) == framed(three, 7)  # fixed per seed and row
+    # one frame draws nothing more: "{n}" alone reads exactly what the bare count captions read
+    bare, default = FactCaptions(0.0, seed=0, counts=1.0, count_frames=["{n}"]), FactCaptions(0.0, seed=0, counts=1.0)
+    assert [bare(three, i) for i in range(30)] == [default(three, i) for i in range(30)]
+    assert FactCaptions(0.0, counts=1.0, count_frames=["an image of {n}"])({"places": "star at center"}, 0) == \
+        ("an image of one shape", "an image of two shapes")
+    for bad, where in ((["a picture"], 0), (["{n}", "{n} and {n}"], 1), (["{n}", "{m} of {n}"], 1)):
+        with pytest.raises(InputError, match=rf'config key data.count_frames\[{where}\]: a sentence holding "{{n}}" exactly once'):
+            FactCaptions(0.0, counts=1.0, count_frames=bad)
+    with pytest.raises(InputError, match=r"data.count_frames\[0\]: .*got \{'n': None\}.*quote it"):
+        FactCaptions(0.0, counts=1.0, count_frames=[{"n": None}])  # what an unquoted [{n}] parses to
+    with pytest.raises(InputError, match=r"config key data.count_frames: a list of at least one sentence"):
+        FactCaptions(0.0, counts=1.0, count_frames=[])
+    # the default leaves every earlier recipe's hash (and so its cached teacher) as it was
+    assert recipe_hash(["data.count_frames=['{n}']"], "lit_scene_count") == recipe_hash([], "lit_scene_count")
+    assert recipe_hash(["data.count_frames=['{n}','a picture of {n}']"], "lit_scene_count") != recipe_hash([], "lit_scene_count")
+
+
 def test_count_prefix_puts_the_count_before_a_fact_caption_and_changes_only_the_count_in_its_negative():
     from pretrain.data import FactCaptions
 
