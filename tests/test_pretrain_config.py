@@ -17,7 +17,7 @@ from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
            "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix", "lit_scene_count_dedup", "lit_scene_count_image",
-           "lit_scene_count_frames")
+           "lit_scene_count_frames", "lit_scene_count_frames_text")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -160,6 +160,12 @@ def test_lit_scene_count_frames_changes_only_the_count_frames_against_lit_scene_
                                               "a drawing of {n}"]
     assert load_pretrain_config(recipe_path("lit_scene_count_frames"), ["data.count_frames=['{n}']"]) == \
         load_pretrain_config(recipe_path("lit_scene_count_image"))
+    # the same frames on lit_scene_count's text stage (no count image init): only the frames differ
+    text = load_pretrain_config(recipe_path("lit_scene_count_frames_text"))
+    assert text.init_from == "lit_scene_large_image" and not text.image_init.counts
+    assert text.data.count_frames == frames.data.count_frames
+    assert load_pretrain_config(recipe_path("lit_scene_count_frames_text"), ["data.count_frames=['{n}']"]) == \
+        load_pretrain_config(recipe_path("lit_scene_count"))
     # no frame is one of SNLI-VE's count templates: what the teacher reads there is carried over, not seen
     assert not any(f.startswith(("there", "the image shows")) for f in frames.data.count_frames)
 
