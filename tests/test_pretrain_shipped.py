@@ -165,7 +165,8 @@ def test_an_option_added_later_changes_the_hash_only_away_from_its_neutral_value
     assert base == "28f7805193433ee6"
     for (section, key), neutral in default_teacher.NEUTRAL_AT.items():
         assert default_teacher.recipe_hash((f"{section}.{key}={neutral}",), "lit") == base
-        other = (not neutral) if isinstance(neutral, bool) else neutral + 1 if isinstance(neutral, int) else 0.25
+        other = ((not neutral) if isinstance(neutral, bool) else neutral + 1 if isinstance(neutral, int)
+                 else neutral + ["a picture of {n}"] if isinstance(neutral, list) else 0.25)
         assert default_teacher.recipe_hash((f"{section}.{key}={other}",), "lit") != base
 
 
