@@ -289,8 +289,7 @@ class FactCaptions:
         if not self.count_frames:
             raise InputError('config key data.count_frames: a list of at least one sentence holding "{n}", got []')
         for i, frame in enumerate(self.count_frames):
-            if not isinstance(frame, str) or frame.count("{n}") != 1 or frame.replace("{n}", "").count("{") \
-                    or frame.replace("{n}", "").count("}"):
+            if not isinstance(frame, str) or frame.count("{n}") != 1 or any(b in frame.replace("{n}", "") for b in "{}"):
                 raise InputError(f'config key data.count_frames[{i}]: a sentence holding "{{n}}" exactly once and '
                                  f'no other braces (e.g. "a picture of {{n}}"), got {frame!r}; on the command line, '
                                  f"quote it: data.count_frames=['{{n}}','a picture of {{n}}']")
@@ -312,10 +311,11 @@ class FactCaptions:
         rng, kind = self._draw(index)
         if kind == "counts":
             counted = self._count(row, rng)
-            if counted is None or len(self.count_frames) == 1:
-                return None if counted is None else tuple(self.count_frames[0].replace("{n}", c) for c in counted)
-            frame = rng.choice(self.count_frames)
-            return frame.replace("{n}", counted[0]), frame.replace("{n}", counted[1])
+            if counted is None:
+                return None
+            # one frame draws nothing, so the bare default reads exactly what it read before frames
+            frame = self.count_frames[0] if len(self.count_frames) == 1 else rng.choice(self.count_frames)
+            return tuple(frame.replace("{n}", c) for c in counted)
         if kind is None:
             return None
         out = self._place(row, rng) if kind == "places" else self._fact(row, rng)
