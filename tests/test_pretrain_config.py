@@ -17,7 +17,8 @@ from pretrain.config import load_pretrain_config, recipe_path, recipes_dir
 RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "lit_facts", "lit_facts_captions",
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
            "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix", "lit_scene_count_dedup", "lit_scene_count_image",
-           "lit_scene_count_frames", "lit_scene_count_frames_text")
+           "lit_scene_count_frames", "lit_scene_count_frames_text", "lit_scene_count_frames_after",
+           "lit_scene_count_frames_seed1")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -168,6 +169,18 @@ def test_lit_scene_count_frames_changes_only_the_count_frames_against_lit_scene_
         load_pretrain_config(recipe_path("lit_scene_count"))
     # no frame is one of SNLI-VE's count templates: what the teacher reads there is carried over, not seen
     assert not any(f.startswith(("there", "the image shows")) for f in frames.data.count_frames)
+    # the five frames mirrored with words after the count; nothing else changes
+    after = load_pretrain_config(recipe_path("lit_scene_count_frames_after"))
+    assert list(after.data.count_frames) == list(frames.data.count_frames) + [
+        "{n} on a picture", "{n} on an image", "{n} on a photo", "{n} on a drawing"]
+    assert load_pretrain_config(recipe_path("lit_scene_count_frames_after"),
+                                ["data.count_frames=['{n}','a picture of {n}','an image of {n}','a photo of {n}',"
+                                 "'a drawing of {n}']"]) == frames
+    assert not any(f.startswith(("there", "the image shows")) or "in the picture" in f for f in after.data.count_frames)
+    # a second draw of the recipe: its own stages at seed 1, the shipped lit_scene below either way
+    seed1 = load_pretrain_config(recipe_path("lit_scene_count_frames_seed1"))
+    assert seed1.seed == 1 and frames.seed == 0 and seed1.init_from == frames.init_from == "lit_scene"
+    assert seed1 == load_pretrain_config(recipe_path("lit_scene_count_frames"), ["seed=1"])
 
 
 def test_lit_scene_count_prefix_puts_counts_before_fact_captions_in_a_text_stage_on_top():
