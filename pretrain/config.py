@@ -56,6 +56,9 @@ class DataConfig:
     count_frames: List[str] = field(default_factory=lambda: ["{n}"])
     count_prefix: float = 0.0  # share of the fact and place captions that begin with the picture's count ("three shapes: a red circle ..."; negative: another count)
     caption_sizes: bool = False  # the fact and place captions name each object's size too, where its facts give one ("a large red circle near the top left")
+    # share of rows whose text and hard negative carry one to three strings that are no corpus word
+    # ("xq", "7", glued as in "circle7"): the tower learns that pieces a fitted vocabulary spells out say nothing
+    junk_words: float = 0.0
 
 
 @dataclass

@@ -12,6 +12,7 @@ import csv
 import json
 import random
 import re
+import string
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -401,6 +402,68 @@ class FactCaptions:
         return out
 
 
+class JunkWords:
+    """`data.junk_words`: for a share `share` of the rows (fixed per seed and row) the training text
+    and its hard negative get one to three strings that are no word of the corpus (random letters,
+    digits and punctuation: "xq", "7", "k-e"), at the same word positions in both, one in four glued
+    to the end of the word before it ("circle7").
+
+    Why: a fitted vocabulary holds the corpus's words and spells every other word piece by piece
+    ("what" -> w ##h ##a ##t, "triangle1" -> triangle ##1). The corpus never uses those pieces, so a
+    text tower trained on it meets them first in the task texts, as untrained embeddings that each
+    move the text's embedding. Web captions carry such strings all the time (file names, numbers,
+    typos); here they teach the tower that a spelt-out piece says nothing about the picture. No
+    junk string shares a prefix with a corpus word (`words`), so the fitted vocabulary spells it
+    piece by piece and it reads none of the corpus's words; gluing never makes a longer corpus word
+    either."""
+
+    CHARS = string.ascii_lowercase + string.digits + ".,?!-'"
+
+    def __init__(self, share: float, seed: int = 0, words: Sequence[str] = ()) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"config key data.junk_words: a share in [0, 1], got {share}")
+        self.share, self.seed = share, seed
+        self.words = {w.lower() for w in words}
+
+    def _reads_a_word(self, text: str, start: int = 0) -> bool:
+        """Does an alphanumeric run of `text` begin with a corpus word longer than `start` characters
+        (`start`: the length of the word the junk is glued to, itself a word)?"""
+        for k, run in enumerate(re.findall(r"[a-z0-9]+", text.lower())):
+            first = start if k == 0 else 0
+            if any(run[:n] in self.words for n in range(first + 1, len(run) + 1)):
+                return True
+        return False
+
+    def plan(self, index: int) -> List[Tuple[float, str, bool]]:
+        """Row `index`'s junk: (where, as a fraction of the text's word count; the string; glued), or []."""
+        rng = random.Random(f"junk-words|{self.seed}|{index}")
+        if rng.random() >= self.share:
+            return []
+        out = []
+        for _ in range(rng.randint(1, 3)):
+            where, glued = rng.random(), rng.random() < 0.25
+            for _ in range(100):  # redraw until it reads no corpus word (a handful of tries)
+                junk = "".join(rng.choice(self.CHARS) for _ in range(rng.randint(1, 6)))
+                if not self._reads_a_word(junk):
+                    break
+            else:
+                continue
+            out.append((where, junk, glued))
+        return out
+
+    def apply(self, text: str, plan: Sequence[Tuple[float, str, bool]]) -> str:
+        """`text` with `plan`'s strings inserted; a glued one goes with a space instead where gluing
+        would spell a longer corpus word."""
+        words = text.split()
+        for where, junk, glued in plan:
+            at = min(int(where * (len(words) + 1)), len(words))
+            if glued and at > 0 and not self._reads_a_word(words[at - 1] + junk, len(words[at - 1])):
+                words[at - 1] += junk
+            else:
+                words.insert(at, junk)
+        return " ".join(words)
+
+
 class CaptionDataset(Dataset):
     """Items: {"image": (3, H, W), "text": str, "caption": str, "index": int}, plus "negative"
     (str, or "" with "negative_valid" False) when built with `TextNegatives`.
@@ -409,11 +472,13 @@ class CaptionDataset(Dataset):
     """
 
     def __init__(self, rows: Sequence[Dict[str, str]], transform: Callable,
-                 negatives: Optional[TextNegatives] = None, fact_captions: Optional[FactCaptions] = None) -> None:
+                 negatives: Optional[TextNegatives] = None, fact_captions: Optional[FactCaptions] = None,
+                 junk: Optional[JunkWords] = None) -> None:
         self.rows = list(rows)
         self.transform = transform
         self.negatives = negatives
         self.fact_captions = fact_captions  # data.fact_captions: some rows read a caption written from their facts
+        self.junk = junk  # data.junk_words: some texts (and their negatives) carry strings that are no corpus word
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -429,6 +494,11 @@ class CaptionDataset(Dataset):
         if self.negatives is not None:
             neg = fact[1] if fact is not None else self.negatives(row, i)
             item.update(negative=neg or "", negative_valid=neg is not None)
+        plan = self.junk.plan(i) if self.junk is not None else []
+        if plan:
+            item["text"] = self.junk.apply(item["text"], plan)
+            if item.get("negative"):
+                item["negative"] = self.junk.apply(item["negative"], plan)
         return item
 
 

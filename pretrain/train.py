@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import string
 import time
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ from pretrain.cat_filter import OCRS, PARSERS, CATRules, cat_filter, make_backen
 from pretrain.clip_factory import BuiltModel, build_model
 from pretrain.concepts import CONCEPT_TEACHERS, FrozenConceptTeacher, create_concept_teacher
 from pretrain.config import PretrainConfig, load_pretrain_config  # noqa: F401  (PretrainConfig: the schema)
-from pretrain.data import (CaptionDataset, FactCaptions, TextNegatives, concept_targets, make_collate, read_captions,
-                           read_concepts)
+from pretrain.data import (CaptionDataset, FactCaptions, JunkWords, TextNegatives, concept_targets, make_collate,
+                           read_captions, read_concepts)
 from pretrain.export import export_teacher
 from pretrain.image_init import concept_bce_steps, count_targets, fact_targets, phrase_targets
 from pretrain.loop import ResumableLoop, start_run
@@ -172,8 +173,10 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]),
                                   swap=float(cfg.loss.text_negative_swap),
                                   relation=float(cfg.loss.text_negative_relation))
+    junk = JunkWords(float(cfg.data.junk_words), seed=int(cfg.seed), words=corpus_words(rows, facts)) \
+        if cfg.data.junk_words else None
     dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives,
-                             facts)
+                             facts, junk)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)
     size = built.model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -185,6 +188,15 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         losses.append(ConceptLoss(cfg.concept.weight, cfg.concept.temperature))
     model = PretrainModel(built.model, _num_concepts(teacher, size), lock_image=bool(cfg.image_init.lock))
     return Setup(paths, rows, built, dataset, model, teacher, gates, losses, image_init)
+
+
+def corpus_words(rows: List[Dict], facts: Optional[FactCaptions] = None) -> set:
+    """Every word the training texts can hold: those of the raw and synthetic captions, the place
+    captions' and the count frames' (the fact captions' words are the raw captions')."""
+    texts = [r["title"] for r in rows] + [r.get("synthetic_caption") or "" for r in rows]
+    if facts is not None:
+        texts += (facts.place_texts(rows) if facts.places > 0 else []) + list(facts.count_frames)
+    return {w for t in texts for w in re.findall(r"[a-z0-9]+", t.lower())}
 
 
 def fit_vocabulary(cfg: DictConfig, rows: List[Dict], facts: Optional[FactCaptions] = None) -> Any:

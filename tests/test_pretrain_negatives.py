@@ -320,3 +320,66 @@ def test_the_fitted_vocabulary_spells_place_words_whole_only_with_place_captions
         assert len(pieces(plain, word)) > 1  # the captions alone never say it
     # facts-only captions leave the vocabulary as it was (the shipped teacher's stays the same)
     assert fit_vocabulary(cfg, rows, FactCaptions(1.0)).get_vocab() == plain.get_vocab()
+
+
+def test_junk_words_insert_strings_that_read_no_corpus_word_at_the_same_places_in_text_and_negative():
+    from clip_td.base.wordpiece import build_wordpiece
+    from pretrain.data import JunkWords
+    from pretrain.default_teacher import recipe_hash
+
+    corpus = ["a red circle to the left of a blue square", "three shapes", "a blue ring sits above a red star"]
+    words = {w for t in corpus for w in t.split()}
+    junk = JunkWords(1.0, seed=0, words=words)
+    # a string is junk only if none of its alphanumeric runs begins with a corpus word
+    assert not junk._reads_a_word("rex") and junk._reads_a_word("redx") and junk._reads_a_word("x.red")
+    assert junk._reads_a_word("ab") and not junk._reads_a_word("xb")  # "ab" would read as the article + ##b
+    # glued to a word: only a longer corpus word counts ("circles" would be one if the corpus said it)
+    assert not junk._reads_a_word("circle7", len("circle"))
+    assert JunkWords(1.0, words=words | {"circles"})._reads_a_word("circles", len("circle"))
+    assert JunkWords(1.0, words=words | {"circles"}).apply("a red circle", [(1.0, "s", True)]) == "a red circle s"
+    assert junk.apply("a red circle", [(1.0, "7", True)]) == "a red circle7"
+    assert junk.apply("a red circle", [(0.0, "xq", True), (0.5, "7", False)]) == "xq a 7 red circle"
+    # fixed per seed and row; one to three strings per row at share 1, none at share 0, about half at 0.5
+    plans = [junk.plan(i) for i in range(200)]
+    assert plans == [junk.plan(i) for i in range(200)] and plans != [JunkWords(1.0, seed=1, words=words).plan(i)
+                                                                       for i in range(200)]
+    assert all(1 <= len(p) <= 3 for p in plans) and sum(g for p in plans for _, _, g in p) > 0
+    assert all(not JunkWords(0.0, words=words).plan(i) for i in range(200))
+    assert 70 <= sum(bool(JunkWords(0.5, words=words).plan(i)) for i in range(200)) <= 130
+    # what a fitted vocabulary reads: the text's own tokens, plus pieces that are no corpus word
+    tok = build_wordpiece(corpus, vocab_size=200, alphabet="abcdefghijklmnopqrstuvwxyz0123456789.,?!-'")
+    word_ids = {tok.convert_tokens_to_ids(w) for w in words}
+    text, negative = "a red circle to the left of a blue square", "a red circle to the right of a blue square"
+    for i, plan in enumerate(plans[:100]):
+        with_junk, neg_junk = junk.apply(text, plan), junk.apply(negative, plan)
+        assert with_junk != text
+        assert [t for t in tok(with_junk)["input_ids"] if t in word_ids] == \
+            [t for t in tok(text)["input_ids"] if t in word_ids], (i, with_junk)
+        # the negative carries the same strings at the same places: only "left" / "right" differ
+        # (a string glued to the changed word goes with it: "leftki" / "rightki")
+        diff = [(a, b) for a, b in zip(with_junk.split(), neg_junk.split()) if a != b]
+        assert len(diff) == 1 and diff[0][0][4:] == diff[0][1][5:], (i, with_junk, neg_junk)
+        assert diff[0][0].startswith("left") and diff[0][1].startswith("right")
+    with pytest.raises(InputError, match=r"config key data.junk_words: a share in \[0, 1\], got 1.5"):
+        JunkWords(1.5)
+    # the neutral value leaves every earlier recipe's hash (and so its cached teacher) as it was
+    assert recipe_hash(["data.junk_words=0.0"], "lit_scene_count") == recipe_hash([], "lit_scene_count")
+    assert recipe_hash(["data.junk_words=0.5"], "lit_scene_count") != recipe_hash([], "lit_scene_count")
+
+
+def test_caption_dataset_puts_the_same_junk_in_a_row_s_text_and_its_negative(tmp_path):
+    from PIL import Image
+
+    from pretrain.data import CaptionDataset, FactCaptions, JunkWords
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    row = {"image": str(tmp_path / "x.png"), "title": "shapes", "facts": "red circle|blue square|circle left of square"}
+    facts = FactCaptions(1.0, seed=0, colours=("red", "blue"))
+    junk = JunkWords(1.0, seed=0, words={"a", "red", "circle", "to", "the", "left", "right", "of", "blue", "square"})
+    plain = CaptionDataset([row], lambda im: im, negatives=object(), fact_captions=facts)[0]
+    item = CaptionDataset([row], lambda im: im, negatives=object(), fact_captions=facts, junk=junk)[0]
+    assert (plain["text"], plain["negative"]) == ("a red circle to the left of a blue square",
+                                                  "a red circle to the right of a blue square")
+    assert item["text"] == junk.apply(plain["text"], junk.plan(0)) != plain["text"]
+    assert item["negative"] == junk.apply(plain["negative"], junk.plan(0)) and item["negative_valid"]
+    assert item["caption"] == plain["caption"] == "shapes"  # the second path (ALIP's) keeps its caption
