@@ -59,6 +59,7 @@ class DataConfig:
     # share of rows whose text and hard negative carry one to three strings that are no corpus word
     # ("xq", "7", glued as in "circle7"): the tower learns that pieces a fitted vocabulary spells out say nothing
     junk_words: float = 0.0
+    junk_replaces: float = 0.0  # share of those strings that take the place of a word the text and its negative share ("a red xq")
 
 
 @dataclass

@@ -415,14 +415,22 @@ class JunkWords:
     typos); here they teach the tower that a spelt-out piece says nothing about the picture. No
     junk string shares a prefix with a corpus word (`words`), so the fitted vocabulary spells it
     piece by piece and it reads none of the corpus's words; gluing never makes a longer corpus word
-    either."""
+    either.
+
+    `replaces` (data.junk_replaces): a share of the strings take the place of a word instead (one
+    the text and its negative share at the same place, so the negative still differs where it did;
+    where they share none there, the string is inserted). A word the tower cannot read then stands
+    where a known one would ("a red xq" for "a red circle"), as "object" does in "a photo of a red
+    object": the tower learns that an unread word is still a word, not nothing."""
 
     CHARS = string.ascii_lowercase + string.digits + ".,?!-'"
 
-    def __init__(self, share: float, seed: int = 0, words: Sequence[str] = ()) -> None:
+    def __init__(self, share: float, seed: int = 0, words: Sequence[str] = (), replaces: float = 0.0) -> None:
         if not 0.0 <= share <= 1.0:
             raise InputError(f"config key data.junk_words: a share in [0, 1], got {share}")
-        self.share, self.seed = share, seed
+        if not 0.0 <= replaces <= 1.0:
+            raise InputError(f"config key data.junk_replaces: a share in [0, 1], got {replaces}")
+        self.share, self.seed, self.replaces = share, seed, replaces
         self.words = {w.lower() for w in words}
 
     def _reads_a_word(self, text: str, start: int = 0) -> bool:
@@ -434,8 +442,9 @@ class JunkWords:
                 return True
         return False
 
-    def plan(self, index: int) -> List[Tuple[float, str, bool]]:
-        """Row `index`'s junk: (where, as a fraction of the text's word count; the string; glued), or []."""
+    def plan(self, index: int) -> List[Tuple[float, str, bool, bool]]:
+        """Row `index`'s junk: (where, as a fraction of the text's word count; the string; glued;
+        replaces a word), or []."""
         rng = random.Random(f"junk-words|{self.seed}|{index}")
         if rng.random() >= self.share:
             return []
@@ -448,20 +457,37 @@ class JunkWords:
                     break
             else:
                 continue
-            out.append((where, junk, glued))
+            replace = self.replaces > 0 and rng.random() < self.replaces  # no draw at 0: the plans stay as they were
+            out.append((where, junk, glued, replace))
         return out
 
-    def apply(self, text: str, plan: Sequence[Tuple[float, str, bool]]) -> str:
-        """`text` with `plan`'s strings inserted; a glued one goes with a space instead where gluing
-        would spell a longer corpus word."""
-        words = text.split()
-        for where, junk, glued in plan:
-            at = min(int(where * (len(words) + 1)), len(words))
-            if glued and at > 0 and not self._reads_a_word(words[at - 1] + junk, len(words[at - 1])):
-                words[at - 1] += junk
-            else:
-                words.insert(at, junk)
-        return " ".join(words)
+    def _insert(self, words: List[str], where: float, junk: str, glued: bool) -> None:
+        at = min(int(where * (len(words) + 1)), len(words))
+        if glued and at > 0 and not self._reads_a_word(words[at - 1] + junk, len(words[at - 1])):
+            words[at - 1] += junk
+        else:
+            words.insert(at, junk)
+
+    def apply_pair(self, text: str, negative: Optional[str], plan: Sequence[tuple]) -> Tuple[str, Optional[str]]:
+        """`text` and its hard negative (or None) with `plan` applied to both: strings inserted (a
+        glued one goes with a space instead where gluing would spell a longer corpus word), or in
+        place of a word the two share at the same place (else inserted)."""
+        words, neg = text.split(), (negative.split() if negative is not None else None)
+        for where, junk, glued, *rest in plan:
+            if rest and rest[0] and words:
+                at = min(int(where * len(words)), len(words) - 1)
+                if neg is None or (len(neg) == len(words) and neg[at] == words[at]):
+                    words[at] = junk
+                    if neg is not None:
+                        neg[at] = junk
+                    continue
+            for ws in (words,) if neg is None else (words, neg):
+                self._insert(ws, where, junk, glued)
+        return " ".join(words), (" ".join(neg) if neg is not None else None)
+
+    def apply(self, text: str, plan: Sequence[tuple]) -> str:
+        """`text` alone with `plan` applied (`apply_pair` without a negative)."""
+        return self.apply_pair(text, None, plan)[0]
 
 
 class CaptionDataset(Dataset):
@@ -496,9 +522,9 @@ class CaptionDataset(Dataset):
             item.update(negative=neg or "", negative_valid=neg is not None)
         plan = self.junk.plan(i) if self.junk is not None else []
         if plan:
-            item["text"] = self.junk.apply(item["text"], plan)
-            if item.get("negative"):
-                item["negative"] = self.junk.apply(item["negative"], plan)
+            item["text"], negative = self.junk.apply_pair(item["text"], item.get("negative") or None, plan)
+            if negative is not None:
+                item["negative"] = negative
         return item
 
 

@@ -44,7 +44,8 @@ NEUTRAL_AT = {("loss", "text_negative_relation"): 0.0, ("image_init", "facts"): 
               ("data", "place_captions"): 0.0, ("data", "caption_sizes"): False,
               ("data", "count_captions"): 0.0, ("data", "count_prefix"): 0.0,
               ("loss", "mask_duplicate_texts"): False, ("image_init", "counts"): False,
-              ("data", "count_frames"): ["{n}"], ("data", "junk_words"): 0.0}
+              ("data", "count_frames"): ["{n}"], ("data", "junk_words"): 0.0,
+              ("data", "junk_replaces"): 0.0}
 
 
 # command-line keys that say where a run writes or resumes, not what it trains: never passed on

@@ -173,8 +173,8 @@ def build(cfg: DictConfig, accelerator: Accelerator) -> Setup:
         negatives = TextNegatives(rows, seed=int(cfg.seed), source=str(paths["train"]),
                                   swap=float(cfg.loss.text_negative_swap),
                                   relation=float(cfg.loss.text_negative_relation))
-    junk = JunkWords(float(cfg.data.junk_words), seed=int(cfg.seed), words=corpus_words(rows, facts)) \
-        if cfg.data.junk_words else None
+    junk = JunkWords(float(cfg.data.junk_words), seed=int(cfg.seed), words=corpus_words(rows, facts),
+                     replaces=float(cfg.data.junk_replaces)) if cfg.data.junk_words else None
     dataset = CaptionDataset(rows, built.preprocess_train if cfg.data.augment else built.preprocess_val, negatives,
                              facts, junk)
     teacher = build_concept_teacher(cfg, built, CaptionDataset(rows, built.preprocess_val), rows, paths, accelerator)

@@ -18,7 +18,8 @@ RECIPES = ("default", "clip", "diht", "alip", "rn_negclip", "lit", "alip_vit", "
            "lit_scene", "lit_facts_places", "lit_scene_place", "lit_facts_places_size", "lit_scene_place_size",
            "lit_scene_large", "lit_scene_large_image", "lit_scene_count", "lit_scene_count_prefix", "lit_scene_count_dedup", "lit_scene_count_image",
            "lit_scene_count_frames", "lit_scene_count_frames_text", "lit_scene_count_frames_after",
-           "lit_scene_count_frames_seed1", "lit_scene_count_frames_junk")
+           "lit_scene_count_frames_seed1", "lit_scene_count_frames_junk",
+           "lit_scene_count_frames_junk_replace")
 
 
 def test_recipes_load_from_packaged_configs():
@@ -185,6 +186,10 @@ def test_lit_scene_count_frames_changes_only_the_count_frames_against_lit_scene_
     junk = load_pretrain_config(recipe_path("lit_scene_count_frames_junk"))
     assert junk.data.junk_words == 0.5 and frames.data.junk_words == 0.0
     assert load_pretrain_config(recipe_path("lit_scene_count_frames_junk"), ["data.junk_words=0.0"]) == frames
+    # half of those strings in place of a word instead
+    replace = load_pretrain_config(recipe_path("lit_scene_count_frames_junk_replace"))
+    assert replace.data.junk_replaces == 0.5 and junk.data.junk_replaces == 0.0
+    assert load_pretrain_config(recipe_path("lit_scene_count_frames_junk_replace"), ["data.junk_replaces=0.0"]) == junk
 
 
 def test_lit_scene_count_prefix_puts_counts_before_fact_captions_in_a_text_stage_on_top():

@@ -343,7 +343,7 @@ def test_junk_words_insert_strings_that_read_no_corpus_word_at_the_same_places_i
     plans = [junk.plan(i) for i in range(200)]
     assert plans == [junk.plan(i) for i in range(200)] and plans != [JunkWords(1.0, seed=1, words=words).plan(i)
                                                                        for i in range(200)]
-    assert all(1 <= len(p) <= 3 for p in plans) and sum(g for p in plans for _, _, g in p) > 0
+    assert all(1 <= len(p) <= 3 for p in plans) and sum(g for p in plans for _, _, g, _ in p) > 0
     assert all(not JunkWords(0.0, words=words).plan(i) for i in range(200))
     assert 70 <= sum(bool(JunkWords(0.5, words=words).plan(i)) for i in range(200)) <= 130
     # what a fitted vocabulary reads: the text's own tokens, plus pieces that are no corpus word
@@ -365,6 +365,42 @@ def test_junk_words_insert_strings_that_read_no_corpus_word_at_the_same_places_i
     # the neutral value leaves every earlier recipe's hash (and so its cached teacher) as it was
     assert recipe_hash(["data.junk_words=0.0"], "lit_scene_count") == recipe_hash([], "lit_scene_count")
     assert recipe_hash(["data.junk_words=0.5"], "lit_scene_count") != recipe_hash([], "lit_scene_count")
+
+
+def test_junk_replaces_take_a_word_the_text_and_its_negative_share_and_leave_insertion_plans_as_they_were():
+    from pretrain.data import JunkWords
+    from pretrain.default_teacher import recipe_hash
+
+    words = {"a", "red", "circle", "to", "the", "left", "right", "of", "blue", "square"}
+    text, negative = "a red circle to the left of a blue square", "a red circle to the right of a blue square"
+    junk = JunkWords(1.0, words=words, replaces=1.0)
+    # by hand: word 1 of 10 ("red") is shared, word 5 ("left" / "right") is not, so that string is inserted
+    assert junk.apply_pair(text, negative, [(0.15, "xq", False, True)]) == (
+        "a xq circle to the left of a blue square", "a xq circle to the right of a blue square")
+    assert junk.apply_pair(text, negative, [(0.55, "xq", False, True)]) == (
+        "a red circle to the left xq of a blue square", "a red circle to the right xq of a blue square")
+    assert junk.apply_pair(text, None, [(0.55, "xq", False, True)]) == ("a red circle to the xq of a blue square", None)
+    assert junk.apply_pair("a red circle", "a red circle left", [(0.5, "xq", False, True)])[0] == "a red xq circle"
+    # every drawn plan keeps the negative different from the text in exactly the word it differed in
+    plans = [junk.plan(i) for i in range(100)]
+    assert all(p and all(r for *_, r in p) for p in plans)
+    replaced = 0
+    for plan in plans:
+        t, n = junk.apply_pair(text, negative, plan)
+        diff = [(a, b) for a, b in zip(t.split(), n.split()) if a != b]
+        assert len(diff) == 1 and diff[0][0].startswith("left") and diff[0][1].startswith("right"), (plan, t, n)
+        assert len(t.split()) == len(n.split()) <= 10 + len(plan)
+        replaced += 10 + len(plan) - len(t.split())
+    # a string lands on the one word they do not share ("left") a tenth of the time and is inserted there
+    assert 0.8 * sum(map(len, plans)) <= replaced < sum(map(len, plans))
+    # no replacement draws at 0: the strings, places and glue of data.junk_words alone are unchanged
+    inserting = JunkWords(0.5, seed=3, words=words)
+    mixed = JunkWords(0.5, seed=3, words=words, replaces=0.0)
+    assert [inserting.plan(i) for i in range(50)] == [mixed.plan(i) for i in range(50)]
+    assert all(not r for i in range(50) for *_, r in inserting.plan(i))
+    with pytest.raises(InputError, match=r"config key data.junk_replaces: a share in \[0, 1\], got -0.1"):
+        JunkWords(0.5, replaces=-0.1)
+    assert recipe_hash(["data.junk_replaces=0.0"], "lit_scene_count") == recipe_hash([], "lit_scene_count")
 
 
 def test_caption_dataset_puts_the_same_junk_in_a_row_s_text_and_its_negative(tmp_path):
