@@ -13,6 +13,9 @@ teacher's pretraining captions never produce left out (start, end and padding ke
            question's first two words ("What color", "Where is") and over all rows
   snli_ve  the AUC of cos(image, hypothesis) putting the entailed rows above the contradicted ones
            (50 = no ranking), by the hypothesis's first two words and over all rows
+  concepts zero-shot colour / shape / size on the pretraining world's labelled single-object
+           images (both styles), with each prompt template alone and with their ensemble, as
+           `bench/teacher_zeroshot.py` scores them ("a photo of a {} object." spells "object")
 plus the share of the task texts' content tokens that the corpus never uses. Leaving tokens out
 is a diagnosis, not a scorer the distiller uses: a large gain says the teacher is misled by what
 it never learnt to read. The corpus is the synthetic world's pretrain/train.tsv (title,
@@ -124,6 +127,24 @@ def score_snli_ve(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
     return out
 
 
+def score_concepts(teacher: FrozenTeacher, zeroshot_root: Path, used: Set[int]) -> Dict[str, Any]:
+    """{label set: {template or "ensemble": {"as written", "unread tokens left out"}}}: zero-shot
+    accuracy with each template alone and with all of them."""
+    from pretrain.data import read_zeroshot
+    from pretrain.metrics import encode_images, zeroshot_accuracy, zeroshot_weights
+
+    left_out = lambda texts: keep_read(teacher, teacher.tokenizer(texts), used)  # noqa: E731
+    out: Dict[str, Any] = {}
+    for name, spec in read_zeroshot(zeroshot_root).items():
+        img = encode_images(teacher.model, spec["images"], teacher.image_transform(), "cpu")
+        out[name] = {}
+        for key, templates in [(t, [t]) for t in spec["templates"]] + [("ensemble", list(spec["templates"]))]:
+            out[name][key] = {label: zeroshot_accuracy(img, zeroshot_weights(teacher.model, tok, spec["classnames"],
+                                                                               templates, "cpu"), spec["labels"])
+                              for label, tok in (("as written", teacher.tokenizer), ("unread tokens left out", left_out))}
+    return out
+
+
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", default=None, help="recipe:NAME / local-dir:DIR (default: the default teacher)")
@@ -153,7 +174,13 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
             rows = [ds[i] for i in range(min(args.max_rows, len(ds)))]
             results["tasks"].setdefault(task_name, {})[split] = scorer(teacher, task, rows, used)
 
+    if (root / "pretrain" / "zeroshot.json").is_file():
+        results["concepts"] = score_concepts(teacher, root / "pretrain", used)
+
     print(f"teacher {name}: {len(used)} token ids occur in {corpus}")
+    for set_name, by_template in results.get("concepts", {}).items():
+        for key, v in by_template.items():
+            print(f"concepts {set_name:<7}{key:<28}{v['as written']:>12.1f}{v['unread tokens left out']:>10.1f}")
     print(f"{'task':<9}{'split':<11}{'group':<16}{'n':>6}{'as written':>12}{'left out':>10}")
     for task_name, splits in results["tasks"].items():
         for split, res in splits.items():

@@ -45,3 +45,23 @@ def test_unread_tokens_are_left_out_and_the_rest_moved_up(teacher):
     # content tokens: w ##h ##a ##t is circle ? -> 5 of 7 unread
     assert unread_share(teacher, ["What is circle?"], used) == pytest.approx(500.0 / 7)
     assert unread_share(teacher, ["is circle"], used) == 0.0
+
+
+def test_concepts_with_every_token_read_are_the_pretraining_zero_shot(small_world, tiny_teacher):
+    from teacher_unread_pieces import score_concepts
+
+    from clip_td.lib.teacher import FrozenTeacher
+    from pretrain.data import read_zeroshot
+    from pretrain.metrics import encode_images, zeroshot_accuracy, zeroshot_weights
+
+    teacher = FrozenTeacher.from_name(f"local-dir:{tiny_teacher}")
+    root = small_world / "pretrain"
+    every = set(range(int(teacher.model.token_embedding.num_embeddings)))
+    scores = score_concepts(teacher, root, every)
+    for name, spec in read_zeroshot(root).items():
+        assert list(scores[name]) == list(spec["templates"]) + ["ensemble"]
+        img = encode_images(teacher.model, spec["images"], teacher.image_transform(), "cpu")
+        w = zeroshot_weights(teacher.model, teacher.tokenizer, spec["classnames"], spec["templates"], "cpu")
+        assert scores[name]["ensemble"]["as written"] == pytest.approx(zeroshot_accuracy(img, w, spec["labels"]))
+        for v in scores[name].values():  # nothing left out when every token was read
+            assert v["unread tokens left out"] == pytest.approx(v["as written"])
