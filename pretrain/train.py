@@ -62,6 +62,9 @@ def check_names(cfg: DictConfig) -> None:
     if cfg.data.caption_sizes and not (cfg.data.fact_captions or cfg.data.place_captions):
         raise InputError("config key data.caption_sizes: names sizes in the fact and place captions, so it needs "
                          "data.fact_captions or data.place_captions above 0 (both are 0)")
+    if cfg.data.junk_replaces and not cfg.data.junk_words:
+        raise InputError(f"config key data.junk_replaces={cfg.data.junk_replaces}: a share of the junk strings of "
+                         "data.junk_words, but data.junk_words is 0; set data.junk_words too")
 
 
 def resolve_paths(cfg: DictConfig) -> Dict[str, Optional[Path]]:

@@ -401,6 +401,14 @@ def test_junk_replaces_take_a_word_the_text_and_its_negative_share_and_leave_ins
     with pytest.raises(InputError, match=r"config key data.junk_replaces: a share in \[0, 1\], got -0.1"):
         JunkWords(0.5, replaces=-0.1)
     assert recipe_hash(["data.junk_replaces=0.0"], "lit_scene_count") == recipe_hash([], "lit_scene_count")
+    # a share of data.junk_words' strings: refused, before any data is read, without them
+    from pretrain.config import load_pretrain_config, recipe_path
+    from pretrain.train import check_names
+
+    with pytest.raises(InputError, match=r"config key data.junk_replaces=0.5: a share of the junk strings of "
+                                         r"data.junk_words, but data.junk_words is 0"):
+        check_names(load_pretrain_config(recipe_path("lit_scene_count"), ["data.junk_replaces=0.5"]))
+    check_names(load_pretrain_config(recipe_path("lit_scene_count_frames_junk_replace")))
 
 
 def test_caption_dataset_puts_the_same_junk_in_a_row_s_text_and_its_negative(tmp_path):
