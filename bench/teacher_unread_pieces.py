@@ -91,7 +91,7 @@ def group(text: str) -> str:
     return " ".join(str(text).split()[:2])
 
 
-def score_vcr(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], used: Set[int]) -> Dict[str, Any]:
+def score_choices(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], used: Set[int]) -> Dict[str, Any]:
     img = image_embeds(teacher, rows)
     texts = [task.teacher_texts(r) for r in rows]
     gold = torch.tensor([t[2] for t in texts])
@@ -109,7 +109,7 @@ def score_vcr(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], use
     return out
 
 
-def score_snli_ve(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], used: Set[int]) -> Dict[str, Any]:
+def score_contrast(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]], used: Set[int]) -> Dict[str, Any]:
     first, second = task.contrast_labels
     k_first, k_second = list(task.label_names).index(first), list(task.label_names).index(second)
     rows = [r for r in rows if int(r["label"]) in (k_first, k_second)]
@@ -148,6 +148,7 @@ def score_concepts(teacher: FrozenTeacher, zeroshot_root: Path, used: Set[int]) 
 def main(argv: List[str] | None = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--teacher", default=None, help="recipe:NAME / local-dir:DIR (default: the default teacher)")
+    p.add_argument("--tasks", nargs="+", default=["vcr", "snli_ve"], help="choice tasks to score")
     p.add_argument("--max-rows", type=int, default=1000, help="rows scored per split (the first N)")
     p.add_argument("--out", default="bench/results/teacher_unread_pieces.json")
     args = p.parse_args(argv)
@@ -166,9 +167,11 @@ def main(argv: List[str] | None = None) -> Dict[str, Any]:
     corpus = Path(ensure_world(world)) / "pretrain" / "train.tsv"
     used = corpus_token_ids(teacher, corpus)
     results: Dict[str, Any] = {"teacher": name, "corpus": str(corpus), "corpus tokens": len(used), "tasks": {}}
-    scorers = {"vcr": score_vcr, "snli_ve": score_snli_ve}
-    for task_name, scorer in scorers.items():
+    for task_name in args.tasks:
         task = get_task(task_name)
+        # a task whose two labels cos(image, text) can tell apart (SNLI-VE) is scored by ranking; the
+        # other choice tasks (VCR) by their candidates
+        scorer = score_contrast if getattr(task, "contrast_labels", None) else score_choices
         for split in ("val", "val_shift"):
             ds = task.load(root / task_name, split)
             rows = [ds[i] for i in range(min(args.max_rows, len(ds)))]
