@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clip_td.base.io import write_json_atomic  # noqa: E402
 from clip_td.lib.teacher import FrozenTeacher  # noqa: E402
-from teacher_zeroshot import image_embeds, ranking_auc  # noqa: E402
+from teacher_zeroshot import by_group, image_embeds, ranking_auc  # noqa: E402
 
 
 def corpus_token_ids(teacher: FrozenTeacher, path: Path, columns: Sequence[str] = ("title", "synthetic_caption", "facts"),
@@ -100,12 +100,8 @@ def score_choices(teacher: FrozenTeacher, task: Any, rows: List[Dict[str, Any]],
     for name, keep in (("as written", None), ("unread tokens left out", used)):
         cand = embed(teacher, cands, keep).view(len(rows), len(texts[0][1]), -1)
         right = (torch.einsum("nd,ncd->nc", img, cand).argmax(1) == gold).float()
-        res = {"all": {"n": len(rows), "accuracy": 100.0 * float(right.mean())}}
-        by: Dict[str, List[float]] = defaultdict(list)
-        for r, ok in zip(rows, right.tolist()):
-            by[group(r["text"])].append(ok)
-        res.update({g: {"n": len(v), "accuracy": 100.0 * sum(v) / len(v)} for g, v in sorted(by.items())})
-        out[name] = res
+        out[name] = {"all": {"n": len(rows), "accuracy": 100.0 * float(right.mean())},
+                     **by_group([group(r["text"]) for r in rows], right.tolist())}
     return out
 
 
